@@ -45,3 +45,7 @@ class RegistryError(KfloopError):
 
 class ModelNotFound(RegistryError):
     """No such model or version in the registry."""
+
+
+class InvalidRequest(KfloopError):
+    """A request (inference payload, CloudEvent, feedback) is malformed; served as HTTP 400."""
