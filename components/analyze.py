@@ -1,0 +1,10 @@
+"""analyze: bias per group of a sensitive feature and global SHAP feature importance."""
+
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
+
+
+def analyze(model: Input[Model], test: Input[Dataset], evaluation: Input[Artifact], sensitive_feature: str,
+            analysis: Output[Artifact], report: Output[Markdown]):
+    from kfloop import steps
+
+    steps.analyze(model.path, test.path, sensitive_feature, analysis.path, report.path, evaluation.path)

@@ -1,0 +1,10 @@
+"""baseline: fit the drift detector's reference on the training features, for serving."""
+
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+
+def baseline(model: Input[Model], train: Input[Dataset], drift_backend: str, drift_p_val: float,
+             detector: Output[Artifact]):
+    from kfloop import steps
+
+    steps.fit_drift_baseline(model.path, train.path, detector.path, backend=drift_backend, p_val=drift_p_val)
