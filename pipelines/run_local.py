@@ -13,6 +13,7 @@ import json
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -88,7 +89,10 @@ def run_local(settings: Settings, arguments: dict, yaml_path: str | Path = YAML_
     with open(root / f".log-{os.getpid()}-{time.time_ns()}", "w") as log:
         writer = _ProgressWriter(log, progress)
         try:
-            with contextlib.redirect_stdout(writer):
+            with contextlib.redirect_stdout(writer), warnings.catch_warnings():
+                # kfp.local warns that resource settings and the custom base image do not apply
+                # to a subprocess run: expected here, so kept out of the user's way.
+                warnings.simplefilter("ignore")
                 pipeline(**arguments)
             failure = None
         except Exception as e:  # noqa: BLE001 - KFP raises RuntimeError; the step's error is in the log
@@ -122,5 +126,8 @@ def _gate(run_dir: Path | None) -> dict:
 
 
 def _registered(run_dir: Path | None) -> str | None:
-    path = run_dir / "register" / "Output" if run_dir else None
-    return path.read_text().strip() if path and path.is_file() else None
+    """The register step's output ("NAME:VERSION"), from its executor output; None if it did not run."""
+    path = run_dir / "register" / "executor_output.json" if run_dir else None
+    if not (path and path.is_file()):
+        return None
+    return json.loads(path.read_text()).get("parameterValues", {}).get("Output")
