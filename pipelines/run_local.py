@@ -79,7 +79,6 @@ def run_local(settings: Settings, arguments: dict, yaml_path: str | Path = YAML_
     """Run the compiled pipeline with ``arguments``; raises PipelineRunFailed on a failed step."""
     from kfp import components, local
 
-    os.environ.update(settings.storage_env())  # the steps' processes read the same settings
     root = Path(settings.home).resolve() / "runs"
     root.mkdir(parents=True, exist_ok=True)
     before = set(root.iterdir())
@@ -89,7 +88,8 @@ def run_local(settings: Settings, arguments: dict, yaml_path: str | Path = YAML_
     with open(root / f".log-{os.getpid()}-{time.time_ns()}", "w") as log:
         writer = _ProgressWriter(log, progress)
         try:
-            with contextlib.redirect_stdout(writer), warnings.catch_warnings():
+            with _environment(settings.storage_env()), contextlib.redirect_stdout(writer), \
+                    warnings.catch_warnings():
                 # kfp.local warns that resource settings and the custom base image do not apply
                 # to a subprocess run: expected here, so kept out of the user's way.
                 warnings.simplefilter("ignore")
@@ -104,6 +104,21 @@ def run_local(settings: Settings, arguments: dict, yaml_path: str | Path = YAML_
     if failure is not None:
         raise PipelineRunFailed(_explain_failure(log_path, failure)) from failure
     return LocalRunResult(run_dir, log_path, time.monotonic() - started, _gate(run_dir), _registered(run_dir))
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """Point the steps' processes at the same storage; restores the environment afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 def _new_run_dir(root: Path, before: set[Path]) -> Path | None:

@@ -1,0 +1,71 @@
+"""The whole training pipeline run for real under kfp.local, on small generated data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kfloop import bundle, samples
+from kfloop.pipelines.run_local import PipelineRunFailed, run_local
+from kfloop.registry import Registry
+from kfloop.storage import open_store
+
+SMALL = "sample:churn?n_rows=1500&seed=1"
+
+
+def _registry(settings) -> Registry:
+    return Registry(open_store(settings))
+
+
+def test_a_good_run_registers_version_1_with_lineage(local_settings, tmp_path):
+    result = run_local(local_settings, {"source": SMALL, "sensitive_feature": "contract"}, progress=lambda _: None)
+    assert result.gate["passed"] and result.registered == "churn:1"
+    record = _registry(local_settings).get("churn", 1)
+    assert record.stage == "staging"
+    assert record.lineage["data_uri"].startswith("sample:churn")
+    assert record.lineage["pipeline_run_name"] == result.run_dir.name
+    assert record.lineage["parameters"]["n_estimators"] == 200
+    assert {"model.ubj", "schema.json", "metrics.json", "bias.json", "drift/kfloop_detector.json"} <= set(record.files)
+    _, path = _registry(local_settings).fetch_bundle("churn:1", tmp_path / "bundle")
+    assert bundle.load_schema(path).target == "churn"
+    # the KFP Metrics and ClassificationMetrics artifacts the dashboard draws
+    artifacts = json.loads((result.run_dir / "evaluate" / "executor_output.json").read_text())["artifacts"]
+    assert artifacts["metrics"]["artifacts"][0]["metadata"]["auc"] == pytest.approx(result.gate["candidate"])
+    classification = artifacts["classification_metrics"]["artifacts"][0]["metadata"]
+    assert {"confusionMatrix", "confidenceMetrics"} <= set(classification)
+
+
+def test_a_run_worse_than_production_registers_nothing(local_settings):
+    run_local(local_settings, {"source": SMALL}, progress=lambda _: None)
+    _registry(local_settings).set_stage("churn", 1, "production")
+    weak = {"source": SMALL, "n_estimators": 1, "max_depth": 1, "threshold": 0.5, "tolerance": 0.01}
+    result = run_local(local_settings, weak, progress=lambda _: None)
+    assert not result.gate["passed"] and "production" in result.gate["reason"]
+    assert result.registered is None
+    assert _registry(local_settings).version_numbers("churn") == [1]
+
+
+def test_bad_data_fails_with_the_column_and_rule_and_registers_nothing(local_settings, tmp_path):
+    frame = samples.churn(n_rows=500)
+    frame["tenure_months"] = None  # an all-missing column
+    path = tmp_path / "bad.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(PipelineRunFailed, match="tenure_months.*|missing_rate"):
+        run_local(local_settings, {"source": str(path), "target": "churn"}, progress=lambda _: None)
+    assert _registry(local_settings).list_versions() == []
+
+
+def test_the_pipeline_registers_on_s3(s3_settings, tmp_path):
+    result = run_local(s3_settings, {"source": SMALL}, progress=lambda _: None)
+    assert result.registered == "churn:1"
+    record = _registry(s3_settings).get("churn", 1)
+    assert record.bundle_uri.startswith(f"s3://{s3_settings.s3_bucket}/")
+    assert not (tmp_path / "home" / "models").exists()  # nothing went to the local folder
+
+
+def test_an_unknown_sample_fails_with_progress_and_a_clear_message(local_settings):
+    lines: list[str] = []
+    with pytest.raises(PipelineRunFailed, match="nope"):
+        run_local(local_settings, {"source": "sample:nope"}, progress=lines.append)
+    assert any("process" in line and "FAILED" in line for line in lines)
