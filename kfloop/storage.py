@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from kfloop.config import Settings
-from kfloop.errors import ChecksumError, ObjectNotFound, StorageError
+from kfloop.errors import ChecksumError, ConfigError, ObjectNotFound, StorageError
 
 CHECKSUM_FIELD = "_sha256"
 
@@ -152,6 +152,8 @@ class S3Store:
             raise StorageError(f"{what}: S3 error {e.code}: {e.message}") from e
         except (HTTPError, OSError) as e:
             raise StorageError(f"{what}: cannot reach S3 endpoint {self.endpoint}: {e.__class__.__name__}") from e
+        except ValueError as e:  # minio checks names (bucket, object) before sending anything
+            raise ConfigError(f"{what}: {e}") from e
 
     def put(self, key: str, data: bytes) -> None:
         self._call(f"put {key}", lambda: self.client.put_object(self.bucket, key, io.BytesIO(data), len(data)))
