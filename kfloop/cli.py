@@ -27,11 +27,13 @@ SAMPLE_DEFAULTS = {  # target and sensitive feature for the built-in samples
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
-        parser.print_help()
+    if not getattr(args, "handler", None):  # no command, or a group without its subcommand
+        getattr(args, "group_parser", parser).print_help()
         return 2
     logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # urllib3 under kfp.Client warns on each retry (kfp resets the "urllib3" level)
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     try:
         settings = Settings.from_env().replace(home=args.home, s3_endpoint=args.s3_endpoint,
                                                s3_bucket=args.s3_bucket)

@@ -14,6 +14,7 @@ from kfloop.errors import ConfigError, KfloopError
 
 def add_commands(groups) -> None:
     pipeline = groups.add_parser("pipeline", help="compile, run locally, or submit the training pipeline")
+    pipeline.set_defaults(group_parser=pipeline)
     sub = pipeline.add_subparsers(title="pipeline commands", metavar="COMMAND")
 
     compile_ = sub.add_parser("compile", help="compile the pipeline to YAML (default pipelines/training.yaml)")
@@ -38,6 +39,8 @@ def add_commands(groups) -> None:
     submit.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
     submit.add_argument("--wait", action="store_true", help="wait for the run to finish; exit 1 unless it succeeded")
     submit.add_argument("--timeout", type=int, default=3600, help="seconds to wait with --wait (default 3600)")
+    submit.add_argument("--poll-seconds", type=float, default=5.0,
+                        help="seconds between run state checks with --wait (default 5)")
 
 
 def compile_command(args, settings: Settings) -> int:
@@ -102,6 +105,7 @@ def submit_command(args, settings: Settings) -> int:
     arguments = pipeline_arguments(args, yaml_path)
     result = submit_run(args.host, yaml_path, arguments, experiment=args.experiment, run_name=args.run_name,
                         namespace=args.namespace, wait=args.wait, timeout=args.timeout,
+                        poll_seconds=args.poll_seconds,
                         progress=lambda line: print(line, file=sys.stderr))
     if args.json:
         print_json(result)

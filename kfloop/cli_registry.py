@@ -10,13 +10,14 @@ from kfloop.storage import open_store
 
 def add_commands(groups) -> None:
     registry = groups.add_parser("registry", help="list, show, approve or reject model versions")
+    registry.set_defaults(group_parser=registry)
     sub = registry.add_subparsers(title="registry commands", metavar="COMMAND")
     list_ = sub.add_parser("list", help="list versions (all models, or one)")
     list_.add_argument("--model", help="only this model")
     list_.add_argument("--json", action="store_true", help="print JSON")
     list_.set_defaults(handler=list_command)
     show = sub.add_parser("show", help="show one version: NAME, NAME:VERSION or NAME@STAGE")
-    show.add_argument("ref")
+    show.add_argument("ref", help="NAME:VERSION, NAME:latest, NAME@STAGE (e.g. churn@production) or NAME")
     show.add_argument("--json", action="store_true", help="print JSON (includes the feature schema)")
     show.set_defaults(handler=show_command)
     for name, handler in (("approve", approve_command), ("reject", reject_command)):
