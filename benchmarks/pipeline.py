@@ -23,19 +23,24 @@ from pathlib import Path
 FLOOR = """
 import sys, tempfile
 from pathlib import Path
-from kfloop import steps
+from kfloop.steps.analyze import analyze
+from kfloop.steps.baseline import fit_drift_baseline
+from kfloop.steps.evaluate import evaluate_model
+from kfloop.steps.process import process
+from kfloop.steps.register import register
+from kfloop.steps.train import train_model
 from kfloop.config import Settings
 settings = Settings(home=Path(sys.argv[2]))
 out = Path(tempfile.mkdtemp())
-info = steps.process(f"sample:churn?n_rows={sys.argv[1]}", "churn", settings, out / "train.parquet",
+info = process(f"sample:churn?n_rows={sys.argv[1]}", "churn", settings, out / "train.parquet",
                      out / "valid.parquet", out / "test.parquet", out / "schema.json", out / "quality.md")
-steps.train_model(out / "train.parquet", out / "valid.parquet", out / "schema.json", {}, out / "model")
-steps.evaluate_model(out / "model", out / "test.parquet", "churn", settings, out / "evaluation.json", 0.7, 0.01)
-steps.analyze(out / "model", out / "test.parquet", "age", out / "analysis.json", out / "report.md",
+train_model(out / "train.parquet", out / "valid.parquet", out / "schema.json", {}, out / "model")
+evaluate_model(out / "model", out / "test.parquet", "churn", settings, out / "evaluation.json", 0.7, 0.01)
+analyze(out / "model", out / "test.parquet", "age", out / "analysis.json", out / "report.md",
               out / "evaluation.json")
-steps.fit_drift_baseline(out / "model", out / "train.parquet", out / "drift")
+fit_drift_baseline(out / "model", out / "train.parquet", out / "drift")
 lineage = {"data_uri": info["data_uri"], "data_sha256": info["data_sha256"]}
-print(steps.register("churn", settings, out / "model", out / "evaluation.json", out / "analysis.json",
+print(register("churn", settings, out / "model", out / "evaluation.json", out / "analysis.json",
                      out / "drift", lineage).ref)
 """
 

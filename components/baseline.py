@@ -5,6 +5,6 @@ from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 def baseline(model: Input[Model], train: Input[Dataset], drift_backend: str, drift_p_val: float,
              detector: Output[Artifact]):
-    from kfloop import steps
+    from kfloop.steps.baseline import fit_drift_baseline
 
-    steps.fit_drift_baseline(model.path, train.path, detector.path, backend=drift_backend, p_val=drift_p_val)
+    fit_drift_baseline(model.path, train.path, detector.path, backend=drift_backend, p_val=drift_p_val)

@@ -1,0 +1,16 @@
+"""The pipeline's steps as ordinary functions over file paths, one module per step.
+
+Each KFP component in ``components/`` is a thin wrapper that maps its artifact paths to one of
+these functions; the benchmark calls them directly in one process (the floor the pipeline is
+measured against), and tests call them without KFP. Artifacts:
+
+- process: train/valid/test Parquet files, ``schema.json``, a Markdown data-quality report
+- train: a model folder with ``model.ubj`` (UBJSON), ``schema.json`` and ``params.json``
+- evaluate: ``evaluation.json`` (metrics of candidate and production, gate decision)
+- analyze: ``bias.json`` (bias and feature importance) and a Markdown report
+- baseline: the drift detector folder (``kfloop.drift``)
+- register: a model bundle (``kfloop.bundle``) registered as the next version
+
+Each step module imports only what that step needs, so each step's process starts quickly:
+``from kfloop.steps.train import train_model``.
+"""

@@ -1,0 +1,36 @@
+"""analyze: bias per group of a sensitive feature and global SHAP feature importance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from kfloop import explain, model_report, train
+from kfloop.bias import bias_report
+from kfloop.errors import ConfigError
+from kfloop.steps.common import load_model_dir, read_json, write_json
+
+
+def analyze(model_dir: str, test_path: str, sensitive_feature: str, json_path: str, report_path: str,
+            evaluation_path: str | None = None, positive_class: str = "") -> dict:
+    """Bias per group of ``sensitive_feature`` (classification) and global SHAP importance."""
+    test = pd.read_parquet(test_path)
+    booster, schema = load_model_dir(model_dir)
+    X = schema.encode_frame(test)
+    pred = train.predict(booster, schema, X)
+    bias = None
+    if sensitive_feature and schema.task != "regression":
+        if sensitive_feature not in test.columns:
+            raise ConfigError(f"sensitive_feature {sensitive_feature!r} is not a column; columns are {schema.names}")
+        positive = schema.classes.index(positive_class) if positive_class else len(schema.classes) - 1
+        y_true = schema.encode_labels(test[schema.target]) == positive
+        bias = bias_report(test[sensitive_feature], y_true, train.predicted_labels(schema, pred) == positive)
+        bias["sensitive_feature"], bias["positive_class"] = sensitive_feature, schema.classes[positive]
+    importance = explain.feature_importance(booster, schema, X)
+    evaluation = read_json(evaluation_path) if evaluation_path else {}
+    doc = {"bias": bias, "importance": importance}
+    write_json(json_path, doc)
+    Path(report_path).write_text(model_report.render_markdown(evaluation.get("metrics", {}),
+                                                              evaluation.get("gate", {}), bias, importance))
+    return doc

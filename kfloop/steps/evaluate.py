@@ -1,0 +1,49 @@
+"""evaluate: metrics of the candidate and of production on the same test split, and the gate."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+
+import numpy as np
+import pandas as pd
+
+from kfloop import evaluate, train
+from kfloop.config import Settings
+from kfloop.registry import Registry, validate_name
+from kfloop.schema import FeatureSchema
+from kfloop.steps.common import load_model_dir, write_json
+from kfloop.storage import open_store
+
+log = logging.getLogger(__name__)
+
+
+def _score(model_dir: str | Path, test: pd.DataFrame) -> tuple[FeatureSchema, np.ndarray, dict]:
+    booster, schema = load_model_dir(model_dir)
+    pred = train.predict(booster, schema, schema.encode_frame(test))
+    y = schema.encode_labels(test[schema.target])
+    return schema, pred, evaluate.compute_metrics(schema, y, pred)
+
+
+def evaluate_model(model_dir: str, test_path: str, model_name: str, settings: Settings, out_path: str,
+                   threshold: float, tolerance: float) -> dict:
+    """Metrics of the candidate and of the production version (same test split) and the gate."""
+    test = pd.read_parquet(test_path)
+    schema, _, metrics = _score(model_dir, test)
+    production = _production_metrics(model_name, settings, test)
+    gate = evaluate.decide_gate(schema.task, metrics, production and production["metrics"], threshold, tolerance)
+    doc = {"task": schema.task, "metrics": metrics, "production": production, "gate": gate.to_dict()}
+    write_json(out_path, doc)
+    log.info("gate %s: %s", "passed" if gate.passed else "failed", gate.reason)
+    return doc
+
+
+def _production_metrics(model_name: str, settings: Settings, test: pd.DataFrame) -> dict | None:
+    registry = Registry(open_store(settings))
+    record = registry.production(validate_name(model_name))
+    if record is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        _, path = registry.fetch_bundle(record.ref, tmp)
+        _, _, metrics = _score(path, test)
+    return {"version": record.version, "metrics": metrics}

@@ -1,0 +1,43 @@
+"""register: assemble the model bundle and register it as the next version."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from kfloop import bundle
+from kfloop.config import Settings
+from kfloop.registry import Registry
+from kfloop.steps.common import PARAMS_FILE, read_json
+from kfloop.storage import open_store
+
+log = logging.getLogger(__name__)
+
+
+def assemble_bundle(model_dir: str, evaluation_path: str, analysis_path: str | None, drift_dir: str,
+                    out_dir: str | Path) -> Path:
+    """Copy the step outputs into one bundle folder and write its manifest."""
+    out = Path(out_dir)
+    shutil.copytree(model_dir, out, dirs_exist_ok=True)
+    shutil.copyfile(evaluation_path, out / bundle.METRICS_FILE)
+    if analysis_path and Path(analysis_path).is_file():
+        shutil.copyfile(analysis_path, out / bundle.BIAS_FILE)
+    shutil.copytree(drift_dir, out / bundle.DRIFT_DIR, dirs_exist_ok=True)
+    bundle.write_manifest(out)
+    return out
+
+
+def register(model_name: str, settings: Settings, model_dir: str, evaluation_path: str,
+             analysis_path: str | None, drift_dir: str, lineage: dict, require_approval: bool = False):
+    """Register the assembled bundle as the next version of ``model_name``; returns the record."""
+    registry = Registry(open_store(settings))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = assemble_bundle(model_dir, evaluation_path, analysis_path, drift_dir, Path(tmp) / "bundle")
+        stage = "pending-approval" if require_approval else "staging"
+        lineage = {**lineage, "parameters": read_json(Path(model_dir) / PARAMS_FILE),
+                   "parent_version": getattr(registry.production(model_name), "version", None)}
+        record = registry.register(model_name, path, lineage=lineage, stage=stage)
+    log.info("registered %s (%s) at %s", record.ref, record.stage, record.bundle_uri)
+    return record
