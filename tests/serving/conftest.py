@@ -1,0 +1,126 @@
+"""Fixtures for serving tests: small model bundles trained here, and predictor server processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost
+
+from kfloop.bundle import MODEL_FILE, SCHEMA_FILE, write_manifest
+from kfloop.schema import FeatureSchema, infer_schema
+from tests.conftest import free_port
+
+PLANS = ("basic", "pro", "team")
+
+
+def churn_frame(n: int = 300, seed: int = 0, categorical: bool = True) -> pd.DataFrame:
+    """A churn-like table: numeric tenure and charges, a string plan (optional), a 0/1 target."""
+    rng = np.random.default_rng(seed)
+    tenure = rng.integers(1, 72, n)
+    charges = rng.normal(70, 20, n).round(2)
+    charges[rng.random(n) < 0.05] = np.nan
+    plan = rng.choice(PLANS, n)
+    score = -0.04 * tenure + 0.03 * np.nan_to_num(charges, nan=70) + (plan == "basic") * 1.0
+    churned = (score + rng.normal(0, 0.5, n) > np.median(score)).astype(int)
+    df = pd.DataFrame({"tenure": tenure, "charges": charges, "plan": plan, "churned": churned})
+    return df if categorical else df.drop(columns=["plan"])
+
+
+def build_bundle(root: Path, df: pd.DataFrame, target: str, version: str | None = None,
+                 task: str | None = None) -> tuple[Path, FeatureSchema, xgboost.Booster]:
+    """Train a small booster on ``df`` and write it as a verified model bundle in ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    schema = infer_schema(df, target, task)
+    X = schema.encode_frame(df)
+    y = schema.encode_labels(df[target])
+    dtrain = xgboost.DMatrix(X, y, feature_names=schema.names, feature_types=schema.feature_types,
+                             enable_categorical=True)
+    objective = {"binary": "binary:logistic", "multiclass": "multi:softprob",
+                 "regression": "reg:squarederror"}[schema.task]
+    params = {"objective": objective, "max_depth": 3, "tree_method": "hist", "seed": 0}
+    if schema.task == "multiclass":
+        params["num_class"] = len(schema.classes)
+    booster = xgboost.train(params, dtrain, num_boost_round=20)
+    booster.save_model(str(root / MODEL_FILE))
+    (root / SCHEMA_FILE).write_text(json.dumps(schema.to_dict()))
+    if version is not None:
+        (root / "version.json").write_text(json.dumps({"version": version}))
+    write_manifest(root)
+    return root, schema, booster
+
+
+@pytest.fixture(scope="session")
+def churn_bundle(tmp_path_factory):
+    """A binary churn model with a categorical feature; ``version.json`` says version 7."""
+    return build_bundle(tmp_path_factory.mktemp("bundles") / "churn", churn_frame(), "churned", version="7")
+
+
+@pytest.fixture(scope="session")
+def numeric_bundle(tmp_path_factory):
+    """A binary model on numeric features only (accepts a single V2 tensor)."""
+    return build_bundle(tmp_path_factory.mktemp("bundles") / "numeric", churn_frame(categorical=False), "churned")
+
+
+class PredictorProcess:
+    """A ``python -m kfloop.serving.predictor`` process on 127.0.0.1; ``url`` is its base URL."""
+
+    def __init__(self, model_dir: Path, model_name: str, *extra: str, grpc: bool = False):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.model_name = model_name
+        self.grpc_port = free_port() if grpc else None
+        grpc_args = ["--grpc_port", str(self.grpc_port)] if grpc else ["--enable_grpc", "false"]
+        cmd = [sys.executable, "-m", "kfloop.serving.predictor", "--model_dir", str(model_dir),
+               "--model_name", model_name, "--http_port", str(self.port), *grpc_args, *extra]
+        self.log = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would block the server
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"predictor exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/v2/models/{self.model_name}/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"predictor on {self.url} not ready after {timeout}s")
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self) -> str:
+        """Terminate the process; returns its output."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        out = self.output()
+        self.log.close()
+        return out
+
+
+def start_predictors(*procs: PredictorProcess) -> list[PredictorProcess]:
+    """Wait until the started predictors are all ready (stopping all of them on failure)."""
+    try:
+        for p in procs:
+            p.wait_ready()
+    except BaseException:
+        for p in procs:
+            p.stop()
+        raise
+    return list(procs)
