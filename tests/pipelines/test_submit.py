@@ -144,16 +144,17 @@ def compiled_docs() -> list[dict]:
 
 
 def test_submit_sends_the_compiled_spec_and_parameters_and_waits_for_success(tmp_path):
+    package = Path(shutil.copy(YAML_PATH, tmp_path / "training.yaml"))  # a copy: fixed while the test runs
     with FakeKfpApi(run_states=("PENDING", "RUNNING", "RUNNING", "SUCCEEDED")) as api:
         proc = submit(api, tmp_path, "--param", "seed=3", "--experiment", "nightly", "--run-name", "r1",
-                      "--wait", "--json")
+                      "--pipeline", str(package), "--wait", "--json")
     assert proc.returncode == 0, proc.stderr
     assert api.calls("GET", f"{API}/healthz")
     created = api.calls("POST", f"{API}/experiments")
     assert [c["body"]["display_name"] for c in created] == ["nightly"]
     (post,) = api.calls("POST", f"{API}/runs")
     run = post["body"]
-    pipeline_spec, platform_spec = compiled_docs()
+    pipeline_spec, platform_spec = yaml.safe_load_all(package.read_text())
     assert run["pipeline_spec"] == {"pipeline_spec": pipeline_spec, "platform_spec": platform_spec}
     assert run["runtime_config"]["parameters"] == {"seed": 3, "target": "churn", "sensitive_feature": "age"}
     assert run["experiment_id"] == api.experiments[0]["experiment_id"]
@@ -370,7 +371,9 @@ def run_job(job: str, api: FakeKfpApi, tmp_path: Path) -> list[subprocess.Comple
 @pytest.mark.parametrize("final", ["SUCCEEDED", "FAILED"])
 def test_kfp_cli_job_fails_exactly_when_the_run_fails(tmp_path, final):
     with FakeKfpApi(run_states=("RUNNING", final)) as api:
-        submitted, checked = run_job("submit-kfp-cli", api, tmp_path)
+        results = run_job("submit-kfp-cli", api, tmp_path)
+    assert len(results) == 2, [(r.returncode, r.stdout, r.stderr) for r in results]
+    submitted, checked = results
     assert submitted.returncode == 0, submitted.stderr  # kfp run create --watch: 0 even for FAILED
     assert f"Run is finished with state {final}" in submitted.stdout
     (post,) = api.calls("POST", f"{API}/runs")
@@ -378,7 +381,7 @@ def test_kfp_cli_job_fails_exactly_when_the_run_fails(tmp_path, final):
         "seed": 3, "source": "sample:churn", "target": "churn", "sensitive_feature": "age"}
     assert post["body"]["display_name"] == "ci-run"
     assert [e["display_name"] for e in api.experiments] == ["kfloop-ci"]
-    assert f"finished in state {final}" in checked.stdout
+    assert f"finished in state {final}" in checked.stdout, (checked.stdout, checked.stderr)
     assert (checked.returncode == 0) == (final == "SUCCEEDED")
 
 
