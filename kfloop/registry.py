@@ -201,7 +201,7 @@ class Registry:
         return [self.get(n, v) for n in names for v in self.version_numbers(n)]
 
     def resolve(self, ref: str | ModelRef) -> VersionRecord:
-        """The version a reference names; ``NAME`` alone means production, else the latest."""
+        """The version a reference names; ``NAME`` alone (or ``NAME:latest``) means the latest version."""
         ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
         if ref.version is not None:
             return self.get(ref.name, ref.version)
