@@ -186,7 +186,8 @@ def labeled_frame(store: ObjectStore, model: str, schema: FeatureSchema, version
     ``time``. ``version`` and ``since`` (on the prediction time) filter the captures.
     """
     labels = read_labels(store, model)
-    captured = {r["request_id"]: r for r in read_captures(store, model, version, since) if r.get("request_id") in labels}
+    captures = read_captures(store, model, version, since)
+    captured = {r["request_id"]: r for r in captures if r.get("request_id") in labels}
     rows = [_joined(schema, record, labels[request_id]) for request_id, record in captured.items()]
     columns = ["request_id", *schema.names, schema.target, *META_COLUMNS]
     frame = pd.DataFrame(rows, columns=columns)
