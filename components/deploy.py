@@ -1,0 +1,31 @@
+"""deploy: serve the registered version on KServe (``kubernetes``) or the local gateway (``local``).
+
+The new version takes ``canary_percent`` of the traffic next to the serving one (100: all of it);
+the first deploy of a model, with nothing serving yet, takes all traffic. Registry stages follow
+(``kfloop.rollout``). Returns the target's status document as JSON.
+"""
+
+
+def deploy(model_ref: str, deploy_target: str, canary_percent: int, namespace: str, gateway_url: str) -> str:
+    import json
+
+    from kfloop import rollout
+    from kfloop.config import Settings
+    from kfloop.errors import ConfigError
+    from kfloop.registry import ModelRef, Registry
+    from kfloop.storage import open_store
+
+    settings = Settings.from_env()
+    if deploy_target == "kubernetes":
+        from kfloop.rollout_k8s import KubernetesTarget  # only the chosen target's client is imported
+
+        target = KubernetesTarget(namespace or None, image=settings.image)
+    elif deploy_target == "local":
+        from kfloop.rollout_local import LocalTarget
+
+        target = LocalTarget(gateway_url)
+    else:
+        raise ConfigError(f"deploy_target {deploy_target!r}: expected 'kubernetes' or 'local'")
+    serving = target.status(ModelRef.parse(model_ref).name).get("stable")
+    status = rollout.deploy(Registry(open_store(settings)), target, model_ref, canary_percent if serving else None)
+    return json.dumps(status, sort_keys=True)
