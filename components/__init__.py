@@ -14,12 +14,13 @@ from kfp import dsl
 
 from kfloop.components.analyze import analyze
 from kfloop.components.baseline import baseline
+from kfloop.components.deploy import deploy
 from kfloop.components.evaluate import evaluate
 from kfloop.components.process import process
 from kfloop.components.register import register
 from kfloop.components.train import train
 
-STEPS = (process, train, evaluate, analyze, baseline, register)
+STEPS = (process, train, evaluate, analyze, baseline, register, deploy)
 
 
 def build_components(image: str) -> types.SimpleNamespace:

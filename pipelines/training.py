@@ -1,4 +1,5 @@
-"""The training pipeline: process -> train -> evaluate (+ analyze, baseline) -> If(gate) -> register.
+"""The training pipeline: process -> train -> evaluate (+ analyze, baseline) -> If(gate) -> register
+-> If(deploy_target) -> deploy.
 
 Only wiring lives here; every step is a component from ``components/``. Compile with
 ``kfloop pipeline compile`` (writes ``pipelines/training.yaml``, committed) and run it locally
@@ -7,6 +8,13 @@ with ``kfloop pipeline run`` or on Kubeflow with ``kfloop pipeline submit`` / ``
 On a cluster, tasks read object storage settings from the ConfigMap ``kfloop-config``
 (``s3_endpoint``, ``s3_bucket``) and credentials from the Secret ``kfloop-s3``
 (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``); no value is written into the YAML.
+
+Deploying is opt-in: with ``deploy_target`` ``"kubernetes"`` (the InferenceService named after the
+model in ``namespace``, default the run's own) or ``"local"`` (the ``kfloop serve`` gateway at
+``gateway_url``), a registered version takes ``canary_percent`` of the traffic (100: all of it; the
+first deploy of a model takes all). Versions awaiting approval (``require_approval``) are not
+deployed. On Kubernetes the deploy step patches InferenceServices with the run's ServiceAccount:
+KFP sets it per run, not per task (see manifests/README.md).
 
 (No ``from __future__ import annotations`` here: KFP reads the pipeline function's real annotations.)
 """
@@ -47,7 +55,8 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
                  learning_rate: float = 0.1, subsample: float = 1.0, colsample_bytree: float = 1.0,
                  min_child_weight: float = 1.0, early_stopping_rounds: int = 20, threshold: float = 0.7,
                  tolerance: float = 0.01, sensitive_feature: str = "", drift_backend: str = "alibi",
-                 drift_p_val: float = 0.05, require_approval: bool = False):
+                 drift_p_val: float = 0.05, require_approval: bool = False, deploy_target: str = "",
+                 canary_percent: int = 10, namespace: str = "", gateway_url: str = "http://127.0.0.1:8080"):
         processed = _configure(c.process(
             source=source, target=target, task=task, seed=seed, valid_fraction=valid_fraction,
             test_fraction=test_fraction, max_missing_rate=max_missing_rate)).set_display_name("process")
@@ -67,13 +76,20 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
             model=trained.outputs["model"], train=processed.outputs["train"], drift_backend=drift_backend,
             drift_p_val=drift_p_val)).set_display_name("drift-baseline")
         with dsl.If(evaluated.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)
-            _configure(c.register(
+            registered = _configure(c.register(
                 model=trained.outputs["model"], evaluation=evaluated.outputs["evaluation"],
                 analysis=analyzed.outputs["analysis"], detector=baseline.outputs["detector"],
                 model_name=model_name, data_uri=processed.outputs["data_uri"],
                 data_sha256=processed.outputs["data_sha256"], require_approval=require_approval,
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             )).set_display_name("register")
+            # One simple condition per dsl.If on pipeline parameters: what kfp.local can evaluate.
+            with dsl.If(deploy_target != "", name="deploy-requested"):
+                with dsl.If(require_approval == False, name="no-approval-required"):  # noqa: E712
+                    _configure(c.deploy(
+                        model_ref=registered.output, deploy_target=deploy_target, canary_percent=canary_percent,
+                        namespace=namespace, gateway_url=gateway_url), cpu="500m", memory="1G"
+                    ).set_display_name("deploy")
 
     return training
 

@@ -13,7 +13,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from kfloop.config import DEFAULT_IMAGE
 from kfloop.pipelines.training import YAML_PATH, compile_pipeline
 
-STEPS = {"process", "train", "evaluate", "analyze", "baseline", "register"}
+STEPS = {"process", "train", "evaluate", "analyze", "baseline", "register", "deploy"}
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +36,16 @@ def test_yaml_parses_into_pipeline_spec_with_no_unknown_fields(documents):
     spec, platform = documents
     parsed = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
     assert parsed.pipeline_info.name == "kfloop-training"
-    assert {t for t in parsed.root.dag.tasks} >= STEPS - {"register"}
+    assert {t for t in parsed.root.dag.tasks} >= STEPS - {"register", "deploy"}
     json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec(), ignore_unknown_fields=False)
 
 
 def test_yaml_loads_as_a_component_with_the_pipeline_parameters():
     pipeline = components.load_component_from_file(str(YAML_PATH))
     params = pipeline.component_spec.inputs
-    assert {"source", "target", "model_name", "threshold", "tolerance", "require_approval"} <= set(params)
+    assert {"source", "target", "model_name", "threshold", "tolerance", "require_approval", "deploy_target",
+            "canary_percent", "namespace", "gateway_url"} <= set(params)
+    assert params["deploy_target"].default == ""  # deploying is opt-in
 
 
 def test_register_runs_only_when_the_gate_passes(documents):
@@ -51,6 +53,16 @@ def test_register_runs_only_when_the_gate_passes(documents):
     condition = spec["root"]["dag"]["tasks"]["condition-1"]
     assert "evaluate-Output" in condition["triggerPolicy"]["condition"]
     assert "register" in spec["components"]["comp-condition-1"]["dag"]["tasks"]
+
+
+def test_deploy_runs_only_when_requested_and_no_approval_is_pending(documents):
+    components = documents[0]["components"]
+    requested = components["comp-condition-1"]["dag"]["tasks"]["condition-2"]
+    assert requested["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--deploy_target'] != ''"
+    approved = components["comp-condition-2"]["dag"]["tasks"]["condition-3"]
+    assert "require_approval'] == false" in approved["triggerPolicy"]["condition"]
+    deploy = components["comp-condition-3"]["dag"]["tasks"]["deploy"]
+    assert deploy["inputs"]["parameters"]["model_ref"]["componentInputParameter"] == "pipelinechannel--register-Output"
 
 
 def test_every_step_runs_on_the_project_image_without_installing_kfp(documents):
