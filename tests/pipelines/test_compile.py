@@ -87,3 +87,18 @@ def test_credentials_come_from_a_secret_and_no_secret_values_are_in_the_yaml(doc
         envs = {e["envVar"] for s in config["secretAsEnv"] for e in s["keyToEnv"]}
         assert envs == {"KFLOOP_S3_ACCESS_KEY", "KFLOOP_S3_SECRET_KEY"}
         assert {s["secretName"] for s in config["secretAsEnv"]} == {"kfloop-s3"}
+
+
+def test_the_config_map_the_steps_read_is_the_one_the_manifests_generate(documents):
+    from pathlib import Path
+
+    from kfloop.pipelines.training import CONFIG_MAP_KEYS, CONFIG_MAP_NAME
+
+    kustomization = yaml.safe_load((Path(__file__).resolve().parents[2] / "manifests/base/kustomization.yaml").read_text())
+    generator = next(g for g in kustomization["configMapGenerator"] if g["name"] == CONFIG_MAP_NAME)
+    assert generator["options"]["disableNameSuffixHash"] is True  # steps refer to it by its plain name
+    assert set(CONFIG_MAP_KEYS) <= {literal.split("=", 1)[0] for literal in generator["literals"]}
+    for config in documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values():
+        (config_map,) = config["configMapAsEnv"]
+        assert config_map["configMapName"] == CONFIG_MAP_NAME
+        assert {e["configMapKey"] for e in config_map["keyToEnv"]} == set(CONFIG_MAP_KEYS)
