@@ -12,7 +12,7 @@ def deploy(model_ref: str, deploy_target: str, canary_percent: int, namespace: s
     from kfloop import rollout
     from kfloop.config import Settings
     from kfloop.errors import ConfigError
-    from kfloop.registry import ModelRef, Registry
+    from kfloop.registry import Registry
     from kfloop.storage import open_store
 
     settings = Settings.from_env()
@@ -26,6 +26,5 @@ def deploy(model_ref: str, deploy_target: str, canary_percent: int, namespace: s
         target = LocalTarget(gateway_url)
     else:
         raise ConfigError(f"deploy_target {deploy_target!r}: expected 'kubernetes' or 'local'")
-    serving = target.status(ModelRef.parse(model_ref).name).get("stable")
-    status = rollout.deploy(Registry(open_store(settings)), target, model_ref, canary_percent if serving else None)
+    status = rollout.deploy(Registry(open_store(settings)), target, model_ref, canary_percent)
     return json.dumps(status, sort_keys=True)

@@ -5,7 +5,8 @@ on 127.0.0.1, ``kfloop.serving.gateway``) or ``KubernetesTarget`` (KServe Infere
 Serverless mode, where ``canaryTrafficPercent`` is honoured). This module keeps the registry's
 stages in step with what the target did:
 
-- deploy with no canary (or 100%): the version serves all traffic and becomes ``production``;
+- deploy with no canary (or 100%), or of a model with nothing serving yet: the version serves
+  all traffic and becomes ``production``;
 - deploy with a canary percentage: the version takes that share next to the stable one;
 - promote: the canary takes all traffic and becomes ``production`` (the previous one ``archived``);
 - rollback: all traffic back to stable; the canary version becomes ``rejected``.
@@ -13,11 +14,13 @@ stages in step with what the target did:
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from kfloop.errors import RegistryError
 from kfloop.registry import ModelRef, Registry, VersionRecord
 
+log = logging.getLogger(__name__)
 DEPLOYABLE_STAGES = ("staging", "production", "archived")
 
 
@@ -48,10 +51,9 @@ def deploy(registry: Registry, target: RolloutTarget, ref: str, canary_percent: 
     if record.stage not in DEPLOYABLE_STAGES:
         raise RegistryError(f"{record.ref} is {record.stage!r}; only {DEPLOYABLE_STAGES} versions can be deployed")
     check_percent(canary_percent)
-    current = target.status(record.name)
-    has_stable = bool(current.get("stable"))
-    if canary_percent is not None and canary_percent < 100 and not has_stable:
-        raise RegistryError(f"{record.name} has no stable revision yet; deploy one without --canary first")
+    has_stable = bool(target.status(record.name).get("stable"))
+    if canary_percent is not None and not has_stable:
+        log.info("%s has nothing serving yet: %s takes all traffic", record.name, record.ref)
     status = target.deploy(record, canary_percent if has_stable else None)
     if canary_percent is None or canary_percent == 100 or not has_stable:
         registry.set_stage(record.name, record.version, "production", reason=f"deployed to {target.name}")
