@@ -1,0 +1,186 @@
+"""A realistic store for the monitoring report, and an HTML parser that collects what tests check.
+
+The store (``loop_store``) holds what a short run of the loop leaves behind: two registered
+versions of ``churn`` (v1 production, v2 staging and trained by a retraining run), two hours of
+captured requests (v1 only, then v1 stable with v2 as a 20% canary), four drift windows (all
+drifted, as the monitor records them), a retraining run started and finished, and two canary
+analysis steps. Event times are relative to now, so they share the axis with registry stages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from kfloop import bundle
+from kfloop.capture import CaptureWriter, capture_record
+from kfloop.event_log import record_event
+from kfloop.events import DRIFT_DETECTED, RETRAIN_FINISHED, RETRAIN_STARTED, ROLLOUT_DECISION, make_event
+from kfloop.feedback import FeedbackStore
+from kfloop.registry import Registry
+from kfloop.schema import FeatureSchema
+from kfloop.storage import LocalStore
+
+SCHEMA = {"target": "churn", "task": "binary", "classes": ["0", "1"],
+          "features": [{"name": "tenure", "kind": "numeric"},
+                       {"name": "plan", "kind": "categorical", "categories": ["basic", "premium"]}]}
+START = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=2)
+REQUESTS, CANARY_FROM, CANARY_EVERY = 720, 360, 5  # one request every 10 s; canary takes every 5th in hour 2
+
+
+def at(minutes: float) -> str:
+    return (START + dt.timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def make_bundle(root: Path, auc: float) -> Path:
+    """A bundle as the registry sees it, with metrics as the evaluate step writes them."""
+    root.mkdir(parents=True)
+    (root / bundle.MODEL_FILE).write_bytes(f"model {auc}".encode())
+    (root / bundle.SCHEMA_FILE).write_text(json.dumps(SCHEMA))
+    (root / bundle.METRICS_FILE).write_text(json.dumps({
+        "task": "binary", "metrics": {"auc": auc, "accuracy": 0.8},
+        "gate": {"passed": True, "metric": "auc", "reason": f"auc {auc} >= threshold 0.7"}}))
+    bundle.write_manifest(root)
+    return root
+
+
+def record(store, model: str, type_: str, source: str, data: dict, minutes: float) -> dict:
+    event = {**make_event(type_, source, data, subject=model), "time": at(minutes)}
+    assert record_event(store, model, event)
+    return event
+
+
+def drift_data(window: int, p_tenure: float, p_plan: float, version: str = "1", is_drift: int = 1) -> dict:
+    """An ``io.kfloop.drift.detected`` payload as the drift monitor builds it."""
+    return {"meta": {"name": "TabularDrift", "detector_type": "drift"},
+            "data": {"is_drift": is_drift, "p_val": [p_tenure, p_plan], "threshold": 0.025, "distance": [0.3, 0.1],
+                     "p_val_by_feature": {"tenure": p_tenure, "plan": p_plan}, "window_index": window,
+                     "window_size": 100},
+            "model": "churn", "model_version": version}
+
+
+def write_captures(store, model: str, rows: list[tuple[str, str, str]]) -> None:
+    """Capture records from (time, version, revision) triples; request ``i`` predicts class ``i % 2``
+    with probability 0.8, as ``[p(0), p(1)]``."""
+    with CaptureWriter(store, model, batch_size=10_000, flush_interval_s=60) as writer:
+        writer.add([capture_record(model, version, {"tenure": i % 70, "plan": "basic"},
+                                   [0.2, 0.8] if i % 2 else [0.8, 0.2], revision=revision, time=when,
+                                   request_id=f"r{i}:0") for i, (when, version, revision) in enumerate(rows)])
+
+
+def traffic_rows() -> list[tuple[str, str, str]]:
+    rows = []
+    for i in range(REQUESTS):
+        canary = i >= CANARY_FROM and i % CANARY_EVERY == 0
+        rows.append((at(i / 6), "2" if canary else "1", "canary" if canary else "stable"))
+    return rows
+
+
+def add_labels(store, rows: list[tuple[str, str, str]]) -> int:
+    """Labels for every second request of v1 and every v2 request: v1 gets worse over time (concept
+    drift), v2 stays good. Returns how many were stored."""
+    labels, seen = [], {"1": 0, "2": 0}
+    for i, (when, version, _) in enumerate(rows):
+        if i % 2 and version == "1":
+            continue
+        n, seen[version] = seen[version], seen[version] + 1
+        errors_in_ten = 1 if version == "2" else 1 + 4 * i // REQUESTS  # v1: 10% wrong, then up to 40%
+        wrong = n % 10 < errors_in_ten
+        labels.append({"request_id": f"r{i}:0", "label": str((i % 2) ^ wrong), "time": when})
+    FeedbackStore(store).add("churn", FeatureSchema.from_dict(SCHEMA), labels)
+    return len(labels)
+
+
+def build_loop_store(root: Path) -> LocalStore:
+    store = LocalStore(root / "home")
+    registry = Registry(store)
+    registry.register("churn", make_bundle(root / "b1", 0.88), lineage={
+        "data_uri": "s3://kfloop/data/churn-2024-04.parquet", "data_sha256": "a1" * 32,
+        "pipeline_run_name": "kfloop-churn-initial", "parent_version": None})
+    registry.set_stage("churn", 1, "production", "deployed to local")
+    for k, (p_tenure, p_plan) in enumerate([(1e-4, 0.4), (3e-6, 0.3), (0.0, 0.01), (2e-9, 0.2)]):
+        record(store, "churn", DRIFT_DETECTED, "/kfloop/churn/transformer", drift_data(k, p_tenure, p_plan), 10 + 8 * k)
+    record(store, "churn", RETRAIN_STARTED, "/kfloop/trigger", {"run_name": "kfloop-churn-retrain-1",
+                                                                 "reason": "drift"}, 45)
+    registry.register("churn", make_bundle(root / "b2", 0.91), lineage={
+        "data_uri": "s3://kfloop/data/churn-2024-05.parquet", "data_sha256": "b2" * 32,
+        "pipeline_run_name": "kfloop-churn-retrain-1", "parent_version": 1})
+    record(store, "churn", RETRAIN_FINISHED, "/kfloop/trigger", {"run_name": "kfloop-churn-retrain-1",
+                                                                  "state": "SUCCEEDED", "version": 2}, 55)
+    for step, (percent, minutes) in enumerate([(10, 70), (20, 90)], start=1):
+        record(store, "churn", ROLLOUT_DECISION, "/kfloop/rollout", {
+            "canary_version": 2, "stable_version": 1, "step": step, "percent": percent, "verdict": "continue",
+            "reason": "canary within limits", "metrics": [
+                {"metric": "error_rate", "stable": 0.010, "canary": 0.012, "threshold": 0.05, "passed": True},
+                {"metric": "latency_p95_ms", "stable": 12.0, "canary": 13.5, "threshold": 50, "passed": True}]},
+            minutes)
+    rows = traffic_rows()
+    write_captures(store, "churn", rows)
+    add_labels(store, rows)
+    return store
+
+
+class Page(HTMLParser):
+    """The parts of a page the tests look at: tags, ids, headings, tables (by id), images, text."""
+
+    def __init__(self, text: str):
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict]] = []
+        self.headings: list[str] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self.scripts: list[str] = []
+        self.text: list[str] = []
+        self._heading = self._table = self._cell = self._script = None
+        self.feed(text)
+        self.close()
+
+    @property
+    def ids(self) -> list[str]:
+        return [attrs["id"] for _, attrs in self.tags if "id" in attrs]
+
+    @property
+    def images(self) -> list[dict]:
+        return [attrs for tag, attrs in self.tags if tag == "img"]
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append((tag, attrs))
+        if tag in ("h1", "h2", "h3"):
+            self._heading = []
+        elif tag == "table":
+            self._table = self.tables.setdefault(attrs.get("id", f"table-{len(self.tables)}"), [])
+        elif tag == "tr" and self._table is not None:
+            self._table.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "script":
+            self._script = []
+
+    def handle_endtag(self, tag):
+        if tag in ("h1", "h2", "h3") and self._heading is not None:
+            self.headings.append("".join(self._heading).strip())
+            self._heading = None
+        elif tag == "table":
+            self._table = None
+        elif tag in ("td", "th") and self._cell is not None and self._table is not None:
+            self._table[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "script" and self._script is not None:
+            self.scripts.append("".join(self._script))
+            self._script = None
+
+    def handle_data(self, data):
+        for part in (self._heading, self._cell, self._script):
+            if part is not None:
+                part.append(data)
+        if self._script is None:
+            self.text.append(data)
+
+
+@pytest.fixture(scope="session")
+def loop_store(tmp_path_factory) -> LocalStore:
+    return build_loop_store(tmp_path_factory.mktemp("loop"))
