@@ -242,6 +242,7 @@ def serve(args: argparse.Namespace) -> None:
                              args.max_batch_size, args.micro_batching, args.nthread)
     model.load()
     kserve.model_server.app.add_middleware(BodySizeLimit, max_bytes=args.max_body_bytes)
+    install_event_loop(args.event_loop)
     server = kserve.ModelServer(
         http_port=args.http_port, grpc_port=args.grpc_port, workers=args.workers, max_threads=args.max_threads,
         max_asyncio_workers=args.max_asyncio_workers, enable_grpc=args.enable_grpc,
@@ -250,6 +251,21 @@ def serve(args: argparse.Namespace) -> None:
         event_loop=args.event_loop, timeout_keep_alive=args.timeout_keep_alive)
     server.dataplane = VersionedDataPlane(model_registry=server.registered_models)
     server.start([model])
+
+
+def install_event_loop(choice: str) -> None:
+    """Honor ``--event-loop``: kserve 0.20 runs uvicorn inside its own ``asyncio.run``, so uvicorn's
+    loop choice never applies. uvloop (``auto`` when installed) takes ~10% less CPU per request."""
+    if choice == "asyncio":
+        return
+    try:
+        import uvloop
+    except ImportError as e:
+        if choice == "uvloop":
+            raise ConfigError("--event-loop uvloop: uvloop is not installed") from e
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    asyncio.set_event_loop(asyncio.new_event_loop())  # ModelServer.setup_event_loop needs a current loop
 
 
 if __name__ == "__main__":
