@@ -182,7 +182,7 @@ class KfpRunner:
 
     target = "kfp"
 
-    def __init__(self, host: str, yaml_path: str | Path, namespace: str | None = None, experiment: str = "kfloop"):
+    def __init__(self, host: str, namespace: str | None = None, experiment: str = "kfloop", *, yaml_path: str | Path):
         self.host, self.yaml_path, self.namespace, self.experiment = host, str(yaml_path), namespace, experiment
         self._client = None
 

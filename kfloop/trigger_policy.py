@@ -173,8 +173,11 @@ def read_signal(event: dict) -> Signal:
     return Signal(key, model, kind, bool(is_drift), window, stream)
 
 
-def decide(policy: RetrainPolicy, state: TriggerState, signal: Signal, now: float) -> Decision:
-    """What to do about one event, given the model's state; changes nothing."""
+def decide(policy: RetrainPolicy, state: TriggerState, signal: Signal | dict, now: float) -> Decision:
+    """What to do about one event (a CloudEvent or its ``read_signal``), given the model's state;
+    changes nothing."""
+    if isinstance(signal, dict):
+        signal = read_signal(signal)
     if state.seen(signal.key):
         return Decision("duplicate", f"event {signal.key} was already processed", state.streak)
     if signal.type == FEEDBACK:

@@ -32,6 +32,7 @@ from pathlib import Path
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -43,6 +44,7 @@ from kfloop.events import parse_event
 from kfloop.outbox import Outbox
 from kfloop.retrain_runner import DEFAULT_LOCAL_COMMAND, KfpRunner, LocalRunner
 from kfloop.retrain_trigger import RetrainTrigger
+from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.trigger_metrics import metrics_response
 from kfloop.trigger_policy import SIGNAL_TYPES, STRATEGIES, RetrainPolicy
 from kfloop.trigger_quality import QualityOptions
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 STATUS = ((InvalidRequest, 400), (ModelNotFound, 404), (StorageError, 503), (KfloopError, 500))
 
 
-def build_app(trigger: RetrainTrigger, tick_seconds: float) -> Starlette:
+def build_app(trigger: RetrainTrigger, tick_seconds: float, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
     """The ASGI app around ``trigger``, with its background run worker in the lifespan."""
 
     async def receive_event(request: Request) -> Response:
@@ -96,7 +98,7 @@ def build_app(trigger: RetrainTrigger, tick_seconds: float) -> Starlette:
 
     routes = [Route("/", receive_event, methods=["POST"]), Route("/v1/feedback", feedback, methods=["POST"]),
               Route("/v1/status", status), Route("/healthz", healthz), Route("/metrics", metrics)]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(BodySizeLimit, max_bytes=max_body_bytes)])
 
 
 class RunWorker:
@@ -173,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality_threshold", type=float, help="default: --quality_margin off the version's test metric")
     p.add_argument("--quality_margin", type=float, default=0.1, help="fraction off the test metric (default 0.1)")
     p.add_argument("--quality_window", type=int, default=200, help="labeled rows per quality window")
+    p.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="larger requests get HTTP 413")
     p.add_argument("--log_level", default=os.environ.get("KFLOOP_LOG_LEVEL", "INFO"))
     return p
 
@@ -188,7 +191,7 @@ def make_trigger(args: argparse.Namespace, settings: Settings) -> RetrainTrigger
     policy = RetrainPolicy(args.consecutive_windows, args.cooldown_seconds, args.strategy, args.window_days,
                            parse_params(args.pipeline_params, _parameter_types(yaml_path)))
     if target == "kfp":
-        runner = KfpRunner(args.kfp_host, yaml_path, args.kfp_namespace, args.experiment)
+        runner = KfpRunner(args.kfp_host, args.kfp_namespace, args.experiment, yaml_path=yaml_path)
     else:
         runner = LocalRunner(settings, shlex.split(args.runner_cmd) if args.runner_cmd else DEFAULT_LOCAL_COMMAND)
     quality = QualityOptions(args.quality_metric, args.quality_threshold, args.quality_margin, args.quality_window)
@@ -210,10 +213,13 @@ def _parameter_types(yaml_path) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    trigger = make_trigger(args, Settings.from_env())
+    try:
+        trigger = make_trigger(args, Settings.from_env())
+    except KfloopError as e:
+        raise SystemExit(f"error: {e}") from None
     log.info("trigger on %s:%d: target %s, policy %s, sink %s", args.host, args.port, trigger.runner.target,
              trigger.policy.to_dict(), args.sink_url or "none (events stay in the outbox)")
-    app = build_app(trigger, min(args.poll_seconds, args.retry_seconds))
+    app = build_app(trigger, min(args.poll_seconds, args.retry_seconds), args.max_body_bytes)
     config = uvicorn.Config(app, host=args.host, port=args.port, workers=1, log_level=args.log_level.lower(),
                             timeout_graceful_shutdown=10)
     _Server(config).run()

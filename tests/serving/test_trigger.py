@@ -89,12 +89,13 @@ class Trigger:
     """``python -m kfloop.serving.trigger`` on a free port, with its home in ``tmp``."""
 
     def __init__(self, tmp: Path, sink: EventSink, *args: str, env: dict | None = None, fake: bool = True):
-        self.tmp, self.home = tmp, tmp / "home"
+        self.tmp = tmp
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "KFLOOP_HOME": str(self.home), "HOME": str(tmp), "K_SINK": sink.url,
+        self.env = {**os.environ, "KFLOOP_HOME": str(tmp / "home"), "HOME": str(tmp), "K_SINK": sink.url,
                     "FAKE_RUNS": str(tmp / "runs.jsonl"), **(env or {})}
         self.env.pop("KFLOOP_KFP_HOST", None)
+        self.home = Path(self.env["KFLOOP_HOME"])
         if fake:
             script = tmp / "fake_pipeline.py"
             script.write_text(FAKE_PIPELINE)
@@ -169,8 +170,9 @@ def start(tmp_path, sink):
 
     yield _start
     codes = [t.stop() for t in started]
+    for t in started:
+        _kill_fake_runs(t.home)
     assert all(code == 0 for code in codes), [t.output() for t in started]
-    _kill_fake_runs(tmp_path / "home")
 
 
 def _kill_fake_runs(home: Path) -> None:
@@ -210,9 +212,12 @@ def store_keys(home: Path) -> list[str]:
 
 
 def test_malformed_events_and_unknown_types_are_rejected_and_change_nothing(start, sink):
-    trigger = start("--consecutive_windows", "1")
+    trigger = start("--consecutive_windows", "1", "--max_body_bytes", "100000")
     url = f"{trigger.url}/"
     structured = {"content-type": "application/cloudevents+json"}
+    huge = drift(0)
+    huge["data"]["meta"]["padding"] = "x" * 200_000
+    assert trigger.post(huge).status_code == 413
     bad = [
         httpx.post(url, content=b"{not json", headers=structured),
         httpx.post(url, content=json.dumps({"id": "1", "type": DRIFT_DETECTED}), headers=structured),
@@ -470,3 +475,24 @@ def test_real_pipeline_run_registers_a_version(start, sink, tmp_path):
     record = Registry(LocalStore(trigger.home)).get("churn", 1)
     assert record.lineage["data_uri"].startswith("sample:churn") and "n_rows=800" in record.lineage["data_uri"]
     assert record.lineage["parameters"]["n_estimators"] == 20
+
+
+def test_bad_settings_stop_the_service_with_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "kfloop.serving.trigger", "--target", "kfp", "--port", "1"],
+                          env={**os.environ, "KFLOOP_HOME": str(tmp_path), "KFLOOP_KFP_HOST": ""},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == ["error: --target kfp needs --kfp_host or KFLOOP_KFP_HOST"]
+
+
+def test_state_on_s3_survives_a_restart_on_a_fresh_disk(start, sink, s3_settings, tmp_path):
+    s3 = {k: v for k, v in s3_settings.storage_env().items() if k != "KFLOOP_HOME"}
+    trigger = start("--consecutive_windows", "2", "--original_source", "sample:churn",
+                    env={**s3, "KFLOOP_HOME": str(tmp_path / "disk-1")})
+    assert trigger.post(drift(3)).json()["action"] == "waiting"
+    trigger.stop()
+    again = start("--consecutive_windows", "2", "--original_source", "sample:churn",
+                  env={**s3, "KFLOOP_HOME": str(tmp_path / "disk-2")})
+    assert again.post(drift(4)).json()["action"] == "start"  # the streak was kept in the bucket
+    assert finished(sink)["data"]["status"] == "succeeded"
+    assert not (tmp_path / "disk-1" / "trigger" / "churn").exists()

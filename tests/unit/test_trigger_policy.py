@@ -41,6 +41,7 @@ def feed(policy: RetrainPolicy, state: TriggerState, events: list[dict], now: fl
 def test_the_same_event_twice_starts_one_run():
     policy, state = RetrainPolicy(consecutive_windows=1), TriggerState("churn")
     event = drift(0)
+    assert decide(policy, state, event, 0.0).action == "start"  # a CloudEvent or its signal
     assert feed(policy, state, [event, event]) == ["start", "duplicate"]
     assert len(state.processed) == 1
 
