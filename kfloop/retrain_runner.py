@@ -182,20 +182,28 @@ class KfpRunner:
 
     target = "kfp"
 
-    def __init__(self, host: str, namespace: str | None = None, experiment: str = "kfloop", *, yaml_path: str | Path):
+    def __init__(self, host: str, namespace: str | None = None, experiment: str = "kfloop", *,
+                 yaml_path: str | Path, token_path: str | None = None):
         self.host, self.yaml_path, self.namespace, self.experiment = host, str(yaml_path), namespace, experiment
+        self.token_path = token_path
         self._client = None
 
     def client(self):
-        """A ``kfp.Client`` whose health check tries once (kfp's own waits 25 s on a bad host)."""
+        """A ``kfp.Client`` whose health check tries once (kfp's own waits 25 s on a bad host). With
+        ``token_path`` (``KF_PIPELINES_SA_TOKEN_PATH``, a projected ServiceAccount token) it sends
+        that token, re-read on every call; kfp itself ignores the token when given a host."""
         if self._client is None:
             import kfp
+            from kfp.client import ServiceAccountTokenVolumeCredentials
 
             class _Client(kfp.Client):
                 def get_kfp_healthz(self, sleep_duration: int = 5):
                     return self._healthz_api.healthz_service_get_healthz()
 
-            self._client = _Client(host=self.host, namespace=self.namespace)
+            credentials = None
+            if self.token_path and os.path.isfile(self.token_path):
+                credentials = ServiceAccountTokenVolumeCredentials(self.token_path)
+            self._client = _Client(host=self.host, namespace=self.namespace, credentials=credentials)
         return self._client
 
     def launch(self, name: str, model: str, arguments: dict) -> str:

@@ -191,7 +191,8 @@ def make_trigger(args: argparse.Namespace, settings: Settings) -> RetrainTrigger
     policy = RetrainPolicy(args.consecutive_windows, args.cooldown_seconds, args.strategy, args.window_days,
                            parse_params(args.pipeline_params, _parameter_types(yaml_path)))
     if target == "kfp":
-        runner = KfpRunner(args.kfp_host, args.kfp_namespace, args.experiment, yaml_path=yaml_path)
+        runner = KfpRunner(args.kfp_host, args.kfp_namespace, args.experiment, yaml_path=yaml_path,
+                           token_path=os.environ.get("KF_PIPELINES_SA_TOKEN_PATH"))
     else:
         runner = LocalRunner(settings, shlex.split(args.runner_cmd) if args.runner_cmd else DEFAULT_LOCAL_COMMAND)
     quality = QualityOptions(args.quality_metric, args.quality_threshold, args.quality_margin, args.quality_window)

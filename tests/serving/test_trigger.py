@@ -398,7 +398,22 @@ def test_feedback_showing_degraded_quality_starts_a_run(start, sink, tmp_path):
 
 
 class FakeKfpWithRuns(FakeKfpApi):
-    """The fake KFP API, plus ``GET /runs`` filtered by a display-name substring."""
+    """The fake KFP API, plus ``GET /runs`` filtered by a display-name substring; keeps the
+    Authorization header of every request in ``auth``."""
+
+    def __init__(self, *args, **kwargs):
+        self.auth: list[str | None] = []
+        super().__init__(*args, **kwargs)
+
+    def _handler_class(self):
+        api = self
+
+        class Handler(super()._handler_class()):
+            def _serve(self, method: str) -> None:
+                api.auth.append(self.headers.get("Authorization"))
+                super()._serve(method)
+
+        return Handler
 
     def answer(self, method, path, query, body):
         if (method, path) == ("GET", f"{API}/runs"):
@@ -414,10 +429,13 @@ def compiled_docs() -> list[dict]:
     return list(yaml.safe_load_all(YAML_PATH.read_text()))
 
 
-def test_cluster_run_carries_the_compiled_spec_and_the_policys_parameters(start, sink):
+def test_cluster_run_carries_the_compiled_spec_and_the_policys_parameters(start, sink, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("sa-token-1")
     with FakeKfpWithRuns(run_states=("RUNNING", "SUCCEEDED")) as api:
         trigger = start("--target", "kfp", "--kfp_host", api.url, "--consecutive_windows", "1",
-                        "--original_source", "s3://data/churn.csv", "--pipeline_params", "max_depth=3")
+                        "--original_source", "s3://data/churn.csv", "--pipeline_params", "max_depth=3",
+                        env={"KF_PIPELINES_SA_TOKEN_PATH": str(token)})
         event = drift(0)
         assert trigger.post(event).json()["action"] == "start"
         result = finished(sink)["data"]
@@ -433,6 +451,7 @@ def test_cluster_run_carries_the_compiled_spec_and_the_policys_parameters(start,
     assert run["display_name"] == f"kfloop-churn-{event['id']}"
     assert result["run_id"] in api.runs and result["status"] == "succeeded"
     assert result["registered"] is None and "registered no version" in result["reason"]
+    assert api.auth and set(api.auth) == {"Bearer sa-token-1"}  # the projected ServiceAccount token
 
 
 def test_a_cluster_run_already_in_flight_prevents_a_second(start, sink):
