@@ -1,0 +1,134 @@
+"""``kfloop rollout deploy|promote|rollback|status|shadow``: canary rollouts that keep registry stages in step.
+
+The target is the ``kfloop serve`` gateway (``--target local``, the default) or KServe on a
+cluster (``--target kubernetes``); ``KFLOOP_ROLLOUT_TARGET`` changes the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from kfloop import rollout
+from kfloop.cli import print_json
+from kfloop.config import Settings
+from kfloop.errors import ConfigError
+from kfloop.registry import Registry
+from kfloop.rollout_local import DEFAULT_GATEWAY, LocalTarget
+from kfloop.storage import open_store
+
+TARGETS = ("local", "kubernetes")
+TARGET_ENV = "KFLOOP_ROLLOUT_TARGET"
+
+
+def add_commands(groups) -> None:
+    group = groups.add_parser("rollout", help="deploy a version (as a canary), promote, roll back, shadow traffic")
+    group.set_defaults(group_parser=group)
+    sub = group.add_subparsers(title="rollout commands", metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--target", choices=TARGETS,
+                        help=f"where revisions run (default: env {TARGET_ENV}, else local)")
+    common.add_argument("--gateway", default=DEFAULT_GATEWAY,
+                        help=f"the kfloop serve gateway, for --target local (default {DEFAULT_GATEWAY})")
+    common.add_argument("--namespace", help="Kubernetes namespace, for --target kubernetes")
+    common.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    deploy = sub.add_parser("deploy", parents=[common], help="serve a version: all traffic, or --canary PERCENT")
+    deploy.add_argument("ref", metavar="NAME:VERSION", help="the version to deploy (NAME:latest works too)")
+    deploy.add_argument("--canary", type=int, metavar="PERCENT", help="the new version's share, next to the stable one")
+    deploy.set_defaults(handler=deploy_command)
+    for name, handler, text in (("promote", promote_command, "the canary takes all traffic and becomes production"),
+                                ("rollback", rollback_command, "all traffic back to stable; the canary is rejected")):
+        cmd = sub.add_parser(name, parents=[common], help=text)
+        cmd.add_argument("model", metavar="NAME")
+        cmd.add_argument("--reason", default=f"{name} by kfloop rollout", help="kept in the stage history")
+        cmd.set_defaults(handler=handler)
+    status = sub.add_parser("status", parents=[common], help="the traffic split and the revisions' health")
+    status.add_argument("model", metavar="NAME")
+    status.set_defaults(handler=status_command)
+    shadow = sub.add_parser("shadow", parents=[common],
+                            help="mirror a share of the predictions to a version and record its answers (local)")
+    shadow.add_argument("ref", metavar="NAME:VERSION")
+    shadow.add_argument("--percent", type=int, required=True, help="share of requests mirrored; 0 stops mirroring")
+    shadow.set_defaults(handler=shadow_command)
+
+
+def make_target(args):
+    """The ``RolloutTarget`` the flags (or ``KFLOOP_ROLLOUT_TARGET``) name."""
+    kind = args.target or os.environ.get(TARGET_ENV) or "local"
+    if kind == "local":
+        return LocalTarget(args.gateway)
+    if kind != "kubernetes":
+        raise ConfigError(f"{TARGET_ENV}={kind!r} is not a rollout target; expected one of {TARGETS}")
+    try:
+        from kfloop.rollout_k8s import KubernetesTarget
+    except ModuleNotFoundError as e:
+        if e.name != "kfloop.rollout_k8s":
+            raise
+        raise ConfigError("--target kubernetes needs kfloop/rollout_k8s.py (KubernetesTarget), which this "
+                          "installation does not have yet; use --target local") from None
+    return KubernetesTarget(**({"namespace": args.namespace} if args.namespace else {}))
+
+
+def _registry(settings: Settings) -> Registry:
+    return Registry(open_store(settings))
+
+
+def deploy_command(args, settings: Settings) -> int:
+    show(args, rollout.deploy(_registry(settings), make_target(args), args.ref, args.canary))
+    return 0
+
+
+def promote_command(args, settings: Settings) -> int:
+    show(args, rollout.promote(_registry(settings), make_target(args), args.model, reason=args.reason))
+    return 0
+
+
+def rollback_command(args, settings: Settings) -> int:
+    show(args, rollout.rollback(_registry(settings), make_target(args), args.model, reason=args.reason))
+    return 0
+
+
+def status_command(args, settings: Settings) -> int:
+    show(args, make_target(args).status(args.model))
+    return 0
+
+
+def shadow_command(args, settings: Settings) -> int:
+    record = _registry(settings).resolve(args.ref)
+    target = make_target(args)
+    if not hasattr(target, "shadow"):
+        raise ConfigError(f"the {target.name} target cannot mirror traffic (KServe has no request mirroring, "
+                          f"kserve#2978); shadow a version with --target local")
+    rollout.check_percent(args.percent)
+    show(args, target.shadow(record.name, record.version, args.percent))
+    return 0
+
+
+def show(args, doc: dict) -> None:
+    if args.json:
+        print_json(doc)
+    else:
+        print(format_status(doc))
+
+
+def format_status(doc: dict) -> str:
+    """A few lines: the model, whether it is ready, and one line per revision."""
+    where = doc.get("target", "?")
+    if doc.get("served") is False or not (doc.get("stable") or doc.get("canary")):
+        return f"{doc['model']} is not served on {where}"
+    lines = [f"{doc['model']} on {where}: {'ready' if doc.get('ready') else 'NOT ready'}"]
+    for role in ("stable", "canary", "shadow"):
+        rev = doc.get(role)
+        if rev:
+            lines.append(f"  {role:<7} v{rev['version']:<4} {rev.get('percent', '?'):>3}%  {_health(role, rev)}")
+    return "\n".join(lines)
+
+
+def _health(role: str, rev: dict) -> str:
+    if "healthy" not in rev:
+        return ""
+    text = "healthy" if rev["healthy"] else f"unhealthy: {rev.get('reason') or 'unknown'}"
+    if role == "shadow" and "recorded" in rev:
+        text += f"; mirrored, {rev['recorded']} answers recorded in {rev['records']}"
+    return text

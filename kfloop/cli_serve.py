@@ -1,0 +1,149 @@
+"""``kfloop serve``: a model's revisions as local processes behind the canary gateway on 127.0.0.1.
+
+Serves the production version (or, when there is none, the latest staging one), or the routing
+saved by the previous ``kfloop serve`` of the model, and optionally a canary. Ctrl-C or SIGTERM
+stops the gateway and every model server process; so does any error, in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import signal
+import sys
+
+from kfloop.config import Settings
+from kfloop.errors import ConfigError, ModelNotFound
+from kfloop.inference import v2_input_metadata
+from kfloop.registry import ModelRef, Registry, VersionRecord
+from kfloop.rollout import DEPLOYABLE_STAGES
+from kfloop.schema import FeatureSchema
+from kfloop.storage import open_store
+
+
+def add_commands(groups) -> None:
+    serve = groups.add_parser("serve", help="serve a model on 127.0.0.1 behind the canary gateway (Ctrl-C stops)")
+    serve.add_argument("--model", help="model to serve (default: the only registered model, or the --canary's)")
+    serve.add_argument("--port", type=int, default=8080, help="gateway port on 127.0.0.1 (default 8080)")
+    serve.add_argument("--canary", metavar="NAME:VERSION", help="also serve this version as a canary")
+    serve.add_argument("--canary-percent", type=int, default=10, help="the canary's share of traffic (default 10)")
+    serve.add_argument("--no-transformer", action="store_true",
+                       help="route straight to the predictors, without the drift transformer in front")
+    serve.add_argument("--predictor-args", default="", metavar="ARGS",
+                       help="extra flags of every predictor, one string: --predictor-args='--nthread 2'")
+    serve.add_argument("--transformer-args", default="", metavar="ARGS",
+                       help="extra flags of every transformer (drift, capture): --transformer-args='--drift_window 200'")
+    serve.add_argument("--seed", type=int, help="seed of the random traffic split (reproducible splits)")
+    serve.add_argument("--ready-timeout", type=float, default=120.0,
+                       help="seconds to wait for a revision's servers to be ready (default 120)")
+    serve.set_defaults(handler=serve_command)
+
+
+def serve_command(args, settings: Settings) -> int:
+    from kfloop.serving.gateway import bind
+    from kfloop.serving.local_controller import LocalController
+
+    registry = Registry(open_store(settings))
+    model = args.model or (ModelRef.parse(args.canary).name if args.canary else None) or only_model(registry)
+    sock = bind(args.port)
+    controller = LocalController(settings, use_transformer=not args.no_transformer,
+                                 ready_timeout=args.ready_timeout, registry=registry,
+                                 predictor_args=shlex.split(args.predictor_args),
+                                 transformer_args=shlex.split(args.transformer_args))
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        _run(_serve(args, registry, controller, model, sock))
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        controller.kill_all()  # whatever the way out, no model server outlives kfloop serve
+        signal.signal(signal.SIGTERM, previous)
+        sock.close()
+    return 0
+
+
+async def _serve(args, registry: Registry, controller, model: str, sock) -> None:
+    from kfloop.serving.gateway import Gateway
+    from kfloop.serving.routing import RouteState, state_path
+
+    state = controller.saved_state(model)
+    if state is not None:
+        print(f"restoring {model} from {state_path(controller.root, model)}: {state.describe()}", flush=True)
+    else:
+        record, note = initial_version(registry, model)
+        print(note, flush=True)
+        state = RouteState(model, stable=record.version)
+    if args.canary:
+        canary = registry.resolve(args.canary)
+        if canary.name != model or canary.stage not in DEPLOYABLE_STAGES:
+            raise ConfigError(f"--canary {args.canary}: expected a version of {model} in one of the stages "
+                              f"{DEPLOYABLE_STAGES}; got {canary.ref} ({canary.stage})")
+        state = state.deployed(canary.version, args.canary_percent)
+    await controller.apply(state)
+    gateway = Gateway(controller, seed=args.seed)
+    schema = FeatureSchema.from_dict(registry.get(model, state.stable).schema)
+    print(banner(f"http://127.0.0.1:{args.port}", model, schema, state.describe()), flush=True)
+    await gateway.server(args.port).serve(sockets=[sock])
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(coroutine) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coroutine)
+    else:
+        uvloop.run(coroutine)
+
+
+def only_model(registry: Registry) -> str:
+    names = registry.models()
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise ModelNotFound(f"no models registered in {registry.store.uri('models/')}; "
+                            f"train one with `kfloop pipeline run`")
+    raise ConfigError(f"the registry has several models ({', '.join(names)}); pick one with --model")
+
+
+def initial_version(registry: Registry, model: str) -> tuple[VersionRecord, str]:
+    """The production version of ``model``, else its latest staging one; and a line saying which."""
+    record = registry.production(model)
+    if record is not None:
+        return record, f"serving {record.ref} (production)"
+    staging = [r for r in registry.list_versions(model) if r.stage == "staging"]
+    if not staging:
+        raise ModelNotFound(f"{model} has no production or staging version to serve; register one with "
+                            f"`kfloop pipeline run` or approve one with `kfloop registry approve`")
+    return staging[-1], (f"{model} has no production version; serving the latest staging version "
+                         f"{staging[-1].ref} (make it production with `kfloop rollout deploy {staging[-1].ref}`)")
+
+
+def example_requests(schema: FeatureSchema) -> tuple[dict, dict]:
+    """A one-row V1 and V2 request body for ``schema`` (0 for numbers, the first category)."""
+    values = [f.categories[0] if f.kind == "categorical" and f.categories else 0.0 for f in schema.features]
+    v1 = {"instances": [dict(zip(schema.names, values))]}
+    v2 = {"inputs": [{**meta, "shape": [1], "data": [value]}
+                     for meta, value in zip(v2_input_metadata(schema), values)]}
+    return v1, v2
+
+
+def banner(url: str, model: str, schema: FeatureSchema, split: str) -> str:
+    v1, v2 = example_requests(schema)
+    curl = "curl -s -H 'Content-Type: application/json'"
+    return "\n".join([
+        f"gateway on {url}: {model} ({split})",
+        f"  V1 predict  POST {url}/v1/models/{model}:predict",
+        f"  V2 infer    POST {url}/v2/models/{model}/infer",
+        f"  metadata    GET  {url}/v2/models/{model}",
+        f"  pinned      {url}/latest/... (newest revision), {url}/prev/... (stable)",
+        f"  status      GET  {url}/kfloop/v1/models/{model}  (kfloop rollout status {model})",
+        "try:",
+        f"  {curl} {url}/v1/models/{model}:predict -d {shlex.quote(json.dumps(v1))}",
+        f"  {curl} {url}/v2/models/{model}/infer -d {shlex.quote(json.dumps(v2))}",
+        "Ctrl-C stops the gateway and the model servers.",
+    ])
