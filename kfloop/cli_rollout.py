@@ -40,15 +40,15 @@ def add_commands(groups) -> None:
     for name, handler, text in (("promote", promote_command, "the canary takes all traffic and becomes production"),
                                 ("rollback", rollback_command, "all traffic back to stable; the canary is rejected")):
         cmd = sub.add_parser(name, parents=[common], help=text)
-        cmd.add_argument("model", metavar="NAME")
+        cmd.add_argument("model", metavar="NAME", help="the model whose canary to act on")
         cmd.add_argument("--reason", default=f"{name} by kfloop rollout", help="kept in the stage history")
         cmd.set_defaults(handler=handler)
     status = sub.add_parser("status", parents=[common], help="the traffic split and the revisions' health")
-    status.add_argument("model", metavar="NAME")
+    status.add_argument("model", metavar="NAME", help="the model to show")
     status.set_defaults(handler=status_command)
     shadow = sub.add_parser("shadow", parents=[common],
                             help="mirror a share of the predictions to a version and record its answers (local)")
-    shadow.add_argument("ref", metavar="NAME:VERSION")
+    shadow.add_argument("ref", metavar="NAME:VERSION", help="the version that receives the mirrored requests")
     shadow.add_argument("--percent", type=int, required=True, help="share of requests mirrored; 0 stops mirroring")
     shadow.set_defaults(handler=shadow_command)
 
@@ -67,7 +67,7 @@ def make_target(args):
             raise
         raise ConfigError("--target kubernetes needs kfloop/rollout_k8s.py (KubernetesTarget), which this "
                           "installation does not have yet; use --target local") from None
-    return KubernetesTarget(**({"namespace": args.namespace} if args.namespace else {}))
+    return KubernetesTarget(namespace=args.namespace)
 
 
 def _registry(settings: Settings) -> Registry:

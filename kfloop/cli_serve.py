@@ -67,24 +67,31 @@ async def _serve(args, registry: Registry, controller, model: str, sock) -> None
     from kfloop.serving.gateway import Gateway
     from kfloop.serving.routing import RouteState, state_path
 
+    canary = _canary(registry, model, args.canary)
     state = controller.saved_state(model)
     if state is not None:
         print(f"restoring {model} from {state_path(controller.root, model)}: {state.describe()}", flush=True)
     else:
-        record, note = initial_version(registry, model)
+        record, note = initial_version(registry, model, exclude=canary.version if canary else None)
         print(note, flush=True)
         state = RouteState(model, stable=record.version)
-    if args.canary:
-        canary = registry.resolve(args.canary)
-        if canary.name != model or canary.stage not in DEPLOYABLE_STAGES:
-            raise ConfigError(f"--canary {args.canary}: expected a version of {model} in one of the stages "
-                              f"{DEPLOYABLE_STAGES}; got {canary.ref} ({canary.stage})")
+    if canary:
         state = state.deployed(canary.version, args.canary_percent)
     await controller.apply(state)
     gateway = Gateway(controller, seed=args.seed)
     schema = FeatureSchema.from_dict(registry.get(model, state.stable).schema)
     print(banner(f"http://127.0.0.1:{args.port}", model, schema, state.describe()), flush=True)
     await gateway.server(args.port).serve(sockets=[sock])
+
+
+def _canary(registry: Registry, model: str, ref: str | None) -> VersionRecord | None:
+    if not ref:
+        return None
+    canary = registry.resolve(ref)
+    if canary.name != model or canary.stage not in DEPLOYABLE_STAGES:
+        raise ConfigError(f"--canary {ref}: expected a version of {model} in one of the stages "
+                          f"{DEPLOYABLE_STAGES}; got {canary.ref} ({canary.stage})")
+    return canary
 
 
 def _interrupt(signum, frame) -> None:
@@ -110,12 +117,13 @@ def only_model(registry: Registry) -> str:
     raise ConfigError(f"the registry has several models ({', '.join(names)}); pick one with --model")
 
 
-def initial_version(registry: Registry, model: str) -> tuple[VersionRecord, str]:
-    """The production version of ``model``, else its latest staging one; and a line saying which."""
+def initial_version(registry: Registry, model: str, exclude: int | None = None) -> tuple[VersionRecord, str]:
+    """The production version of ``model``, else its latest staging one (other than ``exclude``,
+    the canary); and a line saying which."""
     record = registry.production(model)
     if record is not None:
         return record, f"serving {record.ref} (production)"
-    staging = [r for r in registry.list_versions(model) if r.stage == "staging"]
+    staging = [r for r in registry.list_versions(model) if r.stage == "staging" and r.version != exclude]
     if not staging:
         raise ModelNotFound(f"{model} has no production or staging version to serve; register one with "
                             f"`kfloop pipeline run` or approve one with `kfloop registry approve`")

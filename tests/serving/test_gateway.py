@@ -10,10 +10,12 @@ drift detector, and the routing does not depend on it.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import json
 import os
+import random
 import shlex
 import signal
 import subprocess
@@ -32,9 +34,12 @@ from multidict import CIMultiDict
 from kfloop import rollout
 from kfloop.bundle import MODEL_FILE, write_manifest
 from kfloop.cli import main as kfloop_main
+from kfloop.cli_rollout import format_status, make_target
+from kfloop.errors import ConfigError, InvalidRequest, KfloopError, RegistryError
 from kfloop.registry import Registry
 from kfloop.rollout_local import LocalTarget
-from kfloop.serving.gateway import Gateway
+from kfloop.serving.gateway import Gateway, split_pin
+from kfloop.serving.routing import RouteState, load_state, pick, save_state
 from kfloop.storage import LocalStore
 from tests.conftest import free_port
 from tests.serving.conftest import build_bundle, churn_frame
@@ -179,6 +184,82 @@ def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- pure logic: routing states, the weighted pick, pins, state files, the CLI's target ----------
+
+
+def test_route_state_steps():
+    stable = RouteState(MODEL).deployed(1, None)
+    assert stable == RouteState(MODEL, stable=1)
+    canary = stable.deployed(2, 20)
+    assert (canary.stable, canary.canary, canary.canary_percent) == (1, 2, 20)
+    assert canary.describe() == "stable v1 80%, canary v2 20%"
+    assert canary.deployed(2, 100) == RouteState(MODEL, stable=2)  # 100% is a full deploy
+    assert canary.promoted() == RouteState(MODEL, stable=2)
+    assert canary.rolled_back() == RouteState(MODEL, stable=1)
+    shadowed = canary.shadowed(3, 10)
+    assert shadowed.versions() == {1, 2, 3} and shadowed.role(3) == "shadow"
+    assert shadowed.shadowed(None, 0).versions() == {1, 2}
+    with pytest.raises(RegistryError, match="no stable revision"):
+        RouteState(MODEL).deployed(1, 20)
+    with pytest.raises(RegistryError, match="already the stable"):
+        stable.deployed(1, 20)
+    with pytest.raises(RegistryError, match="no canary to promote"):
+        stable.promoted()
+    with pytest.raises(InvalidRequest, match="canary_percent must be a whole number from 0 to 100; got 101"):
+        stable.deployed(2, 101)
+
+
+def test_pick_is_weighted_seeded_and_honours_pins():
+    state = RouteState(MODEL, stable=1, canary=2, canary_percent=30)
+    rng = random.Random(3)
+    first = [pick(state, rng)[0] for _ in range(5000)]
+    assert abs(first.count(2) / 5000 - 0.30) < 0.02
+    rng_a, rng_b = random.Random(5), random.Random(5)
+    assert [pick(state, rng_a) for _ in range(50)] == [pick(state, rng_b) for _ in range(50)]
+    assert all(sorted(pick(state, rng_a)) == [1, 2] for _ in range(20))  # the other one is the fallback
+    assert pick(state, rng_a, "latest") == [2] and pick(state, rng_a, "prev") == [1]
+    assert pick(RouteState(MODEL, stable=1), rng_a, "latest") == [1]
+    assert pick(RouteState(MODEL), rng_a) == []
+
+
+def test_pins_by_path_prefix_or_host():
+    assert split_pin("/latest/v1/models/churn:predict", "127.0.0.1:8080") == ("latest", "/v1/models/churn:predict")
+    assert split_pin("/prev/v2/models/churn/infer", "") == ("prev", "/v2/models/churn/infer")
+    assert split_pin("/v1/models/churn:predict", "latest-churn.example.com") == ("latest", "/v1/models/churn:predict")
+    assert split_pin("/v1/models/latest-churn:predict", "localhost") == (None, "/v1/models/latest-churn:predict")
+
+
+def test_state_file_round_trip_and_corruption(tmp_path):
+    state = RouteState(MODEL, stable=1, canary=2, canary_percent=20, shadow=3, shadow_percent=5)
+    path = save_state(tmp_path, state)
+    assert load_state(tmp_path, MODEL) == state and load_state(tmp_path, "other") is None
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="state.json is not valid"):
+        load_state(tmp_path, MODEL)
+
+
+def test_rollout_targets_and_status_lines(monkeypatch):
+    args = argparse.Namespace(target=None, gateway="http://127.0.0.1:9", namespace=None)
+    monkeypatch.setenv("KFLOOP_ROLLOUT_TARGET", "nowhere")
+    with pytest.raises(ConfigError, match="'nowhere' is not a rollout target"):
+        make_target(args)
+    monkeypatch.setenv("KFLOOP_ROLLOUT_TARGET", "kubernetes")
+    monkeypatch.setitem(sys.modules, "kfloop.rollout_k8s", None)  # as if the module were not there
+    with pytest.raises(ConfigError, match="needs kfloop/rollout_k8s.py"):
+        make_target(args)
+    monkeypatch.delenv("KFLOOP_ROLLOUT_TARGET")
+    target = make_target(args)
+    with pytest.raises(KfloopError, match="no kfloop serve at http://127.0.0.1:9; start it with `kfloop serve`"):
+        target.status(MODEL)
+    doc = {"model": MODEL, "target": "local", "ready": True, "stable": {"version": 1, "percent": 80, "healthy": True},
+           "canary": {"version": 2, "percent": 20, "healthy": False, "reason": "predictor process exited"}}
+    assert format_status(doc).splitlines() == ["churn on local: ready", "  stable  v1     80%  healthy",
+                                               "  canary  v2     20%  unhealthy: predictor process exited"]
+
+
+# -- kfloop serve with real processes ----------------------------------------------------------
 
 
 def test_a_20_percent_canary_gets_20_percent_of_2000_requests(served):
