@@ -11,6 +11,11 @@ Layout (every file is listed with its SHA-256 in ``MANIFEST.json``)::
 
 ``verify_bundle`` checks every file before a model is used; a missing, extra or changed
 file raises ``ChecksumError``.
+
+A bundle holds no version number (there is no ``version.json``): the register step assembles it
+before the registry numbers it, and the same files may be registered under any version. The
+version is the registry record's (``kfloop.registry``); the servers take it from the registry
+reference they are started with, or from ``--model_version``.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ An adapter in the shape of KServe's xgbserver: ``load()`` verifies the bundle an
 booster from UBJSON; ``predict()`` decodes the request with ``kfloop.inference.RequestDecoder``
 (the schema's encoding, as in training), runs the booster off the event loop (by default through
 a ``MicroBatcher`` that predicts the rows of concurrent requests in one call) and encodes the
-answer. A malformed request is HTTP 400 with a message naming the field; unseen categorical
-values are served as missing and counted in ``kfloop_predictor_unseen_categories_total`` on
-``/metrics``.
+answer. A malformed request (or a body not sent as JSON) is HTTP 400 with a message naming the
+field; unseen categorical values are served as missing and counted in
+``kfloop_predictor_unseen_categories_total`` on ``/metrics``. The model version in responses and
+metadata is ``--model_version``, else the registered version of a registry reference.
 
 Run: ``python -m kfloop.serving.predictor --model_dir /mnt/models --model_name churn``.
 """
@@ -15,16 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import re
-import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
 
 import kserve
-import kserve.logging
 import kserve.model_server
 import numpy as np
 import xgboost as xgb
@@ -35,20 +32,17 @@ from kserve.utils.utils import strtobool
 from prometheus_client import Counter
 
 from kfloop.bundle import MODEL_FILE, load_schema, verify_bundle
-from kfloop.config import Settings
 from kfloop.errors import ConfigError, InvalidRequest, KfloopError
 from kfloop.inference import (DEFAULT_MAX_BATCH, Decoded, RequestDecoder, Tensor, encode_response,
                               encode_v2_output, v2_input_metadata, v2_output_metadata)
-from kfloop.registry import ModelRef, Registry
 from kfloop.schema import FeatureSchema
 from kfloop.serving.batching import MicroBatcher
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
-from kfloop.storage import open_store
+from kfloop.serving.startup import configure_logging, install_event_loop, model_server, require_json, resolve_model
 from kfloop.train import load_model, predict
 
 logger = logging.getLogger(__name__)
 
-VERSION_FILE = "version.json"
 # One OpenMP thread per predict call: a call on a few rows is 2-10x slower with more threads, and
 # much slower still when another process holds a core (the threads wait on each other).
 DEFAULT_NTHREAD = 1
@@ -76,7 +70,6 @@ class XGBoostPredictor(kserve.Model):
         self.schema = load_schema(self.model_dir)
         self.booster = load_model(self.model_dir / MODEL_FILE)
         self.booster.set_param({"nthread": self.nthread})
-        self.version = bundle_version(self.model_dir) or self.version
         self.decoder = RequestDecoder(self.schema, self.max_batch_size)
         if self.micro_batching:
             self._batcher = MicroBatcher(self._predict_rows, max_rows=self.max_batch_size)
@@ -110,6 +103,7 @@ class XGBoostPredictor(kserve.Model):
         return {"predictions": encode_response(self.schema, pred)}
 
     def _decode(self, payload: Any) -> Decoded:
+        require_json(payload)
         try:
             if isinstance(payload, InferRequest):
                 return self.decoder.decode_v2_inputs([_tensor(i) for i in payload.inputs])
@@ -150,52 +144,14 @@ class VersionedDataPlane(DataPlane):
         return metadata
 
 
-def bundle_version(model_dir: Path) -> str | None:
-    """The ``version`` field of the bundle's ``version.json``, if the bundle has one."""
-    path = Path(model_dir) / VERSION_FILE
-    if not path.is_file():
-        return None
-    version = json.loads(path.read_text()).get("version")
-    return None if version is None else str(version)
-
-
-_REGISTRY_REFERENCE = re.compile(r"^[a-z0-9][-a-z0-9]*(:(\d+|latest)|@[a-z-]+)$")
-
-
-def resolve_model_dir(arg: str, settings: Settings | None = None) -> Path:
-    """The local bundle folder for ``--model_dir``: a folder, a ``file://`` URL, or a registry
-    reference (``NAME:VERSION``, ``NAME:latest``, ``NAME@production``) fetched from the registry."""
-    return resolve_model(arg, settings)[0]
-
-
-def resolve_model(arg: str, settings: Settings | None = None) -> tuple[Path, str | None]:
-    """The bundle folder and, for a registry reference, the registered version number."""
-    if _REGISTRY_REFERENCE.match(arg) and not Path(arg).exists():
-        return fetch_registered(arg, settings or Settings.from_env())
-    path = Path(urllib.parse.unquote(urllib.parse.urlparse(arg).path)) if arg.startswith("file://") else Path(arg)
-    if not path.is_dir():
-        raise ConfigError(f"model dir {arg!r} is not a folder; expected a model bundle folder, a file:// URL "
-                          f"or a registry reference NAME:VERSION / NAME@stage")
-    return path, None
-
-
-def fetch_registered(ref: str, settings: Settings) -> tuple[Path, str]:
-    """Download a registered version's bundle below ``<home>/serving/bundles/<name>/<version>``."""
-    registry = Registry(open_store(settings))
-    record = registry.resolve(ModelRef.parse(ref))
-    dest = Path(settings.home) / "serving" / "bundles" / record.name / str(record.version)
-    _, path = registry.fetch_bundle(record.ref, dest)
-    logger.info("fetched %s (%s, stage %s) into %s", ref, record.ref, record.stage, path)
-    return path, str(record.version)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(parents=[kserve.model_server.parser], description=__doc__.split("\n")[0])
     parser.add_argument("--model_dir", default="/mnt/models",
                         help="The model bundle: a folder, a file:// URL, or a registry reference "
                              "NAME:VERSION / NAME:latest / NAME@production (fetched from KFLOOP_* storage)")
     parser.add_argument("--model_version", default=None,
-                        help="Version reported in metadata when the bundle has no version.json")
+                        help="Version reported in responses and metadata (default: the registered version "
+                             "of a registry reference; none for a folder)")
     parser.add_argument("--max_batch_size", type=int, default=DEFAULT_MAX_BATCH,
                         help="Most rows accepted in one request (HTTP 400 above)")
     parser.add_argument("--micro_batching", type=strtobool, default=True,
@@ -208,19 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Log every request (uvicorn access log and KServe latency lines); "
                              "costs 0.1-0.2 ms per request")
     return parser
-
-
-def configure_logging(args: argparse.Namespace) -> None:
-    if args.configure_logging:
-        kserve.logging.configure_logging(args.log_config_file)
-    kfloop_logger = logging.getLogger("kfloop")
-    kfloop_logger.setLevel(logging.INFO)
-    if not kfloop_logger.handlers:
-        kfloop_logger.handlers = list(kserve.logging.logger.handlers)
-        kfloop_logger.propagate = False
-    if not args.request_logging:
-        for name in ("uvicorn.access", "kserve.trace"):
-            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -243,29 +186,9 @@ def serve(args: argparse.Namespace) -> None:
     model.load()
     kserve.model_server.app.add_middleware(BodySizeLimit, max_bytes=args.max_body_bytes)
     install_event_loop(args.event_loop)
-    server = kserve.ModelServer(
-        http_port=args.http_port, grpc_port=args.grpc_port, workers=args.workers, max_threads=args.max_threads,
-        max_asyncio_workers=args.max_asyncio_workers, enable_grpc=args.enable_grpc,
-        enable_docs_url=args.enable_docs_url, access_log_format=args.access_log_format,
-        enable_latency_logging=args.enable_latency_logging and args.request_logging,
-        event_loop=args.event_loop, timeout_keep_alive=args.timeout_keep_alive)
+    server = model_server(args)
     server.dataplane = VersionedDataPlane(model_registry=server.registered_models)
     server.start([model])
-
-
-def install_event_loop(choice: str) -> None:
-    """Honor ``--event-loop``: kserve 0.20 runs uvicorn inside its own ``asyncio.run``, so uvicorn's
-    loop choice never applies. uvloop (``auto`` when installed) takes ~10% less CPU per request."""
-    if choice == "asyncio":
-        return
-    try:
-        import uvloop
-    except ImportError as e:
-        if choice == "uvloop":
-            raise ConfigError("--event-loop uvloop: uvloop is not installed") from e
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    asyncio.set_event_loop(asyncio.new_event_loop())  # ModelServer.setup_event_loop needs a current loop
 
 
 if __name__ == "__main__":

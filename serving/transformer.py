@@ -59,9 +59,9 @@ from kfloop.outbox import Outbox
 from kfloop.schema import FeatureSchema
 from kfloop.serving import transformer_metrics as metrics
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
-from kfloop.serving.predictor import bundle_version, configure_logging, resolve_model
 from kfloop.serving.predictor_client import (PredictorClient, PredictorError, PredictorRejected, add_error_handler,
                                              forwarded_headers, v1_body, v2_answer, v2_body)
+from kfloop.serving.startup import configure_logging, install_event_loop, model_server, require_json, resolve_model
 from kfloop.storage import ObjectStore, S3Store, open_store
 
 logger = logging.getLogger("kfloop.serving.transformer")  # not "__main__" under python -m
@@ -104,7 +104,7 @@ class DriftTransformer(kserve.Model):
     def load(self) -> bool:
         verify_bundle(self.model_dir)
         self.schema = load_schema(self.model_dir)
-        self.version = bundle_version(self.model_dir) or self.version or "unknown"
+        self.version = self.version or "unknown"
         self.decoder = RequestDecoder(self.schema, self.options.max_batch_size)
         detector = load_detector(self.model_dir / DRIFT_DIR, backend=self.options.drift_backend)
         opts = self.options
@@ -149,8 +149,7 @@ class DriftTransformer(kserve.Model):
         return answer
 
     def _decode(self, payload: Any) -> Decoded:
-        if isinstance(payload, (bytes, str)):  # KServe leaves a body that is not sent as JSON undecoded
-            raise InvalidInput("request body was not sent as JSON: use the header content-type: application/json")
+        require_json(payload)
         try:
             if isinstance(payload, InferRequest):
                 return self.decoder.decode_v2_inputs(_tensors(payload))
@@ -226,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"The model bundle (schema and drift detector): a folder, a file:// URL, or a registry reference "
              f"NAME:VERSION / NAME@production (fetched from KFLOOP_* storage). Default: {DEFAULT_MODEL_DIR} "
              f"when it is a folder, else <model_name>@production")
-    add("--model_version", default=None, help="Version captured when the bundle has no version.json")
+    add("--model_version", default=None,
+        help="Version captured and reported (default: the registered version of a registry reference)")
     add("--revision", default="stable", help="Which deployment this is (stable, canary), recorded in captures")
     add("--drift_window", type=int, default=500, help="Rows per drift check")
     add("--drift_backend", choices=BACKENDS, default=None,
@@ -326,13 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     app.add_middleware(BodySizeLimit, max_bytes=args.max_body_bytes)
     app.add_middleware(metrics.RequestCounter)
     add_error_handler(app)
-    server = kserve.ModelServer(
-        http_port=args.http_port, grpc_port=args.grpc_port, workers=args.workers, max_threads=args.max_threads,
-        max_asyncio_workers=args.max_asyncio_workers, enable_grpc=args.enable_grpc,
-        enable_docs_url=args.enable_docs_url, access_log_format=args.access_log_format,
-        enable_latency_logging=args.enable_latency_logging and args.request_logging,
-        event_loop=args.event_loop, timeout_keep_alive=args.timeout_keep_alive, predictor_config=config)
-    server.start([model])
+    install_event_loop(args.event_loop)
+    model_server(args, predictor_config=config).start([model])
 
 
 if __name__ == "__main__":

@@ -35,8 +35,7 @@ def churn_frame(n: int = 300, seed: int = 0, categorical: bool = True) -> pd.Dat
     return df if categorical else df.drop(columns=["plan"])
 
 
-def build_bundle(root: Path, df: pd.DataFrame, target: str, version: str | None = None,
-                 task: str | None = None) -> tuple[Path, FeatureSchema, xgboost.Booster]:
+def build_bundle(root: Path, df: pd.DataFrame, target: str, task: str | None = None) -> tuple[Path, FeatureSchema, xgboost.Booster]:
     """Train a small booster on ``df`` and write it as a verified model bundle in ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     schema = infer_schema(df, target, task)
@@ -52,16 +51,14 @@ def build_bundle(root: Path, df: pd.DataFrame, target: str, version: str | None 
     booster = xgboost.train(params, dtrain, num_boost_round=20)
     booster.save_model(str(root / MODEL_FILE))
     (root / SCHEMA_FILE).write_text(json.dumps(schema.to_dict()))
-    if version is not None:
-        (root / "version.json").write_text(json.dumps({"version": version}))
     write_manifest(root)
     return root, schema, booster
 
 
 @pytest.fixture(scope="session")
 def churn_bundle(tmp_path_factory):
-    """A binary churn model with a categorical feature; ``version.json`` says version 7."""
-    return build_bundle(tmp_path_factory.mktemp("bundles") / "churn", churn_frame(), "churned", version="7")
+    """A binary churn model with a categorical feature."""
+    return build_bundle(tmp_path_factory.mktemp("bundles") / "churn", churn_frame(), "churned")
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from kfloop.config import Settings
 from kfloop.errors import ChecksumError, ConfigError
 from kfloop.registry import Registry
-from kfloop.serving.predictor import XGBoostPredictor, resolve_model, resolve_model_dir
+from kfloop.serving.predictor import XGBoostPredictor
+from kfloop.serving.startup import resolve_model, resolve_model_dir
 from kfloop.storage import LocalStore
 from tests.serving.conftest import PredictorProcess, build_bundle, churn_frame, start_predictors
 
@@ -27,10 +28,10 @@ MAX_BODY = 64 * 1024
 
 @pytest.fixture(scope="module")
 def servers(churn_bundle, numeric_bundle):
-    """The churn predictor (small batch and body limits) and an all-numeric one (version from the flag)."""
+    """The churn predictor (small batch and body limits) and an all-numeric one, versions 7 and 3."""
     churn, numeric = start_predictors(
         PredictorProcess(churn_bundle[0], "churn", "--max_batch_size", str(MAX_BATCH),
-                         "--max_body_bytes", str(MAX_BODY), grpc=True),
+                         "--max_body_bytes", str(MAX_BODY), "--model_version", "7", grpc=True),
         PredictorProcess(numeric_bundle[0], "numeric", "--model_version", "3"))
     try:
         yield churn, numeric
@@ -226,6 +227,12 @@ def test_malformed_json(churn):
     assert "Unrecognized request format" in error_of(response)
 
 
+def test_body_not_sent_as_json(churn):  # curl -d without a content-type
+    response = httpx.post(f"{churn.url}/v1/models/churn:predict", content=b'{"instances": [[1, 2.0, "pro"]]}',
+                          headers={"content-type": "application/x-www-form-urlencoded"})
+    assert "content-type: application/json" in error_of(response)
+
+
 def test_body_without_instances(churn):
     assert '"instances"' in error_of(predict_v1(churn, {"rows": [[1, 2, "pro"]]}))
 
@@ -350,4 +357,4 @@ def test_resolve_model_fetches_a_registry_reference(churn_bundle, tmp_path):
     path, version = resolve_model("churn:latest", settings)
     assert version == "1" and path.is_relative_to(settings.home)
     model = XGBoostPredictor("churn", path, version)
-    assert model.load() and model.version == "7"  # the bundle's version.json wins over the registry's number
+    assert model.load() and model.version == "1"

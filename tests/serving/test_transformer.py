@@ -54,7 +54,7 @@ CATEGORICAL = ("contract", "payment_method", "internet_service")
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    """A churn bundle (3000 rows of ``sample:churn``) with an Alibi drift detector; version 3."""
+    """A churn bundle (3000 rows of ``sample:churn``) with an Alibi drift detector (served as version 3)."""
     root = tmp_path_factory.mktemp("transformer")
     df = churn(3000, seed=0)
     df.iloc[:2400].to_parquet(root / "train.parquet")
@@ -64,7 +64,6 @@ def bundle(tmp_path_factory) -> Path:
     train_model(str(root / "train.parquet"), str(root / "valid.parquet"), str(root / "schema.json"),
                 {"n_estimators": 40, "max_depth": 4, "nthread": 1}, str(out))
     fit_drift_baseline(str(out), str(root / "train.parquet"), str(out / "drift"), backend="alibi")
-    (out / "version.json").write_text(json.dumps({"version": "3"}))
     write_manifest(out)
     return out
 
@@ -184,12 +183,12 @@ def s3_module_settings(s3_server, tmp_path_factory) -> Settings:
 @pytest.fixture(scope="module")
 def servers(bundle, sink, s3_module_settings, tmp_path_factory):
     """The predictor and four transformers, started together; always stopped (together)."""
-    predictor = Server("kfloop.serving.predictor", "--model_dir", str(bundle), "--max_batch_size", str(CHUNK),
-                       "--max_body_bytes", str(PREDICTOR_MAX_BODY))
+    predictor = Server("kfloop.serving.predictor", "--model_dir", str(bundle), "--model_version", "3",
+                       "--max_batch_size", str(CHUNK), "--max_body_bytes", str(PREDICTOR_MAX_BODY))
     started = {"predictor": predictor}
     try:
         transformer = functools.partial(Server, "kfloop.serving.transformer", "--model_dir", str(bundle),
-                                        "--predictor_host", f"127.0.0.1:{predictor.port}")
+                                        "--model_version", "3", "--predictor_host", f"127.0.0.1:{predictor.port}")
         homes = {name: tmp_path_factory.mktemp(name) for name in ("local", "dead", "shutdown")}
         started["local"] = transformer(*FAST, "--drift_window", str(WINDOW), "--sink_url", sink.url,
                                        env={"KFLOOP_HOME": str(homes["local"])})
@@ -502,7 +501,8 @@ def test_scipy_backend_on_s3_transformer_reports_drift(s3, sink):
     wait_for(lambda: sink.received("kfloop/churn-s3"), what="drift event from the s3 transformer")
     data = sink.received("kfloop/churn-s3")[-1]["data"]
     assert data["meta"]["backend"] == "scipy"
-    assert data["capture_location"].startswith("s3://kfloop-") and data["capture_location"].endswith("/captures/churn/3/")
+    assert data["model_version"] == "1"  # the registered version of the reference it was started with
+    assert data["capture_location"].startswith("s3://kfloop-") and data["capture_location"].endswith("/captures/churn/1/")
 
 
 def test_outbox_keeps_events_while_the_sink_is_down_and_delivers_them_after(local, sink):
@@ -542,6 +542,7 @@ def test_metrics_show_the_kfloop_counters(local):
     p_values = {k for k in metrics if k.startswith("kfloop_drift_p_value{")}
     assert len(p_values) == 8
     assert any(k.startswith("request_predict_seconds") for k in metrics)  # KServe's own are still there
+    assert "kfloop_predictor_" not in httpx.get(f"{local.url}/metrics").text  # the predictor's stay there
 
 
 def test_shutdown_writes_buffered_captures(servers, rows):
