@@ -435,6 +435,10 @@ def test_events_flow_from_transformer_through_broker_to_trigger_service(target, 
     broker = named(docs, "Broker", binding["spec"]["sink"]["ref"]["name"])["metadata"]["name"]
     transformer_labels = isvc(docs)["spec"]["transformer"].get("labels", {})
     assert binding["spec"]["subject"]["selector"]["matchLabels"].items() <= transformer_labels.items()
+    trigger_binding = named(docs, "SinkBinding", "kfloop-trigger-events")  # retrain.started/finished out
+    assert trigger_binding["spec"]["sink"]["ref"] == binding["spec"]["sink"]["ref"]
+    subject = trigger_binding["spec"]["subject"]
+    named(docs, subject["kind"], subject["name"])
     routed = set()
     for trigger in of_kind(docs, "Trigger"):
         assert trigger["spec"]["broker"] == broker
