@@ -91,10 +91,11 @@ COMMANDS = {path: p for path, p in command_paths(build_parser())}
 
 
 def test_every_expected_command_exists():
-    assert set(COMMANDS) == {(), ("pipeline",), ("registry",),
+    assert set(COMMANDS) == {(), ("pipeline",), ("registry",), ("report",), ("serve",), ("rollout",),
                              ("pipeline", "compile"), ("pipeline", "run"), ("pipeline", "submit"),
                              ("registry", "list"), ("registry", "show"), ("registry", "approve"),
-                             ("registry", "reject")}
+                             ("registry", "reject"), ("rollout", "deploy"), ("rollout", "promote"),
+                             ("rollout", "rollback"), ("rollout", "status"), ("rollout", "shadow")}
 
 
 @pytest.mark.parametrize("path", sorted(COMMANDS), ids=lambda p: " ".join(p) or "kfloop")
@@ -112,7 +113,7 @@ def test_help_exits_0_and_documents_every_flag(path, capsys):
                 assert choice.help and f"{choice.dest} {choice.help}" in " ".join(text.split())
             continue
         assert action.help, f"{action.option_strings or action.dest} of '{' '.join(path)}' has no help text"
-        for flag in action.option_strings or [action.dest]:
+        for flag in action.option_strings or [action.metavar or action.dest]:
             assert flag in text, f"{flag} missing from the help of '{' '.join(path)}'"
 
 
