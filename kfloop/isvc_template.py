@@ -39,7 +39,7 @@ def base() -> dict:
 
 
 def inferenceservice(name: str, namespace: str, storage_uri: str, annotations: dict[str, str],
-                     image: str | None = None) -> dict:
+                     image: str | None = None, version: str | None = None) -> dict:
     """The InferenceService ``name`` serving the bundle at ``storage_uri``."""
     obj = base()
     meta = obj["metadata"]
@@ -51,20 +51,29 @@ def inferenceservice(name: str, namespace: str, storage_uri: str, annotations: d
             _set_flag(container.get("args", []), "--model_name", name)
             if image:
                 container["image"] = image
-    obj["spec"]["predictor"] = with_storage_uri(obj["spec"]["predictor"], storage_uri)
+    obj["spec"]["predictor"] = with_storage_uri(obj["spec"]["predictor"], storage_uri, version)
     return obj
 
 
-def with_storage_uri(predictor: dict, uri: str) -> dict:
-    """A copy of a predictor spec that serves the bundle folder ``uri``.
+def with_storage_uri(predictor: dict, uri: str, version: str | None = None) -> dict:
+    """A copy of a predictor spec that serves the bundle folder ``uri`` (registry ``version``).
 
-    A custom predictor container (the base) gets it as its ``STORAGE_URI`` variable; a model spec
-    on a stock runtime (``overlays/xgbserver``) as ``storageUri`` of the bundle's booster file."""
+    A custom predictor container (the base) gets it as its ``STORAGE_URI`` variable and the
+    version as ``--model_version`` (so V2 answers and captures name the version that answered,
+    canary or stable); a model spec on a stock runtime (``overlays/xgbserver``) gets
+    ``storageUri`` of the bundle's booster file."""
     predictor = copy.deepcopy(predictor)
     if "model" in predictor:
         predictor["model"]["storageUri"] = uri.rstrip("/") + "/" + MODEL_FILE
         return predictor
-    env = _predictor_container(predictor).setdefault("env", [])
+    container = _predictor_container(predictor)
+    if version is not None:
+        args = container.setdefault("args", [])
+        if "--model_version" in args[:-1]:
+            _set_flag(args, "--model_version", version)
+        else:
+            args += ["--model_version", version]
+    env = container.setdefault("env", [])
     entry = next((e for e in env if e.get("name") == STORAGE_ENV), None)
     if entry is None:
         env.insert(0, {"name": STORAGE_ENV, "value": uri})

@@ -61,14 +61,15 @@ class KubernetesTarget:
                                 "deploy a version without a canary first")
         if current is None:
             obj = isvc_template.inferenceservice(name, self.namespace, uri,
-                                                 {MODEL_VERSION: version, STABLE_VERSION: version}, self.image)
+                                                 {MODEL_VERSION: version, STABLE_VERSION: version}, self.image,
+                                                 version)
             self._call("create", name, self.api.create_namespaced_custom_object, body=obj)
             return self.status(record.name)
         if canary:
             refuse_canary_outside_serverless(current, canary_percent)
         notes = {MODEL_VERSION: version, ROLLED_BACK_VERSION: None,
                  **({CANARY_VERSION: version} if canary else {STABLE_VERSION: version, CANARY_VERSION: None})}
-        predictor = isvc_template.with_storage_uri(current["spec"]["predictor"], uri)
+        predictor = isvc_template.with_storage_uri(current["spec"]["predictor"], uri, version)
         predictor["canaryTrafficPercent"] = canary_percent if canary else None
         self._patch(current, notes, predictor)
         return self.status(record.name)

@@ -311,6 +311,8 @@ def test_a_canary_patches_the_new_bundle_and_the_percentage_then_promote_gives_i
     assert patch["body"]["metadata"]["resourceVersion"]  # guarded against concurrent writers
     assert _storage_uri(fake) == registry.get("churn", 2).bundle_uri
     assert _predictor(fake)["canaryTrafficPercent"] == 20
+    args = _predictor(fake)["containers"][0]["args"]
+    assert args[args.index("--model_version") + 1] == "2"  # answers and captures name the canary
     assert status["ready"] is False  # the new revision is not ready yet
     assert _stages(registry) == {1: "production", 2: "staging", 3: "staging"}
     obj = fake.reconcile("churn")
