@@ -1,17 +1,25 @@
 """``kfloop serve``: a model's revisions as local processes behind the canary gateway on 127.0.0.1.
 
 Serves the production version (or, when there is none, the latest staging one), or the routing
-saved by the previous ``kfloop serve`` of the model, and optionally a canary. Ctrl-C or SIGTERM
-stops the gateway and every model server process; so does any error, in a ``finally``.
+saved by the previous ``kfloop serve`` of the model, and optionally a canary. Unless
+``--no-trigger``, it also runs the retraining trigger service (``kfloop.serving.trigger``, local
+runs) and wires the loop's events: every drift transformer sends its drift events to the trigger,
+labels are posted to the trigger's ``/v1/feedback``, and the trigger's own events (retraining
+started/finished, quality degraded, rollout decisions) go to the gateway's event sink, which
+records them in the event log and prints a line for each. Ctrl-C or SIGTERM stops the gateway,
+every model server process, the trigger and the retraining run it has in flight; so does any
+error, in a ``finally``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 import signal
 import sys
+from pathlib import Path
 
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, ModelNotFound
@@ -34,6 +42,12 @@ def add_commands(groups) -> None:
                        help="extra flags of every predictor, one string: --predictor-args='--nthread 2'")
     serve.add_argument("--transformer-args", default="", metavar="ARGS",
                        help="extra flags of every transformer (drift, capture): --transformer-args='--drift_window 200'")
+    serve.add_argument("--no-trigger", action="store_true",
+                       help="do not run the retraining trigger service (drift events then stay in the transformers' outboxes)")
+    serve.add_argument("--trigger-port", type=int, default=0,
+                       help="port of the trigger service on 127.0.0.1 (default: a free one)")
+    serve.add_argument("--trigger-args", default="", metavar="ARGS",
+                       help="extra flags of the trigger service, one string: --trigger-args='--cooldown_seconds 60'")
     serve.add_argument("--seed", type=int, help="seed of the random traffic split (reproducible splits)")
     serve.add_argument("--ready-timeout", type=float, default=120.0,
                        help="seconds to wait for a revision's servers to be ready (default 120)")
@@ -47,23 +61,42 @@ def serve_command(args, settings: Settings) -> int:
     registry = Registry(open_store(settings))
     model = args.model or (ModelRef.parse(args.canary).name if args.canary else None) or only_model(registry)
     sock = bind(args.port)
+    trigger = None if args.no_trigger else make_trigger(args, settings)
+    sink = ["--sink_url", trigger.url + "/"] if trigger else []  # before the user's flags, which win
     controller = LocalController(settings, use_transformer=not args.no_transformer,
                                  ready_timeout=args.ready_timeout, registry=registry,
                                  predictor_args=shlex.split(args.predictor_args),
-                                 transformer_args=shlex.split(args.transformer_args))
+                                 transformer_args=[*sink, *shlex.split(args.transformer_args)])
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        _run(_serve(args, registry, controller, model, sock))
+        if trigger:
+            trigger.start()
+        _run(_serve(args, registry, controller, model, sock, trigger))
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
     finally:
         controller.kill_all()  # whatever the way out, no model server outlives kfloop serve
+        if trigger:
+            trigger.stop()  # nor the trigger, nor a retraining run it started
         signal.signal(signal.SIGTERM, previous)
         sock.close()
     return 0
 
 
-async def _serve(args, registry: Registry, controller, model: str, sock) -> None:
+def make_trigger(args, settings: Settings):
+    """The trigger service process for ``kfloop serve``: local runs, its events to the gateway's sink."""
+    from kfloop.serving.events_sink import PATH
+    from kfloop.serving.revisions import free_port
+    from kfloop.serving.trigger_process import TriggerProcess
+
+    env = {**os.environ, **settings.storage_env(), "PYTHONUNBUFFERED": "1"}
+    root = Path(settings.home).resolve()
+    return TriggerProcess(args.trigger_port or free_port(), f"http://127.0.0.1:{args.port}{PATH}",
+                          root / "serving" / "trigger.log", env, root, tuple(shlex.split(args.trigger_args)))
+
+
+async def _serve(args, registry: Registry, controller, model: str, sock, trigger=None) -> None:
+    from kfloop.serving.events_sink import EventSink, describe
     from kfloop.serving.gateway import Gateway
     from kfloop.serving.routing import RouteState, state_path
 
@@ -77,10 +110,15 @@ async def _serve(args, registry: Registry, controller, model: str, sock) -> None
         state = RouteState(model, stable=record.version)
     if canary:
         state = state.deployed(canary.version, args.canary_percent)
-    await controller.apply(state)
-    gateway = Gateway(controller, seed=args.seed)
+    waits = [controller.apply(state)]
+    if trigger:
+        waits.append(trigger.wait_ready(controller.client, args.ready_timeout))
+    await asyncio.gather(*waits)
+    sink = EventSink(registry.store, on_event=lambda event: print(describe(event), flush=True))
+    gateway = Gateway(controller, seed=args.seed, events=sink)
     schema = FeatureSchema.from_dict(registry.get(model, state.stable).schema)
-    print(banner(f"http://127.0.0.1:{args.port}", model, schema, state.describe()), flush=True)
+    print(banner(f"http://127.0.0.1:{args.port}", model, schema, state.describe(),
+                 trigger.url if trigger else None), flush=True)
     await gateway.server(args.port).serve(sockets=[sock])
 
 
@@ -140,18 +178,37 @@ def example_requests(schema: FeatureSchema) -> tuple[dict, dict]:
     return v1, v2
 
 
-def banner(url: str, model: str, schema: FeatureSchema, split: str) -> str:
+def example_label(schema: FeatureSchema) -> dict:
+    """A feedback body for ``schema``'s model: one label (the first class, or 0.0) for a placeholder id."""
+    label: object = 0.0
+    if schema.classes:
+        first = schema.classes[0]
+        label = int(first) if first.lstrip("-").isdigit() else first
+    return {"model": None, "labels": [{"request_id": "<x-request-id of a prediction>", "label": label}]}
+
+
+def banner(url: str, model: str, schema: FeatureSchema, split: str, trigger_url: str | None = None) -> str:
     v1, v2 = example_requests(schema)
     curl = "curl -s -H 'Content-Type: application/json'"
-    return "\n".join([
+    lines = [
         f"gateway on {url}: {model} ({split})",
         f"  V1 predict  POST {url}/v1/models/{model}:predict",
         f"  V2 infer    POST {url}/v2/models/{model}/infer",
         f"  metadata    GET  {url}/v2/models/{model}",
         f"  pinned      {url}/latest/... (newest revision), {url}/prev/... (stable)",
         f"  status      GET  {url}/kfloop/v1/models/{model}  (kfloop rollout status {model})",
-        "try:",
-        f"  {curl} {url}/v1/models/{model}:predict -d {shlex.quote(json.dumps(v1))}",
-        f"  {curl} {url}/v2/models/{model}/infer -d {shlex.quote(json.dumps(v2))}",
-        "Ctrl-C stops the gateway and the model servers.",
-    ])
+    ]
+    if trigger_url:
+        label = {**example_label(schema), "model": model}
+        lines += [f"trigger on {trigger_url}: drift events from the transformers start retraining runs (local)",
+                  f"  feedback    POST {trigger_url}/v1/feedback  (ground truth for served predictions, named by "
+                  f"their x-request-id response header), e.g.",
+                  f"  label:      {curl} {trigger_url}/v1/feedback -d {shlex.quote(json.dumps(label))}",
+                  f"  status      GET  {trigger_url}/v1/status",
+                  f"  events      POST {url}/kfloop/v1/events  (the trigger's events, recorded in the event log)"]
+    lines += ["try:",
+              f"  {curl} {url}/v1/models/{model}:predict -d {shlex.quote(json.dumps(v1))}",
+              f"  {curl} {url}/v2/models/{model}/infer -d {shlex.quote(json.dumps(v2))}"]
+    stops = "the gateway, the model servers and the trigger" if trigger_url else "the gateway and the model servers"
+    lines.append(f"Ctrl-C stops {stops}.")
+    return "\n".join(lines)

@@ -22,7 +22,8 @@ revision in the background (``kfloop.serving.shadow``).
 
 Admin API (JSON) under ``/kfloop/v1``: ``GET models``, ``GET models/NAME`` (status),
 ``POST models/NAME/deploy {"version", "canary_percent"}``, ``POST models/NAME/promote``,
-``POST models/NAME/rollback``, ``POST models/NAME/shadow {"version", "percent"}``.
+``POST models/NAME/rollback``, ``POST models/NAME/shadow {"version", "percent"}``. Events:
+``POST /kfloop/v1/events`` (a CloudEvent, recorded in the event log; ``kfloop.serving.events_sink``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kfloop.errors import ConfigError, InvalidRequest, KfloopError, ModelNotFound, RegistryError
+from kfloop.serving.events_sink import PATH as EVENTS_PATH
+from kfloop.serving.events_sink import EventSink
 from kfloop.serving.local_controller import LocalController
 from kfloop.serving.revisions import Revision
 from kfloop.serving.routing import RouteState, pick
@@ -65,8 +68,9 @@ class Gateway:
     """The ASGI app (``app``) routing requests to the controller's revisions; owns the controller's lifetime."""
 
     def __init__(self, controller: LocalController, *, seed: int | None = None, timeout: float = 60.0,
-                 max_connections: int = 256, shadow_in_flight: int = 64):
+                 max_connections: int = 256, shadow_in_flight: int = 64, events: EventSink | None = None):
         self.controller, self.rng = controller, random.Random(seed)
+        self.events = events or EventSink(controller.registry.store)
         self.timeout, self.max_connections = timeout, max_connections
         self.shadow = ShadowRecorder(controller.root, shadow_in_flight)
         self.client: aiohttp.ClientSession | None = None
@@ -79,6 +83,7 @@ class Gateway:
             Route(admin, self.admin_list),
             Route(admin + "/{name}", self.admin_status),
             Route(admin + "/{name}/{action}", self.admin_action, methods=["POST"]),
+            Route(EVENTS_PATH, self.events.receive, methods=["POST"]),
             Route("/{path:path}", self.proxy, methods=["GET", "POST"]),
         ])
 
