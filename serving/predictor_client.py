@@ -1,4 +1,4 @@
-"""The drift transformer's calls to its predictor: one pooled ``httpx.AsyncClient``, KServe V1 or V2.
+"""The drift transformer's calls to its predictor: one pooled ``aiohttp.ClientSession``, KServe V1 or V2.
 
 KServe's own transformer path (``Model.predict`` -> ``InferenceRESTClient``) raises
 ``httpx.HTTPStatusError`` for every error answer of the predictor, and the server turns that into
@@ -13,14 +13,19 @@ HTTP 500: a client whose request the predictor refused would be told the server 
 ``add_error_handler`` makes the server answer a ``PredictorError`` with its status and KServe's
 error body ``{"error": message}``. When the client's protocol is not the predictor's, the body is
 rebuilt from the decoded matrix (``v1_body`` / ``v2_body``) and the answer converted back.
+
+The client is aiohttp, not httpx: a call costs ~0.3 ms of CPU against httpx's ~0.8-1 ms, and httpx's
+pool checks every pooled connection on each request (most of the transformer's CPU at 16 concurrent
+requests; ``benchmarks/serving.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from http import HTTPStatus
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
-import httpx
+import aiohttp
 import numpy as np
 import orjson
 from fastapi.responses import JSONResponse
@@ -59,21 +64,19 @@ class PredictorClient:
         self.base_url, self.protocol = base_url.rstrip("/"), protocol
         self.path = f"/v1/models/{model_name}:predict" if protocol == "v1" else f"/v2/models/{model_name}/infer"
         self.timeout, self.retries, self.max_connections = timeout, retries, max_connections
-        self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     @property
     def url(self) -> str:
         return self.base_url + self.path
 
-    def _pool(self) -> httpx.AsyncClient:
-        """The client, created on first use inside the server's event loop."""
-        if self._client is None:
-            limits = httpx.Limits(max_connections=self.max_connections,
-                                  max_keepalive_connections=self.max_connections)
-            transport = httpx.AsyncHTTPTransport(retries=self.retries, limits=limits)
-            self._client = httpx.AsyncClient(base_url=self.base_url, transport=transport,
-                                             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 5.0)))
-        return self._client
+    def _pool(self) -> aiohttp.ClientSession:
+        """The session, created on first use inside the server's event loop."""
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=self.timeout, sock_connect=min(self.timeout, 5.0))
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.max_connections),
+                                                  timeout=timeout)
+        return self._session
 
     async def infer(self, body: dict | bytes, headers: Mapping[str, str], json_length: int | None = None) -> dict:
         """The predictor's JSON answer to ``body``; raises ``PredictorRejected``/``PredictorError``."""
@@ -82,21 +85,41 @@ class PredictorClient:
         if json_length is not None:
             sent[INFERENCE_HEADER] = str(json_length)
         try:
-            response = await self._pool().post(self.path, content=content, headers=sent)
-        except httpx.TimeoutException as e:
+            answer = await self._post(content, sent)
+        except asyncio.TimeoutError as e:
             raise PredictorError(HTTPStatus.GATEWAY_TIMEOUT,
                                  f"predictor at {self.url} did not answer within {self.timeout}s") from e
-        except httpx.HTTPError as e:
+        except aiohttp.ClientError as e:
             raise PredictorError(HTTPStatus.BAD_GATEWAY,
                                  f"predictor at {self.url} is unreachable: {e.__class__.__name__}: {e}") from e
-        if response.status_code >= 400:
-            raise _error(response)
-        return _decode_answer(response)
+        if answer.status >= 400:
+            raise _error(answer)
+        return _decode_answer(answer)
+
+    async def _post(self, content: bytes, headers: dict) -> _Answer:
+        """POST, retrying a failed connect ``retries`` times (as httpx's transport retries did)."""
+        failed = 0
+        while True:
+            try:
+                async with self._pool().post(self.url, data=content, headers=headers) as response:
+                    return _Answer(response.status, response.headers.get(INFERENCE_HEADER), await response.read())
+            except aiohttp.ClientConnectorError:
+                failed += 1
+                if failed > self.retries:
+                    raise
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class _Answer(NamedTuple):
+    """The predictor's answer, read whole: status, inference header (binary V2), body."""
+
+    status: int
+    json_length: str | None
+    content: bytes
 
 
 def forwarded_headers(headers: Mapping[str, str] | None, request_id: str) -> dict[str, str]:
@@ -106,8 +129,8 @@ def forwarded_headers(headers: Mapping[str, str] | None, request_id: str) -> dic
     return out
 
 
-def _error(response: httpx.Response) -> Exception:
-    status, message = response.status_code, _message(response)
+def _error(answer: _Answer) -> Exception:
+    status, message = answer.status, _message(answer)
     if status == HTTPStatus.BAD_REQUEST:
         return PredictorRejected(message)
     if status < 500:
@@ -117,25 +140,24 @@ def _error(response: httpx.Response) -> Exception:
     return PredictorError(HTTPStatus.BAD_GATEWAY, f"predictor failed with HTTP {status}: {message}")
 
 
-def _message(response: httpx.Response) -> str:
+def _message(answer: _Answer) -> str:
     """The error text of a KServe answer (``{"error": ...}``, FastAPI's ``{"detail": ...}``), else the body."""
     try:
-        doc = orjson.loads(response.content)
+        doc = orjson.loads(answer.content)
     except orjson.JSONDecodeError:
-        return response.text[:1000] or f"HTTP {response.status_code}"
+        return answer.content.decode("utf-8", "replace")[:1000] or f"HTTP {answer.status}"
     if isinstance(doc, dict) and ("error" in doc or "detail" in doc):
         return str(doc.get("error", doc.get("detail")))
     return str(doc)[:1000]
 
 
-def _decode_answer(response: httpx.Response) -> dict:
-    json_length = response.headers.get(INFERENCE_HEADER)
-    if json_length is None:
-        return orjson.loads(response.content)
+def _decode_answer(answer: _Answer) -> dict:
+    if answer.json_length is None:
+        return orjson.loads(answer.content)
     from kserve.protocol.infer_type import InferResponse
 
-    answer, _ = InferResponse.from_bytes(response.content, int(json_length)).to_rest()
-    return answer
+    rest, _ = InferResponse.from_bytes(answer.content, int(answer.json_length)).to_rest()
+    return rest
 
 
 async def error_handler(_, exc: PredictorError) -> JSONResponse:

@@ -6,7 +6,7 @@ For each request (KServe V1 or V2) ``DriftTransformer.predict``:
 1. decodes it with ``kfloop.inference.RequestDecoder`` (the training schema's encoding); a malformed
    request is HTTP 400 naming the field and never reaches the predictor;
 2. forwards it to the predictor (``--predictor_host``, ``--predictor_protocol``) through a pooled
-   ``httpx`` client: a V1 body as received, a V2 request as parsed; rebuilt from the decoded matrix
+   ``aiohttp`` client: a V1 body as received, a V2 request as parsed; rebuilt from the decoded matrix
    only when the client's protocol is not the predictor's. The predictor's 4xx reach the client with
    their status and message (KServe's default would be 500; see ``predictor_client``);
 3. hands one capture record per row (request id, time, features by name, unseen categories,
