@@ -22,7 +22,10 @@ revision in the background (``kfloop.serving.shadow``).
 
 Admin API (JSON) under ``/kfloop/v1``: ``GET models``, ``GET models/NAME`` (status),
 ``POST models/NAME/deploy {"version", "canary_percent"}``, ``POST models/NAME/promote``,
-``POST models/NAME/rollback``, ``POST models/NAME/shadow {"version", "percent"}``. Events:
+``POST models/NAME/rollback``, ``POST models/NAME/shadow {"version", "percent"}`` (deploying the
+canary's version again with another ``canary_percent`` changes its share without restarting it;
+a model's status carries per-revision request counters, ``windows``, for canary analysis:
+``kfloop.serving.revision_window``). Events:
 ``POST /kfloop/v1/events`` (a CloudEvent, recorded in the event log; ``kfloop.serving.events_sink``).
 """
 
@@ -35,6 +38,7 @@ import logging
 import random
 import re
 import socket
+import time
 from typing import Mapping, NamedTuple
 
 import aiohttp
@@ -49,6 +53,7 @@ from kfloop.errors import ConfigError, InvalidRequest, KfloopError, ModelNotFoun
 from kfloop.serving.events_sink import PATH as EVENTS_PATH
 from kfloop.serving.events_sink import EventSink
 from kfloop.serving.local_controller import LocalController
+from kfloop.serving.revision_window import RevisionWindows
 from kfloop.serving.revisions import Revision
 from kfloop.serving.routing import RouteState, pick
 from kfloop.serving.shadow import ShadowRecorder
@@ -73,6 +78,7 @@ class Gateway:
         self.events = events or EventSink(controller.registry.store)
         self.timeout, self.max_connections = timeout, max_connections
         self.shadow = ShadowRecorder(controller.root, shadow_in_flight)
+        self.windows = RevisionWindows()  # per-revision counts and latencies, for canary analysis
         self.client: aiohttp.ClientSession | None = None
         admin = "/kfloop/v1/models"
         self.app = Starlette(lifespan=self._lifespan, routes=[
@@ -123,11 +129,14 @@ class Gateway:
         headers = [(k, v) for k, v in request.headers.items() if k not in REQUEST_HOP_HEADERS]
         target = path + ("?" + request.url.query if request.url.query else "")
         for rev in ready[:2]:
+            started = time.perf_counter()
             try:
                 response = await self._send(request.method, rev.url + target, headers, body)
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                self.windows.observe(name, rev.version, started, True)
                 self._failed(rev, f"{type(e).__name__}: {e or 'no answer'}")
                 continue
+            self.windows.observe(name, rev.version, started, response.status >= 500)
             if response.status in RETRY_STATUSES and rev is not ready[-1]:
                 self._failed(rev, f"answered HTTP {response.status}")
                 continue
@@ -197,6 +206,7 @@ class Gateway:
         doc = self.controller.status(name)
         if doc["shadow"]:
             doc["shadow"].update(self.shadow.stats(name, doc["shadow"]["version"]))
+        doc["windows"] = self.windows.of_model(name)
         return doc
 
     # -- running -------------------------------------------------------------------------------
