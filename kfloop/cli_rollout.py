@@ -1,4 +1,4 @@
-"""``kfloop rollout deploy|promote|rollback|status|shadow``: canary rollouts that keep registry stages in step.
+"""``kfloop rollout deploy|promote|rollback|status|shadow|analyze``: canary rollouts that keep registry stages in step.
 
 The target is the ``kfloop serve`` gateway (``--target local``, the default) or KServe on a
 cluster (``--target kubernetes``); ``KFLOOP_ROLLOUT_TARGET`` changes the default.
@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from kfloop import rollout
 from kfloop.cli import print_json
 from kfloop.config import Settings
+from kfloop.canary_analysis import STRATEGIES
 from kfloop.errors import ConfigError
+from kfloop.outbox import Outbox
 from kfloop.registry import Registry
 from kfloop.rollout_local import DEFAULT_GATEWAY, LocalTarget
 from kfloop.storage import open_store
@@ -51,6 +54,41 @@ def add_commands(groups) -> None:
     shadow.add_argument("ref", metavar="NAME:VERSION", help="the version that receives the mirrored requests")
     shadow.add_argument("--percent", type=int, required=True, help="share of requests mirrored; 0 stops mirroring")
     shadow.set_defaults(handler=shadow_command)
+    add_analyze_command(sub, common)
+
+
+def add_analyze_command(sub, common) -> None:
+    analyze = sub.add_parser("analyze", parents=[common],
+                             help="deploy a version as a canary, compare it with stable step by step, then promote "
+                                  "or roll back (exit 3 when rolled back)")
+    analyze.add_argument("ref", metavar="NAME:VERSION", help="the candidate version (NAME:latest works too)")
+    analyze.add_argument("--strategy", choices=STRATEGIES, default="canary",
+                         help="canary (--steps), linear (--n-steps equal steps), all-at-once, or blue-green "
+                              "(bake at 0%% with shadow traffic, then switch); default canary")
+    analyze.add_argument("--steps", type=_percent_list, metavar="P,P,...",
+                         help="canary percentages, e.g. 10,50,100 (the default); 100 means promote")
+    analyze.add_argument("--n-steps", type=int, metavar="N", help="number of equal steps of --strategy linear (default 4)")
+    analyze.add_argument("--hold-requests", type=int, metavar="N",
+                         help="a step ends after N canary requests (default 200 unless --hold-seconds is given)")
+    analyze.add_argument("--hold-seconds", type=float, metavar="T", help="... or after T seconds, whichever first")
+    analyze.add_argument("--warmup-seconds", type=float, default=0.0, metavar="T",
+                         help="the first step starts measuring T seconds after the canary got its share")
+    analyze.add_argument("--step-timeout", type=float, default=600.0, metavar="T",
+                         help="longest a step waits for enough traffic; then it rolls back (default 600)")
+    analyze.add_argument("--thresholds", metavar="K=V,...",
+                         help="e.g. error_rate=0.01,p99_ratio=1.5,p99_slack=10,divergence=0.25,quality_drop=0.05,"
+                              "min_requests=50,min_predictions=200,min_labels=30 (these are the defaults)")
+    analyze.add_argument("--prometheus", metavar="URL",
+                         help="read traffic from Prometheus (needed with --target kubernetes) instead of the gateway")
+    analyze.add_argument("--sink", metavar="URL", help="also send the decisions as CloudEvents to URL (via an outbox)")
+    analyze.set_defaults(handler=analyze_command)
+
+
+def _percent_list(text: str) -> list[int]:
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected whole percentages like 10,50,100") from None
 
 
 def make_target(args):
@@ -103,6 +141,46 @@ def shadow_command(args, settings: Settings) -> int:
     rollout.check_percent(args.percent)
     show(args, target.shadow(record.name, record.version, args.percent))
     return 0
+
+
+def analyze_command(args, settings: Settings) -> int:
+    from kfloop.canary_analysis import Thresholds, plan_for
+    from kfloop.canary_controller import run_analysis
+
+    store = open_store(settings)
+    registry, target = Registry(store), make_target(args)
+    record = registry.resolve(args.ref)
+    plan = plan_for(args.strategy, steps=args.steps, n_steps=args.n_steps, hold_requests=args.hold_requests,
+                    hold_seconds=args.hold_seconds, timeout_seconds=args.step_timeout,
+                    warmup_seconds=args.warmup_seconds)
+    sink = Outbox.for_settings(settings, "rollout", args.sink) if args.sink else None
+    if sink is not None:
+        sink.start()
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else (lambda line: print(line, flush=True))
+    try:
+        result = run_analysis(registry, target, make_source(args, target, store, record.name), record.name,
+                              record.ref, plan, Thresholds.parse(args.thresholds), store, sink, progress=say)
+    finally:
+        if sink is not None:
+            sink.drain(10.0)
+            sink.stop()
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{result['outcome']}: {record.ref} ({result['reason']})")
+    return 0 if result["outcome"] == "promoted" else 3
+
+
+def make_source(args, target, store, model: str):
+    """Where the analysis reads traffic: Prometheus when --prometheus is given, else the gateway."""
+    from kfloop.canary_sources import LocalStatsSource, PrometheusSource
+
+    if args.prometheus:
+        namespace = getattr(target, "namespace", None) or args.namespace or "default"
+        return PrometheusSource(args.prometheus, namespace, getattr(target, "isvc_name", None) or model, store)
+    if target.name != "local":
+        raise ConfigError(f"--target {target.name} needs --prometheus URL to read the revisions' traffic")
+    return LocalStatsSource(args.gateway, store)
 
 
 def show(args, doc: dict) -> None:

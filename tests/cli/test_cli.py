@@ -95,7 +95,8 @@ def test_every_expected_command_exists():
                              ("pipeline", "compile"), ("pipeline", "run"), ("pipeline", "submit"),
                              ("registry", "list"), ("registry", "show"), ("registry", "approve"),
                              ("registry", "reject"), ("rollout", "deploy"), ("rollout", "promote"),
-                             ("rollout", "rollback"), ("rollout", "status"), ("rollout", "shadow")}
+                             ("rollout", "rollback"), ("rollout", "status"), ("rollout", "shadow"),
+                             ("rollout", "analyze")}
 
 
 @pytest.mark.parametrize("path", sorted(COMMANDS), ids=lambda p: " ".join(p) or "kfloop")
