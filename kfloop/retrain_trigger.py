@@ -10,7 +10,9 @@ a background thread) builds the retraining data, launches the run through the ru
 with backoff; after ``launch_attempts`` failures the run is reported failed), emits
 ``io.kfloop.retrain.started``, polls the run and emits ``io.kfloop.retrain.finished`` with the
 registered version or why none was registered. Emitted events go to the durable outbox and the
-event log, with ids derived from the run name so a restart re-emits the same ids.
+event log, with ids derived from the run name so a restart re-emits the same ids. With
+``auto_rollout`` set (a ``kfloop.auto_rollout.AutoRollout``), a registered version then starts its
+canary analysis in the background.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class RetrainTrigger:
         self._next_poll: dict[str, float] = {}
         self._feedback = None  # a FeedbackStore, made when labels first arrive (it imports pandas)
         self.wake = threading.Event()
+        self.auto_rollout = None  # an AutoRollout: canary analysis of each registered version
 
     # -- events --------------------------------------------------------------------------------
 
@@ -209,6 +212,11 @@ class RetrainTrigger:
                   "finished_iso": iso(now), "seconds": round(now - run["started"], 3)}
         self._emit(model, RETRAIN_FINISHED, result, id=f"{run['name']}.finished")
         self.runs[("finished", status)] += 1
+        if registered and self.auto_rollout is not None:  # before the state is saved: a crash in between
+            try:                                           # finishes the run again, and the claim is idempotent
+                self.auto_rollout.start(registered)
+            except KfloopError as e:
+                log.error("could not start the rollout of %s: %s", registered, e)
         with self._lock:
             state = load_state(self.store, model)
             if state.in_flight and state.in_flight["name"] == run["name"]:
@@ -255,7 +263,8 @@ class RetrainTrigger:
         return {"model": state.model, "policy": self.policy.to_dict(), "streak": state.streak,
                 "last_window": state.last_window, "processed_events": len(state.processed),
                 "last_finished": iso(state.last_finished) if state.last_finished else None,
-                "cooldown_left_seconds": round(left, 1), "in_flight": state.in_flight, "runs": state.history}
+                "cooldown_left_seconds": round(left, 1), "in_flight": state.in_flight, "runs": state.history,
+                "rollouts": self.auto_rollout.status(state.model) if self.auto_rollout else []}
 
 
 def _summary(model: str, run: dict) -> dict:

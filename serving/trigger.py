@@ -10,6 +10,9 @@ Endpoints:
 - ``GET /v1/status[?model=NAME]``: the policy, each model's state and its run in flight.
 - ``GET /healthz``, ``GET /metrics`` (Prometheus).
 
+With ``--auto_rollout STRATEGY`` each registered version is then rolled out through a canary
+analysis (``serving/trigger_rollout.py``); ``/v1/status?model=NAME`` lists those rollouts.
+
 The work is ``kfloop.retrain_trigger.RetrainTrigger``; a background thread launches and polls the
 runs; events go to ``--sink_url`` (or ``K_SINK``) through a durable outbox. State lives on the
 object store (``KFLOOP_HOME`` or S3), so a restarted service carries on. One worker process.
@@ -46,6 +49,8 @@ from kfloop.retrain_runner import DEFAULT_LOCAL_COMMAND, KfpRunner, LocalRunner
 from kfloop.retrain_trigger import RetrainTrigger
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.trigger_metrics import metrics_response
+from kfloop.serving.trigger_rollout import add_flags as add_rollout_flags
+from kfloop.serving.trigger_rollout import make_auto_rollout
 from kfloop.trigger_policy import SIGNAL_TYPES, STRATEGIES, RetrainPolicy
 from kfloop.trigger_quality import QualityOptions
 
@@ -88,9 +93,13 @@ def build_app(trigger: RetrainTrigger, tick_seconds: float, max_body_bytes: int 
         worker = RunWorker(trigger, tick_seconds)
         trigger.outbox.start()
         worker.start()
+        if trigger.auto_rollout is not None:
+            trigger.auto_rollout.resume()
         try:
             yield
         finally:
+            if trigger.auto_rollout is not None:
+                trigger.auto_rollout.stop()
             worker.stop()
             trigger.outbox.stop()
             trigger.runner.stop()
@@ -177,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality_window", type=int, default=200, help="labeled rows per quality window")
     p.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="larger requests get HTTP 413")
     p.add_argument("--log_level", default=os.environ.get("KFLOOP_LOG_LEVEL", "INFO"))
+    add_rollout_flags(p)
     return p
 
 
@@ -196,10 +206,12 @@ def make_trigger(args: argparse.Namespace, settings: Settings) -> RetrainTrigger
     else:
         runner = LocalRunner(settings, shlex.split(args.runner_cmd) if args.runner_cmd else DEFAULT_LOCAL_COMMAND)
     quality = QualityOptions(args.quality_metric, args.quality_threshold, args.quality_margin, args.quality_window)
-    return RetrainTrigger(settings, policy, runner, Outbox.for_settings(settings, "trigger", args.sink_url),
-                          original_source=args.original_source, source=args.event_source, quality=quality,
-                          launch_attempts=args.launch_attempts, retry_seconds=args.retry_seconds,
-                          poll_seconds=args.poll_seconds)
+    trigger = RetrainTrigger(settings, policy, runner, Outbox.for_settings(settings, "trigger", args.sink_url),
+                             original_source=args.original_source, source=args.event_source, quality=quality,
+                             launch_attempts=args.launch_attempts, retry_seconds=args.retry_seconds,
+                             poll_seconds=args.poll_seconds)
+    trigger.auto_rollout = make_auto_rollout(args, trigger.store, trigger.outbox)
+    return trigger
 
 
 def _parameter_types(yaml_path) -> dict[str, str]:
