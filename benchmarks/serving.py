@@ -1,0 +1,566 @@
+"""Benchmark: the kfloop predictor and drift transformer against MLServer's XGBoost runtime, on one churn model.
+
+    python benchmarks/serving.py            # 20 s per case (about 10 minutes in all)
+    python benchmarks/serving.py --quick    # 3 s per case, a smoke run
+
+One run builds a churn bundle (``sample:churn``, default training parameters, with a drift baseline),
+starts every server on 127.0.0.1 with one worker each, and loads them one case at a time with ``wrk``
+(a separate process, Lua script for the POST body): 1-row requests at concurrency 1 and 16, 100-row
+requests at concurrency 8. Servers:
+
+- the kfloop predictor, sent what users send: V1 objects keyed by feature name, V2 one named input per
+  feature (FP64 numbers, BYTES category strings); and the same booster with every feature declared
+  numeric, sent the encoded FP32 ``[n, 8]`` tensor (the like-for-like line with MLServer; the real
+  bundle refuses a single tensor since it has categorical features);
+- the kfloop drift transformer in front of the predictor (validation, capture to a temp KFLOOP_HOME,
+  drift detection on; V1 forwarded to the predictor on V1, V2 on V2);
+- MLServer 1.7.1 with mlserver-xgboost (V2 only; one FP32 tensor, so it gets the encoded matrix), in its
+  default configuration, with parallel_workers=0, and tuned (parallel_workers=0, no access log, one
+  XGBoost thread per call). It does not install beside kserve, so it runs from its own venv
+  (``--mlserver-venv``, created on first use).
+
+Cases run shape by shape (all servers for one shape, then the next), so a change in machine load
+hits every server alike; each case reports the CPU our servers used and the CPU other processes on
+the machine used meanwhile. Then the in-process floor (``booster.inplace_predict``) and the targets,
+as ratios measured in this run, with PASS/FAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+MODEL = "churn"
+SHAPES = ((1, 1), (1, 16), (100, 8))  # (rows per request, concurrency)
+DISTINCT_BODIES = {1: 200, 100: 10}  # bodies per request size, sent in turn (different test rows)
+MLSERVER_PACKAGES = ("mlserver==1.7.1", "mlserver-xgboost==1.7.1", "uvloop<0.22")
+DEFAULT_VENV = Path(__file__).resolve().parent / ".venv-mlserver"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- the model ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Models:
+    """The bundle, its all-numeric twin, MLServer's model repository, and test rows to send."""
+
+    bundle: Path
+    numeric_bundle: Path
+    mlserver_repo: Path
+    booster: object
+    names: list[str]
+    categorical: set[str]
+    rows: list[dict]  # raw test rows (feature name -> JSON value)
+    X: np.ndarray  # the same rows encoded (float32)
+
+
+def build_models(root: Path, n_rows: int) -> Models:
+    """Train on ``sample:churn`` with default parameters, fit the drift baseline, write the bundles."""
+    import pandas as pd
+    import xgboost
+
+    from kfloop.bundle import MODEL_FILE, SCHEMA_FILE, load_schema, write_manifest
+    from kfloop.config import Settings
+    from kfloop.steps.baseline import fit_drift_baseline
+    from kfloop.steps.process import process
+    from kfloop.steps.train import train_model
+
+    data, bundle = root / "data", root / "bundle"
+    process(f"sample:churn?n_rows={n_rows}", "churn", Settings(home=root / "home-build"), data / "train.parquet",
+            data / "valid.parquet", data / "test.parquet", data / "schema.json", data / "quality.md")
+    train_model(str(data / "train.parquet"), str(data / "valid.parquet"), str(data / "schema.json"), {}, str(bundle))
+    fit_drift_baseline(str(bundle), str(data / "train.parquet"), str(bundle / "drift"))
+    write_manifest(bundle)
+    schema = load_schema(bundle)
+    numeric = _numeric_twin(bundle, root / "numeric-bundle", schema, MODEL_FILE, SCHEMA_FILE)
+    write_manifest(numeric)
+    repo = _mlserver_repo(root / "mlserver-models", bundle / MODEL_FILE)
+    booster = xgboost.Booster(model_file=str(bundle / MODEL_FILE))
+    booster.set_param({"nthread": 1})  # as the predictor serves it
+    needed = max(rows * count for rows, count in DISTINCT_BODIES.items())
+    test = pd.read_parquet(data / "test.parquet").drop(columns=["churn"]).head(needed)
+    rows = json.loads(test.to_json(orient="records"))
+    return Models(bundle, numeric, repo, booster, schema.names,
+                  {f.name for f in schema.features if f.kind == "categorical"}, rows, schema.encode_frame(test))
+
+
+def _numeric_twin(bundle: Path, out: Path, schema, model_file: str, schema_file: str) -> Path:
+    """The same ``model.ubj`` with every feature declared numeric: it takes the encoded matrix as one tensor
+    (category codes as numbers, which the booster's categorical splits read as they read the real bundle's)."""
+    out.mkdir(parents=True)
+    shutil.copy(bundle / model_file, out / model_file)
+    doc = schema.to_dict()
+    doc["features"] = [{"name": f["name"], "kind": "numeric"} for f in doc["features"]]
+    (out / schema_file).write_text(json.dumps(doc))
+    return out
+
+
+def _mlserver_repo(root: Path, model_file: Path) -> Path:
+    """A model repository with the same booster for MLServer's XGBoost runtime."""
+    folder = root / MODEL
+    folder.mkdir(parents=True)
+    shutil.copy(model_file, folder / "model.ubj")
+    settings = {"name": MODEL, "implementation": "mlserver_xgboost.XGBoostModel",
+                "parameters": {"uri": "./model.ubj", "version": "1"}}
+    (folder / "model-settings.json").write_text(json.dumps(settings))
+    return root
+
+
+# -- request bodies -------------------------------------------------------------------------------
+
+
+def write_bodies(models: Models, folder: Path) -> dict[tuple[str, int], list[Path]]:
+    """JSON bodies by (format, rows), each a list of bodies on different test rows: ``v1`` objects,
+    ``v2`` named inputs, ``fp32`` one encoded tensor (the same rows in every format)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: dict[tuple[str, int], list[Path]] = {}
+    for n, count in DISTINCT_BODIES.items():
+        for i in range(count):
+            for kind, body in _bodies(models, slice(i * n, (i + 1) * n)).items():
+                path = folder / f"{kind}-{n}-{i}.json"
+                path.write_text(json.dumps(body, separators=(",", ":")))
+                paths.setdefault((kind, n), []).append(path)
+    return paths
+
+
+def _bodies(models: Models, part: slice) -> dict[str, dict]:
+    rows, X = models.rows[part], models.X[part]
+    n = len(rows)
+    v2 = [{"name": name, "shape": [n], "datatype": "BYTES" if name in models.categorical else "FP64",
+           "data": [r[name] for r in rows]} for name in models.names]
+    fp32 = [{"name": "input-0", "shape": [n, X.shape[1]], "datatype": "FP32",
+             "data": [float(str(v)) for v in X.ravel()]}]  # float32's shortest decimal form
+    return {"v1": {"instances": rows}, "v2": {"inputs": v2}, "fp32": {"inputs": fp32}}
+
+
+# -- servers --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server process in its own process group (stopped as a group: no orphaned workers)."""
+
+    def __init__(self, name: str, cmd: list[str], port: int, logs: Path, env: dict | None = None,
+                 cwd: Path | None = None):
+        self.name, self.port, self.url = name, port, f"http://127.0.0.1:{port}"
+        self.log_path = logs / f"{name}.log"
+        with open(self.log_path, "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         env={**os.environ, **(env or {})}, cwd=cwd)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/models/{MODEL}/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.name} on {self.url} not ready after {timeout:.0f}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM to the group, SIGKILL to whatever is left after ``timeout``."""
+        if self.proc.poll() is None:
+            _signal_group(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log(f"{self.name} did not stop in {timeout:.0f}s: killing it")
+        _signal_group(self.proc.pid, signal.SIGKILL)  # the leader's children, if any outlived it
+        self.proc.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def kfloop_server(name: str, module: str, logs: Path, *args: str, env: dict | None = None) -> Server:
+    port = free_port()
+    cmd = [sys.executable, "-m", f"kfloop.serving.{module}", "--model_name", MODEL, "--http_port", str(port),
+           "--enable_grpc", "false", *args]
+    return Server(name, cmd, port, logs, env)
+
+
+def mlserver(name: str, venv: Path, repo: Path, logs: Path, settings: dict, env: dict) -> Server:
+    """``mlserver start`` on a copy of the repository with a ``settings.json`` (ports, ``settings``)."""
+    folder = logs / name
+    shutil.copytree(repo, folder)
+    port = free_port()
+    doc = {"host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+           **settings}
+    (folder / "settings.json").write_text(json.dumps(doc))
+    return Server(name, [str(venv / "bin" / "mlserver"), "start", str(folder)], port, logs, env, cwd=folder)
+
+
+def ensure_mlserver_venv(venv: Path) -> Path:
+    """The venv with MLServer, created (``python -m venv`` + pip) if it has no working ``mlserver``."""
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", "import mlserver, mlserver_xgboost; print(mlserver.__version__)"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return venv
+    log(f"creating the MLServer venv in {venv} (pip install {' '.join(MLSERVER_PACKAGES)})")
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *MLSERVER_PACKAGES], check=True)
+    subprocess.run(check, check=True, capture_output=True)
+    return venv
+
+
+# -- targets: what each line of the table measures ------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    key: str
+    server: str
+    path: str
+    protocol: str
+    body: str  # which body kind
+    url_path: str
+
+
+V1_PATH, V2_PATH = f"/v1/models/{MODEL}:predict", f"/v2/models/{MODEL}/infer"
+TARGETS = (
+    Target("pred-v1", "kfloop predictor", "direct", "V1 objects", "v1", V1_PATH),
+    Target("pred-v2", "kfloop predictor", "direct", "V2 named", "v2", V2_PATH),
+    Target("pred-fp32", "kfloop predictor*", "direct", "V2 FP32", "fp32", V2_PATH),
+    Target("tr-v1", "kfloop transformer", "->predictor", "V1 objects", "v1", V1_PATH),
+    Target("tr-v2", "kfloop transformer", "->predictor", "V2 named", "v2", V2_PATH),
+    Target("mls-default", "mlserver default", "direct", "V2 FP32", "fp32", V2_PATH),
+    Target("mls-pw0", "mlserver pw=0", "direct", "V2 FP32", "fp32", V2_PATH),
+    Target("mls-tuned", "mlserver tuned", "direct", "V2 FP32", "fp32", V2_PATH),
+)
+# MLServer configurations: (settings.json entries, environment)
+MLSERVER_CONFIGS = {
+    "mls-default": ({}, {}),
+    "mls-pw0": ({"parallel_workers": 0}, {}),
+    "mls-tuned": ({"parallel_workers": 0, "debug": False}, {"OMP_NUM_THREADS": "1"}),
+}
+
+
+def start_servers(stack: ExitStack, models: Models, work: Path, venv: Path) -> dict[str, Server]:
+    """Every server, started together and checked ready; registered on ``stack`` to be stopped."""
+    logs = work / "logs"
+    logs.mkdir()
+    predictor = kfloop_server("predictor", "predictor", logs, "--model_dir", str(models.bundle))
+    numeric = kfloop_server("predictor-numeric", "predictor", logs, "--model_dir", str(models.numeric_bundle))
+    servers = {"pred-v1": predictor, "pred-v2": predictor, "pred-fp32": numeric}
+    for s in (predictor, numeric):
+        stack.callback(s.stop)
+    for protocol in ("v1", "v2"):
+        home = work / f"kfloop-home-{protocol}"
+        servers[f"tr-{protocol}"] = s = kfloop_server(
+            f"transformer-{protocol}", "transformer", logs, "--model_dir", str(models.bundle),
+            "--predictor_host", f"127.0.0.1:{predictor.port}", "--predictor_protocol", protocol,
+            env={"KFLOOP_HOME": str(home)})
+        stack.callback(s.stop)
+    for key, (settings, env) in MLSERVER_CONFIGS.items():
+        servers[key] = s = mlserver(key, venv, models.mlserver_repo, logs, settings, env)
+        stack.callback(s.stop)
+    for s in {id(s): s for s in servers.values()}.values():
+        log(f"waiting for {s.name} on {s.url}")
+        s.wait_ready()
+    return servers
+
+
+def check_answers(servers: dict[str, Server], bodies: dict, models: Models) -> None:
+    """Every target answers every body with the booster's own probabilities (same model, same work)."""
+    expected = models.booster.inplace_predict(models.X)
+    for target in TARGETS:
+        url = servers[target.key].url + target.url_path
+        for n in DISTINCT_BODIES:
+            for i, body in enumerate(bodies[target.body, n]):
+                request = urllib.request.Request(url, body.read_bytes(), {"content-type": "application/json"})
+                with urllib.request.urlopen(request, timeout=30) as r:
+                    got = _positive_probability(json.loads(r.read()))
+                want = expected[i * n:(i + 1) * n]
+                if got.shape != want.shape or not np.allclose(got, want, atol=1e-5):
+                    raise RuntimeError(f"{target.key} ({url}) answered {body.name} with {got[:3]}..., "
+                                       f"expected {want[:3]}...")
+
+
+def _positive_probability(answer: dict) -> np.ndarray:
+    if "predictions" in answer:
+        return np.asarray(answer["predictions"], dtype=np.float64)[:, 1]
+    out = answer["outputs"][0]
+    data = np.asarray(out["data"], dtype=np.float64).reshape(out["shape"])
+    return data[:, 1] if data.ndim == 2 and data.shape[1] == 2 else data.ravel()
+
+
+# -- load: wrk and CPU accounting ---------------------------------------------------------------
+
+LUA = """local paths = {{ {paths} }}
+local requests, i = {{}}, 0
+init = function(args)
+  for k, path in ipairs(paths) do
+    local f = assert(io.open(path, "rb"))
+    requests[k] = wrk.format("POST", nil, {{["Content-Type"] = "application/json"}}, f:read("*a"))
+    f:close()
+  end
+end
+request = function()  -- the bodies in turn
+  i = i % #requests + 1
+  return requests[i]
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK_RESULT %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f\\n", summary.requests,
+    summary.duration, e.connect, e.read, e.write, e.status, e.timeout, latency:percentile(50),
+    latency:percentile(99)))
+end
+"""
+
+
+@dataclasses.dataclass
+class Result:
+    target: Target
+    rows: int
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    server_cores: float
+    wrk_cores: float
+    other_cores: float
+
+
+def wrk_script(bodies: list[Path]) -> Path:
+    """A wrk Lua script that POSTs ``bodies`` in turn and prints a ``WRK_RESULT`` line when done."""
+    script = bodies[0].with_suffix(".lua")
+    script.write_text(LUA.format(paths=", ".join(f"[[{p}]]" for p in bodies)))
+    return script
+
+
+def run_wrk(url: str, script: Path, concurrency: int, seconds: int) -> dict:
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    line = next((s for s in out.splitlines() if s.startswith("WRK_RESULT")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result:\n{out}")
+    requests, duration_us, *errors, p50, p99 = (float(v) for v in line.split()[1:])
+    return {"requests": requests, "seconds": duration_us / 1e6, "errors": int(sum(errors)),
+            "p50_ms": p50 / 1e3, "p99_ms": p99 / 1e3}
+
+
+def _busy_ticks() -> int:
+    """CPU ticks spent by the whole machine (not idle, not iowait)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    return user + nice + system + irq + softirq + steal
+
+
+def _group_ticks(pgids: set[int]) -> int:
+    """CPU ticks (user + system) of the live processes in the process groups ``pgids``."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in pgids:
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def measure(target: Target, server: Server, pgids: set[int], script: Path, rows: int, concurrency: int,
+            seconds: int, warmup: int) -> Result:
+    url = server.url + target.url_path
+    run_wrk(url, script, concurrency, warmup)
+    busy, ours, children = _busy_ticks(), _group_ticks(pgids), resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk = run_wrk(url, script, concurrency, seconds)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_s = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    busy_s, ours_s = (_busy_ticks() - busy) / CLK_TCK, (_group_ticks(pgids) - ours) / CLK_TCK
+    return Result(target, rows, concurrency, wrk["requests"] / wrk["seconds"], wrk["p50_ms"], wrk["p99_ms"],
+                  wrk["errors"], ours_s / wrk["seconds"], wrk_s / wrk["seconds"],
+                  max(busy_s - ours_s - wrk_s, 0.0) / wrk["seconds"])
+
+
+def run_cases(servers: dict[str, Server], bodies: dict, seconds: int, warmup: int) -> list[Result]:
+    pgids = {s.proc.pid for s in servers.values()}
+    results = []
+    for rows, concurrency in SHAPES:
+        for target in TARGETS:
+            r = measure(target, servers[target.key], pgids, wrk_script(bodies[target.body, rows]), rows,
+                        concurrency, seconds, warmup)
+            log(f"{target.key:<12} rows={rows:<3} c={concurrency:<2} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
+                f"p99 {r.p99_ms:6.2f} ms  errors {r.errors}  other load {r.other_cores:.2f} cores")
+            results.append(r)
+    return results
+
+
+def floor(booster, X: np.ndarray, seconds: float) -> list[tuple[int, float]]:
+    """Per-call µs of ``booster.inplace_predict`` (nthread=1, as served) on 1 and 100 rows."""
+    out = []
+    for n in DISTINCT_BODIES:
+        x = np.ascontiguousarray(X[:n])
+        booster.inplace_predict(x)
+        calls, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds:
+            for _ in range(100):
+                booster.inplace_predict(x)
+            calls += 100
+        out.append((n, elapsed / calls * 1e6))
+    return out
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def print_table(results: list[Result], floor_lines: list[tuple[int, float]]) -> None:
+    header = (f"{'server':<21} {'path':<12} {'protocol':<10} {'rows/req':>8} {'conc':>4} {'req/s':>8} "
+              f"{'rows/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'srv cores':>9} {'wrk cores':>9} "
+              f"{'other cores':>11}")
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        t = r.target
+        print(f"{t.server:<21} {t.path:<12} {t.protocol:<10} {r.rows:>8} {r.concurrency:>4} {r.rps:>8.0f} "
+              f"{r.rps * r.rows:>9.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.errors:>6} {r.server_cores:>9.2f} "
+              f"{r.wrk_cores:>9.2f} {r.other_cores:>11.2f}")
+    for n, us in floor_lines:
+        print(f"{'xgboost inplace_pred.':<21} {'in-process':<12} {'ndarray':<10} {n:>8} {1:>4} "
+              f"{1e6 / us:>8.0f} {n * 1e6 / us:>9.0f} {us / 1e3:>7.3f}   ({us:.1f} µs per call)")
+
+
+def print_targets(results: list[Result]) -> bool:
+    """The targets as ratios of this run's numbers, PASS/FAIL; True when all pass."""
+    by = {(r.target.key, r.rows, r.concurrency): r for r in results}
+
+    def rps(key: str, c: int) -> float:
+        return by[key, 1, c].rps
+
+    print(f"\n{'target (1-row requests, measured in this run)':<46} {'ratio':>6}  {'goal':<6} {'':<4}  "
+          f"{'vs mlserver pw=0':>16} {'vs mlserver tuned':>17}")
+    ok = True
+
+    def check(name: str, ratio: float, op: str, goal: float, key: str | None = None, c: int = 1) -> None:
+        nonlocal ok
+        passed = ratio >= goal if op == ">=" else ratio <= goal
+        ok &= passed
+        extra = f"{rps(key, c) / rps('mls-pw0', c):16.2f} {rps(key, c) / rps('mls-tuned', c):17.2f}" if key else ""
+        print(f"{name:<46} {ratio:>6.2f}  {op}{goal:<4} {'PASS' if passed else 'FAIL':<4}  {extra}")
+
+    for goal, keys in ((1.5, ("pred-v2", "pred-fp32", "pred-v1")), (1.0, ("tr-v2", "tr-v1"))):
+        for c in (1, 16):
+            for key in keys:
+                check(f"{key} req/s c={c} / mlserver default", rps(key, c) / rps("mls-default", c), ">=", goal,
+                      key, c)
+    for protocol in ("v2", "v1"):
+        tr, pred = f"tr-{protocol}", f"pred-{protocol}"
+        check(f"{tr} req/s c=16 / {pred} req/s", rps(tr, 16) / rps(pred, 16), ">=", 0.6)
+        check(f"{tr} p50 c=1 / {pred} p50", by[tr, 1, 1].p50_ms / by[pred, 1, 1].p50_ms, "<=", 2.0)
+    return ok
+
+
+def print_notes(args, load_before: tuple, load_after: tuple, n_rounds: int) -> None:
+    print(f"""
+Notes
+- Model: sample:churn, {args.rows} rows, default training parameters ({n_rounds} trees after early stopping),
+  8 features (5 numeric, 3 categorical). Every server loads the same model.ubj; each answer was checked
+  against booster.inplace_predict before measuring.
+- kfloop predictor: the user-facing requests (V1 objects keyed by feature name, category strings; V2 one
+  named input per feature, FP64 numbers and BYTES categories), decoded with the training schema.
+  kfloop predictor*: the same booster with every feature declared numeric, sent the already-encoded FP32
+  [n, 8] tensor: the like-for-like line with MLServer (the real bundle refuses one tensor: it has
+  categorical features).
+- kfloop transformer: the full path, client -> transformer (validation, capture to a local KFLOOP_HOME,
+  drift windows of 500 rows on a background thread) -> predictor, forwarded on the client's protocol.
+- MLServer 1.7.1 + mlserver-xgboost 1.7.1 (V2 only: one FP32 tensor, so it gets the encoded matrix; its
+  answer is the class-1 probability, ours both class probabilities). default: MLServer's defaults (inference
+  in one parallel worker process, debug access log, XGBoost on all cores per call). pw=0: parallel_workers=0
+  (inference in the server process), else defaults. tuned: parallel_workers=0, debug=false (no access log,
+  like kfloop's default) and OMP_NUM_THREADS=1 (one XGBoost thread per call, as the kfloop predictor's
+  --nthread 1 default: with all cores, OpenMP threads wait on each other whenever another process holds a
+  core, here wrk or the machine's other load).
+- Requests go through different test rows in turn: 1-row requests through {DISTINCT_BODIES[1]} rows, 100-row
+  requests through {DISTINCT_BODIES[100]} batches (identical rows would make every drift window drift).
+- One worker process per server; wrk (1 thread, separate process) shares the machine's {os.cpu_count()} cores
+  with the servers. {args.seconds} s per case after a {args.warmup} s warm-up. Latency is wrk's (no coordinated
+  omission correction). errors = non-2xx answers + socket errors (connect/read/write/timeout).
+- srv cores: CPU used by all benchmark servers during the case (cores, 1.0 = one core busy); wrk cores:
+  the load generator's; other cores: CPU used meanwhile by processes that are not part of this benchmark
+  (other work on the machine: with 2 cores, anything above ~0.2 lowers the numbers of that case).
+- Load average (1/5/15 min) before: {'/'.join(f'{v:.2f}' for v in load_before)}, after: {'/'.join(f'{v:.2f}' for v in load_after)}.""")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=20, help="measured seconds per case (default 20)")
+    parser.add_argument("--warmup", type=int, default=1, help="warm-up seconds per case (default 1)")
+    parser.add_argument("--quick", action="store_true", help="3 s per case: a smoke run")
+    parser.add_argument("--rows", type=int, default=20_000, help="training rows of sample:churn (default 20000)")
+    parser.add_argument("--mlserver-venv", type=Path, default=DEFAULT_VENV,
+                        help=f"venv with MLServer (created if missing; default {DEFAULT_VENV})")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds = 3
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
+    # unwind on Ctrl-C (even when started in the background, which ignores SIGINT), SIGTERM and SIGHUP:
+    # the servers are stopped on the way out
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
+    load_before = os.getloadavg()
+    venv = ensure_mlserver_venv(args.mlserver_venv)
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kfloop-serving-bench-")))
+        log(f"building the churn bundle ({args.rows} rows) in {work}")
+        models = build_models(work, args.rows)
+        bodies = write_bodies(models, work / "bodies")
+        servers = start_servers(stack, models, work, venv)
+        check_answers(servers, bodies, models)
+        log(f"all servers ready and answering alike; {len(SHAPES) * len(TARGETS)} cases of "
+            f"{args.warmup}+{args.seconds} s")
+        results = run_cases(servers, bodies, args.seconds, args.warmup)
+        log("stopping the servers")
+    floor_lines = floor(models.booster, models.X, min(args.seconds / 4, 2.0))
+    print_table(results, floor_lines)
+    ok = print_targets(results)
+    print_notes(args, load_before, os.getloadavg(), models.booster.num_boosted_rounds())
+    if not ok:
+        log("some targets FAIL (see the table)")
+
+
+if __name__ == "__main__":
+    main()
