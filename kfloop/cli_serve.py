@@ -62,15 +62,12 @@ def serve_command(args, settings: Settings) -> int:
     model = args.model or (ModelRef.parse(args.canary).name if args.canary else None) or only_model(registry)
     sock = bind(args.port)
     trigger = None if args.no_trigger else make_trigger(args, settings)
-    sink = ["--sink_url", trigger.url + "/"] if trigger else []  # before the user's flags, which win
     controller = LocalController(settings, use_transformer=not args.no_transformer,
                                  ready_timeout=args.ready_timeout, registry=registry,
                                  predictor_args=shlex.split(args.predictor_args),
-                                 transformer_args=[*sink, *shlex.split(args.transformer_args)])
+                                 transformer_args=shlex.split(args.transformer_args))
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        if trigger:
-            trigger.start()
         _run(_serve(args, registry, controller, model, sock, trigger))
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
@@ -91,8 +88,10 @@ def make_trigger(args, settings: Settings):
 
     env = {**os.environ, **settings.storage_env(), "PYTHONUNBUFFERED": "1"}
     root = Path(settings.home).resolve()
-    return TriggerProcess(args.trigger_port or free_port(), f"http://127.0.0.1:{args.port}{PATH}",
-                          root / "serving" / "trigger.log", env, root, tuple(shlex.split(args.trigger_args)))
+    gateway = f"http://127.0.0.1:{args.port}"
+    flags = ("--gateway_url", gateway, *shlex.split(args.trigger_args))  # for --auto_rollout; the user's flags win
+    return TriggerProcess(args.trigger_port or free_port(), gateway + PATH, root / "serving" / "trigger.log", env,
+                          root, flags)
 
 
 async def _serve(args, registry: Registry, controller, model: str, sock, trigger=None) -> None:
@@ -110,10 +109,11 @@ async def _serve(args, registry: Registry, controller, model: str, sock, trigger
         state = RouteState(model, stable=record.version)
     if canary:
         state = state.deployed(canary.version, args.canary_percent)
-    waits = [controller.apply(state)]
-    if trigger:
-        waits.append(trigger.wait_ready(controller.client, args.ready_timeout))
-    await asyncio.gather(*waits)
+    if trigger:  # first: the transformers send their drift events to its URL
+        await trigger.start_ready(controller.client, args.ready_timeout, any_port=not args.trigger_port)
+        sink = ("--sink_url", trigger.url + "/")  # before the user's flags, which win
+        controller.server_args["transformer_args"] = (*sink, *controller.server_args["transformer_args"])
+    await controller.apply(state)
     sink = EventSink(registry.store, on_event=lambda event: print(describe(event), flush=True))
     gateway = Gateway(controller, seed=args.seed, events=sink)
     schema = FeatureSchema.from_dict(registry.get(model, state.stable).schema)

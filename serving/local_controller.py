@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from kfloop.config import Settings
-from kfloop.errors import ModelNotFound
+from kfloop.errors import KfloopError, ModelNotFound
 from kfloop.registry import Registry
 from kfloop.serving.revisions import GRACE_SECONDS, Revision, stop_all_sync
 from kfloop.serving.routing import RouteState, load_state, save_state, state_path
@@ -30,6 +30,8 @@ from kfloop.storage import open_store
 
 log = logging.getLogger(__name__)
 MAX_RESTART_BACKOFF = 30.0
+START_ATTEMPTS = 2
+PORT_TAKEN = "address already in use"  # uvicorn's bind error, in the log tail of the exit error
 
 
 def transformer_available() -> bool:
@@ -138,6 +140,19 @@ class LocalController:
         return self.status(state.model)
 
     async def _start(self, state: RouteState, versions: list[int]) -> None:
+        """Start the revisions of ``versions`` and wait until they are ready; once more, on other
+        ports, when a server found its port taken (another process can take a free port between
+        ``free_port`` and the server's bind)."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return await self._start_once(state, versions)
+            except KfloopError as e:
+                if attempt == START_ATTEMPTS or PORT_TAKEN not in str(e):
+                    raise
+                log.warning("%s: a server's port was taken before it could bind it; starting again on other "
+                            "ports", state.model)
+
+    async def _start_once(self, state: RouteState, versions: list[int]) -> None:
         model, started = state.model, []
         try:
             for version in versions:

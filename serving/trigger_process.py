@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -23,7 +24,10 @@ import httpx
 
 from kfloop.errors import KfloopError
 from kfloop.retrain_runner import RUN_FILE, _alive
-from kfloop.serving.revisions import GRACE_SECONDS, ServerProcess
+from kfloop.serving.local_controller import PORT_TAKEN
+from kfloop.serving.revisions import GRACE_SECONDS, ServerProcess, free_port
+
+log = logging.getLogger(__name__)
 
 FEEDBACK_PATH = "/v1/feedback"
 
@@ -34,11 +38,16 @@ class TriggerProcess(ServerProcess):
     def __init__(self, port: int, sink_url: str | None, log_path: Path, env: dict[str, str], home: Path,
                  args: tuple[str, ...] = ()):
         super().__init__("trigger", [], port, log_path, env)
-        sink = ["--sink_url", sink_url] if sink_url else []
-        self.cmd = [sys.executable, "-m", "kfloop.serving.trigger", "--host", "127.0.0.1", "--port", str(port),
-                    "--target", "local", *sink, *args]  # later flags (ARGS) win
+        self.sink_url, self.args = sink_url, tuple(args)
         self.runs_root = Path(home).resolve() / "trigger" / "runs"
         self.started_at: float | None = None
+        self.use_port(port)
+
+    def use_port(self, port: int) -> None:
+        sink = ["--sink_url", self.sink_url] if self.sink_url else []
+        self.port, self.url = port, f"http://127.0.0.1:{port}"
+        self.cmd = [sys.executable, "-m", "kfloop.serving.trigger", "--host", "127.0.0.1", "--port", str(port),
+                    "--target", "local", *sink, *self.args]  # later flags (args) win
 
     @property
     def feedback_url(self) -> str:
@@ -47,6 +56,20 @@ class TriggerProcess(ServerProcess):
     def start(self) -> None:
         self.started_at = self.started_at or time.time()
         super().start()
+
+    async def start_ready(self, client: httpx.AsyncClient, timeout: float, any_port: bool = False) -> None:
+        """Start the trigger and wait until it is healthy. With ``any_port``, when another process
+        took the port before the trigger could bind it, start it once more on another free port."""
+        self.start()
+        try:
+            await self.wait_ready(client, timeout)
+        except KfloopError as e:
+            if not any_port or PORT_TAKEN not in str(e):
+                raise
+            log.warning("port %d was taken before the trigger could bind it; starting it on another port", self.port)
+            self.use_port(free_port())
+            self.start()
+            await self.wait_ready(client, timeout)
 
     async def wait_ready(self, client: httpx.AsyncClient, timeout: float) -> None:
         """Wait until ``/healthz`` answers 200; raise with the log's tail if the process exits or the time is up."""
