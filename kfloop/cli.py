@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--s3-bucket", help="bucket for registry and captures (env KFLOOP_S3_BUCKET, default kfloop)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     groups = parser.add_subparsers(title="commands", metavar="COMMAND")
-    from kfloop import cli_pipeline, cli_registry, cli_report, cli_rollout, cli_serve
+    from kfloop import cli_demo, cli_pipeline, cli_registry, cli_report, cli_rollout, cli_serve
 
+    cli_demo.add_commands(groups)
     cli_pipeline.add_commands(groups)
     cli_registry.add_commands(groups)
     cli_report.add_commands(groups)

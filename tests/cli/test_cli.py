@@ -91,7 +91,7 @@ COMMANDS = {path: p for path, p in command_paths(build_parser())}
 
 
 def test_every_expected_command_exists():
-    assert set(COMMANDS) == {(), ("pipeline",), ("registry",), ("report",), ("serve",), ("rollout",),
+    assert set(COMMANDS) == {(), ("demo",), ("pipeline",), ("registry",), ("report",), ("serve",), ("rollout",),
                              ("pipeline", "compile"), ("pipeline", "run"), ("pipeline", "submit"),
                              ("registry", "list"), ("registry", "show"), ("registry", "approve"),
                              ("registry", "reject"), ("rollout", "deploy"), ("rollout", "promote"),

@@ -1,0 +1,276 @@
+"""The steps of ``kfloop demo`` (``kfloop.demo``) and the loop that follows the event log between them.
+
+``DemoRun`` keeps what the demo started (``kfloop serve``, the traffic threads) so ``stop`` can end
+all of it whatever happened. Between steps ``follow`` polls the event log, the gateway's status and
+the traffic, turns what it sees into timeline entries (``on_event``) and fails with the log to read
+when what it waits for does not happen in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Callable
+
+from kfloop.config import Settings
+from kfloop.demo import MODEL, DemoFailed, DemoOptions
+from kfloop.demo_canary import CanaryRunner, trigger_flags
+from kfloop.demo_follow import LoopView, auc_text
+from kfloop.demo_services import Background, ServeProcess, stop_children
+from kfloop.demo_timeline import Timeline
+from kfloop.demo_traffic import Phase, TrafficReplay
+from kfloop.registry import Registry, VersionRecord
+from kfloop.storage import open_store
+
+POLL_SECONDS = 0.25
+
+
+class DemoRun:
+    """One run of the demo: its settings, what it started, and what it has seen so far."""
+
+    def __init__(self, settings: Settings, options: DemoOptions, timeline: Timeline):
+        self.settings, self.options, self.timeline = settings, options, timeline
+        self.home = Path(settings.home).resolve()
+        self.dir = self.home / "demo"
+        self.store = open_store(settings)
+        self.registry = Registry(self.store)
+        self.model = options.model or fresh_model(self.registry, self.home)
+        self.view = LoopView(timeline, self.store, self.registry, self.model, options.window)
+        self.serve: ServeProcess | None = None
+        self.traffic: TrafficReplay | None = None
+        self.canary: CanaryRunner | None = None
+        self.bad_training: Background | None = None
+        self.bad_record: VersionRecord | None = None
+        self.report_path: Path | None = None
+        self.timeline_path = self.dir / "timeline.json"
+
+    # -- (a) the first version -----------------------------------------------------------------
+
+    def train_first(self) -> None:
+        from kfloop.pipelines.run_local import run_local
+
+        o = self.options
+        self.timeline.add("start", f"kfloop demo: model {self.model} on sample:churn, state in {self.home}")
+        arguments = {"source": f"sample:churn?n_rows={o.rows}&seed={o.seed}", "target": "churn",
+                     "sensitive_feature": "age", "model_name": self.model, "seed": o.seed}
+        with self.step("training v1 with the pipeline", self.home / "runs"):
+            result = run_local(self.settings, arguments, progress=self._pipeline_progress)
+        if not result.registered:
+            raise DemoFailed(f"v1 did not pass the quality gate ({result.gate.get('reason')}); log {result.log_path}")
+        record = self.registry.resolve(result.registered)
+        self.registry.set_stage(self.model, record.version, "production",
+                                reason="kfloop demo: the first version serves all traffic")
+        self.timeline.add("v1_registered", f"v{record.version} registered ({auc_text(record)}) and made production",
+                          version=record.version, seconds=round(result.seconds, 1))
+
+    def _pipeline_progress(self, line: str) -> None:
+        if not line.rstrip().endswith("running"):
+            self.timeline.detail(" ".join(line.split()))
+
+    # -- (b) serving, (c) traffic --------------------------------------------------------------
+
+    def start_serving(self) -> None:
+        from kfloop.serving.revisions import free_port
+
+        o = self.options
+        transformer = f"--drift_window {o.window} --capture_flush_seconds 0.5"
+        trigger = (f"--consecutive_windows 2 --cooldown_seconds 3600 --strategy combined --poll_seconds 1 "
+                   f"--retry_seconds 0.5 --quality_window {o.window} --original_source {original_source(o)} "
+                   f"--pipeline_params tolerance=0.05 sensitive_feature=age seed={o.seed}")
+        for attempt in (1, 2):  # a free port can be taken before serve binds it: then another one
+            port = o.port or free_port()
+            rollout = trigger_flags(o, f"http://127.0.0.1:{port}")  # the trigger rolls out what its runs register
+            args = ["--seed", str(o.seed), "--transformer-args", transformer, "--trigger-args", f"{trigger} {rollout}"]
+            self.serve = ServeProcess(self.settings, self.model, port, self.dir / "serve.log", args)
+            self.serve.start()
+            try:
+                with self.step("starting kfloop serve", self.serve.log_path):
+                    self.serve.wait_ready(o.timeout)
+                break
+            except DemoFailed:
+                if o.port or attempt == 2 or not self.serve.port_taken():
+                    raise
+        self.canary = CanaryRunner(self.registry, self.store, self.serve.url, o, self.model)
+        self.timeline.add("serving", f"serving v{self.production().version} on {self.serve.url} (predictor + drift "
+                                     f"transformer); trigger on {self.serve.trigger_url}",
+                          url=self.serve.url, trigger_url=self.serve.trigger_url)
+
+    def replay(self) -> None:
+        o = self.options
+        self.traffic = TrafficReplay(self.serve.url, self.serve.feedback_url, self.model, seed=o.seed,
+                                     rows_per_request=o.rows_per_request, requests_per_second=o.requests_per_second,
+                                     label_delay=o.label_delay, id_prefix=f"demo{int(time.time())}")
+        self.traffic.start()
+        self.timeline.add("traffic", f"replaying traffic: {o.requests_per_second:g} requests/s of "
+                                     f"{o.rows_per_request} customers; their labels go to the trigger "
+                                     f"{o.label_delay:g}s later")
+        rows = o.baseline_windows * o.window
+        self.follow(lambda: self.traffic.rows_sent >= rows, 60, f"{rows} rows of baseline traffic", self.serve.log_path)
+
+    # -- (d) drift, (e) retraining and the canary ----------------------------------------------
+
+    def drift_and_retrain(self) -> None:
+        o = self.options
+        self.view.first_version = str(self.production().version)
+        self.traffic.set_phase(Phase("data-drift", age_shift=o.age_shift))
+        self.follow(lambda: "data-drift" in self.traffic.phase_started, 10, "the first drifted request",
+                    self.serve.log_path)
+        self.view.onset = self.traffic.phase_started["data-drift"]
+        self.timeline.add("drift_onset", f"injecting data drift: customers {o.age_shift:g} years older "
+                                         f"(age +{o.age_shift:g})", at=self.view.onset[0], rows_before=self.view.onset[1],
+                          window=o.window)
+        logs = self.home / "serving" / self.model / "logs"
+        self.follow(lambda: self.timeline.first("drift_detected"), 60, "drift detection", logs)
+        self.follow(lambda: self.view.started_run, 60, "the retraining run's start", self.home / "serving" / "trigger.log")
+        run_log = self.home / "trigger" / "runs" / str(self.view.started_run.get("run_id")) / "log.txt"
+        self.follow(lambda: self.view.finished_run, o.timeout, "the retraining run", run_log)
+        run = self.view.finished_run
+        if not run.get("registered"):
+            raise DemoFailed(f"the retraining run {run.get('run_name')} ({run.get('status')}) registered nothing: "
+                             f"{run.get('reason')}; log {run_log}")
+        self.start_bad_candidate()  # trains while v2's canary analysis runs
+        self.analyze(self.registry.resolve(run["registered"]), expect="promoted", by_trigger=True)
+        self.concept_drift()
+
+    def analyze(self, record: VersionRecord, expect: str, by_trigger: bool = False) -> None:
+        """Wait for the canary analysis of ``record``: the trigger's (``by_trigger``), else one started
+        here; DemoFailed unless its outcome is ``expect``."""
+        what = f"the canary analysis of {record.ref}"
+        if by_trigger:
+            log = self.home / "serving" / "trigger.log"
+            self.follow(lambda: self.view.outcome(record.version), self.options.timeout, what, log)
+            outcome, reason = self.view.outcome(record.version)
+        else:
+            runner = self.canary.start(record.ref)
+            self.follow(runner.done, self.options.timeout, what, self.serve.log_path)
+            result = runner.result()
+            outcome, reason = result.get("outcome"), result.get("reason")
+        self.view.poll()
+        if outcome != expect:
+            raise DemoFailed(f"{what} ended {outcome!r}, expected {expect!r}: {reason}")
+        if outcome == "promoted":
+            steps = " -> ".join(f"{p}%" for p in (*self.options.canary_steps, 100))
+            self.timeline.add("canary_passed", f"canary {steps}: passed", version=record.version)
+            old = [r.version for r in self.registry.list_versions(self.model) if r.stage == "archived"]
+            self.timeline.add("promoted", f"v{record.version} promoted: production"
+                                          + (f" (v{old[-1]} archived)" if old else ""), version=record.version)
+
+    # -- (f) a bad candidate, (g) the report, (h) stopping -------------------------------------
+
+    def start_bad_candidate(self) -> None:
+        """Train a deliberately bad candidate in the background: the same pipeline on inverted labels."""
+        from kfloop.demo_canary import write_inverted_labels
+        from kfloop.pipelines.run_local import run_local
+
+        o = self.options
+        path = write_inverted_labels(self.dir / "inverted-labels.parquet", o.rows, o.seed + 99, o.age_shift)
+        arguments = {"source": str(path), "target": "churn", "sensitive_feature": "age", "model_name": self.model,
+                     "seed": o.seed}
+        self.bad_training = Background("training the bad candidate", lambda: run_local(
+            self.settings, arguments, progress=lambda line: None))
+        self.timeline.add("note", "meanwhile training a deliberately bad candidate: the same pipeline on "
+                                  "inverted labels")
+
+    def bad_candidate(self) -> None:
+        """Wait for the bad candidate, then let the canary analysis catch it."""
+        self.follow(lambda: self.bad_record, self.options.timeout, "the bad candidate's training",
+                    self.home / "runs")
+        self.analyze(self.bad_record, expect="rolled-back")
+        stage = self.registry.get(self.model, self.bad_record.version).stage
+        if stage != "rejected":
+            raise DemoFailed(f"{self.bad_record.ref} was rolled back but its stage is {stage!r}, not 'rejected'")
+
+    def _check_bad_training(self) -> None:
+        """Announce the bad candidate once its training ended (in ``follow``, so the timeline stays in order)."""
+        if self.bad_training is None or self.bad_record is not None or not self.bad_training.done():
+            return
+        result = self.bad_training.result()
+        if not result.registered:
+            raise DemoFailed(f"the bad candidate was not registered ({result.gate.get('reason')}); log {result.log_path}")
+        self.bad_record = self.registry.resolve(result.registered)
+        self.timeline.add("bad_registered", f"the bad candidate v{self.bad_record.version} is registered "
+                                            f"({auc_text(self.bad_record)} on its own inverted test data, so its "
+                                            f"gate passed)", version=self.bad_record.version)
+
+    def write_report(self) -> None:
+        from kfloop.report import write_report
+
+        self.traffic.stop()
+        self.view.poll()
+        with self.step("writing the report", self.options.report):
+            self.report_path = write_report(self.store, self.model, self.options.report).resolve()
+        self.timeline.add("report", f"report written to {self.report_path}")
+
+    def keep_serving(self) -> None:
+        self.timeline.add("note", f"still serving {self.model} on {self.serve.url}; Ctrl-C stops it")
+        while True:
+            self.serve.check_running()
+            time.sleep(1.0)
+
+    def stop(self) -> None:
+        """Stop the traffic and ``kfloop serve`` (which stops its servers, trigger and runs); save the timeline."""
+        if self.traffic is not None:
+            self.traffic.stop()
+        if self.canary is not None:
+            self.canary.stop()
+        if self.bad_training is not None and not self.bad_training.done():
+            stop_children()  # the pipeline's step processes
+        if self.serve is not None and self.serve.proc is not None:
+            code = self.serve.stop()
+            self.timeline.add("stopped", f"stopped kfloop serve (exit code {code}); state kept in {self.home}")
+        self.timeline.save(self.timeline_path)
+
+    # -- following the loop --------------------------------------------------------------------
+
+    def follow(self, done: Callable[[], object], timeout: float, what: str, log: Path) -> None:
+        """Poll until ``done()``; DemoFailed naming ``what`` and ``log`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"waiting for {what}: nothing after {timeout:.0f}s; see {log}")
+            if self.serve is not None:
+                self.serve.check_running()
+            self.view.poll()
+            if self.canary is not None:
+                self.view.gateway(self.canary.status())
+            self._check_bad_training()
+            time.sleep(POLL_SECONDS)
+
+    def concept_drift(self) -> None:
+        """From now on churn follows another relationship: the served models' quality falls."""
+        self.traffic.set_phase(Phase("concept-drift", age_shift=self.options.age_shift, concept_drift=1.0))
+        self.timeline.add("concept_drift", "injecting concept drift: churn now rises with tenure and age "
+                                           "(the old relationship reversed)")
+
+    @contextlib.contextmanager
+    def step(self, what: str, log: Path):
+        try:
+            yield
+        except DemoFailed:
+            raise
+        except Exception as e:
+            raise DemoFailed(f"{what} failed: {e} (log: {log})") from e
+
+    def production(self) -> VersionRecord:
+        return self.registry.production(self.model)
+
+
+def original_source(options: DemoOptions) -> str:
+    """The retraining runs' original data: more customers from v1's source (another seed of the
+    generator). v1's own rows would leak into the retraining's test split, where v1, evaluated on
+    rows it was trained on, would look better than any candidate and fail its gate."""
+    return f"sample:churn?n_rows={options.rows}&seed={options.seed + 1}"
+
+
+def fresh_model(registry: Registry, home: Path) -> str:
+    """``churn``, or the first ``churn-N`` with nothing registered, served or recorded in this store."""
+    taken = set(registry.models())
+    store = registry.store
+    for n in range(1, 1000):
+        name = MODEL if n == 1 else f"{MODEL}-{n}"
+        if name in taken or (home / "serving" / name).exists():
+            continue
+        if not any(store.list(f"{prefix}/{name}/") for prefix in ("events", "trigger", "captures", "feedback")):
+            return name
+    raise DemoFailed(f"no free model name {MODEL}-N in {store.uri('')}; use --model")
