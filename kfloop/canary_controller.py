@@ -18,7 +18,10 @@ failure, deploys the previous version again.
 Every decision (a step passed, promoted, rolled back, aborted) is an ``io.kfloop.rollout.decision``
 CloudEvent (data: ``canary_version``, ``stable_version``, ``step``, ``percent``, ``verdict``,
 ``reason``, ``metrics`` = the checks) kept in the event log, appended to ``sink`` (an ``Outbox``)
-when given, and a line of evidence in the candidate's registry stage history.
+when given, and a line of evidence in the candidate's registry stage history. An error on the
+way (target or source unreachable five polls in a row, the canary changed by someone else) stops
+the analysis and leaves the traffic as it was: roll back by hand, or analyse the same version
+again (an analysis picks up an existing canary of its own version).
 """
 
 from __future__ import annotations

@@ -61,20 +61,24 @@ def quantile(values: Sequence[float], q: float) -> float | None:
 
 class CaptureReader:
     """The captured predictions of one model, per version, made at or after a time; capture
-    objects are immutable, so each is decoded once and kept (only records from ``keep_since`` on)."""
+    objects are immutable, so each is decoded once and kept (only its records from the earliest
+    ``since`` asked for on: an earlier one starts the cache over)."""
 
     def __init__(self, store: ObjectStore, model: str, max_rows: int = MAX_ROWS):
         self.store, self.model, self.max_rows = store, model, max_rows
         self._records: dict[str, list[dict]] = {}
+        self._floor: str | None = None
 
     def records(self, version: int | str, since: str) -> list[dict]:
         """Capture records of ``version`` with ``time >= since`` (RFC 3339, UTC), oldest first."""
+        if self._floor is None or since < self._floor:
+            self._records, self._floor = {}, since
         out = []
         for key in self._keys(str(version), since):
             if key not in self._records:
                 parsed = parse_key(key)
                 rows = decode(self.store.get(key), parsed, self.store.uri(key)) if parsed else []
-                self._records[key] = [r for r in rows if str(r.get("time", "")) >= since]
+                self._records[key] = [r for r in rows if str(r.get("time", "")) >= self._floor]
             out.extend(r for r in self._records[key] if str(r.get("time", "")) >= since)
         out.sort(key=lambda r: str(r.get("time", "")))
         return out[-self.max_rows:]
@@ -83,11 +87,14 @@ class CaptureReader:
         return [r["prediction"] for r in self.records(version, since) if r.get("prediction") is not None]
 
     def _keys(self, version: str, since: str) -> list[str]:
+        """Capture objects of ``version`` in day partitions from ``since``'s day on."""
         first = dt.date.fromisoformat(since[:10])
-        today = dt.datetime.now(dt.timezone.utc).date()
-        days = [first + dt.timedelta(days=i) for i in range((today - first).days + 1)] or [first]
+        days = (dt.datetime.now(dt.timezone.utc).date() - first).days + 1
         prefix = partition_prefix(self.model, version)
-        return [k for day in days for k in self.store.list(f"{prefix}{day.isoformat()}/")]
+        if not 0 < days <= 3:  # an old (or future) start: one listing of the version, filtered by day
+            keys = [(k, parse_key(k)) for k in self.store.list(prefix)]
+            return [k for k, parsed in keys if parsed is not None and parsed.day >= first.isoformat()]
+        return [k for i in range(days) for k in self.store.list(f"{prefix}{first + dt.timedelta(days=i)}/")]
 
 
 def labeled_quality(store: ObjectStore, model: str, schema_doc: dict | None, version: int | str,

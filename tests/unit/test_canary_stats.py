@@ -87,3 +87,12 @@ def test_labeled_quality_per_version_since_a_time(tmp_path):
     assert labeled_quality(store, "churn", schema.to_dict(), 1, since) == {"metric": "accuracy", "value": 1.0, "n": 40}
     assert labeled_quality(store, "churn", schema.to_dict(), 2, since)["value"] == pytest.approx(0.5)
     assert labeled_quality(store, "churn", schema.to_dict(), 3, since) == {"metric": "accuracy", "value": None, "n": 0}
+
+
+def test_capture_reader_asked_for_an_earlier_time_reads_again(tmp_path):
+    store = LocalStore(tmp_path)
+    captured(store, "1", 2, 0.2, when="2020-01-01T00:00:00.000000Z")
+    captured(store, "1", 3, 0.3, when="2020-01-01T00:00:10.000000Z")
+    reader = CaptureReader(store, "churn")
+    assert len(reader.predictions(1, "2020-01-01T00:00:05.000000Z")) == 3
+    assert len(reader.predictions(1, "2020-01-01T00:00:00.000000Z")) == 5
