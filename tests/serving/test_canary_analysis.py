@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +27,6 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
-import httpx
 import numpy as np
 import orjson
 import pytest
@@ -41,7 +39,7 @@ from kfloop.canary_sources import KNATIVE_QUERIES, LocalStatsSource, PrometheusS
 from kfloop.capture import CaptureWriter, capture_record
 from kfloop.errors import ConfigError, KfloopError
 from kfloop.event_log import read_events
-from kfloop.events import DRIFT_DETECTED, RETRAIN_FINISHED, ROLLOUT_DECISION, make_event, to_structured
+from kfloop.events import DRIFT_DETECTED, RETRAIN_FINISHED, ROLLOUT_DECISION, make_event
 from kfloop.registry import Registry
 from kfloop.rollout_local import LocalTarget
 from kfloop.samples import churn
