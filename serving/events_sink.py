@@ -5,14 +5,16 @@ The trigger service started by ``kfloop serve`` emits ``io.kfloop.retrain.starte
 ``io.kfloop.rollout.decision`` events to its sink; on a cluster that is the Knative Broker, on one
 machine it is ``POST /kfloop/v1/events`` on the gateway. ``EventSink.receive`` accepts one event
 (binary or structured mode), records it in the model's event log (``kfloop.event_log``, idempotent
-on the event id, so redelivery keeps one copy) and hands it to an optional callback (``kfloop
-serve`` prints a line per event). A malformed event, or one naming no valid model in
-``data.model`` or ``subject``, is HTTP 400 and changes nothing.
+on the event id, so redelivery keeps one copy; the trigger records its events there itself too)
+and hands it to an optional callback once per event id (``kfloop serve`` prints a line per event).
+A malformed event, or one naming no valid model in ``data.model`` or ``subject``, is HTTP 400 and
+changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Callable
 
@@ -28,6 +30,7 @@ from kfloop.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 PATH = "/kfloop/v1/events"
+MAX_SEEN = 10_000
 
 
 class EventSink:
@@ -36,6 +39,7 @@ class EventSink:
     def __init__(self, store: ObjectStore, on_event: Callable[[dict], None] | None = None):
         self.store, self.on_event = store, on_event
         self.received = 0
+        self._seen: collections.OrderedDict = collections.OrderedDict()  # ids handed to on_event, newest last
 
     async def receive(self, request: Request) -> Response:
         try:
@@ -48,12 +52,20 @@ class EventSink:
             log.error("could not record event: %s", e)
             return _json(503, {"error": str(e)})
         self.received += 1
-        if self.on_event is not None and recorded:
+        if self.on_event is not None and self._first_time(f"{event['source']}#{event['id']}"):
             try:
                 self.on_event(event)
             except Exception:  # noqa: BLE001 - a printing problem must not fail the delivery
                 log.exception("event callback failed for %s", event.get("id"))
         return _json(202, {"recorded": recorded, "model": model, "id": event["id"]})
+
+    def _first_time(self, key: str) -> bool:
+        if key in self._seen:
+            return False
+        self._seen[key] = None
+        if len(self._seen) > MAX_SEEN:
+            self._seen.popitem(last=False)
+        return True
 
 
 def event_model(event: dict) -> str:
