@@ -43,9 +43,10 @@ def demo_command(args, settings: Settings) -> int:
         result = run_demo(settings, options)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print(f"\nreport: {result.report}")
+    home = f" --home {args.home}" if args.home else ""
+    print(f"\nreport:   {result.report}")
     print(f"timeline: {result.timeline_path}")
-    print(f"see also: kfloop --home {settings.home} registry list --model {result.model}")
+    print(f"what happened: kfloop{home} registry list --model {result.model}; kfloop{home} report --model {result.model}")
     return 0
 
 

@@ -38,6 +38,7 @@ class LoopView:
         self.degraded: set[str] = set()  # versions whose quality degradation is on the timeline
         self.canary_percent: dict[int, int] = {}  # version -> share last seen on the gateway
         self.decided: dict[int, tuple[str, str]] = {}  # version -> (outcome, reason) of its canary analysis
+        self.decided_at: dict[int, float] = {}  # version -> time of its analysis's final decision
 
     def poll(self) -> None:
         for event in self.watcher.poll():
@@ -110,6 +111,7 @@ class LoopView:
         verdict = data.get("verdict")
         if verdict in FINAL_VERDICTS and isinstance(data.get("canary_version"), int):
             self.decided[data["canary_version"]] = (verdict, str(data.get("reason")))
+            self.decided_at[data["canary_version"]] = at
         if verdict == "passed":
             self.timeline.add("canary_step", ev.decision_text(data), at=at, version=data.get("canary_version"),
                               percent=data.get("percent"))

@@ -51,6 +51,10 @@ class DemoRun:
         from kfloop.pipelines.run_local import run_local
 
         o = self.options
+        if o.port:  # fail before training when the gateway's port is taken
+            from kfloop.serving.gateway import bind
+
+            bind(o.port).close()
         self.timeline.add("start", f"kfloop demo: model {self.model} on sample:churn, state in {self.home}")
         arguments = {"source": f"sample:churn?n_rows={o.rows}&seed={o.seed}", "target": "churn",
                      "sensitive_feature": "age", "model_name": self.model, "seed": o.seed}
@@ -122,6 +126,7 @@ class DemoRun:
                           window=o.window)
         logs = self.home / "serving" / self.model / "logs"
         self.follow(lambda: self.timeline.first("drift_detected"), 60, "drift detection", logs)
+        self.count_drifted_before(self.timeline.first("drift_detected"))
         self.follow(lambda: self.view.started_run, 60, "the retraining run's start", self.home / "serving" / "trigger.log")
         run_log = self.home / "trigger" / "runs" / str(self.view.started_run.get("run_id")) / "log.txt"
         self.follow(lambda: self.view.finished_run, o.timeout, "the retraining run", run_log)
@@ -132,6 +137,16 @@ class DemoRun:
         self.start_bad_candidate()  # trains while v2's canary analysis runs
         self.analyze(self.registry.resolve(run["registered"]), expect="promoted", by_trigger=True)
         self.concept_drift()
+
+    def count_drifted_before(self, detected) -> None:
+        """Add to the detection's entry how much drifted traffic was served before it, in requests,
+        rows and drift windows (counting the window the drift started in)."""
+        sent = self.traffic.sent_since(self.view.onset[0], until=detected.epoch, phase="data-drift")
+        window, onset_rows = self.options.window, self.view.onset[1]
+        detected.data.update(drifted_requests=len(sent), drifted_rows=sum(s.rows for s in sent), window_size=window,
+                             onset_window=onset_rows // window)
+        if isinstance(detected.data.get("window"), int):
+            detected.data["windows_after_onset"] = detected.data["window"] - onset_rows // window + 1
 
     def analyze(self, record: VersionRecord, expect: str, by_trigger: bool = False) -> None:
         """Wait for the canary analysis of ``record``: the trigger's (``by_trigger``), else one started
@@ -150,11 +165,12 @@ class DemoRun:
         if outcome != expect:
             raise DemoFailed(f"{what} ended {outcome!r}, expected {expect!r}: {reason}")
         if outcome == "promoted":
+            at = self.view.decided_at.get(record.version)
             steps = " -> ".join(f"{p}%" for p in (*self.options.canary_steps, 100))
-            self.timeline.add("canary_passed", f"canary {steps}: passed", version=record.version)
+            self.timeline.add("canary_passed", f"canary {steps}: passed", at=at, version=record.version)
             old = [r.version for r in self.registry.list_versions(self.model) if r.stage == "archived"]
             self.timeline.add("promoted", f"v{record.version} promoted: production"
-                                          + (f" (v{old[-1]} archived)" if old else ""), version=record.version)
+                                          + (f" (v{old[-1]} archived)" if old else ""), at=at, version=record.version)
 
     # -- (f) a bad candidate, (g) the report, (h) stopping -------------------------------------
 

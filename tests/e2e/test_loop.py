@@ -125,6 +125,16 @@ def test_drift_was_detected_and_a_retraining_run_registered_v2(demo, store):
     assert min(e["time"] for e in drifts) < started["time"] < finished["time"]
 
 
+def test_kfloop_serve_wired_the_trigger_and_recorded_its_events(demo):
+    log = (demo.home / "demo" / "serve.log").read_text()
+    assert "trigger on http://127.0.0.1:" in log and "/v1/feedback" in log
+    for line in ("event retrain.started: model=churn", "event retrain.finished: model=churn",
+                 "event rollout.decision: model=churn"):  # the trigger's events, through the gateway's sink
+        assert line in log
+    assert any("--sink_url http://127.0.0.1:" in cmd for _, cmd in demo.seen.values()
+               if "kfloop.serving.transformer" in cmd)
+
+
 def test_v2_went_through_the_canary_to_production_and_v3_was_rolled_back(demo, store):
     stages = {r.version: r.stage for r in Registry(store).list_versions(MODEL)}
     assert stages == {1: "archived", 2: "production", 3: "rejected"}
@@ -152,11 +162,13 @@ def test_the_timeline_and_the_report_were_written(demo):
     onset, detected = timeline.first("drift_onset"), timeline.first("drift_detected")
     assert onset and detected and 0 <= detected.epoch - onset.epoch < 30
     order = ["v1_registered", "serving", "drift_onset", "drift_detected", "run_started", "registered",
-             "canary_serving", "promoted", "bad_registered", "rolled_back", "report", "stopped"]
+             "canary_serving", "promoted", "rolled_back", "report", "stopped"]
     firsts = [timeline.first(kind) for kind in order]
     assert all(firsts), [kind for kind, entry in zip(order, firsts) if entry is None]
     observed = [timeline.entries.index(entry) for entry in firsts]
     assert observed == sorted(observed)
+    bad = timeline.first("bad_registered")  # trained while v2's canary ran
+    assert bad and timeline.first("registered").epoch < bad.epoch < timeline.first("rolled_back").epoch
     text = demo.report.read_text()
     assert text.startswith("<!DOCTYPE html>") and "rolled-back" in text
 
