@@ -22,6 +22,7 @@ from typing import Callable
 from kfloop.config import Settings
 from kfloop.demo_timeline import Timeline
 from kfloop.errors import KfloopError
+from kfloop.registry import Registry
 
 MODEL = "churn"
 
@@ -57,6 +58,42 @@ class DemoOptions:
         """Smaller: 2000 training rows, windows of 100 rows, a shorter canary."""
         return dataclasses.replace(cls(rows=2000, window=100, canary_hold_requests=15, min_predictions=150),
                                    **changes)
+
+
+def serve_args(options: DemoOptions, port: int) -> list[str]:
+    """The flags of the demo's ``kfloop serve`` on ``port``: drift windows of ``options.window`` rows, captures
+    written twice a second (labels follow them closely), and a trigger that retrains after two
+    drifted windows on combined data (``original_source``; a 5% gate tolerance, as candidate and
+    production are compared on a few hundred test rows) and rolls out what its runs register
+    through the demo's canary analysis (``kfloop.demo_canary.trigger_flags``)."""
+    from kfloop.demo_canary import trigger_flags
+
+    o = options
+    transformer = f"--drift_window {o.window} --capture_flush_seconds 0.5"
+    trigger = (f"--consecutive_windows 2 --cooldown_seconds 3600 --strategy combined --poll_seconds 1 "
+               f"--retry_seconds 0.5 --quality_window {o.window} --original_source {original_source(o)} "
+               f"{trigger_flags(o, f'http://127.0.0.1:{port}')} "
+               f"--pipeline_params tolerance=0.05 sensitive_feature=age seed={o.seed}")
+    return ["--seed", str(o.seed), "--transformer-args", transformer, "--trigger-args", trigger]
+
+
+def original_source(options: DemoOptions) -> str:
+    """The retraining runs' original data: more customers from v1's source (another seed of the
+    generator). v1's own rows would leak into the retraining's test split, where v1, evaluated on
+    rows it was trained on, would look better than any candidate and fail its gate."""
+    return f"sample:churn?n_rows={options.rows}&seed={options.seed + 1}"
+
+
+def fresh_model(registry: Registry, home: Path) -> str:
+    """``churn``, or the first ``churn-N`` with nothing registered, served or recorded in this store."""
+    taken, store = set(registry.models()), registry.store
+    for n in range(1, 1000):
+        name = MODEL if n == 1 else f"{MODEL}-{n}"
+        if name in taken or (home / "serving" / name).exists():
+            continue
+        if not any(store.list(f"{prefix}/{name}/") for prefix in ("events", "trigger", "captures", "feedback")):
+            return name
+    raise DemoFailed(f"no free model name {MODEL}-N in {store.uri('')}; use --model")
 
 
 @dataclasses.dataclass

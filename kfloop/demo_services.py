@@ -33,8 +33,8 @@ TRIGGER_LINE = re.compile(r"^trigger on (http://[\w.:\[\]-]+):", re.MULTILINE)
 
 
 class ServeProcess:
-    """``kfloop serve --model MODEL --port PORT ...`` with its log at ``log_path``; the trigger's URL is
-    read from the banner ``kfloop serve`` prints once everything is ready."""
+    """``kfloop serve --model MODEL --port PORT ARGS...`` with its log at ``log_path``; the trigger's URL
+    is read from the banner ``kfloop serve`` prints once everything is ready."""
 
     def __init__(self, settings: Settings, model: str, port: int, log_path: Path, serve_args: list[str]):
         self.port, self.log_path = port, Path(log_path)

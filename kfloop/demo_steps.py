@@ -1,9 +1,9 @@
-"""The steps of ``kfloop demo`` (``kfloop.demo``) and the loop that follows the event log between them.
+"""The steps of ``kfloop demo`` (``kfloop.demo``) and the waiting between them.
 
-``DemoRun`` keeps what the demo started (``kfloop serve``, the traffic threads) so ``stop`` can end
-all of it whatever happened. Between steps ``follow`` polls the event log, the gateway's status and
-the traffic, turns what it sees into timeline entries (``on_event``) and fails with the log to read
-when what it waits for does not happen in time.
+``DemoRun`` keeps what the demo started (``kfloop serve``, the traffic threads, the bad candidate's
+training) so ``stop`` can end all of it whatever happened. Between steps ``follow`` polls the event
+log and the gateway's status (``kfloop.demo_follow.LoopView`` turns them into timeline entries)
+until what it waits for happened, and fails naming the log to read when it does not in time.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 from kfloop.config import Settings
-from kfloop.demo import MODEL, DemoFailed, DemoOptions
-from kfloop.demo_canary import CanaryRunner, trigger_flags
+from kfloop.demo import DemoFailed, DemoOptions, fresh_model, serve_args
+from kfloop.demo_canary import CanaryRunner
 from kfloop.demo_follow import LoopView, auc_text
 from kfloop.demo_services import Background, ServeProcess, stop_children
 from kfloop.demo_timeline import Timeline
@@ -78,15 +78,9 @@ class DemoRun:
         from kfloop.serving.revisions import free_port
 
         o = self.options
-        transformer = f"--drift_window {o.window} --capture_flush_seconds 0.5"
-        trigger = (f"--consecutive_windows 2 --cooldown_seconds 3600 --strategy combined --poll_seconds 1 "
-                   f"--retry_seconds 0.5 --quality_window {o.window} --original_source {original_source(o)} "
-                   f"--pipeline_params tolerance=0.05 sensitive_feature=age seed={o.seed}")
         for attempt in (1, 2):  # a free port can be taken before serve binds it: then another one
             port = o.port or free_port()
-            rollout = trigger_flags(o, f"http://127.0.0.1:{port}")  # the trigger rolls out what its runs register
-            args = ["--seed", str(o.seed), "--transformer-args", transformer, "--trigger-args", f"{trigger} {rollout}"]
-            self.serve = ServeProcess(self.settings, self.model, port, self.dir / "serve.log", args)
+            self.serve = ServeProcess(self.settings, self.model, port, self.dir / "serve.log", serve_args(o, port))
             self.serve.start()
             try:
                 with self.step("starting kfloop serve", self.serve.log_path):
@@ -270,23 +264,3 @@ class DemoRun:
 
     def production(self) -> VersionRecord:
         return self.registry.production(self.model)
-
-
-def original_source(options: DemoOptions) -> str:
-    """The retraining runs' original data: more customers from v1's source (another seed of the
-    generator). v1's own rows would leak into the retraining's test split, where v1, evaluated on
-    rows it was trained on, would look better than any candidate and fail its gate."""
-    return f"sample:churn?n_rows={options.rows}&seed={options.seed + 1}"
-
-
-def fresh_model(registry: Registry, home: Path) -> str:
-    """``churn``, or the first ``churn-N`` with nothing registered, served or recorded in this store."""
-    taken = set(registry.models())
-    store = registry.store
-    for n in range(1, 1000):
-        name = MODEL if n == 1 else f"{MODEL}-{n}"
-        if name in taken or (home / "serving" / name).exists():
-            continue
-        if not any(store.list(f"{prefix}/{name}/") for prefix in ("events", "trigger", "captures", "feedback")):
-            return name
-    raise DemoFailed(f"no free model name {MODEL}-N in {store.uri('')}; use --model")
