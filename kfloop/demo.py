@@ -120,12 +120,15 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions(),
         run.bad_candidate()
         run.write_report()
         if options.keep_serving:
-            run.keep_serving()
+            try:
+                run.keep_serving()
+            except KeyboardInterrupt:  # the way to end --keep-serving: not a failure
+                timeline.add("note", "Ctrl-C: stopping")
     except KeyboardInterrupt:
         timeline.add("failed", "interrupted: stopping everything the demo started")
         raise
     except Exception as e:
-        timeline.add("failed", f"failed: {e}")
+        timeline.add("failed", f"failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
         raise
     finally:
         run.stop()
