@@ -4,7 +4,7 @@
     python benchmarks/loop.py --runs 3     # three runs (each in a fresh KFLOOP_HOME), and the median
     python benchmarks/loop.py --fast       # the CI sizes of kfloop demo --fast
 
-Runs ``kfloop.demo.run_demo`` and reads its timeline: from the first drifted request (the traffic
+Runs ``kfloop.demo.run.run_demo`` and reads its timeline: from the first drifted request (the traffic
 switches to customers 15 years older) to (a) the drift event (the transformer's CloudEvent time),
 (b) the retraining run started (the trigger's retrain.started), (c) the new version serving as a
 canary (seen on the gateway), (d) promoted (the canary analysis's final decision); and the
@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 
 from kfloop.config import Settings
-from kfloop.demo import DemoOptions, run_demo
-from kfloop.demo_timeline import Timeline
+from kfloop.demo.run import DemoOptions, run_demo
+from kfloop.demo.timeline import Timeline
 
 TARGET_WINDOWS = 2
 TARGET_PROMOTED_S = 120.0

@@ -29,7 +29,7 @@ def add_commands(groups) -> None:
 
 
 def demo_command(args, settings: Settings) -> int:
-    from kfloop.demo import DemoOptions, run_demo
+    from kfloop.demo.run import DemoOptions, run_demo
 
     changes = {"port": args.port, "seed": args.seed, "report": args.report, "keep_serving": args.keep_serving,
                "model": args.model}

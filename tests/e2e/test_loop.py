@@ -23,7 +23,7 @@ import pytest
 
 from kfloop.capture import read_captures
 from kfloop.config import Settings
-from kfloop.demo_timeline import Timeline
+from kfloop.demo.timeline import Timeline
 from kfloop.event_log import read_events
 from kfloop.events import DRIFT_DETECTED, RETRAIN_FINISHED, RETRAIN_STARTED, ROLLOUT_DECISION
 from kfloop.feedback import read_labels

@@ -1,8 +1,8 @@
-"""The steps of ``kfloop demo`` (``kfloop.demo``) and the waiting between them.
+"""The steps of ``kfloop demo`` (``kfloop.demo.run``) and the waiting between them.
 
 ``DemoRun`` keeps what the demo started (``kfloop serve``, the traffic threads, the bad candidate's
 training) so ``stop`` can end all of it whatever happened. Between steps ``follow`` polls the event
-log and the gateway's status (``kfloop.demo_follow.LoopView`` turns them into timeline entries)
+log and the gateway's status (``kfloop.demo.follow.LoopView`` turns them into timeline entries)
 until what it waits for happened, and fails naming the log to read when it does not in time.
 """
 
@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Callable
 
 from kfloop.config import Settings
-from kfloop.demo import DemoFailed, DemoOptions, fresh_model, serve_args
-from kfloop.demo_canary import CanaryRunner
-from kfloop.demo_follow import LoopView, auc_text
-from kfloop.demo_services import Background, ServeProcess, stop_children
-from kfloop.demo_timeline import Timeline
-from kfloop.demo_traffic import Phase, TrafficReplay
+from kfloop.demo.canary import CanaryRunner
+from kfloop.demo.follow import LoopView, auc_text
+from kfloop.demo.run import DemoFailed, DemoOptions, fresh_model, serve_args
+from kfloop.demo.services import Background, ServeProcess, stop_children
+from kfloop.demo.timeline import Timeline
+from kfloop.demo.traffic import Phase, TrafficReplay
 from kfloop.registry import Registry, VersionRecord
 from kfloop.storage import open_store
 
@@ -170,7 +170,7 @@ class DemoRun:
 
     def start_bad_candidate(self) -> None:
         """Train a deliberately bad candidate in the background: the same pipeline on inverted labels."""
-        from kfloop.demo_canary import write_inverted_labels
+        from kfloop.demo.canary import write_inverted_labels
         from kfloop.pipelines.run_local import run_local
 
         o = self.options

@@ -9,7 +9,7 @@ combined), v2 registered, canary analysis 10% -> 50% -> 100%, v2 promoted, (f) r
 deliberately bad candidate (trained on inverted labels) whose canary analysis rolls it back,
 (g) writes the HTML report and (h) stops everything it started, also on Ctrl-C or an error.
 Its state stays in ``KFLOOP_HOME`` (registry, captures, event log, ``demo/timeline.json``,
-``demo/serve.log``). Steps and waits live in ``kfloop.demo_steps``.
+``demo/serve.log``). Steps and waits live in ``kfloop.demo.steps``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from kfloop.config import Settings
-from kfloop.demo_timeline import Timeline
+from kfloop.demo.timeline import Timeline
 from kfloop.errors import KfloopError
 from kfloop.registry import Registry
 
@@ -65,8 +65,8 @@ def serve_args(options: DemoOptions, port: int) -> list[str]:
     written twice a second (labels follow them closely), and a trigger that retrains after two
     drifted windows on combined data (``original_source``; a 5% gate tolerance, as candidate and
     production are compared on a few hundred test rows) and rolls out what its runs register
-    through the demo's canary analysis (``kfloop.demo_canary.trigger_flags``)."""
-    from kfloop.demo_canary import trigger_flags
+    through the demo's canary analysis (``kfloop.demo.canary.trigger_flags``)."""
+    from kfloop.demo.canary import trigger_flags
 
     o = options
     transformer = f"--drift_window {o.window} --capture_flush_seconds 0.5"
@@ -107,7 +107,7 @@ class DemoResult:
 def run_demo(settings: Settings, options: DemoOptions = DemoOptions(),
              out: Callable[[str], None] | None = None) -> DemoResult:
     """Run the demo; raises DemoFailed (after stopping everything) when a step fails."""
-    from kfloop.demo_steps import DemoRun
+    from kfloop.demo.steps import DemoRun
 
     stream = sys.stdout  # the pipeline runner redirects sys.stdout while a run goes; the timeline does not follow
     timeline = Timeline(out or (lambda line: print(line, file=stream, flush=True)))

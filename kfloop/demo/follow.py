@@ -1,7 +1,7 @@
 """What ``kfloop demo`` has seen of the loop: events from the event log and canaries on the gateway.
 
 ``LoopView.poll`` reads the model's new events (``EventWatcher``) and turns the ones worth showing
-into timeline entries (texts from ``kfloop.demo_events``): drift windows (a false alarm before
+into timeline entries (texts from ``kfloop.demo.events``): drift windows (a false alarm before
 any drift was injected, the detection after it), the retraining run's start and end, the first
 quality degradation of each version after the concept drift, canary analysis decisions.
 ``LoopView.gateway`` adds an entry when the gateway starts serving a canary or changes its share.
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import time
 
-from kfloop import demo_events as ev
-from kfloop.demo_services import EventWatcher
-from kfloop.demo_timeline import Timeline, epoch
+from kfloop.demo import events as ev
+from kfloop.demo.services import EventWatcher
+from kfloop.demo.timeline import Timeline, epoch
 from kfloop.events import DRIFT_DETECTED, QUALITY_DEGRADED, RETRAIN_FINISHED, RETRAIN_STARTED, ROLLOUT_DECISION
 from kfloop.registry import Registry, VersionRecord
 from kfloop.storage import ObjectStore, get_json

@@ -19,7 +19,7 @@ import logging
 import shlex
 from pathlib import Path
 
-from kfloop.demo_services import Background
+from kfloop.demo.services import Background
 from kfloop.errors import KfloopError
 from kfloop.registry import Registry
 from kfloop.rollout_local import LocalTarget
