@@ -4,7 +4,9 @@ It does on one machine what the Knative ingress does for a KServe InferenceServi
 ``canaryTrafficPercent``: each request to a served model goes to the canary with probability
 ``canary_percent`` (weighted random per request, seedable) and to the stable revision otherwise.
 Bodies are forwarded unchanged and the revision's status and body returned, with the headers
-``x-kfloop-revision: stable|canary`` and ``x-kfloop-model-version: N``.
+``x-kfloop-revision: stable|canary`` and ``x-kfloop-model-version: N``; the request forwarded to a
+revision carries ``x-kfloop-revision: stable|canary|shadow`` (its role now, so a promoted canary's
+transformer captures as ``stable``; a client's own header of that name is dropped).
 
 Inference routes (anything under ``/v1/models/NAME`` or ``/v2/models/NAME`` is forwarded):
 ``POST /v1/models/NAME:predict``, ``POST /v2/models/NAME/infer``, ``GET /v2/models/NAME``,
@@ -62,9 +64,11 @@ log = logging.getLogger(__name__)
 
 MODEL_PATH = re.compile(r"^/v[12]/models/([^/:]+)")
 PIN_PREFIXES = (("/latest/", "latest"), ("/prev/", "prev"))
+REVISION_HEADER = "x-kfloop-revision"  # the revision's role, to the revision and back
 RETRY_STATUSES = frozenset({502, 503, 504})
 REQUEST_HOP_HEADERS = frozenset({"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te",
-                                 "upgrade", "proxy-connection", "trailer", "accept-encoding"})
+                                 "upgrade", "proxy-connection", "trailer", "accept-encoding",
+                                 REVISION_HEADER})
 RESPONSE_DROP_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding", "connection",
                                    "keep-alive", "date", "server"})
 
@@ -131,7 +135,8 @@ class Gateway:
         for rev in ready[:2]:
             started = time.perf_counter()
             try:
-                response = await self._send(request.method, rev.url + target, headers, body)
+                sent = [*headers, (REVISION_HEADER, state.role(rev.version))]
+                response = await self._send(request.method, rev.url + target, sent, body)
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                 self.windows.observe(name, rev.version, started, True)
                 self._failed(rev, f"{type(e).__name__}: {e or 'no answer'}")
@@ -162,7 +167,8 @@ class Gateway:
         shadow = self.controller.revision(state.model, state.shadow)
         if shadow is not None and shadow.healthy:
             primary = {"revision": role, "version": rev.version, "status": response.status}
-            self.shadow.mirror(self.client, shadow, target, headers, body, primary, response.content)
+            sent = [*headers, (REVISION_HEADER, "shadow")]
+            self.shadow.mirror(self.client, shadow, target, sent, body, primary, response.content)
 
     async def alive(self, request: Request) -> Response:
         return _json(200, {"status": "alive", "live": True})
@@ -252,7 +258,7 @@ class Answer(NamedTuple):
 
     def to_starlette(self, role: str, version: int) -> Response:
         headers = {k: v for k, v in self.headers.items() if k.lower() not in RESPONSE_DROP_HEADERS}
-        headers["x-kfloop-revision"], headers["x-kfloop-model-version"] = role, str(version)
+        headers[REVISION_HEADER], headers["x-kfloop-model-version"] = role, str(version)
         return Response(self.content, self.status, headers=headers)
 
 

@@ -6,8 +6,9 @@ booster from UBJSON; ``predict()`` decodes the request with ``kfloop.inference.R
 a ``MicroBatcher`` that predicts the rows of concurrent requests in one call) and encodes the
 answer. A malformed request (or a body not sent as JSON) is HTTP 400 with a message naming the
 field; unseen categorical values are served as missing and counted in
-``kfloop_predictor_unseen_categories_total`` on ``/metrics``. The model version in responses and
-metadata is ``--model_version``, else the registered version of a registry reference.
+``kfloop_predictor_unseen_categories_total`` on ``/metrics``. The model version in responses (the
+V2 body, the ``x-kfloop-model-version`` header of V1 and V2 answers) and metadata is
+``--model_version``, else the registered version of a registry reference.
 
 Run: ``python -m kfloop.serving.predictor --model_dir /mnt/models --model_name churn``.
 """
@@ -38,6 +39,7 @@ from kfloop.inference import (DEFAULT_MAX_BATCH, Decoded, RequestDecoder, Tensor
 from kfloop.schema import FeatureSchema
 from kfloop.serving.batching import MicroBatcher
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from kfloop.serving.predictor_client import MODEL_VERSION_HEADER
 from kfloop.serving.startup import configure_logging, install_event_loop, model_server, require_json, resolve_model
 from kfloop.train import load_model, predict
 
@@ -57,7 +59,7 @@ class XGBoostPredictor(kserve.Model):
     def __init__(self, name: str, model_dir: str | Path, model_version: str | None = None,
                  max_batch_size: int = DEFAULT_MAX_BATCH, micro_batching: bool = True,
                  nthread: int = DEFAULT_NTHREAD):
-        super().__init__(name)
+        super().__init__(name, return_response_headers=True)
         self.model_dir, self.version = Path(model_dir), model_version
         self.max_batch_size, self.micro_batching, self.nthread = max_batch_size, micro_batching, nthread
         self.schema: FeatureSchema | None = None
@@ -98,6 +100,8 @@ class XGBoostPredictor(kserve.Model):
             pred = await self._batcher.run(decoded.X)
         else:
             pred = await asyncio.get_running_loop().run_in_executor(None, self._predict_rows, decoded.X)
+        if response_headers is not None and self.version is not None:
+            response_headers[MODEL_VERSION_HEADER] = str(self.version)
         if isinstance(payload, InferRequest):
             return self._v2_response(payload, pred)
         return {"predictions": encode_response(self.schema, pred)}

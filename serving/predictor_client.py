@@ -11,7 +11,8 @@ HTTP 500: a client whose request the predictor refused would be told the server 
 - predictor unreachable -> 502, no answer within the timeout -> 504.
 
 ``add_error_handler`` makes the server answer a ``PredictorError`` with its status and KServe's
-error body ``{"error": message}``. When the client's protocol is not the predictor's, the body is
+error body ``{"error": message}``. ``infer`` also returns the model version the predictor
+names in its ``x-kfloop-model-version`` header (V1 answers carry no version in the body). When the client's protocol is not the predictor's, the body is
 rebuilt from the decoded matrix (``v1_body`` / ``v2_body``) and the answer converted back.
 
 The client is aiohttp, not httpx: a call costs ~0.3 ms of CPU against httpx's ~0.8-1 ms, and httpx's
@@ -35,6 +36,7 @@ from kfloop.inference import OUTPUT_NAME, Decoded
 from kfloop.schema import FeatureSchema
 
 INFERENCE_HEADER = "inference-header-content-length"
+MODEL_VERSION_HEADER = "x-kfloop-model-version"  # set by kfloop's predictor: the version that answered
 FORWARDED_HEADERS = ("authorization", "traceparent", "tracestate", "x-b3-traceid", "x-b3-spanid",
                      "x-b3-parentspanid", "x-b3-sampled")
 PASS_THROUGH_5XX = (HTTPStatus.SERVICE_UNAVAILABLE, HTTPStatus.GATEWAY_TIMEOUT)
@@ -78,8 +80,10 @@ class PredictorClient:
                                                   timeout=timeout)
         return self._session
 
-    async def infer(self, body: dict | bytes, headers: Mapping[str, str], json_length: int | None = None) -> dict:
-        """The predictor's JSON answer to ``body``; raises ``PredictorRejected``/``PredictorError``."""
+    async def infer(self, body: dict | bytes, headers: Mapping[str, str],
+                    json_length: int | None = None) -> tuple[dict, str | None]:
+        """The predictor's JSON answer to ``body`` and the model version its header names (None without
+        one); raises ``PredictorRejected``/``PredictorError``."""
         content = body if isinstance(body, bytes) else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
         sent = {"content-type": "application/json", **headers}
         if json_length is not None:
@@ -94,7 +98,7 @@ class PredictorClient:
                                  f"predictor at {self.url} is unreachable: {e.__class__.__name__}: {e}") from e
         if answer.status >= 400:
             raise _error(answer)
-        return _decode_answer(answer)
+        return _decode_answer(answer), answer.model_version
 
     async def _post(self, content: bytes, headers: dict) -> _Answer:
         """POST, retrying a failed connect ``retries`` times (as httpx's transport retries did)."""
@@ -102,7 +106,8 @@ class PredictorClient:
         while True:
             try:
                 async with self._pool().post(self.url, data=content, headers=headers) as response:
-                    return _Answer(response.status, response.headers.get(INFERENCE_HEADER), await response.read())
+                    return _Answer(response.status, response.headers.get(INFERENCE_HEADER),
+                                   response.headers.get(MODEL_VERSION_HEADER), await response.read())
             except aiohttp.ClientConnectorError:
                 failed += 1
                 if failed > self.retries:
@@ -115,10 +120,11 @@ class PredictorClient:
 
 
 class _Answer(NamedTuple):
-    """The predictor's answer, read whole: status, inference header (binary V2), body."""
+    """The predictor's answer, read whole: status, inference header (binary V2), model version, body."""
 
     status: int
     json_length: str | None
+    model_version: str | None
     content: bytes
 
 

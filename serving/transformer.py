@@ -18,7 +18,9 @@ For each request (KServe V1 or V2) ``DriftTransformer.predict``:
 
 The request id is the ``x-request-id`` or ``ce-id`` header, else the V2 request id, else a new one;
 it is forwarded to the predictor and returned in the ``x-request-id`` response header, and row ``i``
-is captured as ``<id>:<i>``. Metrics: ``serving/transformer_metrics.py``. When the server stops,
+is captured as ``<id>:<i>``. Captures name the version the predictor's ``x-kfloop-model-version``
+header names and the revision the gateway's ``x-kfloop-revision`` header names (a promoted canary
+captures as ``stable``), else ``--model_version`` and ``--revision``. Metrics: ``serving/transformer_metrics.py``. When the server stops,
 KServe unloads the model and ``stop`` checks the queued rows, flushes the captures and stops the
 outbox (undelivered events stay on disk for the next start).
 
@@ -67,6 +69,7 @@ from kfloop.storage import ObjectStore, S3Store, open_store
 logger = logging.getLogger("kfloop.serving.transformer")  # not "__main__" under python -m
 
 DEFAULT_MODEL_DIR = "/mnt/models"
+REVISION_HEADER = "x-kfloop-revision"  # from the local gateway: the role of the revision it forwarded to
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,13 +142,14 @@ class DriftTransformer(kserve.Model):
         decoded = self._decode(payload)
         sent = forwarded_headers(headers, request_id)
         try:
-            answer = await self._forward(payload, decoded, sent, request_id)
+            answer, served = await self._forward(payload, decoded, sent, request_id)
         except (PredictorRejected, PredictorError) as e:
             metrics.PREDICTOR_ERRORS.labels(self.name, str(e.status)).inc()
             raise
         if response_headers is not None:
             response_headers["x-request-id"] = request_id
-        self._observe(payload, decoded, answer, request_id)
+        revision = headers.get(REVISION_HEADER) if headers else None
+        self._observe(payload, decoded, answer, request_id, served, revision)
         return answer
 
     def _decode(self, payload: Any) -> Decoded:
@@ -157,29 +161,36 @@ class DriftTransformer(kserve.Model):
         except InvalidRequest as e:
             raise InvalidInput(str(e)) from e
 
-    async def _forward(self, payload: Any, decoded: Decoded, headers: dict, request_id: str) -> dict:
-        """The answer in the client's protocol; the body is rebuilt only across protocols."""
+    async def _forward(self, payload: Any, decoded: Decoded, headers: dict,
+                       request_id: str) -> tuple[dict, str | None]:
+        """The answer in the client's protocol and the version the predictor names; the body is
+        rebuilt only across protocols."""
         v2_client = isinstance(payload, InferRequest)
         if self.client.protocol == "v1":
             body = v1_body(decoded, self.schema) if v2_client else payload
-            answer = await self.client.infer(body, headers)
-            return v2_answer(self.name, self.version, request_id, answer["predictions"]) if v2_client else answer
+            answer, served = await self.client.infer(body, headers)
+            if v2_client:
+                return v2_answer(self.name, served or self.version, request_id, answer["predictions"]), served
+            return answer, served
         if v2_client:
             payload.id = payload.id or request_id
             body, json_length = payload.to_rest()
             return await self.client.infer(body, headers, json_length)
-        answer = await self.client.infer(v2_body(decoded, self.schema, request_id), headers)
-        return {"predictions": v2_predictions(answer["outputs"])}
+        answer, served = await self.client.infer(v2_body(decoded, self.schema, request_id), headers)
+        return {"predictions": v2_predictions(answer["outputs"])}, served
 
-    def _observe(self, payload: Any, decoded: Decoded, answer: dict, request_id: str) -> None:
-        """Capture the rows and queue them for drift detection; never raises into the request."""
+    def _observe(self, payload: Any, decoded: Decoded, answer: dict, request_id: str, served: str | None,
+                 revision: str | None) -> None:
+        """Capture the rows (as of the version that answered, ``served``, and the gateway's
+        ``revision``; else this transformer's) and queue them for drift detection; never raises
+        into the request."""
         try:
             names = self.schema.names
             rows = v2_rows(_tensors(payload), names) if isinstance(payload, InferRequest) else v1_rows(payload, names)
             predictions = answer["predictions"] if "predictions" in answer else v2_predictions(answer["outputs"])
-            version = str(answer.get("model_version") or self.version)
-            self.capture.add(request_records(self.name, version, self.options.revision, request_id, rfc3339_now(),
-                                             rows, unseen_by_row(rows, decoded, names), predictions))
+            version = str(served or answer.get("model_version") or self.version)
+            self.capture.add(request_records(self.name, version, revision or self.options.revision, request_id,
+                                             rfc3339_now(), rows, unseen_by_row(rows, decoded, names), predictions))
         except Exception:  # capture is best effort: the client already has its answer
             logger.exception("could not capture request %s", request_id)
         self.monitor.submit(decoded.X)

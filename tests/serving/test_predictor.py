@@ -105,6 +105,7 @@ def kserve_infer(server, data, protocol: str):
 def test_v1_list_instances_match_inplace_predict(churn, churn_bundle, rows):
     response = predict_v1(churn, {"instances": as_lists(rows)})
     assert response.status_code == 200, response.text
+    assert response.headers["x-kfloop-model-version"] == "7"
     got = np.array(response.json()["predictions"], dtype=np.float32)
     np.testing.assert_allclose(got, expected(churn_bundle, rows), rtol=1e-6)
 
@@ -124,7 +125,7 @@ def test_v2_named_inputs_bytes_over_json(churn, churn_bundle, rows):
     response = httpx.post(f"{churn.url}/v2/models/churn/infer", json=body)
     assert response.status_code == 200, response.text
     doc = response.json()
-    assert doc["model_version"] == "7"
+    assert doc["model_version"] == "7" and response.headers["x-kfloop-model-version"] == "7"
     [out] = doc["outputs"]
     assert (out["name"], out["datatype"], out["shape"]) == ("predictions", "FP32", [n, 2])
     got = np.array(out["data"], np.float32).reshape(n, 2)

@@ -437,6 +437,11 @@ def test_captures_land_in_the_local_store(local, rows, predictor):
     assert by_row[3]["unseen"] == {"payment_method": "cheque"}
     assert by_row[2]["unseen"] == {} and by_row[0]["unseen"] == {}
 
+    as_canary = {"x-request-id": "cap-canary", "x-kfloop-revision": "canary"}  # as the gateway forwards it
+    assert httpx.post(f"{local.url}/v1/models/{MODEL}:predict", json={"instances": rows[:1]},
+                      headers=as_canary, timeout=30).status_code == 200
+    assert [r["revision"] for r in captures_with(LocalStore(local.home), "cap-canary:", 1)] == ["canary"]
+
 
 def test_the_s3_transformer_fetched_its_bundle_from_the_registry(s3_module_settings, servers):
     fetched = Path(s3_module_settings.home) / "serving" / "bundles" / MODEL / "1"
