@@ -38,7 +38,7 @@ INTROS = {  # anchor: (heading, explanation)
               f"feature's p-value falls below the threshold (dashed line). P-values of 0 are drawn at "
               f"{plots.P_FLOOR:g}."),
     "timeline": ("Timeline", "Drift, quality, retraining and rollout events, and registry stage changes, on one "
-                 "time axis."),
+                 "time axis. Feedback posts are counted: one table row for each run of posts between other events."),
     "quality": ("Live quality", "Quality measured on served requests that received a label (feedback), per version "
                 "and window of labeled rows, next to the label-free CBPE estimate (the mean confidence of the "
                 "captured predictions: the expected accuracy if the model is calibrated and the relation between "
@@ -145,10 +145,11 @@ def _timeline(facts: rd.ModelFacts, suffix: str) -> str:
     image = plots.timeline_plot([(t, k) for t, k in points if t is not None])
     if image is None:
         return _heading("timeline", suffix) + _note("No events recorded.")
+    shown = rd.timeline_events(facts)  # feedback posts counted, one row per run of them
     rows = [(_time(rd.parse_time(e.get("time"))), e.get("type"), e.get("source"), _brief(e.get("data")))
-            for e in facts.events[-MAX_ROWS:]]
+            for e in shown[-MAX_ROWS:]]
     return (_heading("timeline", suffix) + _img("plot-timeline" + suffix, image, "Timeline of the loop's events")
-            + _capped(len(facts.events)) + table(["time", "type", "source", "data"], rows, id_="events-table" + suffix))
+            + _capped(len(shown)) + table(["time", "type", "source", "data"], rows, id_="events-table" + suffix))
 
 
 def _quality(store: ObjectStore, facts: rd.ModelFacts, suffix: str) -> str:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 from collections import Counter
 
 from kfloop.capture import read_captures
 from kfloop.capture_format import PREFIX as CAPTURES_PREFIX
 from kfloop.event_log import PREFIX as EVENTS_PREFIX
 from kfloop.event_log import read_events
-from kfloop.events import DRIFT_DETECTED, RETRAIN_FINISHED, RETRAIN_STARTED, ROLLOUT_DECISION
+from kfloop.events import DRIFT_DETECTED, FEEDBACK, RETRAIN_FINISHED, RETRAIN_STARTED, ROLLOUT_DECISION
 from kfloop.registry import Registry, VersionRecord
 from kfloop.storage import ObjectStore
 
@@ -96,6 +97,27 @@ def counts(facts: ModelFacts) -> dict[str, int]:
     return {"requests": len(facts.captures), "drift events": by_type[DRIFT_DETECTED],
             "retraining runs started": by_type[RETRAIN_STARTED], "retraining runs finished": by_type[RETRAIN_FINISHED],
             "rollout decisions": by_type[ROLLOUT_DECISION], "events in total": len(facts.events)}
+
+
+def timeline_events(facts: ModelFacts) -> list[dict]:
+    """The events as the timeline shows them: each run of consecutive feedback posts (one event per
+    post) folded into one ``io.kfloop.feedback`` row dated at its first post, whose data counts the
+    posts and labels and names the last post's time; every other event as recorded."""
+    shown: list[dict] = []
+    for is_feedback, run in itertools.groupby(facts.events, key=lambda e: e.get("type") == FEEDBACK):
+        if not is_feedback:
+            shown.extend(run)
+            continue
+        posts = list(run)
+        labels = sum(_label_count(p.get("data")) for p in posts)
+        shown.append({"time": posts[0].get("time"), "type": FEEDBACK, "source": posts[0].get("source"),
+                      "data": {"posts": len(posts), "labels": labels, "until": posts[-1].get("time")}})
+    return shown
+
+
+def _label_count(data: object) -> int:
+    labels = data.get("labels") if isinstance(data, dict) else None
+    return len(labels) if isinstance(labels, (list, dict)) else 0
 
 
 def drift_windows(facts: ModelFacts) -> list[dict]:

@@ -19,7 +19,7 @@ import pytest
 from kfloop import bundle
 from kfloop.capture import CaptureWriter, capture_record
 from kfloop.event_log import record_event
-from kfloop.events import DRIFT_DETECTED, RETRAIN_FINISHED, RETRAIN_STARTED, ROLLOUT_DECISION, make_event
+from kfloop.events import DRIFT_DETECTED, FEEDBACK, RETRAIN_FINISHED, RETRAIN_STARTED, ROLLOUT_DECISION, make_event
 from kfloop.feedback import FeedbackStore
 from kfloop.registry import Registry
 from kfloop.schema import FeatureSchema
@@ -95,6 +95,9 @@ def add_labels(store, rows: list[tuple[str, str, str]]) -> int:
     return len(labels)
 
 
+FEEDBACK_POSTS = [(19 + k, 3) for k in range(6)] + [(40, 5), (41, 7)]  # (minutes, labels in the post)
+
+
 def build_loop_store(root: Path) -> LocalStore:
     store = LocalStore(root / "home")
     registry = Registry(store)
@@ -104,6 +107,9 @@ def build_loop_store(root: Path) -> LocalStore:
     registry.set_stage("churn", 1, "production", "deployed to local")
     for k, (p_tenure, p_plan) in enumerate([(1e-4, 0.4), (3e-6, 0.3), (0.0, 0.01), (2e-9, 0.2)]):
         record(store, "churn", DRIFT_DETECTED, "/kfloop/churn/transformer", drift_data(k, p_tenure, p_plan), 10 + 8 * k)
+    for minutes, n in FEEDBACK_POSTS:  # six posts between two drift events, two before the retraining
+        record(store, "churn", FEEDBACK, "/kfloop/trigger/feedback",
+               {"model": "churn", "labels": [{"request_id": f"r{minutes}:{i}", "label": 1} for i in range(n)]}, minutes)
     record(store, "churn", RETRAIN_STARTED, "/kfloop/trigger", {"run_name": "kfloop-churn-retrain-1",
                                                                  "reason": "drift"}, 45)
     registry.register("churn", make_bundle(root / "b2", 0.91), lineage={

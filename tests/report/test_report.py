@@ -12,7 +12,7 @@ from PIL import Image
 
 from kfloop.cli import main
 from kfloop.errors import ModelNotFound
-from kfloop.events import DRIFT_DETECTED, ROLLOUT_DECISION
+from kfloop.events import DRIFT_DETECTED, FEEDBACK, ROLLOUT_DECISION
 from kfloop.registry import Registry
 from kfloop.report import build_report, write_report
 from kfloop.report_data import ModelFacts, canary, parse_time, traffic
@@ -77,6 +77,14 @@ def test_canary_decisions_and_lineage_tables(page):
     assert v2[5] == "s3://kfloop/data/churn-2024-05.parquet (sha256 " + "b2" * 6 + "…)"
     assert (v1[6], v2[6]) == ("auc=0.8800", "auc=0.9100")
     assert "production (deployed to local)" in v1[7] and "staging (registered)" in v1[7]
+
+
+def test_feedback_posts_are_counted_in_the_events_table_not_listed(page):
+    header, *rows = page.tables["events-table"]
+    feedback = [row for row in rows if row[1] == FEEDBACK]
+    assert [row[3].split(", until=")[0] for row in feedback] == ["posts=6, labels=18", "posts=2, labels=12"]
+    assert [row[0][-8:] for row in feedback] == [at(19)[11:19], at(40)[11:19]]  # dated at the first post
+    assert len([row for row in rows if row[1] == DRIFT_DETECTED]) == 4  # other events stay one row each
 
 
 def test_every_plot_is_an_embedded_png_with_id_and_alt(page):
