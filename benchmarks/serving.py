@@ -401,27 +401,56 @@ def _group_ticks(pgids: set[int]) -> int:
     return total
 
 
-def measure(target: Target, server: Server, pgids: set[int], script: Path, rows: int, concurrency: int,
-            seconds: int, warmup: int) -> Result:
-    url = server.url + target.url_path
-    run_wrk(url, script, concurrency, warmup)
+@dataclasses.dataclass
+class Sample:
+    """One wrk run: its counts and the CPU seconds spent meanwhile."""
+
+    requests: float
+    seconds: float
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    server_s: float
+    wrk_s: float
+    other_s: float
+
+
+def measure(url: str, pgids: set[int], script: Path, concurrency: int, seconds: int, warmup: int) -> Sample:
+    if warmup:
+        run_wrk(url, script, concurrency, warmup)
     busy, ours, children = _busy_ticks(), _group_ticks(pgids), resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk = run_wrk(url, script, concurrency, seconds)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk_s = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     busy_s, ours_s = (_busy_ticks() - busy) / CLK_TCK, (_group_ticks(pgids) - ours) / CLK_TCK
-    return Result(target, rows, concurrency, wrk["requests"] / wrk["seconds"], wrk["p50_ms"], wrk["p99_ms"],
-                  wrk["errors"], ours_s / wrk["seconds"], wrk_s / wrk["seconds"],
-                  max(busy_s - ours_s - wrk_s, 0.0) / wrk["seconds"])
+    return Sample(wrk["requests"], wrk["seconds"], wrk["errors"], wrk["p50_ms"], wrk["p99_ms"], ours_s, wrk_s,
+                  max(busy_s - ours_s - wrk_s, 0.0))
 
 
-def run_cases(servers: dict[str, Server], bodies: dict, seconds: int, warmup: int) -> list[Result]:
+def combine(target: Target, rows: int, concurrency: int, samples: list[Sample]) -> Result:
+    """A case from its rounds: totals over all rounds, the median p50, the worst p99."""
+    seconds = sum(s.seconds for s in samples)
+    return Result(target, rows, concurrency, sum(s.requests for s in samples) / seconds,
+                  float(np.median([s.p50_ms for s in samples])), max(s.p99_ms for s in samples),
+                  sum(s.errors for s in samples), sum(s.server_s for s in samples) / seconds,
+                  sum(s.wrk_s for s in samples) / seconds, sum(s.other_s for s in samples) / seconds)
+
+
+def run_cases(servers: dict[str, Server], bodies: dict, seconds: int, warmup: int, rounds: int) -> list[Result]:
+    """Every case, shape by shape; each case's seconds are split into ``rounds`` that alternate between the
+    servers, so a burst of other load on the machine falls on all of them alike."""
     pgids = {s.proc.pid for s in servers.values()}
     results = []
     for rows, concurrency in SHAPES:
+        samples: dict[str, list[Sample]] = {t.key: [] for t in TARGETS}
+        for i in range(rounds):
+            for target in TARGETS:
+                url = servers[target.key].url + target.url_path
+                script = wrk_script(bodies[target.body, rows])
+                samples[target.key].append(measure(url, pgids, script, concurrency, max(seconds // rounds, 1),
+                                                   warmup if i == 0 else 0))
         for target in TARGETS:
-            r = measure(target, servers[target.key], pgids, wrk_script(bodies[target.body, rows]), rows,
-                        concurrency, seconds, warmup)
+            r = combine(target, rows, concurrency, samples[target.key])
             log(f"{target.key:<12} rows={rows:<3} c={concurrency:<2} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
                 f"p99 {r.p99_ms:6.2f} ms  errors {r.errors}  other load {r.other_cores:.2f} cores")
             results.append(r)
@@ -448,15 +477,15 @@ def floor(booster, X: np.ndarray, seconds: float) -> list[tuple[int, float]]:
 
 def print_table(results: list[Result], floor_lines: list[tuple[int, float]]) -> None:
     header = (f"{'server':<21} {'path':<12} {'protocol':<10} {'rows/req':>8} {'conc':>4} {'req/s':>8} "
-              f"{'rows/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'srv cores':>9} {'wrk cores':>9} "
-              f"{'other cores':>11}")
+              f"{'rows/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'srv cores':>9} {'srv ms/req':>10} "
+              f"{'wrk cores':>9} {'other cores':>11}")
     print(header)
     print("-" * len(header))
     for r in results:
         t = r.target
         print(f"{t.server:<21} {t.path:<12} {t.protocol:<10} {r.rows:>8} {r.concurrency:>4} {r.rps:>8.0f} "
               f"{r.rps * r.rows:>9.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.errors:>6} {r.server_cores:>9.2f} "
-              f"{r.wrk_cores:>9.2f} {r.other_cores:>11.2f}")
+              f"{r.server_cores / r.rps * 1e3:>10.3f} {r.wrk_cores:>9.2f} {r.other_cores:>11.2f}")
     for n, us in floor_lines:
         print(f"{'xgboost inplace_pred.':<21} {'in-process':<12} {'ndarray':<10} {n:>8} {1:>4} "
               f"{1e6 / us:>8.0f} {n * 1e6 / us:>9.0f} {us / 1e3:>7.3f}   ({us:.1f} µs per call)")
@@ -492,10 +521,10 @@ def print_targets(results: list[Result]) -> bool:
     return ok
 
 
-def print_notes(args, load_before: tuple, load_after: tuple, n_rounds: int) -> None:
+def print_notes(args, load_before: tuple, load_after: tuple, n_trees: int) -> None:
     print(f"""
 Notes
-- Model: sample:churn, {args.rows} rows, default training parameters ({n_rounds} trees after early stopping),
+- Model: sample:churn, {args.rows} rows, default training parameters ({n_trees} trees after early stopping),
   8 features (5 numeric, 3 categorical). Every server loads the same model.ubj; each answer was checked
   against booster.inplace_predict before measuring.
 - kfloop predictor: the user-facing requests (V1 objects keyed by feature name, category strings; V2 one
@@ -515,9 +544,11 @@ Notes
 - Requests go through different test rows in turn: 1-row requests through {DISTINCT_BODIES[1]} rows, 100-row
   requests through {DISTINCT_BODIES[100]} batches (identical rows would make every drift window drift).
 - One worker process per server; wrk (1 thread, separate process) shares the machine's {os.cpu_count()} cores
-  with the servers. {args.seconds} s per case after a {args.warmup} s warm-up. Latency is wrk's (no coordinated
-  omission correction). errors = non-2xx answers + socket errors (connect/read/write/timeout).
-- srv cores: CPU used by all benchmark servers during the case (cores, 1.0 = one core busy); wrk cores:
+  with the servers. {args.seconds} s per case after a {args.warmup} s warm-up, in {args.rounds} rounds that
+  alternate between the servers (req/s over all rounds, p50 the rounds' median, p99 the worst round's).
+  Latency is wrk's (no coordinated omission correction). errors = non-2xx answers + socket errors (connect/read/write/timeout).
+- srv cores: CPU used by all benchmark servers during the case (cores, 1.0 = one core busy); srv ms/req:
+  that CPU per request (the whole path: transformer + predictor for the transformer lines); wrk cores:
   the load generator's; other cores: CPU used meanwhile by processes that are not part of this benchmark
   (other work on the machine: with 2 cores, anything above ~0.2 lowers the numbers of that case).
 - Load average (1/5/15 min) before: {'/'.join(f'{v:.2f}' for v in load_before)}, after: {'/'.join(f'{v:.2f}' for v in load_after)}.""")
@@ -527,13 +558,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20, help="measured seconds per case (default 20)")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up seconds per case (default 1)")
-    parser.add_argument("--quick", action="store_true", help="3 s per case: a smoke run")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="rounds per case, alternating between the servers (default 4)")
+    parser.add_argument("--quick", action="store_true", help="3 s per case in one round: a smoke run")
     parser.add_argument("--rows", type=int, default=20_000, help="training rows of sample:churn (default 20000)")
     parser.add_argument("--mlserver-venv", type=Path, default=DEFAULT_VENV,
                         help=f"venv with MLServer (created if missing; default {DEFAULT_VENV})")
     args = parser.parse_args()
     if args.quick:
-        args.seconds = 3
+        args.seconds, args.rounds = 3, 1
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
     # unwind on Ctrl-C (even when started in the background, which ignores SIGINT), SIGTERM and SIGHUP:
@@ -552,7 +585,7 @@ def main() -> None:
         check_answers(servers, bodies, models)
         log(f"all servers ready and answering alike; {len(SHAPES) * len(TARGETS)} cases of "
             f"{args.warmup}+{args.seconds} s")
-        results = run_cases(servers, bodies, args.seconds, args.warmup)
+        results = run_cases(servers, bodies, args.seconds, args.warmup, args.rounds)
         log("stopping the servers")
     floor_lines = floor(models.booster, models.X, min(args.seconds / 4, 2.0))
     print_table(results, floor_lines)
