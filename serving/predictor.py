@@ -40,7 +40,8 @@ from kfloop.schema import FeatureSchema
 from kfloop.serving.batching import MicroBatcher
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.predictor_client import MODEL_VERSION_HEADER
-from kfloop.serving.startup import configure_logging, install_event_loop, model_server, require_json, resolve_model
+from kfloop.serving.startup import (configure_logging, freeze_heap, install_event_loop, model_server, require_json,
+                                    resolve_model)
 from kfloop.train import load_model, predict
 
 logger = logging.getLogger(__name__)
@@ -192,6 +193,7 @@ def serve(args: argparse.Namespace) -> None:
     install_event_loop(args.event_loop)
     server = model_server(args)
     server.dataplane = VersionedDataPlane(model_registry=server.registered_models)
+    freeze_heap()
     server.start([model])
 
 

@@ -63,7 +63,8 @@ from kfloop.serving import transformer_metrics as metrics
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.predictor_client import (PredictorClient, PredictorError, PredictorRejected, add_error_handler,
                                              forwarded_headers, v1_body, v2_answer, v2_body)
-from kfloop.serving.startup import configure_logging, install_event_loop, model_server, require_json, resolve_model
+from kfloop.serving.startup import (configure_logging, freeze_heap, install_event_loop, model_server, require_json,
+                                    resolve_model)
 from kfloop.storage import ObjectStore, S3Store, open_store
 
 logger = logging.getLogger("kfloop.serving.transformer")  # not "__main__" under python -m
@@ -338,7 +339,9 @@ def main(argv: list[str] | None = None) -> None:
     app.add_middleware(metrics.RequestCounter)
     add_error_handler(app)
     install_event_loop(args.event_loop)
-    model_server(args, predictor_config=config).start([model])
+    server = model_server(args, predictor_config=config)
+    freeze_heap()
+    server.start([model])
 
 
 if __name__ == "__main__":
