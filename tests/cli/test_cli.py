@@ -15,26 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from kfloop import __version__, bundle
+from kfloop import __version__
 from kfloop.cli import build_parser, main
 from kfloop.registry import Registry
 from kfloop.storage import LocalStore
-
-SCHEMA = {"target": "churn", "task": "binary", "classes": ["0", "1"],
-          "features": [{"name": "tenure", "kind": "numeric"},
-                       {"name": "plan", "kind": "categorical", "categories": ["basic", "premium"]}]}
+from tests.registry_bundles import make_bundle
 
 
-def make_bundle(root: Path, auc: float) -> Path:
-    """A bundle as the registry sees it: model.ubj may be any bytes; metrics as evaluate writes them."""
-    root.mkdir(parents=True)
-    (root / bundle.MODEL_FILE).write_bytes(f"model {auc}".encode())
-    (root / bundle.SCHEMA_FILE).write_text(json.dumps(SCHEMA))
-    (root / bundle.METRICS_FILE).write_text(json.dumps({
-        "task": "binary", "metrics": {"auc": auc, "accuracy": 0.8},
-        "gate": {"passed": True, "metric": "auc", "reason": f"auc {auc} >= threshold 0.7"}}))
-    bundle.write_manifest(root)
-    return root
 
 
 @pytest.fixture

@@ -10,13 +10,11 @@ analysis steps. Event times are relative to now, so they share the axis with reg
 from __future__ import annotations
 
 import datetime as dt
-import json
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from kfloop import bundle
 from kfloop.capture import CaptureWriter, capture_record
 from kfloop.event_log import record_event
 from kfloop.events import DRIFT_DETECTED, FEEDBACK, RETRAIN_FINISHED, RETRAIN_STARTED, ROLLOUT_DECISION, make_event
@@ -24,10 +22,8 @@ from kfloop.feedback import FeedbackStore
 from kfloop.registry import Registry
 from kfloop.schema import FeatureSchema
 from kfloop.storage import LocalStore
+from tests.registry_bundles import SCHEMA, make_bundle  # noqa: F401 (make_bundle: used by test_report)
 
-SCHEMA = {"target": "churn", "task": "binary", "classes": ["0", "1"],
-          "features": [{"name": "tenure", "kind": "numeric"},
-                       {"name": "plan", "kind": "categorical", "categories": ["basic", "premium"]}]}
 START = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=2)
 REQUESTS, CANARY_FROM, CANARY_EVERY = 720, 360, 5  # one request every 10 s; canary takes every 5th in hour 2
 
@@ -35,17 +31,6 @@ REQUESTS, CANARY_FROM, CANARY_EVERY = 720, 360, 5  # one request every 10 s; can
 def at(minutes: float) -> str:
     return (START + dt.timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-
-def make_bundle(root: Path, auc: float) -> Path:
-    """A bundle as the registry sees it, with metrics as the evaluate step writes them."""
-    root.mkdir(parents=True)
-    (root / bundle.MODEL_FILE).write_bytes(f"model {auc}".encode())
-    (root / bundle.SCHEMA_FILE).write_text(json.dumps(SCHEMA))
-    (root / bundle.METRICS_FILE).write_text(json.dumps({
-        "task": "binary", "metrics": {"auc": auc, "accuracy": 0.8},
-        "gate": {"passed": True, "metric": "auc", "reason": f"auc {auc} >= threshold 0.7"}}))
-    bundle.write_manifest(root)
-    return root
 
 
 def record(store, model: str, type_: str, source: str, data: dict, minutes: float) -> dict:
