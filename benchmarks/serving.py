@@ -273,8 +273,9 @@ MLSERVER_CONFIGS = {
 }
 
 
-def start_servers(stack: ExitStack, models: Models, work: Path, venv: Path) -> dict[str, Server]:
-    """Every server, started together and checked ready; registered on ``stack`` to be stopped."""
+def start_servers(stack: ExitStack, models: Models, work: Path, venv: Path | None) -> dict[str, Server]:
+    """Every server (no MLServer without ``venv``), started together and checked ready; registered on
+    ``stack`` to be stopped."""
     logs = work / "logs"
     logs.mkdir()
     predictor = kfloop_server("predictor", "predictor", logs, "--model_dir", str(models.bundle))
@@ -289,7 +290,7 @@ def start_servers(stack: ExitStack, models: Models, work: Path, venv: Path) -> d
             "--predictor_host", f"127.0.0.1:{predictor.port}", "--predictor_protocol", protocol,
             env={"KFLOOP_HOME": str(home)})
         stack.callback(s.stop)
-    for key, (settings, env) in MLSERVER_CONFIGS.items():
+    for key, (settings, env) in MLSERVER_CONFIGS.items() if venv else ():
         servers[key] = s = mlserver(key, venv, models.mlserver_repo, logs, settings, env)
         stack.callback(s.stop)
     for s in {id(s): s for s in servers.values()}.values():
@@ -298,10 +299,11 @@ def start_servers(stack: ExitStack, models: Models, work: Path, venv: Path) -> d
     return servers
 
 
-def check_answers(servers: dict[str, Server], bodies: dict, models: Models) -> None:
+def check_answers(servers: dict[str, Server], bodies: dict, models: Models,
+                  targets: tuple[Target, ...] = TARGETS) -> None:
     """Every target answers every body with the booster's own probabilities (same model, same work)."""
     expected = models.booster.inplace_predict(models.X)
-    for target in TARGETS:
+    for target in targets:
         url = servers[target.key].url + target.url_path
         for n in DISTINCT_BODIES:
             for i, body in enumerate(bodies[target.body, n]):
@@ -436,20 +438,21 @@ def combine(target: Target, rows: int, concurrency: int, samples: list[Sample]) 
                   sum(s.wrk_s for s in samples) / seconds, sum(s.other_s for s in samples) / seconds)
 
 
-def run_cases(servers: dict[str, Server], bodies: dict, seconds: int, warmup: int, rounds: int) -> list[Result]:
+def run_cases(servers: dict[str, Server], bodies: dict, seconds: int, warmup: int, rounds: int,
+              targets: tuple[Target, ...] = TARGETS) -> list[Result]:
     """Every case, shape by shape; each case's seconds are split into ``rounds`` that alternate between the
     servers, so a burst of other load on the machine falls on all of them alike."""
     pgids = {s.proc.pid for s in servers.values()}
     results = []
     for rows, concurrency in SHAPES:
-        samples: dict[str, list[Sample]] = {t.key: [] for t in TARGETS}
+        samples: dict[str, list[Sample]] = {t.key: [] for t in targets}
         for i in range(rounds):
-            for target in TARGETS:
+            for target in targets:
                 url = servers[target.key].url + target.url_path
                 script = wrk_script(bodies[target.body, rows])
                 samples[target.key].append(measure(url, pgids, script, concurrency, max(seconds // rounds, 1),
                                                    warmup if i == 0 else 0))
-        for target in TARGETS:
+        for target in targets:
             r = combine(target, rows, concurrency, samples[target.key])
             log(f"{target.key:<12} rows={rows:<3} c={concurrency:<2} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
                 f"p99 {r.p99_ms:6.2f} ms  errors {r.errors}  other load {r.other_cores:.2f} cores")
@@ -554,6 +557,16 @@ Notes
 - Load average (1/5/15 min) before: {'/'.join(f'{v:.2f}' for v in load_before)}, after: {'/'.join(f'{v:.2f}' for v in load_after)}.""")
 
 
+def _selected(only: str | None) -> tuple[Target, ...]:
+    if not only:
+        return TARGETS
+    keys = set(only.split(","))
+    unknown = keys - {t.key for t in TARGETS}
+    if unknown:
+        raise SystemExit(f"--only: unknown lines {sorted(unknown)}; choose from {[t.key for t in TARGETS]}")
+    return tuple(t for t in TARGETS if t.key in keys)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20, help="measured seconds per case (default 20)")
@@ -564,7 +577,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000, help="training rows of sample:churn (default 20000)")
     parser.add_argument("--mlserver-venv", type=Path, default=DEFAULT_VENV,
                         help=f"venv with MLServer (created if missing; default {DEFAULT_VENV})")
+    parser.add_argument("--only", default=None, metavar="KEY,...",
+                        help=f"measure only these lines (a partial run checks no targets; MLServer starts only "
+                             f"when named): {','.join(t.key for t in TARGETS)}")
     args = parser.parse_args()
+    targets = _selected(args.only)
     if args.quick:
         args.seconds, args.rounds = 3, 1
     if shutil.which("wrk") is None:
@@ -575,20 +592,23 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
     load_before = os.getloadavg()
-    venv = ensure_mlserver_venv(args.mlserver_venv)
+    venv = ensure_mlserver_venv(args.mlserver_venv) if any(t.key in MLSERVER_CONFIGS for t in targets) else None
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kfloop-serving-bench-")))
         log(f"building the churn bundle ({args.rows} rows) in {work}")
         models = build_models(work, args.rows)
         bodies = write_bodies(models, work / "bodies")
         servers = start_servers(stack, models, work, venv)
-        check_answers(servers, bodies, models)
-        log(f"all servers ready and answering alike; {len(SHAPES) * len(TARGETS)} cases of "
+        check_answers(servers, bodies, models, targets)
+        log(f"all servers ready and answering alike; {len(SHAPES) * len(targets)} cases of "
             f"{args.warmup}+{args.seconds} s")
-        results = run_cases(servers, bodies, args.seconds, args.warmup, args.rounds)
+        results = run_cases(servers, bodies, args.seconds, args.warmup, args.rounds, targets)
         log("stopping the servers")
     floor_lines = floor(models.booster, models.X, min(args.seconds / 4, 2.0))
     print_table(results, floor_lines)
+    if len(targets) < len(TARGETS):
+        log("--only: a partial run, no targets checked")
+        return
     ok = print_targets(results)
     print_notes(args, load_before, os.getloadavg(), models.booster.num_boosted_rounds())
     if not ok:
