@@ -109,6 +109,10 @@ class RequestDecoder:
 
     # -- V2 ------------------------------------------------------------------------------------
 
+    def decode_v2(self, body: Any) -> Decoded:
+        """A V2 JSON request body (``{"inputs": [...]}``, as parsed)."""
+        return self.decode_v2_inputs(v2_tensors(body))
+
     def decode_v2_inputs(self, inputs: Sequence[Tensor | tuple]) -> Decoded:
         """One numeric ``[n, n_features]`` tensor (all-numeric models only), or one input per feature."""
         inputs = [Tensor(*t) for t in inputs]
@@ -262,6 +266,37 @@ def _flat(t: Tensor) -> list | np.ndarray:
     if data and isinstance(data[0], list):
         return [v for row in data for v in (row if isinstance(row, list) else [row])]
     return data
+
+
+def v2_tensors(body: Any) -> list[Tensor]:
+    """The inputs of a V2 JSON request body, checked as the Open Inference Protocol's request schema
+    (and KServe's pydantic model of it) checks them: each input an object with a string ``name``, an
+    integer list ``shape``, a string ``datatype`` and ``data``."""
+    if not isinstance(body, dict) or "inputs" not in body:
+        got = "an object without it" if isinstance(body, dict) else _kind(body)
+        raise InvalidRequest(f'request body must be a JSON object with an "inputs" list; got {got}')
+    inputs = body["inputs"]
+    if not isinstance(inputs, list):
+        raise InvalidRequest(f'"inputs" must be a list; got {_kind(inputs)}')
+    if "id" in body and not isinstance(body["id"], str):
+        raise InvalidRequest(f'"id" must be a string; got {_kind(body["id"])}')
+    return [_v2_tensor(i, t) for i, t in enumerate(inputs)]
+
+
+def _v2_tensor(i: int, t: Any) -> Tensor:
+    if not isinstance(t, dict):
+        raise InvalidRequest(f"inputs[{i}] must be an object with name, shape, datatype and data; got {_kind(t)}")
+    missing = [k for k in ("name", "shape", "datatype", "data") if k not in t]
+    if missing:
+        raise InvalidRequest(f"inputs[{i}] has no {', '.join(missing)}; each input needs name, shape, datatype "
+                             f"and data")
+    name, shape, datatype = t["name"], t["shape"], t["datatype"]
+    if not isinstance(name, str) or not isinstance(datatype, str):
+        field, value = ("name", name) if not isinstance(name, str) else ("datatype", datatype)
+        raise InvalidRequest(f"inputs[{i}].{field} must be a string; got {_kind(value)}")
+    if not isinstance(shape, list) or not all(type(d) is int for d in shape):
+        raise InvalidRequest(f"input {name!r}: shape must be a list of integers; got {shape!r}")
+    return Tensor(name, shape, datatype, t["data"])
 
 
 def _check_datatype(t: Tensor, allowed, expected: str) -> None:

@@ -29,7 +29,7 @@ class BodySizeLimit:
         body = await self._read_bounded(receive)
         if body is None:
             return await self._refuse(send, "chunked request body")
-        return await self.app(scope, _replay(body, receive), send)
+        return await self.app(scope, replay_body(body, receive), send)
 
     async def _read_bounded(self, receive) -> bytes | None:
         """The whole body, or None once it grows past the limit."""
@@ -64,7 +64,7 @@ def _content_length(scope) -> int | None:
     return None
 
 
-def _replay(body: bytes, receive):
+def replay_body(body: bytes, receive):
     """A ``receive`` that gives the buffered body once, then waits on the real one (disconnect)."""
     sent = False
 

@@ -1,7 +1,9 @@
 """The KServe predictor for kfloop model bundles, on the V1 and V2 (open inference) protocols.
 
 An adapter in the shape of KServe's xgbserver: ``load()`` verifies the bundle and loads the
-booster from UBJSON; ``predict()`` decodes the request with ``kfloop.inference.RequestDecoder``
+booster from UBJSON; ``infer_json()`` (plain JSON requests, through ``serving/fast_path.py``) and
+``predict()`` (KServe's own path: binary V2 bodies, gRPC, requested V2 outputs, and every request
+with ``--request_logging``) decode the request with ``kfloop.inference.RequestDecoder``
 (the schema's encoding, as in training), runs the booster off the event loop (by default through
 a ``MicroBatcher`` that predicts the rows of concurrent requests in one call) and encodes the
 answer. A malformed request (or a body not sent as JSON) is HTTP 400 with a message naming the
@@ -25,6 +27,7 @@ from typing import Any
 import kserve
 import kserve.model_server
 import numpy as np
+import orjson
 import xgboost as xgb
 from kserve.errors import InvalidInput
 from kserve.protocol.dataplane import DataPlane
@@ -39,6 +42,7 @@ from kfloop.inference import (DEFAULT_MAX_BATCH, Decoded, RequestDecoder, Tensor
 from kfloop.schema import FeatureSchema
 from kfloop.serving.batching import MicroBatcher
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from kfloop.serving.fast_path import InferenceFastPath, Reply, UseKServePath, wrap_application
 from kfloop.serving.predictor_client import MODEL_VERSION_HEADER
 from kfloop.serving.startup import (configure_logging, freeze_heap, install_event_loop, model_server, require_json,
                                     resolve_model)
@@ -92,29 +96,55 @@ class XGBoostPredictor(kserve.Model):
     def get_output_types(self) -> list[dict]:
         return v2_output_metadata(self.schema)
 
+    async def infer_json(self, protocol: str, body: Any, raw: bytes, headers: dict[str, str]) -> Reply:
+        """A plain JSON request (``serving/fast_path.py``), answered as KServe's path answers it."""
+        if protocol == "v1":
+            pred = await self._predict(self._decoded(self.decoder.decode_v1, body))
+            doc = {"predictions": encode_response(self.schema, pred)}
+        else:
+            if _wants_requested_outputs(body):
+                raise UseKServePath()
+            pred = await self._predict(self._decoded(self.decoder.decode_v2, body))
+            out = encode_v2_output(self.schema, pred)
+            doc = {"model_name": self.name, "model_version": self.version, "id": body.get("id") or str(uuid.uuid4()),
+                   "parameters": None, "outputs": [{"name": out.name, "shape": out.shape, "datatype": out.datatype,
+                                                    "parameters": None, "data": out.data.ravel().tolist()}]}
+        return Reply(orjson.dumps(doc), self._version_header)
+
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> dict | InferResponse:
-        decoded = self._decode(payload)
-        for feature, count in decoded.unseen.items():
-            UNSEEN_CATEGORIES.labels(self.name, feature).inc(count)
-        if self._batcher is not None:
-            pred = await self._batcher.run(decoded.X)
+        """KServe's path: binary V2 bodies, gRPC, requested outputs, and every request with
+        ``--request_logging``."""
+        require_json(payload)
+        if isinstance(payload, InferRequest):
+            decoded = self._decoded(self.decoder.decode_v2_inputs, [_tensor(i) for i in payload.inputs])
         else:
-            pred = await asyncio.get_running_loop().run_in_executor(None, self._predict_rows, decoded.X)
-        if response_headers is not None and self.version is not None:
-            response_headers[MODEL_VERSION_HEADER] = str(self.version)
+            decoded = self._decoded(self.decoder.decode_v1, payload)
+        pred = await self._predict(decoded)
+        if response_headers is not None:
+            response_headers.update(self._version_header)
         if isinstance(payload, InferRequest):
             return self._v2_response(payload, pred)
         return {"predictions": encode_response(self.schema, pred)}
 
-    def _decode(self, payload: Any) -> Decoded:
-        require_json(payload)
+    @property
+    def _version_header(self) -> dict[str, str]:
+        return {MODEL_VERSION_HEADER: str(self.version)} if self.version is not None else {}
+
+    def _decoded(self, decode, body: Any) -> Decoded:
+        """``decode(body)``, with a malformed request as HTTP 400 and unseen categories counted."""
         try:
-            if isinstance(payload, InferRequest):
-                return self.decoder.decode_v2_inputs([_tensor(i) for i in payload.inputs])
-            return self.decoder.decode_v1(payload)
+            decoded = decode(body)
         except InvalidRequest as e:
             raise InvalidInput(str(e)) from e
+        for feature, count in decoded.unseen.items():
+            UNSEEN_CATEGORIES.labels(self.name, feature).inc(count)
+        return decoded
+
+    async def _predict(self, decoded: Decoded) -> np.ndarray:
+        if self._batcher is not None:
+            return await self._batcher.run(decoded.X)
+        return await asyncio.get_running_loop().run_in_executor(None, self._predict_rows, decoded.X)
 
     def _predict_rows(self, X: np.ndarray) -> np.ndarray:
         return predict(self.booster, self.schema, X)
@@ -129,6 +159,13 @@ class XGBoostPredictor(kserve.Model):
                              infer_outputs=[InferOutput(out.name, out.shape, out.datatype, data=data)],
                              use_binary_outputs=request.use_binary_outputs,
                              requested_outputs=request.request_outputs)
+
+
+def _wants_requested_outputs(body: Any) -> bool:
+    """A V2 request naming its outputs or asking for binary data: KServe's path answers it."""
+    parameters = body.get("parameters") if isinstance(body, dict) else None
+    return isinstance(body, dict) and ("outputs" in body or (
+        isinstance(parameters, dict) and "binary_data_output" in parameters))
 
 
 def _tensor(infer_input) -> Tensor:
@@ -189,7 +226,8 @@ def serve(args: argparse.Namespace) -> None:
     model = XGBoostPredictor(args.model_name, model_dir, args.model_version or registered_version,
                              args.max_batch_size, args.micro_batching, args.nthread)
     model.load()
-    kserve.model_server.app.add_middleware(BodySizeLimit, max_bytes=args.max_body_bytes)
+    wrap_application(kserve.model_server.app, lambda stack: BodySizeLimit(
+        InferenceFastPath(stack, model, enabled=not args.request_logging), max_bytes=args.max_body_bytes))
     install_event_loop(args.event_loop)
     server = model_server(args)
     server.dataplane = VersionedDataPlane(model_registry=server.registered_models)

@@ -1,4 +1,4 @@
-"""The drift transformer's calls to its predictor: one pooled ``aiohttp.ClientSession``, KServe V1 or V2.
+"""The drift transformer's calls to its predictor: pooled keep-alive connections, KServe V1 or V2.
 
 KServe's own transformer path (``Model.predict`` -> ``InferenceRESTClient``) raises
 ``httpx.HTTPStatusError`` for every error answer of the predictor, and the server turns that into
@@ -12,12 +12,13 @@ HTTP 500: a client whose request the predictor refused would be told the server 
 
 ``add_error_handler`` makes the server answer a ``PredictorError`` with its status and KServe's
 error body ``{"error": message}``. ``infer`` also returns the model version the predictor
-names in its ``x-kfloop-model-version`` header (V1 answers carry no version in the body). When the client's protocol is not the predictor's, the body is
+names in its ``x-kfloop-model-version`` header (V1 answers carry no version in the body) and the
+body as received, which the transformer's fast path passes on without encoding it again. When the client's protocol is not the predictor's, the body is
 rebuilt from the decoded matrix (``v1_body`` / ``v2_body``) and the answer converted back.
 
-The client is aiohttp, not httpx: a call costs ~0.3 ms of CPU against httpx's ~0.8-1 ms, and httpx's
-pool checks every pooled connection on each request (most of the transformer's CPU at 16 concurrent
-requests; ``benchmarks/serving.py``).
+The connections are ``serving/http_pool.py``'s (keep-alive, httptools): a call costs ~0.10 ms of
+CPU, against ~0.27 ms with aiohttp and ~0.8-1 ms with httpx, whose pool checks every pooled
+connection on each request (``benchmarks/predictor_client.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import asyncio
 from http import HTTPStatus
 from typing import Mapping, NamedTuple, Sequence
 
-import aiohttp
 import numpy as np
 import orjson
 from fastapi.responses import JSONResponse
@@ -34,6 +34,7 @@ from kserve.errors import InvalidInput
 
 from kfloop.inference import OUTPUT_NAME, Decoded
 from kfloop.schema import FeatureSchema
+from kfloop.serving.http_pool import HttpPool, UpstreamClosed, UpstreamUnreachable
 
 INFERENCE_HEADER = "inference-header-content-length"
 MODEL_VERSION_HEADER = "x-kfloop-model-version"  # set by kfloop's predictor: the version that answered
@@ -65,58 +66,52 @@ class PredictorClient:
             raise ValueError(f"predictor protocol {protocol!r} is not supported: expected 'v1' or 'v2'")
         self.base_url, self.protocol = base_url.rstrip("/"), protocol
         self.path = f"/v1/models/{model_name}:predict" if protocol == "v1" else f"/v2/models/{model_name}/infer"
-        self.timeout, self.retries, self.max_connections = timeout, retries, max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self.timeout = timeout
+        self._pool = HttpPool(self.base_url, max_connections, connect_timeout=min(timeout, 5.0),
+                              connect_retries=retries)
 
     @property
     def url(self) -> str:
         return self.base_url + self.path
 
-    def _pool(self) -> aiohttp.ClientSession:
-        """The session, created on first use inside the server's event loop."""
-        if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=self.timeout, sock_connect=min(self.timeout, 5.0))
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.max_connections),
-                                                  timeout=timeout)
-        return self._session
-
     async def infer(self, body: dict | bytes, headers: Mapping[str, str],
-                    json_length: int | None = None) -> tuple[dict, str | None]:
-        """The predictor's JSON answer to ``body`` and the model version its header names (None without
-        one); raises ``PredictorRejected``/``PredictorError``."""
+                    json_length: int | None = None) -> PredictorAnswer:
+        """The predictor's answer to ``body``; raises ``PredictorRejected``/``PredictorError``."""
         content = body if isinstance(body, bytes) else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
         sent = {"content-type": "application/json", **headers}
         if json_length is not None:
             sent[INFERENCE_HEADER] = str(json_length)
         try:
-            answer = await self._post(content, sent)
+            response = await self._pool.post(self.path, content, sent, self.timeout)
         except asyncio.TimeoutError as e:
             raise PredictorError(HTTPStatus.GATEWAY_TIMEOUT,
                                  f"predictor at {self.url} did not answer within {self.timeout}s") from e
-        except aiohttp.ClientError as e:
-            raise PredictorError(HTTPStatus.BAD_GATEWAY,
-                                 f"predictor at {self.url} is unreachable: {e.__class__.__name__}: {e}") from e
+        except (UpstreamUnreachable, UpstreamClosed) as e:
+            raise PredictorError(HTTPStatus.BAD_GATEWAY, f"predictor at {self.url}: {e}") from e
+        answer = _Answer(response.status, response.headers.get(INFERENCE_HEADER),
+                         response.headers.get(MODEL_VERSION_HEADER), response.body)
         if answer.status >= 400:
             raise _error(answer)
-        return _decode_answer(answer), answer.model_version
-
-    async def _post(self, content: bytes, headers: dict) -> _Answer:
-        """POST, retrying a failed connect ``retries`` times (as httpx's transport retries did)."""
-        failed = 0
-        while True:
-            try:
-                async with self._pool().post(self.url, data=content, headers=headers) as response:
-                    return _Answer(response.status, response.headers.get(INFERENCE_HEADER),
-                                   response.headers.get(MODEL_VERSION_HEADER), await response.read())
-            except aiohttp.ClientConnectorError:
-                failed += 1
-                if failed > self.retries:
-                    raise
+        try:
+            if answer.json_length is None:
+                return PredictorAnswer(orjson.loads(answer.content), answer.model_version, answer.content)
+            return PredictorAnswer(_decode_binary(answer), answer.model_version, None)
+        except ValueError as e:  # orjson's JSONDecodeError, or a broken binary answer
+            raise PredictorError(HTTPStatus.BAD_GATEWAY,
+                                 f"predictor at {self.url} answered with a body that is not an inference "
+                                 f"answer: {e}") from e
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._pool.aclose()
+
+
+class PredictorAnswer(NamedTuple):
+    """A successful answer: the JSON document, the model version the predictor's header names (None
+    without one), and the body as received when it is plain JSON (None for a binary V2 answer)."""
+
+    doc: dict
+    version: str | None
+    content: bytes | None
 
 
 class _Answer(NamedTuple):
@@ -157,9 +152,8 @@ def _message(answer: _Answer) -> str:
     return str(doc)[:1000]
 
 
-def _decode_answer(answer: _Answer) -> dict:
-    if answer.json_length is None:
-        return orjson.loads(answer.content)
+def _decode_binary(answer: _Answer) -> dict:
+    """A V2 answer with binary outputs (``inference-header-content-length``) as its JSON form."""
     from kserve.protocol.infer_type import InferResponse
 
     rest, _ = InferResponse.from_bytes(answer.content, int(answer.json_length)).to_rest()
@@ -191,10 +185,11 @@ def v2_body(decoded: Decoded, schema: FeatureSchema, request_id: str) -> dict:
 
 
 def v2_answer(model_name: str, version: str | None, request_id: str, predictions: Sequence) -> dict:
-    """A V2 answer with the ``predictions`` output, from V1 predictions."""
+    """A V2 answer with the ``predictions`` output, from V1 predictions (as KServe's V2 answers are
+    written: every field, ``parameters`` null)."""
     values = np.asarray(predictions, dtype=np.float32)
-    return {"model_name": model_name, "model_version": version, "id": request_id,
-            "outputs": [{"name": OUTPUT_NAME, "shape": list(values.shape), "datatype": "FP32",
+    return {"model_name": model_name, "model_version": version, "id": request_id, "parameters": None,
+            "outputs": [{"name": OUTPUT_NAME, "shape": list(values.shape), "datatype": "FP32", "parameters": None,
                          "data": values.ravel().tolist()}]}
 
 

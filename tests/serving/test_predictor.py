@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 import grpc
 import httpx
@@ -26,18 +27,22 @@ MAX_BATCH = 50
 MAX_BODY = 64 * 1024
 
 
+CHURN_FLAGS = ("--max_batch_size", str(MAX_BATCH), "--max_body_bytes", str(MAX_BODY), "--model_version", "7")
+
+
 @pytest.fixture(scope="module")
 def servers(churn_bundle, numeric_bundle):
-    """The churn predictor (small batch and body limits) and an all-numeric one, versions 7 and 3."""
-    churn, numeric = start_predictors(
-        PredictorProcess(churn_bundle[0], "churn", "--max_batch_size", str(MAX_BATCH),
-                         "--max_body_bytes", str(MAX_BODY), "--model_version", "7", grpc=True),
-        PredictorProcess(numeric_bundle[0], "numeric", "--model_version", "3"))
+    """The churn predictor (small batch and body limits) and an all-numeric one, versions 7 and 3; and
+    the churn predictor again with request logging, which serves every request on KServe's own path."""
+    started = start_predictors(
+        PredictorProcess(churn_bundle[0], "churn", *CHURN_FLAGS, grpc=True),
+        PredictorProcess(numeric_bundle[0], "numeric", "--model_version", "3"),
+        PredictorProcess(churn_bundle[0], "churn", *CHURN_FLAGS, "--request_logging", "true"))
     try:
-        yield churn, numeric
+        yield started
     finally:
-        churn.stop()
-        numeric.stop()
+        for server in started:
+            server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +53,11 @@ def churn(servers):
 @pytest.fixture(scope="module")
 def numeric(servers):
     return servers[1]
+
+
+@pytest.fixture(scope="module")
+def kserve_path(servers):
+    return servers[2]
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +227,71 @@ def test_unseen_category_is_served_as_missing_and_counted(churn, churn_bundle):
     np.testing.assert_allclose(np.array(response.json()["predictions"], np.float32), expected(churn_bundle, df),
                                rtol=1e-6)
     assert unseen_count(churn, "plan") == before + 2
+
+
+# -- the fast path and KServe's path ----------------------------------------------------------------
+
+
+def v2_named(n: int = 2, **extra) -> dict:
+    return {**extra, "inputs": [{"name": "tenure", "shape": [n], "datatype": "INT64", "data": [5] * n},
+                                {"name": "charges", "shape": [n, 1], "datatype": "FP64", "data": [[70.5]] * n},
+                                {"name": "plan", "shape": [n], "datatype": "BYTES", "data": ["pro"] * n}]}
+
+
+SAME_ANSWERS = [  # (what, path, body): answered alike by both paths
+    ("v1 lists", "v1", {"instances": [[5, 70.5, "pro"], [9, None, "enterprise"]]}),
+    ("v1 objects", "v1", {"instances": [{"tenure": 5, "charges": "NaN", "plan": None}]}),
+    ("v2 named inputs", "v2", v2_named(id="req-7")),
+    ("v2 named inputs, no id", "v2", v2_named(3)),
+    ("v2 requested outputs", "v2", v2_named(1, id="o", outputs=[{"name": "predictions"}])),
+    ("malformed JSON", "v1", b'{"instances": [[1,'),
+    ("no instances", "v1", {"rows": []}),
+    ("wrong number of features", "v1", {"instances": [[5, 70.5]]}),
+    ("unknown feature", "v1", {"instances": [{"tenure": 5, "charges": 1.0, "plan": "pro", "colour": "red"}]}),
+    ("string for a number", "v1", {"instances": [[5, "lots", "pro"]]}),
+    ("empty instances", "v1", {"instances": []}),
+    ("over the row limit", "v1", {"instances": [[5, 70.5, "pro"]] * (MAX_BATCH + 1)}),
+    ("v2 wrong datatype", "v2", {"inputs": [{**i, "datatype": "FP32"} for i in v2_named(1)["inputs"]]}),
+    ("v2 missing input", "v2", {"inputs": v2_named(1)["inputs"][:2]}),
+]
+
+
+def post(server, protocol: str, body) -> httpx.Response:
+    path = f"/v1/models/{server.model_name}:predict" if protocol == "v1" else f"/v2/models/{server.model_name}/infer"
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    return httpx.post(server.url + path, content=content, headers={"content-type": "application/json"}, timeout=10)
+
+
+@pytest.mark.parametrize("what, protocol, body", SAME_ANSWERS, ids=[c[0] for c in SAME_ANSWERS])
+def test_the_fast_path_answers_as_kserve_path_does(churn, kserve_path, what, protocol, body):
+    fast, kserve = post(churn, protocol, body), post(kserve_path, protocol, body)
+    assert fast.status_code == kserve.status_code, (fast.text, kserve.text)
+    fast_doc, kserve_doc = fast.json(), kserve.json()
+    if fast.status_code == 200 and protocol == "v2" and "id" not in body:  # each made up an id
+        assert fast_doc.pop("id") != kserve_doc.pop("id")
+    assert fast_doc == kserve_doc
+    assert fast.headers.get("x-kfloop-model-version") == kserve.headers.get("x-kfloop-model-version")
+    assert fast.headers["content-type"] == kserve.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"inputs": 3}, '"inputs" must be a list; got int'),
+    ({"inputs": [{"name": "tenure", "shape": [1], "datatype": "INT64"}]}, "inputs[0] has no data"),
+    ({"id": 5, "inputs": []}, '"id" must be a string'),
+    ([1, 2], 'a JSON object with an "inputs" list; got a list'),
+])
+def test_v2_requests_that_do_not_fit_the_protocol_are_400_naming_the_field(churn, kserve_path, body, message):
+    """Where KServe's path answers pydantic's 422 listing its validation attempts, the fast path says
+    what is wrong in a 400, as for every other malformed request."""
+    assert message in error_of(post(churn, "v2", body))
+    assert post(kserve_path, "v2", body).status_code == 422
+
+
+def test_request_logging_logs_every_request(kserve_path):
+    before = kserve_path.output().count("kserve.io.v1.models.churn:predict")
+    assert post(kserve_path, "v1", SAME_ANSWERS[0][2]).status_code == 200
+    time.sleep(0.2)
+    assert kserve_path.output().count("kserve.io.v1.models.churn:predict") > before  # KServe's latency lines
 
 
 # -- bad requests ----------------------------------------------------------------------------------

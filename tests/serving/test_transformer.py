@@ -189,9 +189,11 @@ def servers(bundle, sink, s3_module_settings, tmp_path_factory):
     try:
         transformer = functools.partial(Server, "kfloop.serving.transformer", "--model_dir", str(bundle),
                                         "--model_version", "3", "--predictor_host", f"127.0.0.1:{predictor.port}")
-        homes = {name: tmp_path_factory.mktemp(name) for name in ("local", "dead", "shutdown")}
+        homes = {name: tmp_path_factory.mktemp(name) for name in ("local", "dead", "shutdown", "kserve_path")}
         started["local"] = transformer(*FAST, "--drift_window", str(WINDOW), "--sink_url", sink.url,
                                        env={"KFLOOP_HOME": str(homes["local"])})
+        started["kserve_path"] = transformer(*FAST, "--drift_window", str(WINDOW), "--request_logging", "true",
+                                             env={"KFLOOP_HOME": str(homes["kserve_path"])})
         record = Registry(open_store(s3_module_settings)).register(MODEL, bundle)
         started["s3"] = Server("kfloop.serving.transformer", "--model_dir", record.ref, "--predictor_host",
                                f"127.0.0.1:{predictor.port}", *FAST, "--drift_window", str(WINDOW),
@@ -207,7 +209,7 @@ def servers(bundle, sink, s3_module_settings, tmp_path_factory):
                                           "--capture_batch_size", "10000", env={"KFLOOP_HOME": str(homes["shutdown"])})
         for server in started.values():
             server.wait_ready()
-        for name in ("local", "shutdown"):
+        for name in ("local", "shutdown", "kserve_path"):
             started[name].home = homes[name]
         yield started
     finally:
@@ -343,6 +345,42 @@ def test_v1_and_v2_through_the_transformer_match_the_predictor(servers, rows, na
     assert v2.json()["model_version"] == "3"
     assert v1.headers["x-request-id"] == f"eq-v1-{name}"
     assert len(v1_lists.headers["x-request-id"]) == 32  # generated
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_the_fast_path_serves_and_captures_as_kserve_path_does(servers, rows, protocol):
+    """``local`` answers on the fast path, ``kserve_path`` (request logging on) on KServe's own: the
+    same answers, headers and capture records, good requests and bad."""
+    fast, kserve = servers["local"], servers["kserve_path"]
+    post = post_v1 if protocol == "v1" else post_v2
+    good = {"instances": rows} if protocol == "v1" else v2_inputs(rows)
+    answers = [post(server, good, request_id=f"same-{protocol}") for server in (fast, kserve)]
+    assert [a.status_code for a in answers] == [200, 200], answers[1].text
+    assert [a.headers["x-request-id"] for a in answers] == [f"same-{protocol}"] * 2
+    assert answers[0].json() == answers[1].json()
+    fast_records, kserve_records = ([{**r, "time": None} for r in captures_with(LocalStore(s.home), f"same-{protocol}:",
+                                                                                  len(rows))] for s in (fast, kserve))
+    assert len(fast_records) == len(rows) and fast_records == kserve_records
+    bad = [{"instances": [[40, 5]]}, {"instances": []}] if protocol == "v1" else [
+        {"inputs": v2_inputs(rows)["inputs"][:3]}, {"inputs": [{**i, "datatype": "FP32"} if i["name"] == "contract"
+                                                                else i for i in v2_inputs(rows)["inputs"]]}]
+    for body in bad:
+        answers = [post(server, body) for server in (fast, kserve)]
+        assert [a.status_code for a in answers] == [400, 400]
+        assert answers[0].json() == answers[1].json()
+
+
+def test_a_v2_id_that_cannot_be_a_header_is_400(local, rows):
+    response = post_v2(local, {"id": "a\r\nx-injected: 1", **v2_inputs(rows[:1])})
+    assert response.status_code == 400
+    assert "is not printable ASCII" in response.json()["error"]
+
+
+def test_a_body_not_sent_as_json_is_400_whichever_protocol_the_predictor_speaks(local, s3):
+    for server in (local, s3):
+        response = post_v1(server, "form")
+        assert response.status_code == 400, response.text
+        assert "content-type: application/json" in response.json()["error"]
 
 
 def test_request_ids_generated_or_from_a_cloudevent_are_returned_and_captured(local):

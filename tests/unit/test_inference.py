@@ -162,6 +162,34 @@ def test_bad_v2_single_tensors(tensor, message):
     assert message in str(error.value)
 
 
+def test_a_v2_json_body_decodes_as_its_inputs():
+    body = {"id": "r-1", "parameters": {}, "inputs": [t._asdict() for t in named_inputs(FRAME)]}
+    assert_same(RequestDecoder(SCHEMA).decode_v2(body).X, SCHEMA.encode_frame(FRAME))
+
+
+BAD_V2_BODIES = [
+    ([1], 'a JSON object with an "inputs" list; got a list'),
+    ({"input": []}, 'an "inputs" list; got an object without it'),
+    ({"inputs": {"age": [1]}}, '"inputs" must be a list; got an object'),
+    ({"id": 7, "inputs": []}, '"id" must be a string; got int'),
+    ({"inputs": ["age"]}, "inputs[0] must be an object with name, shape, datatype and data; got a string"),
+    ({"inputs": [{"name": "age", "data": [1]}]}, "inputs[0] has no shape, datatype"),
+    ({"inputs": [{"name": 3, "shape": [1], "datatype": "FP32", "data": [1]}]}, "inputs[0].name must be a string"),
+    ({"inputs": [{"name": "age", "shape": [1], "datatype": None, "data": [1]}]},
+     "inputs[0].datatype must be a string; got null"),
+    ({"inputs": [{"name": "age", "shape": "1", "datatype": "FP32", "data": [1]}]},
+     "input 'age': shape must be a list of integers; got '1'"),
+    ({"inputs": [{"name": "age", "shape": [1.5], "datatype": "FP32", "data": [1]}]}, "shape must be a list of integers"),
+]
+
+
+@pytest.mark.parametrize("body, message", BAD_V2_BODIES, ids=[m for _, m in BAD_V2_BODIES])
+def test_v2_json_bodies_that_do_not_fit_the_protocol_name_the_field(body, message):
+    with pytest.raises(InvalidRequest) as error:
+        RequestDecoder(SCHEMA).decode_v2(body)
+    assert message in str(error.value)
+
+
 # -- responses and metadata --------------------------------------------------------------------------
 
 
