@@ -4,7 +4,6 @@ confidence-based accuracy estimates that track realized accuracy only while the 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 
