@@ -14,7 +14,8 @@ For each request (KServe V1 or V2) the transformer:
    prediction, model version, revision) to a ``CaptureWriter`` (buffered, written in batches from a
    thread; a full or unreachable store drops and counts records, it never slows the request);
 4. hands the decoded rows to a ``DriftMonitor`` (bounded queue, background thread, windows of
-   ``--drift_window`` rows); a drifted window becomes an ``io.kfloop.drift.detected`` CloudEvent
+   ``--drift_window`` rows, at most ``--drift_cpu_share`` of a core: at high row rates the checked
+   windows are a sample of the traffic); a drifted window becomes an ``io.kfloop.drift.detected`` CloudEvent
    in a durable outbox, delivered to ``--sink_url`` or ``K_SINK`` (Knative SinkBinding).
 
 The request id is the ``x-request-id`` or ``ce-id`` header, else the V2 request id, else a new one;
@@ -61,9 +62,9 @@ from kfloop.capture_format import FORMATS, partition_prefix, safe_name
 from kfloop.capture_request import request_records, unseen_by_row, v1_rows, v2_predictions, v2_rows
 from kfloop.config import Settings
 from kfloop.drift import BACKENDS, load_detector
-from kfloop.drift_monitor import DEFAULT_MAX_PENDING_ROWS, DriftMonitor
+from kfloop.drift_monitor import DEFAULT_CPU_SHARE, DEFAULT_MAX_PENDING_ROWS, DriftMonitor
 from kfloop.drift_window import WindowedDrift
-from kfloop.errors import ConfigError, InvalidRequest, StorageError
+from kfloop.errors import ConfigError, InvalidRequest, KfloopError, StorageError
 from kfloop.events import rfc3339_now
 from kfloop.inference import DEFAULT_MAX_BATCH, Decoded, RequestDecoder, Tensor, v2_tensors
 from kfloop.outbox import Outbox
@@ -92,6 +93,7 @@ class TransformerOptions:
     drift_window: int = 500
     drift_backend: str | None = None  # None: the backend the detector was saved with
     drift_queue_rows: int = DEFAULT_MAX_PENDING_ROWS
+    drift_cpu_share: float = DEFAULT_CPU_SHARE
     max_batch_size: int = DEFAULT_MAX_BATCH
     capture_format: str = "jsonl"
     capture_batch_size: int = 500
@@ -128,7 +130,8 @@ class DriftTransformer(kserve.Model):
                    "capture_location": _prefix_uri(self.store, partition_prefix(safe_name(self.name), self.version))}
         self.monitor = DriftMonitor(WindowedDrift(detector, opts.drift_window), self.outbox,
                                     opts.event_source or f"kfloop/{self.name}", context,
-                                    max_pending_rows=opts.drift_queue_rows, extensions=opts.ce_extensions)
+                                    max_pending_rows=opts.drift_queue_rows, extensions=opts.ce_extensions,
+                                    cpu_share=opts.drift_cpu_share)
         self.outbox.start()
         self.ready = True
         logger.info("transformer for %s version %s (%s): %d features, drift window %d rows (%s backend), "
@@ -286,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="Drift test implementation (default: the one the detector was saved with)")
     add("--drift_queue_rows", type=int, default=DEFAULT_MAX_PENDING_ROWS,
         help="Rows waiting for the drift thread before new rows are dropped (counted)")
+    add("--drift_cpu_share", type=float, default=DEFAULT_CPU_SHARE,
+        help="Most of a core drift checks take: after a check, rows are not checked for (1/share - 1) times "
+             "its duration (counted as skipped); 1 checks every row")
     add("--sink_url", default=None, help="CloudEvents sink for drift events (default: $K_SINK)")
     add("--event_source", default=None, help="CloudEvents source of drift events (default: kfloop/<model_name>)")
     add("--outbox_backoff_max", type=float, default=60.0, help="Longest wait between delivery attempts (s)")
@@ -347,7 +353,8 @@ def _check_args(args: argparse.Namespace) -> None:
 def options_from(args: argparse.Namespace) -> TransformerOptions:
     return TransformerOptions(
         revision=args.revision, event_source=args.event_source, drift_window=args.drift_window,
-        drift_backend=args.drift_backend, drift_queue_rows=args.drift_queue_rows, max_batch_size=args.max_batch_size,
+        drift_backend=args.drift_backend, drift_queue_rows=args.drift_queue_rows,
+        drift_cpu_share=args.drift_cpu_share, max_batch_size=args.max_batch_size,
         capture_format=args.capture_format, capture_batch_size=args.capture_batch_size,
         capture_flush_seconds=args.capture_flush_seconds, capture_max_buffer=args.capture_max_buffer,
         shutdown_seconds=args.shutdown_seconds, ce_extensions=ce_extensions())
@@ -362,6 +369,14 @@ def predictor_config(args: argparse.Namespace) -> PredictorConfig:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     configure_logging(args)
+    try:
+        serve(args)
+    except KfloopError as e:
+        raise SystemExit(f"error: {e}") from e
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Load the bundle and detector and run the KServe model server until it is stopped."""
     _check_args(args)
     settings = Settings.from_env()
     default_dir = DEFAULT_MODEL_DIR if Path(DEFAULT_MODEL_DIR).is_dir() else f"{args.model_name}@production"

@@ -4,7 +4,7 @@ Counted as they happen: inference requests and error answers by HTTP status (``R
 an ASGI middleware, so answers KServe gives before the model runs, such as malformed JSON, are
 counted too) and the predictor's error answers by status. Read when scraped
 (``TransformerCollector``): drift windows checked, drifted windows, the last p-value per feature,
-drift rows dropped, capture records written and dropped, and the outbox's depth and deliveries.
+drift rows dropped and skipped, capture records written and dropped, and the outbox's depth and deliveries.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ class TransformerCollector:
             yield _counter("kfloop_drift_detected", "Drift windows with drift", labels, monitor.drift_detected)
             yield _counter("kfloop_drift_rows_dropped", "Served rows not checked for drift (queue full)",
                            labels, monitor.rows_dropped)
+            yield _counter("kfloop_drift_rows_skipped", "Served rows not checked for drift (served while the "
+                           "monitor rested, --drift_cpu_share)", labels, monitor.rows_skipped)
             yield _counter("kfloop_drift_errors", "Drift checks or event writes that failed", labels, monitor.errors)
             yield _counter("kfloop_drift_rows_submitted", "Served rows queued for drift detection", labels,
                            monitor.rows_submitted)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -169,9 +170,9 @@ def _key(name: str, labels: dict) -> str:
 
 
 # flags of the transformers the tests watch closely: captures written within 0.2 s, delivery retried
-# at least every 0.5 s
+# at least every 0.5 s, every row checked for drift (no rest between checks)
 FAST = ("--max_batch_size", str(TRANSFORMER_MAX_BATCH), "--capture_flush_seconds", "0.2",
-        "--outbox_backoff_max", "0.5", "--shutdown_seconds", "3")
+        "--outbox_backoff_max", "0.5", "--shutdown_seconds", "3", "--drift_cpu_share", "1")
 
 
 @pytest.fixture(scope="module")
@@ -368,6 +369,20 @@ def test_the_fast_path_serves_and_captures_as_kserve_path_does(servers, rows, pr
         answers = [post(server, body) for server in (fast, kserve)]
         assert [a.status_code for a in answers] == [400, 400]
         assert answers[0].json() == answers[1].json()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--predictor_host", "127.0.0.1:1", "--drift_cpu_share", "0"], "drift cpu_share must be in (0, 1]"),
+    (["--predictor_host", "127.0.0.1:1", "--workers", "2"], "--workers 2: the transformer runs one process"),
+    ([], "--predictor_host is required"),
+])
+def test_bad_flags_stop_the_transformer_with_a_message(bundle, tmp_path, monkeypatch, flags, message):
+    from kfloop.serving import transformer
+
+    monkeypatch.setenv("KFLOOP_HOME", str(tmp_path))
+    argv = ["--model_name", MODEL, "--model_dir", str(bundle), "--configure_logging", "false", *flags]
+    with pytest.raises(SystemExit, match=re.escape(f"error: {message}")):
+        transformer.main(argv)
 
 
 def test_a_v2_id_that_cannot_be_a_header_is_400(local, rows):

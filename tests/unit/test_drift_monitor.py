@@ -41,7 +41,7 @@ def test_drifted_window_becomes_an_event_and_a_clean_one_does_not(fitted, tmp_pa
     outbox = Outbox(tmp_path / "outbox", sink_url=None)
     context = {"model": "churn", "model_version": "3", "capture_location": "file:///captures/churn/3/"}
     monitor = DriftMonitor(WindowedDrift(detector, WINDOW), outbox, "kfloop/churn", context,
-                           extensions={"team": "risk"})
+                           extensions={"team": "risk"}, cpu_share=1)
     clean = schema.encode_frame(churn(WINDOW, seed=5))
     drifted = schema.encode_frame(churn(WINDOW, seed=6, age_shift=15))
     for part in np.array_split(clean, 3) + np.array_split(drifted, 4):
@@ -81,7 +81,7 @@ def test_full_queue_drops_and_counts_without_blocking(fitted, tmp_path):
     schema, detector = fitted
     slow = BlockingDetector(detector)
     monitor = DriftMonitor(WindowedDrift(slow, 10), Outbox(tmp_path / "o", None), "kfloop/churn",
-                           max_pending_rows=30)
+                           max_pending_rows=30, cpu_share=1)
     rows = schema.encode_frame(churn(10, seed=1))
     assert monitor.submit(rows)  # taken by the thread, which blocks in predict
     assert slow.started.wait(5)
@@ -104,7 +104,8 @@ class FailingDetector:
 
 
 def test_a_failing_detector_is_counted_and_the_thread_goes_on(tmp_path):
-    monitor = DriftMonitor(WindowedDrift(FailingDetector(), 2), Outbox(tmp_path / "o", None), "kfloop/x")
+    monitor = DriftMonitor(WindowedDrift(FailingDetector(), 2), Outbox(tmp_path / "o", None), "kfloop/x",
+                           cpu_share=1)
     for _ in range(3):
         monitor.submit(np.zeros((2, 1), dtype=np.float32))
     wait_for(lambda: monitor.rows_checked == 6)
@@ -117,3 +118,49 @@ def test_overrides_cannot_replace_required_attributes(fitted, tmp_path):
     with pytest.raises(ConfigError, match="source"):
         DriftMonitor(WindowedDrift(fitted[1], 10), Outbox(tmp_path / "o", None), "kfloop/x",
                      extensions={"source": "elsewhere"})
+
+
+class SleepyDetector:
+    """Wraps a detector; every check takes at least ``seconds``."""
+
+    def __init__(self, inner, seconds: float):
+        self.inner, self.seconds = inner, seconds
+        self.feature_names, self.backend = inner.feature_names, inner.backend
+
+    def predict(self, X):
+        time.sleep(self.seconds)
+        return self.inner.predict(X)
+
+
+def test_after_a_check_the_monitor_rests_for_its_cpu_share_and_skips_rows(fitted, tmp_path):
+    schema, detector = fitted
+    monitor = DriftMonitor(WindowedDrift(SleepyDetector(detector, 0.5), 10), Outbox(tmp_path / "o", None),
+                           "kfloop/churn", cpu_share=0.5)  # a 0.5 s check, then 0.5 s of rest
+    rows = schema.encode_frame(churn(10, seed=1))
+    assert monitor.submit(rows)
+    wait_for(lambda: monitor.resting)
+    assert monitor.submit(rows)  # served while resting: skipped
+    assert (monitor.rows_skipped, monitor.rows_submitted, monitor.windows_checked) == (10, 10, 1)
+    wait_for(lambda: not monitor.resting)
+    assert monitor.submit(rows)
+    wait_for(lambda: monitor.windows_checked == 2)
+    assert (monitor.rows_checked, monitor.rows_skipped) == (20, 10)
+    assert monitor.stop()
+
+
+def test_with_the_whole_cpu_every_row_is_checked(fitted, tmp_path):
+    schema, detector = fitted
+    monitor = DriftMonitor(WindowedDrift(SleepyDetector(detector, 0.05), 10), Outbox(tmp_path / "o", None),
+                           "kfloop/churn", cpu_share=1)
+    rows = schema.encode_frame(churn(10, seed=1))
+    for _ in range(5):
+        assert monitor.submit(rows)
+    wait_for(lambda: monitor.windows_checked == 5)
+    assert (monitor.rows_checked, monitor.rows_skipped, monitor.resting) == (50, 0, False)
+    assert monitor.stop()
+
+
+@pytest.mark.parametrize("share", [0, -0.5, 1.5])
+def test_cpu_share_must_be_a_fraction_of_a_core(tmp_path, share):
+    with pytest.raises(ConfigError, match="cpu_share must be in"):
+        DriftMonitor(WindowedDrift(FailingDetector(), 2), Outbox(tmp_path / "o", None), "kfloop/x", cpu_share=share)
