@@ -202,10 +202,14 @@ def _partition(batch: list[dict]) -> dict[tuple[str, str], list[dict]]:
     """Records grouped by (model version, UTC date of their time)."""
     today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     groups: dict[tuple[str, str], list[dict]] = {}
+    partitions: dict[tuple, tuple[str, str]] = {}  # (version, time[:10]) as recorded -> partition
     for record in batch:
-        when = str(record.get("time") or "")[:10]
-        day = when if _is_date(when) else today
-        groups.setdefault((safe_name(str(record.get("model_version") or "unknown")), day), []).append(record)
+        raw = (record.get("model_version"), str(record.get("time") or "")[:10])
+        partition = partitions.get(raw)
+        if partition is None:
+            day = raw[1] if _is_date(raw[1]) else today
+            partition = partitions[raw] = (safe_name(str(raw[0] or "unknown")), day)
+        groups.setdefault(partition, []).append(record)
     return groups
 
 

@@ -64,7 +64,8 @@ def parse_key(key: str) -> CaptureKey | None:
 
 def encode(records: list[dict], format: str) -> bytes:
     if format == "jsonl":
-        return b"".join(orjson.dumps(r, option=JSON_OPTIONS, default=str) + b"\n" for r in records)
+        line = JSON_OPTIONS | orjson.OPT_APPEND_NEWLINE
+        return b"".join([orjson.dumps(r, option=line, default=str) for r in records])
     return _encode_parquet(records)
 
 
