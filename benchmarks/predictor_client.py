@@ -13,7 +13,6 @@ client's work plus its share of the event loop; ``wall ms/call`` includes the pr
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import tempfile
 import time
