@@ -65,12 +65,7 @@ class RequestDecoder:
 
     def decode_v1(self, body: Any) -> Decoded:
         """``{"instances": [...]}``: lists in schema order, or objects keyed by feature name."""
-        if not isinstance(body, dict) or "instances" not in body:
-            got = "an object without it" if isinstance(body, dict) else _kind(body)
-            raise InvalidRequest(f'request body must be a JSON object with an "instances" list; got {got}')
-        instances = body["instances"]
-        if not isinstance(instances, list):
-            raise InvalidRequest(f'"instances" must be a list; got {_kind(instances)}')
+        instances = _body_list(body, "instances")
         self._check_rows(len(instances), '"instances"')
         if isinstance(instances[0], dict):
             return self._decode_objects(instances)
@@ -272,15 +267,20 @@ def v2_tensors(body: Any) -> list[Tensor]:
     """The inputs of a V2 JSON request body, checked as the Open Inference Protocol's request schema
     (and KServe's pydantic model of it) checks them: each input an object with a string ``name``, an
     integer list ``shape``, a string ``datatype`` and ``data``."""
-    if not isinstance(body, dict) or "inputs" not in body:
-        got = "an object without it" if isinstance(body, dict) else _kind(body)
-        raise InvalidRequest(f'request body must be a JSON object with an "inputs" list; got {got}')
-    inputs = body["inputs"]
-    if not isinstance(inputs, list):
-        raise InvalidRequest(f'"inputs" must be a list; got {_kind(inputs)}')
+    inputs = _body_list(body, "inputs")
     if "id" in body and not isinstance(body["id"], str):
         raise InvalidRequest(f'"id" must be a string; got {_kind(body["id"])}')
     return [_v2_tensor(i, t) for i, t in enumerate(inputs)]
+
+
+def _body_list(body: Any, key: str) -> list:
+    """``body[key]`` of a request body that must be a JSON object holding a list there."""
+    if not isinstance(body, dict) or key not in body:
+        got = "an object without it" if isinstance(body, dict) else _kind(body)
+        raise InvalidRequest(f'request body must be a JSON object with an "{key}" list; got {got}')
+    if not isinstance(body[key], list):
+        raise InvalidRequest(f'"{key}" must be a list; got {_kind(body[key])}')
+    return body[key]
 
 
 def _v2_tensor(i: int, t: Any) -> Tensor:

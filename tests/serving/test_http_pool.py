@@ -134,29 +134,27 @@ def test_a_keep_alive_connection_the_server_closed_is_replaced_once():
     assert server.connections == 2
 
 
-def test_a_server_that_closes_without_answering_fails_the_request():
+def failed_post(server: ScriptedServer, error: type[Exception], match: str, headers: dict | None = None):
+    """POST once to ``server``, expecting ``error``; returns the server (what it received)."""
     async def main():
-        server = ScriptedServer(lambda _: None)
         async with server as url:
             pool = HttpPool(url)
-            with pytest.raises(UpstreamClosed, match="closed before a whole answer"):
-                await pool.post("/", b"{}", {}, timeout=5)
-            await pool.aclose()
-        return server
-
-    assert len(run(main()).requests) == 1  # a fresh connection's failure is not sent again
-
-
-def test_a_half_sent_answer_fails_the_request():
-    async def main():
-        server = ScriptedServer(lambda _: b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"par", close_after_answer=True)
-        async with server as url:
-            pool = HttpPool(url)
-            with pytest.raises(UpstreamClosed):
-                await pool.post("/", b"{}", {}, timeout=5)
+            with pytest.raises(error, match=match):
+                await pool.post("/", b"{}", headers or {}, timeout=5)
             await pool.aclose()
 
     run(main())
+    return server
+
+
+def test_a_server_that_closes_without_answering_fails_the_request():
+    server = failed_post(ScriptedServer(lambda _: None), UpstreamClosed, "closed before a whole answer")
+    assert len(server.requests) == 1  # a fresh connection's failure is not sent again
+
+
+def test_a_half_sent_answer_fails_the_request():
+    half = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"par"
+    failed_post(ScriptedServer(lambda _: half, close_after_answer=True), UpstreamClosed, "closed before")
 
 
 def test_nothing_listening_is_unreachable_after_the_retries():
@@ -185,16 +183,9 @@ def test_a_slow_answer_times_out_and_its_connection_is_not_reused():
 
 
 def test_headers_with_line_breaks_are_refused():
-    async def main():
-        server = ScriptedServer(lambda _: OK)
-        async with server as url:
-            pool = HttpPool(url)
-            with pytest.raises(ValueError, match="line break"):
-                await pool.post("/", b"{}", {"x-request-id": "a\r\nx-injected: 1"}, timeout=5)
-            await pool.aclose()
-        return server
-
-    assert run(main()).requests == []
+    server = failed_post(ScriptedServer(lambda _: OK), ValueError, "line break",
+                         headers={"x-request-id": "a\r\nx-injected: 1"})
+    assert server.requests == []
 
 
 def test_only_http_urls_are_accepted():
