@@ -8,9 +8,9 @@ appended to a durable ``Outbox`` (which delivers it to the sink). The event data
 envelope ``{"meta": ..., "data": {"is_drift", "p_val", "threshold", "distance", "p_val_by_feature",
 "window_index", "window_size"}}`` plus the fields of ``context`` (model, version, where the
 captured rows are). Counters for Prometheus: ``rows_submitted`` (queued), ``rows_checked``
-(through the detection thread, results reported), ``rows_dropped``, ``rows_skipped``, ``windows_checked``,
-``drift_detected``, ``errors``; ``last_p_values`` holds the p-value of each feature in the last
-window and ``window_rows`` the rows waiting for the current window to fill.
+(through the detection thread, results reported), ``rows_dropped``, ``rows_skipped``,
+``windows_checked``, ``drift_detected``, ``errors``; ``last_p_values`` holds the p-value of each
+feature in the last window and ``window_rows`` the rows waiting for the current window to fill.
 
 The thread is woken when the queued rows complete a window, not for every request (a wake-up per
 request cost the transformer ~0.1 ms of CPU at one request at a time); otherwise it takes what is
@@ -96,7 +96,7 @@ class DriftMonitor:
         """Queue the rows of one request; False (and counted as dropped) when the queue is full.
         While the monitor rests (``cpu_share``) the rows are skipped: counted, not queued."""
         n = len(X)
-        if self._rest_until and self.resting:
+        if self._rest_until and self.resting and not self._stopping:
             self.rows_skipped += n
             return True
         with self._cond:

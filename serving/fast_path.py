@@ -1,4 +1,5 @@
-"""A fast path for a KServe model server's two inference routes, in front of FastAPI.
+"""A fast path for a KServe model server's two inference routes, in front of FastAPI's middlewares
+and routes.
 
 KServe 0.20 answers every request through FastAPI: five middlewares, routing, a pydantic model
 of the V2 request, its data plane and ``Model.__call__``. For a one-row request that stack is
@@ -103,9 +104,9 @@ class InferenceFastPath:
 
 
 def wrap_application(app, wrapper: Callable[[ASGIApp], ASGIApp]) -> None:
-    """Put ``wrapper`` around a Starlette/FastAPI application's whole middleware stack: outside the
-    middlewares KServe adds when its server starts (its timing middleware), which ``add_middleware``
-    cannot reach."""
+    """Put ``wrapper`` around a Starlette/FastAPI application's whole middleware stack (the stack is
+    built on the first request): outside the middlewares KServe adds when its server starts (its
+    timing middleware), which ``add_middleware`` cannot reach."""
     build = app.build_middleware_stack
     app.build_middleware_stack = lambda: wrapper(build())
 

@@ -11,10 +11,11 @@ HTTP 500: a client whose request the predictor refused would be told the server 
 - predictor unreachable -> 502, no answer within the timeout -> 504.
 
 ``add_error_handler`` makes the server answer a ``PredictorError`` with its status and KServe's
-error body ``{"error": message}``. ``infer`` also returns the model version the predictor
-names in its ``x-kfloop-model-version`` header (V1 answers carry no version in the body) and the
-body as received, which the transformer's fast path passes on without encoding it again. When the client's protocol is not the predictor's, the body is
-rebuilt from the decoded matrix (``v1_body`` / ``v2_body``) and the answer converted back.
+error body ``{"error": message}``. ``infer`` also returns the model version the predictor names in
+its ``x-kfloop-model-version`` header (V1 answers carry no version in the body) and the body as
+received, which the transformer's fast path passes on without encoding it again. When the client's
+protocol is not the predictor's, the body is rebuilt from the decoded matrix (``v1_body`` /
+``v2_body``) and the answer converted back.
 
 The connections are ``serving/http_pool.py``'s (keep-alive, httptools): a call costs ~0.10 ms of
 CPU, against ~0.27 ms with aiohttp and ~0.8-1 ms with httpx, whose pool checks every pooled

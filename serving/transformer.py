@@ -6,10 +6,11 @@ For each request (KServe V1 or V2) the transformer:
 1. decodes it with ``kfloop.inference.RequestDecoder`` (the training schema's encoding); a malformed
    request is HTTP 400 naming the field and never reaches the predictor;
 2. forwards it to the predictor (``--predictor_host``, ``--predictor_protocol``) over pooled
-   keep-alive connections (``predictor_client``, ``http_pool``): the body as received (a V2 body without an id gets the request id); rebuilt
-   from the decoded matrix only when the client's protocol is not the predictor's. The predictor's
-   answer goes back as received, or converted to the client's protocol. Its 4xx reach the client with
-   their status and message (KServe's default would be 500; see ``predictor_client``);
+   keep-alive connections (``predictor_client``, ``http_pool``): the body as received (a V2 body
+   without an id gets the request id); rebuilt from the decoded matrix only when the client's
+   protocol is not the predictor's. The predictor's answer goes back as received, or converted to
+   the client's protocol. Its 4xx reach the client with their status and message (KServe's default
+   would be 500; see ``predictor_client``);
 3. hands one capture record per row (request id, time, features by name, unseen categories,
    prediction, model version, revision) to a ``CaptureWriter`` (buffered, written in batches from a
    thread; a full or unreachable store drops and counts records, it never slows the request);
@@ -24,14 +25,14 @@ is captured as ``<id>:<i>``. Captures name the version the predictor's ``x-kfloo
 header names and the revision the gateway's ``x-kfloop-revision`` header names (a promoted canary
 captures as ``stable``), else ``--model_version`` and ``--revision``.
 
-Plain JSON requests take the fast path (``serving/fast_path.py``: ``infer_json``, no FastAPI on the
-request path: about half the transformer's CPU per one-row request); KServe's own request path
-(``predict``) serves the rest (V2 binary bodies, binary CloudEvents) and every request when
-``--request_logging`` is on. Both do the same work.
+Plain JSON requests take the fast path (``serving/fast_path.py``: ``infer_json``, none of FastAPI's
+middlewares, routing or pydantic: about half the transformer's CPU per one-row request); KServe's
+own request path (``predict``) serves the rest (V2 binary bodies, binary CloudEvents) and every
+request when ``--request_logging`` is on. Both do the same work.
 
-Metrics: ``serving/transformer_metrics.py``. When the server stops,
-KServe unloads the model and ``stop`` checks the queued rows, flushes the captures and stops the
-outbox (undelivered events stay on disk for the next start).
+Metrics: ``serving/transformer_metrics.py``. When the server stops, KServe unloads the model and
+``stop`` checks the queued rows, flushes the captures and stops the outbox (undelivered events stay
+on disk for the next start).
 
 Run: ``python -m kfloop.serving.transformer --model_name churn --predictor_host churn-predictor``.
 """
