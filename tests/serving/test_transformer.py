@@ -344,6 +344,7 @@ def test_v1_and_v2_through_the_transformer_match_the_predictor(servers, rows, na
     assert v1_lists.json()["predictions"] == expected
     assert v2_rows(v2.json()) == expected
     assert v2.json()["model_version"] == "3"
+    assert v2.json()["id"] == v2.headers["x-request-id"] == f"eq-v2-{name}"  # the predictor got it too (s3)
     assert v1.headers["x-request-id"] == f"eq-v1-{name}"
     assert len(v1_lists.headers["x-request-id"]) == 32  # generated
 
