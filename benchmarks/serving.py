@@ -2,6 +2,7 @@
 
     python benchmarks/serving.py            # 20 s per case (about 10 minutes in all)
     python benchmarks/serving.py --quick    # 3 s per case, a smoke run
+    python benchmarks/serving.py --only pred-v1,tr-v1 --seconds 8   # a few lines, no targets checked
 
 One run builds a churn bundle (``sample:churn``, default training parameters, with a drift baseline),
 starts every server on 127.0.0.1 with one worker each, and loads them one case at a time with ``wrk``
