@@ -36,16 +36,16 @@ from kserve.utils.utils import strtobool
 from prometheus_client import Counter
 
 from kfloop.bundle import MODEL_FILE, load_schema, verify_bundle
-from kfloop.errors import ConfigError, InvalidRequest, KfloopError
-from kfloop.inference import (DEFAULT_MAX_BATCH, Decoded, RequestDecoder, Tensor, encode_response,
+from kfloop.errors import ConfigError, InvalidRequest
+from kfloop.inference import (DEFAULT_MAX_BATCH, Decoded, RequestDecoder, encode_response,
                               encode_v2_output, v2_input_metadata, v2_output_metadata)
 from kfloop.schema import FeatureSchema
 from kfloop.serving.batching import MicroBatcher
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.fast_path import InferenceFastPath, Reply, UseKServePath, wrap_application
 from kfloop.serving.predictor_client import MODEL_VERSION_HEADER
-from kfloop.serving.startup import (configure_logging, freeze_heap, install_event_loop, model_server, require_json,
-                                    resolve_model)
+from kfloop.serving.startup import (freeze_heap, install_event_loop, model_server, request_tensors, require_json,
+                                    resolve_model, run_entry_point)
 from kfloop.train import load_model, predict
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class XGBoostPredictor(kserve.Model):
         ``--request_logging``."""
         require_json(payload)
         if isinstance(payload, InferRequest):
-            decoded = self._decoded(self.decoder.decode_v2_inputs, [_tensor(i) for i in payload.inputs])
+            decoded = self._decoded(self.decoder.decode_v2_inputs, request_tensors(payload))
         else:
             decoded = self._decoded(self.decoder.decode_v1, payload)
         pred = await self._predict(decoded)
@@ -168,13 +168,6 @@ def _wants_requested_outputs(body: Any) -> bool:
         isinstance(parameters, dict) and "binary_data_output" in parameters))
 
 
-def _tensor(infer_input) -> Tensor:
-    """A V2 input as a ``Tensor``: JSON data as parsed, raw (binary gRPC) data through numpy."""
-    raw = getattr(infer_input, "_raw_data", None) is not None or infer_input.data is None
-    data = infer_input.as_numpy() if raw else infer_input.data
-    return Tensor(infer_input.name, infer_input.shape, infer_input.datatype, data)
-
-
 class VersionedDataPlane(DataPlane):
     """KServe's data plane, with the model's ``versions`` in the V2 model metadata."""
 
@@ -209,12 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    configure_logging(args)
-    try:
-        serve(args)
-    except KfloopError as e:
-        raise SystemExit(f"error: {e}") from e
+    run_entry_point(build_parser(), serve, argv)
 
 
 def serve(args: argparse.Namespace) -> None:

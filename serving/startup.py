@@ -1,6 +1,7 @@
-"""What the entry points of kfloop's KServe servers (the predictor and the drift transformer) share
-when they start: the model bundle to serve and its version, logging, the event loop, the
-``kserve.ModelServer`` built from the common flags, and the answer to a body not sent as JSON.
+"""What the entry points of kfloop's KServe servers (the predictor and the drift transformer) share:
+the entry point itself (flags, logging, a ``KfloopError`` as one line), the model bundle to serve
+and its version, the event loop, the ``kserve.ModelServer`` built from the common flags, and on
+KServe's request path the answer to a body not sent as JSON and the V2 inputs as ``Tensor``s.
 
 Nothing here imports XGBoost, so the transformer can use it without the predictor's dependencies.
 """
@@ -14,20 +15,34 @@ import logging
 import re
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import kserve
 import kserve.logging
 from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferRequest
 
 from kfloop.config import Settings
-from kfloop.errors import ConfigError
+from kfloop.errors import ConfigError, KfloopError
+from kfloop.inference import Tensor
 from kfloop.registry import ModelRef, Registry
 from kfloop.storage import open_store
 
 logger = logging.getLogger(__name__)
 
 _REGISTRY_REFERENCE = re.compile(r"^[a-z0-9][-a-z0-9]*(:(\d+|latest)|@[a-z-]+)$")
+
+
+def run_entry_point(parser: argparse.ArgumentParser, serve: Callable[[argparse.Namespace], None],
+                    argv: list[str] | None = None) -> None:
+    """Parse the flags, configure logging and ``serve``; a ``KfloopError`` (a bad flag, a missing or
+    tampered bundle) ends the process with ``error: <message>``, no traceback."""
+    args = parser.parse_args(argv)
+    configure_logging(args)
+    try:
+        serve(args)
+    except KfloopError as e:
+        raise SystemExit(f"error: {e}") from e
 
 
 def resolve_model_dir(arg: str, settings: Settings | None = None) -> Path:
@@ -105,6 +120,16 @@ def freeze_heap() -> None:
     the server for ~120 ms, often enough to set p99 at 16 concurrent requests; frozen, it takes ~3 ms."""
     gc.collect()
     gc.freeze()
+
+
+def request_tensors(request: InferRequest) -> list[Tensor]:
+    """The inputs of a KServe ``InferRequest`` as ``Tensor``s: JSON data as parsed, raw (binary REST
+    or gRPC) data through numpy."""
+    tensors = []
+    for i in request.inputs:
+        raw = getattr(i, "_raw_data", None) is not None or i.data is None
+        tensors.append(Tensor(i.name, i.shape, i.datatype, i.as_numpy() if raw else i.data))
+    return tensors
 
 
 def require_json(payload: Any) -> None:

@@ -65,7 +65,7 @@ from kfloop.config import Settings
 from kfloop.drift import BACKENDS, load_detector
 from kfloop.drift_monitor import DEFAULT_CPU_SHARE, DEFAULT_MAX_PENDING_ROWS, DriftMonitor
 from kfloop.drift_window import WindowedDrift
-from kfloop.errors import ConfigError, InvalidRequest, KfloopError, StorageError
+from kfloop.errors import ConfigError, InvalidRequest, StorageError
 from kfloop.events import rfc3339_now
 from kfloop.inference import DEFAULT_MAX_BATCH, Decoded, RequestDecoder, Tensor, v2_tensors
 from kfloop.outbox import Outbox
@@ -75,8 +75,8 @@ from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.fast_path import InferenceFastPath, Reply, wrap_application
 from kfloop.serving.predictor_client import (PredictorAnswer, PredictorClient, PredictorError, PredictorRejected,
                                              add_error_handler, forwarded_headers, v1_body, v2_answer, v2_body)
-from kfloop.serving.startup import (configure_logging, freeze_heap, install_event_loop, model_server, require_json,
-                                    resolve_model)
+from kfloop.serving.startup import (freeze_heap, install_event_loop, model_server, request_tensors, require_json,
+                                    resolve_model, run_entry_point)
 from kfloop.storage import ObjectStore, S3Store, open_store
 
 logger = logging.getLogger("kfloop.serving.transformer")  # not "__main__" under python -m
@@ -176,7 +176,7 @@ class DriftTransformer(kserve.Model):
             request_id = _request_id(headers, payload.id)
             payload.id = payload.id or request_id
             body, json_length = payload.to_rest()
-            answer, _ = await self._serve("v2", payload, _tensors(payload), headers, request_id, body, json_length)
+            answer, _ = await self._serve("v2", payload, request_tensors(payload), headers, request_id, body, json_length)
         else:
             request_id = _request_id(headers, None)
             answer, _ = await self._serve("v1", payload, None, headers, request_id, payload)
@@ -241,11 +241,6 @@ class DriftTransformer(kserve.Model):
     def parts(self) -> tuple:
         """The drift monitor, capture writer and outbox (for the metrics collector)."""
         return self.monitor, self.capture, self.outbox
-
-
-def _tensors(request: InferRequest) -> list[Tensor]:
-    return [Tensor(i.name, i.shape, i.datatype, i.data if i.data is not None else i.as_numpy())
-            for i in request.inputs]
 
 
 def _request_id(headers: dict[str, str], v2_id: str | None) -> str:
@@ -368,12 +363,7 @@ def predictor_config(args: argparse.Namespace) -> PredictorConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    configure_logging(args)
-    try:
-        serve(args)
-    except KfloopError as e:
-        raise SystemExit(f"error: {e}") from e
+    run_entry_point(build_parser(), serve, argv)
 
 
 def serve(args: argparse.Namespace) -> None:
