@@ -41,7 +41,7 @@ from kfloop.rollout_local import LocalTarget
 from kfloop.serving.gateway import Gateway, split_pin
 from kfloop.serving.routing import RouteState, load_state, pick, save_state
 from kfloop.storage import LocalStore
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 from tests.serving.conftest import build_bundle, churn_frame
 
 MODEL = "churn"
@@ -175,16 +175,6 @@ def pids_gone(pids: list[int], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- pure logic: routing states, the weighted pick, pins, state files, the CLI's target ----------

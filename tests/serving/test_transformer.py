@@ -12,12 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -39,7 +34,8 @@ from kfloop.schema import infer_schema
 from kfloop.steps.baseline import fit_drift_baseline
 from kfloop.steps.train import train_model
 from kfloop.storage import LocalStore, open_store
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
+from tests.serving.conftest import ServerProcess
 
 MODEL = "churn"
 WINDOW = 250
@@ -111,49 +107,13 @@ def sink():
     s.down()
 
 
-class Server:
-    """A server process in its own process group (so nothing it starts outlives the test)."""
+class Server(ServerProcess):
+    """A kfloop KServe server (``module``) for MODEL; ``metric`` reads its /metrics."""
 
     def __init__(self, module: str, *args: str, env: dict | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", module, "--model_name", MODEL, "--http_port", str(self.port),
-               "--enable_grpc", "false", *args]
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, **(env or {})})
-
-    def wait_ready(self, timeout: float = 90.0) -> "Server":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/v2/models/{MODEL}/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.url} not ready after {timeout}s:\n{self.output()}")
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def terminate(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM to the process group, SIGKILL after ``timeout``; returns the exit code."""
-        if self.proc.poll() is None:
-            self.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
+        port = free_port()
+        super().__init__(module, ["--model_name", MODEL, "--http_port", str(port), "--enable_grpc", "false", *args],
+                         port, f"/v2/models/{MODEL}/ready", env)
 
     def metrics(self) -> dict[str, float]:
         """``name{label="v",...}`` -> value, for the samples of ``/metrics``."""
@@ -306,13 +266,6 @@ def captures_with(store, prefix: str, n: int, timeout: float = 20.0) -> list[dic
         if len(records) >= n or time.monotonic() > deadline:
             return sorted(records, key=lambda r: r["request_id"])
         time.sleep(0.1)
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not reached after {timeout}s"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,9 +29,9 @@ from kfloop.events import (DRIFT_DETECTED, FEEDBACK, QUALITY_DEGRADED, RETRAIN_F
 from kfloop.pipelines.training import YAML_PATH
 from kfloop.registry import Registry
 from kfloop.storage import LocalStore
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 from tests.pipelines.test_submit import API, FakeKfpApi
-from tests.serving.conftest import build_bundle, churn_frame
+from tests.serving.conftest import ServerProcess, build_bundle, churn_frame
 
 FAKE_PIPELINE = r"""
 import json, os, sys, time
@@ -85,56 +83,27 @@ class EventSink:
         self.server.server_close()
 
 
-class Trigger:
+class Trigger(ServerProcess):
     """``python -m kfloop.serving.trigger`` on a free port, with its home in ``tmp``."""
 
     def __init__(self, tmp: Path, sink: EventSink, *args: str, env: dict | None = None, fake: bool = True):
         self.tmp = tmp
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "KFLOOP_HOME": str(tmp / "home"), "HOME": str(tmp), "K_SINK": sink.url,
-                    "FAKE_RUNS": str(tmp / "runs.jsonl"), **(env or {})}
-        self.env.pop("KFLOOP_KFP_HOST", None)
-        self.home = Path(self.env["KFLOOP_HOME"])
+        port = free_port()
+        env = {"KFLOOP_HOME": str(tmp / "home"), "HOME": str(tmp), "K_SINK": sink.url,
+               "FAKE_RUNS": str(tmp / "runs.jsonl"), **(env or {}), "KFLOOP_KFP_HOST": ""}
+        self.home = Path(env["KFLOOP_HOME"])
         if fake:
             script = tmp / "fake_pipeline.py"
             script.write_text(FAKE_PIPELINE)
-            self.env["KFLOOP_TRIGGER_RUNNER_CMD"] = f"{sys.executable} {script}"
-        self.args = ["--port", str(self.port), "--poll_seconds", "0.1", "--retry_seconds", "0.05",
-                     "--cooldown_seconds", "0", *args]
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, "-m", "kfloop.serving.trigger", *self.args], env=self.env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"trigger exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"trigger not ready after {timeout}s:\n{self.output()}")
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM and wait; returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+            env["KFLOOP_TRIGGER_RUNNER_CMD"] = f"{sys.executable} {script}"
+        flags = ["--port", str(port), "--poll_seconds", "0.1", "--retry_seconds", "0.05", "--cooldown_seconds", "0",
+                 *args]
+        super().__init__("kfloop.serving.trigger", flags, port, "/healthz", env)
+        try:
+            self.wait_ready(30)
+        except BaseException:
+            self.stop()
+            raise
 
     def post(self, event: dict, binary: bool = False) -> httpx.Response:
         if binary:
@@ -188,16 +157,6 @@ def drift(window: int, id: str | None = None, model: str = "churn", is_drift: in
                                                        "threshold": 0.05, "window_index": window, "window_size": 100},
             "model": model, "model_version": "1", "revision": "stable"}
     return make_event(DRIFT_DETECTED, "kfloop/churn-transformer", data, subject=model, id=id)
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def finished(sink: EventSink, timeout: float = 20.0) -> dict:

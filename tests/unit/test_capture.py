@@ -16,6 +16,7 @@ from kfloop.capture import CaptureWriter, capture_record, read_captures
 from kfloop.config import Settings
 from kfloop.errors import ChecksumError, ConfigError, StorageError
 from kfloop.storage import LocalStore, S3Store
+from tests.conftest import wait_for
 
 KEY = re.compile(r"^captures/churn/(?P<version>[^/]+)/(?P<day>\d{4}-\d{2}-\d{2})/"
                  r"\d{8}T\d{12}Z-[0-9a-f]{12}-[0-9a-f]{64}\.(?P<format>jsonl|parquet)$")
@@ -32,15 +33,6 @@ def records(n: int, start: dt.datetime = START, step_minutes: int = 30) -> list[
                                   revision="canary" if i % 2 else "stable", request_id=f"req-{i}:0",
                                   unseen={"plan": "platinum"} if i % 7 == 0 else None, time=when))
     return out
-
-
-def wait_until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 class FlakyStore(LocalStore):
@@ -143,10 +135,10 @@ def test_an_unreachable_store_neither_blocks_add_nor_loses_count():
     for chunk in range(0, 1000, 100):
         writer.add(sent[chunk:chunk + 100])
     assert time.monotonic() - started < 0.5
-    assert wait_until(lambda: writer.write_errors >= 2)
+    wait_for(lambda: writer.write_errors >= 2)
     assert writer.written == 0 and writer.dropped == 0 and writer.pending == 1000
     assert not writer.close(timeout=0.3)
-    assert wait_until(lambda: writer.dropped == 1000)  # nothing written, every record counted
+    wait_for(lambda: writer.dropped == 1000)  # nothing written, every record counted
     writer.add(sent[:5])  # after close: refused and counted
     assert (writer.written, writer.dropped, writer.pending) == (0, 1005, 0)
 

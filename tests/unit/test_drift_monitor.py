@@ -17,6 +17,7 @@ from kfloop.errors import ConfigError
 from kfloop.outbox import Outbox
 from kfloop.samples import churn
 from kfloop.schema import infer_schema
+from tests.conftest import wait_for
 
 WINDOW = 200
 
@@ -27,13 +28,6 @@ def fitted():
     reference = churn(2000, seed=0)
     schema = infer_schema(reference, "churn")
     return schema, fit_baseline(schema, schema.encode_frame(reference), backend="scipy")
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def test_drifted_window_becomes_an_event_and_a_clean_one_does_not(fitted, tmp_path):

@@ -14,6 +14,7 @@ from kfloop.errors import InvalidRequest
 from kfloop.events import DeliveryError, make_event, parse_event, post_event
 from kfloop.outbox import Outbox
 from kfloop.retry import backoff_delay
+from tests.conftest import wait_for
 
 FAST = {"backoff_base": 0.05, "backoff_max": 0.2, "timeout": 2.0, "idle_poll_s": 0.1}
 
@@ -77,15 +78,6 @@ def sink():
     sink.down()
 
 
-def wait_until(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def events(n: int, tag: str = "e") -> list[dict]:
     return [make_event("io.kfloop.drift.detected", "/test", {"n": i}, id=f"{tag}-{i}") for i in range(n)]
 
@@ -108,7 +100,7 @@ def test_events_wait_for_a_sink_that_is_down_and_arrive_when_it_is_back(tmp_path
     sent = events(5)
     for event in sent:
         outbox.append(event)
-    assert wait_until(lambda: outbox.failed_attempts >= 3)
+    wait_for(lambda: outbox.failed_attempts >= 3)
     assert outbox.depth == 5 and outbox.delivered == 0
     sink.up()
     assert outbox.drain(5.0)
@@ -127,7 +119,7 @@ def test_transient_statuses_are_retried(tmp_path, sink, status):
     sent = events(3)
     for event in sent:
         outbox.append(event)
-    assert wait_until(lambda: sink.hits >= 3)
+    wait_for(lambda: sink.hits >= 3)
     assert outbox.depth == 3 and outbox.dead_letters == 0 and outbox.failed_attempts >= 2
     sink.status = 202
     assert outbox.drain(5.0)
@@ -141,7 +133,7 @@ def test_pending_events_survive_a_restart(tmp_path, sink):
     old = events(4, "old")
     for event in old:
         first.append(event)
-    assert wait_until(lambda: first.failed_attempts >= 1)
+    wait_for(lambda: first.failed_attempts >= 1)
     assert first.stop(5.0)
     assert first.depth == 4
 
@@ -164,7 +156,7 @@ def test_a_rejected_event_goes_to_dead_letters_and_the_rest_flows(tmp_path, sink
     outbox.start()
     bad, good = events(2)
     outbox.append(bad)
-    assert wait_until(lambda: outbox.dead_letters == 1)
+    wait_for(lambda: outbox.dead_letters == 1)
     sink.status = 200
     outbox.append(good)
     assert outbox.drain(5.0)
