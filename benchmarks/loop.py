@@ -53,8 +53,11 @@ def measures(timeline: Timeline) -> dict[str, float | None]:
 def run_once(options: DemoOptions, quiet: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="kfloop-loop-") as home:
         report = Path(home) / "report.html"
-        result = run_demo(Settings(home=Path(home)), dataclasses.replace(options, report=report),
-                          out=(lambda line: None) if quiet else None)
+        result = run_demo(
+            Settings(home=Path(home)),
+            dataclasses.replace(options, report=report),
+            out=(lambda line: None) if quiet else None,
+        )
         return measures(result.timeline)
 
 
@@ -71,8 +74,10 @@ def table(runs: list[dict], options: DemoOptions) -> str:
         lines.append([label] + [_fmt(v) for v in shown] + [_target(label, median, targets)])
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines]
-    sizes = (f"{options.rows} training rows, drift windows of {options.window} rows, "
-             f"{options.requests_per_second:g} requests/s of {options.rows_per_request} rows")
+    sizes = (
+        f"{options.rows} training rows, drift windows of {options.window} rows, "
+        f"{options.requests_per_second:g} requests/s of {options.rows_per_request} rows"
+    )
     return "\n".join([f"loop latency from the first drifted request ({sizes})", *text])
 
 

@@ -58,7 +58,7 @@ def measure(cmd: list[str], env: dict) -> tuple[float, float]:
 
 
 def raw_size_mb(rows: int) -> float:
-    from kfloop import samples
+    from kfloop.training import samples
 
     return samples.churn(n_rows=rows).memory_usage(deep=True).sum() / 2**20
 
@@ -74,16 +74,29 @@ def main() -> None:
             print(f"[{rows:>9,} rows] floor ...", file=sys.stderr, flush=True)
             floor_s, floor_mb = measure([sys.executable, "-c", FLOOR, str(rows), floor_home], env)
             print(f"[{rows:>9,} rows] pipeline ...", file=sys.stderr, flush=True)
-            cmd = [sys.executable, "-m", "kfloop.cli", "--home", run_home, "pipeline", "run",
-                   "--data", f"sample:churn?n_rows={rows}"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "kfloop.cli",
+                "--home",
+                run_home,
+                "pipeline",
+                "run",
+                "--data",
+                f"sample:churn?n_rows={rows}",
+            ]
             run_s, run_mb = measure(cmd, env)
         raw = raw_size_mb(rows)
         rows_out.append((rows, floor_s, run_s, floor_mb, run_mb, raw))
-    print(f"{'rows':>10} {'floor s':>8} {'pipeline s':>10} {'ratio':>6} {'floor MB':>9} {'pipeline MB':>11} "
-          f"{'raw MB':>7} {'peak/raw':>8}")
+    print(
+        f"{'rows':>10} {'floor s':>8} {'pipeline s':>10} {'ratio':>6} {'floor MB':>9} {'pipeline MB':>11} "
+        f"{'raw MB':>7} {'peak/raw':>8}"
+    )
     for rows, floor_s, run_s, floor_mb, run_mb, raw in rows_out:
-        print(f"{rows:>10,} {floor_s:>8.1f} {run_s:>10.1f} {run_s / floor_s:>6.2f} {floor_mb:>9.0f} "
-              f"{run_mb:>11.0f} {raw:>7.0f} {run_mb / raw:>8.2f}")
+        print(
+            f"{rows:>10,} {floor_s:>8.1f} {run_s:>10.1f} {run_s / floor_s:>6.2f} {floor_mb:>9.0f} "
+            f"{run_mb:>11.0f} {raw:>7.0f} {run_mb / raw:>8.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import aiohttp
 import httpx
 import uvloop
 
-from kfloop.serving.http_pool import HttpPool
+from kfloop.serving.model_servers.http_pool import HttpPool
 from serving import MODEL, build_models, kfloop_server, log, write_bodies
 
 PATH = f"/v1/models/{MODEL}:predict"
@@ -39,9 +39,11 @@ async def with_http_pool(url: str, body: bytes, calls: int) -> tuple[float, floa
 
 async def with_aiohttp(url: str, body: bytes, calls: int) -> tuple[float, float]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+
         async def call():
             async with session.post(url + PATH, data=body, headers=HEADERS) as response:
                 return response.status, await response.read()
+
         return await _timed(call, calls)
 
 
@@ -83,11 +85,15 @@ def main() -> None:
                     log(f"round {i + 1}: {name} {results[name][-1][0]:.3f} ms CPU per call")
         finally:
             predictor.stop()
-    print(f"\n{'client':<16} {'client ms/call':>14} {'wall ms/call':>12}   (median of {args.rounds} rounds "
-          f"of {args.calls} one-row V1 calls)")
+    print(
+        f"\n{'client':<16} {'client ms/call':>14} {'wall ms/call':>12}   (median of {args.rounds} rounds "
+        f"of {args.calls} one-row V1 calls)"
+    )
     for name, samples in results.items():
-        print(f"{name:<16} {statistics.median(s[0] for s in samples):>14.3f} "
-              f"{statistics.median(s[1] for s in samples):>12.3f}")
+        print(
+            f"{name:<16} {statistics.median(s[0] for s in samples):>14.3f} "
+            f"{statistics.median(s[1] for s in samples):>12.3f}"
+        )
 
 
 if __name__ == "__main__":

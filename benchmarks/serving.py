@@ -81,15 +81,23 @@ def build_models(root: Path, n_rows: int) -> Models:
     import pandas as pd
     import xgboost
 
-    from kfloop.bundle import MODEL_FILE, SCHEMA_FILE, load_schema, write_manifest
     from kfloop.config import Settings
     from kfloop.steps.baseline import fit_drift_baseline
     from kfloop.steps.process import process
     from kfloop.steps.train import train_model
+    from kfloop.store.bundle import MODEL_FILE, SCHEMA_FILE, load_schema, write_manifest
 
     data, bundle = root / "data", root / "bundle"
-    process(f"sample:churn?n_rows={n_rows}", "churn", Settings(home=root / "home-build"), data / "train.parquet",
-            data / "valid.parquet", data / "test.parquet", data / "schema.json", data / "quality.md")
+    process(
+        f"sample:churn?n_rows={n_rows}",
+        "churn",
+        Settings(home=root / "home-build"),
+        data / "train.parquet",
+        data / "valid.parquet",
+        data / "test.parquet",
+        data / "schema.json",
+        data / "quality.md",
+    )
     train_model(str(data / "train.parquet"), str(data / "valid.parquet"), str(data / "schema.json"), {}, str(bundle))
     fit_drift_baseline(str(bundle), str(data / "train.parquet"), str(bundle / "drift"))
     write_manifest(bundle)
@@ -102,8 +110,16 @@ def build_models(root: Path, n_rows: int) -> Models:
     needed = max(rows * count for rows, count in DISTINCT_BODIES.items())
     test = pd.read_parquet(data / "test.parquet").drop(columns=["churn"]).head(needed)
     rows = json.loads(test.to_json(orient="records"))
-    return Models(bundle, numeric, repo, booster, schema.names,
-                  {f.name for f in schema.features if f.kind == "categorical"}, rows, schema.encode_frame(test))
+    return Models(
+        bundle,
+        numeric,
+        repo,
+        booster,
+        schema.names,
+        {f.name for f in schema.features if f.kind == "categorical"},
+        rows,
+        schema.encode_frame(test),
+    )
 
 
 def _numeric_twin(bundle: Path, out: Path, schema, model_file: str, schema_file: str) -> Path:
@@ -122,8 +138,11 @@ def _mlserver_repo(root: Path, model_file: Path) -> Path:
     folder = root / MODEL
     folder.mkdir(parents=True)
     shutil.copy(model_file, folder / "model.ubj")
-    settings = {"name": MODEL, "implementation": "mlserver_xgboost.XGBoostModel",
-                "parameters": {"uri": "./model.ubj", "version": "1"}}
+    settings = {
+        "name": MODEL,
+        "implementation": "mlserver_xgboost.XGBoostModel",
+        "parameters": {"uri": "./model.ubj", "version": "1"},
+    }
     (folder / "model-settings.json").write_text(json.dumps(settings))
     return root
 
@@ -148,10 +167,18 @@ def write_bodies(models: Models, folder: Path) -> dict[tuple[str, int], list[Pat
 def _bodies(models: Models, part: slice) -> dict[str, dict]:
     rows, X = models.rows[part], models.X[part]
     n = len(rows)
-    v2 = [{"name": name, "shape": [n], "datatype": "BYTES" if name in models.categorical else "FP64",
-           "data": [r[name] for r in rows]} for name in models.names]
-    fp32 = [{"name": "input-0", "shape": [n, X.shape[1]], "datatype": "FP32",
-             "data": [float(str(v)) for v in X.ravel()]}]  # float32's shortest decimal form
+    v2 = [
+        {
+            "name": name,
+            "shape": [n],
+            "datatype": "BYTES" if name in models.categorical else "FP64",
+            "data": [r[name] for r in rows],
+        }
+        for name in models.names
+    ]
+    fp32 = [
+        {"name": "input-0", "shape": [n, X.shape[1]], "datatype": "FP32", "data": [float(str(v)) for v in X.ravel()]}
+    ]  # float32's shortest decimal form
     return {"v1": {"instances": rows}, "v2": {"inputs": v2}, "fp32": {"inputs": fp32}}
 
 
@@ -167,13 +194,20 @@ def free_port() -> int:
 class Server:
     """A server process in its own process group (stopped as a group: no orphaned workers)."""
 
-    def __init__(self, name: str, cmd: list[str], port: int, logs: Path, env: dict | None = None,
-                 cwd: Path | None = None):
+    def __init__(
+        self, name: str, cmd: list[str], port: int, logs: Path, env: dict | None = None, cwd: Path | None = None
+    ):
         self.name, self.port, self.url = name, port, f"http://127.0.0.1:{port}"
         self.log_path = logs / f"{name}.log"
         with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                         env={**os.environ, **(env or {})}, cwd=cwd)
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+            )
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -213,8 +247,18 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 def kfloop_server(name: str, module: str, logs: Path, *args: str, env: dict | None = None) -> Server:
     port = free_port()
-    cmd = [sys.executable, "-m", f"kfloop.serving.{module}", "--model_name", MODEL, "--http_port", str(port),
-           "--enable_grpc", "false", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        f"kfloop.serving.model_servers.{module}",
+        "--model_name",
+        MODEL,
+        "--http_port",
+        str(port),
+        "--enable_grpc",
+        "false",
+        *args,
+    ]
     return Server(name, cmd, port, logs, env)
 
 
@@ -223,8 +267,7 @@ def mlserver(name: str, venv: Path, repo: Path, logs: Path, settings: dict, env:
     folder = logs / name
     shutil.copytree(repo, folder)
     port = free_port()
-    doc = {"host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
-           **settings}
+    doc = {"host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(), **settings}
     (folder / "settings.json").write_text(json.dumps(doc))
     return Server(name, [str(venv / "bin" / "mlserver"), "start", str(folder)], port, logs, env, cwd=folder)
 
@@ -287,9 +330,17 @@ def start_servers(stack: ExitStack, models: Models, work: Path, venv: Path | Non
     for protocol in ("v1", "v2"):
         home = work / f"kfloop-home-{protocol}"
         servers[f"tr-{protocol}"] = s = kfloop_server(
-            f"transformer-{protocol}", "transformer", logs, "--model_dir", str(models.bundle),
-            "--predictor_host", f"127.0.0.1:{predictor.port}", "--predictor_protocol", protocol,
-            env={"KFLOOP_HOME": str(home)})
+            f"transformer-{protocol}",
+            "transformer",
+            logs,
+            "--model_dir",
+            str(models.bundle),
+            "--predictor_host",
+            f"127.0.0.1:{predictor.port}",
+            "--predictor_protocol",
+            protocol,
+            env={"KFLOOP_HOME": str(home)},
+        )
         stack.callback(s.stop)
     for key, (settings, env) in MLSERVER_CONFIGS.items() if venv else ():
         servers[key] = s = mlserver(key, venv, models.mlserver_repo, logs, settings, env)
@@ -300,8 +351,9 @@ def start_servers(stack: ExitStack, models: Models, work: Path, venv: Path | Non
     return servers
 
 
-def check_answers(servers: dict[str, Server], bodies: dict, models: Models,
-                  targets: tuple[Target, ...] = TARGETS) -> None:
+def check_answers(
+    servers: dict[str, Server], bodies: dict, models: Models, targets: tuple[Target, ...] = TARGETS
+) -> None:
     """Every target answers every body with the booster's own probabilities (same model, same work)."""
     expected = models.booster.inplace_predict(models.X)
     for target in targets:
@@ -311,10 +363,11 @@ def check_answers(servers: dict[str, Server], bodies: dict, models: Models,
                 request = urllib.request.Request(url, body.read_bytes(), {"content-type": "application/json"})
                 with urllib.request.urlopen(request, timeout=30) as r:
                     got = _positive_probability(json.loads(r.read()))
-                want = expected[i * n:(i + 1) * n]
+                want = expected[i * n : (i + 1) * n]
                 if got.shape != want.shape or not np.allclose(got, want, atol=1e-5):
-                    raise RuntimeError(f"{target.key} ({url}) answered {body.name} with {got[:3]}..., "
-                                       f"expected {want[:3]}...")
+                    raise RuntimeError(
+                        f"{target.key} ({url}) answered {body.name} with {got[:3]}..., expected {want[:3]}..."
+                    )
 
 
 def _positive_probability(answer: dict) -> np.ndarray:
@@ -377,8 +430,13 @@ def run_wrk(url: str, script: Path, concurrency: int, seconds: int) -> dict:
     if line is None:
         raise RuntimeError(f"wrk printed no result:\n{out}")
     requests, duration_us, *errors, p50, p99 = (float(v) for v in line.split()[1:])
-    return {"requests": requests, "seconds": duration_us / 1e6, "errors": int(sum(errors)),
-            "p50_ms": p50 / 1e3, "p99_ms": p99 / 1e3}
+    return {
+        "requests": requests,
+        "seconds": duration_us / 1e6,
+        "errors": int(sum(errors)),
+        "p50_ms": p50 / 1e3,
+        "p99_ms": p99 / 1e3,
+    }
 
 
 def _busy_ticks() -> int:
@@ -426,21 +484,43 @@ def measure(url: str, pgids: set[int], script: Path, concurrency: int, seconds: 
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk_s = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     busy_s, ours_s = (_busy_ticks() - busy) / CLK_TCK, (_group_ticks(pgids) - ours) / CLK_TCK
-    return Sample(wrk["requests"], wrk["seconds"], wrk["errors"], wrk["p50_ms"], wrk["p99_ms"], ours_s, wrk_s,
-                  max(busy_s - ours_s - wrk_s, 0.0))
+    return Sample(
+        wrk["requests"],
+        wrk["seconds"],
+        wrk["errors"],
+        wrk["p50_ms"],
+        wrk["p99_ms"],
+        ours_s,
+        wrk_s,
+        max(busy_s - ours_s - wrk_s, 0.0),
+    )
 
 
 def combine(target: Target, rows: int, concurrency: int, samples: list[Sample]) -> Result:
     """A case from its rounds: totals over all rounds, the median p50, the worst p99."""
     seconds = sum(s.seconds for s in samples)
-    return Result(target, rows, concurrency, sum(s.requests for s in samples) / seconds,
-                  float(np.median([s.p50_ms for s in samples])), max(s.p99_ms for s in samples),
-                  sum(s.errors for s in samples), sum(s.server_s for s in samples) / seconds,
-                  sum(s.wrk_s for s in samples) / seconds, sum(s.other_s for s in samples) / seconds)
+    return Result(
+        target,
+        rows,
+        concurrency,
+        sum(s.requests for s in samples) / seconds,
+        float(np.median([s.p50_ms for s in samples])),
+        max(s.p99_ms for s in samples),
+        sum(s.errors for s in samples),
+        sum(s.server_s for s in samples) / seconds,
+        sum(s.wrk_s for s in samples) / seconds,
+        sum(s.other_s for s in samples) / seconds,
+    )
 
 
-def run_cases(servers: dict[str, Server], bodies: dict, seconds: int, warmup: int, rounds: int,
-              targets: tuple[Target, ...] = TARGETS) -> list[Result]:
+def run_cases(
+    servers: dict[str, Server],
+    bodies: dict,
+    seconds: int,
+    warmup: int,
+    rounds: int,
+    targets: tuple[Target, ...] = TARGETS,
+) -> list[Result]:
     """Every case, shape by shape; each case's seconds are split into ``rounds`` that alternate between the
     servers, so a burst of other load on the machine falls on all of them alike."""
     pgids = {s.proc.pid for s in servers.values()}
@@ -451,12 +531,15 @@ def run_cases(servers: dict[str, Server], bodies: dict, seconds: int, warmup: in
             for target in targets:
                 url = servers[target.key].url + target.url_path
                 script = wrk_script(bodies[target.body, rows])
-                samples[target.key].append(measure(url, pgids, script, concurrency, max(seconds // rounds, 1),
-                                                   warmup if i == 0 else 0))
+                samples[target.key].append(
+                    measure(url, pgids, script, concurrency, max(seconds // rounds, 1), warmup if i == 0 else 0)
+                )
         for target in targets:
             r = combine(target, rows, concurrency, samples[target.key])
-            log(f"{target.key:<12} rows={rows:<3} c={concurrency:<2} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
-                f"p99 {r.p99_ms:6.2f} ms  errors {r.errors}  other load {r.other_cores:.2f} cores")
+            log(
+                f"{target.key:<12} rows={rows:<3} c={concurrency:<2} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
+                f"p99 {r.p99_ms:6.2f} ms  errors {r.errors}  other load {r.other_cores:.2f} cores"
+            )
             results.append(r)
     return results
 
@@ -492,19 +575,25 @@ def floor(booster, X: np.ndarray, seconds: float) -> list[tuple[int, float]]:
 
 
 def print_table(results: list[Result], floor_lines: list[tuple[int, float]]) -> None:
-    header = (f"{'server':<21} {'path':<12} {'protocol':<10} {'rows/req':>8} {'conc':>4} {'req/s':>8} "
-              f"{'rows/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'srv cores':>9} {'srv ms/req':>10} "
-              f"{'wrk cores':>9} {'other cores':>11}")
+    header = (
+        f"{'server':<21} {'path':<12} {'protocol':<10} {'rows/req':>8} {'conc':>4} {'req/s':>8} "
+        f"{'rows/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'srv cores':>9} {'srv ms/req':>10} "
+        f"{'wrk cores':>9} {'other cores':>11}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
         t = r.target
-        print(f"{t.server:<21} {t.path:<12} {t.protocol:<10} {r.rows:>8} {r.concurrency:>4} {r.rps:>8.0f} "
-              f"{r.rps * r.rows:>9.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.errors:>6} {r.server_cores:>9.2f} "
-              f"{r.server_cores / r.rps * 1e3:>10.3f} {r.wrk_cores:>9.2f} {r.other_cores:>11.2f}")
+        print(
+            f"{t.server:<21} {t.path:<12} {t.protocol:<10} {r.rows:>8} {r.concurrency:>4} {r.rps:>8.0f} "
+            f"{r.rps * r.rows:>9.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.errors:>6} {r.server_cores:>9.2f} "
+            f"{r.server_cores / r.rps * 1e3:>10.3f} {r.wrk_cores:>9.2f} {r.other_cores:>11.2f}"
+        )
     for n, us in floor_lines:
-        print(f"{'xgboost inplace_pred.':<21} {'in-process':<12} {'ndarray':<10} {n:>8} {1:>4} "
-              f"{1e6 / us:>8.0f} {n * 1e6 / us:>9.0f} {us / 1e3:>7.3f}   ({us:.1f} µs per call)")
+        print(
+            f"{'xgboost inplace_pred.':<21} {'in-process':<12} {'ndarray':<10} {n:>8} {1:>4} "
+            f"{1e6 / us:>8.0f} {n * 1e6 / us:>9.0f} {us / 1e3:>7.3f}   ({us:.1f} µs per call)"
+        )
 
 
 def print_targets(results: list[Result]) -> bool:
@@ -514,8 +603,10 @@ def print_targets(results: list[Result]) -> bool:
     def rps(key: str, c: int) -> float:
         return by[key, 1, c].rps
 
-    print(f"\n{'target (1-row requests, measured in this run)':<46} {'ratio':>6}  {'goal':<6} {'':<4}  "
-          f"{'vs mlserver pw=0':>16} {'vs mlserver tuned':>17}")
+    print(
+        f"\n{'target (1-row requests, measured in this run)':<46} {'ratio':>6}  {'goal':<6} {'':<4}  "
+        f"{'vs mlserver pw=0':>16} {'vs mlserver tuned':>17}"
+    )
     ok = True
 
     def check(name: str, ratio: float, op: str, goal: float, key: str | None = None, c: int = 1) -> None:
@@ -528,8 +619,7 @@ def print_targets(results: list[Result]) -> bool:
     for goal, keys in ((1.5, ("pred-v2", "pred-fp32", "pred-v1")), (1.0, ("tr-v2", "tr-v1"))):
         for c in (1, 16):
             for key in keys:
-                check(f"{key} req/s c={c} / mlserver default", rps(key, c) / rps("mls-default", c), ">=", goal,
-                      key, c)
+                check(f"{key} req/s c={c} / mlserver default", rps(key, c) / rps("mls-default", c), ">=", goal, key, c)
     for protocol in ("v2", "v1"):
         tr, pred = f"tr-{protocol}", f"pred-{protocol}"
         check(f"{tr} req/s c=16 / {pred} req/s", rps(tr, 16) / rps(pred, 16), ">=", 0.6)
@@ -564,12 +654,17 @@ Notes
 - One worker process per server; wrk (1 thread, separate process) shares the machine's {os.cpu_count()} cores
   with the servers. {args.seconds} s per case after a {args.warmup} s warm-up, in {args.rounds} rounds that
   alternate between the servers (req/s over all rounds, p50 the rounds' median, p99 the worst round's).
-  Latency is wrk's (no coordinated omission correction). errors = non-2xx answers + socket errors (connect/read/write/timeout).
+  Latency is wrk's (no coordinated omission correction). errors = non-2xx answers + socket errors
+  (connect/read/write/timeout).
 - srv cores: CPU used by all benchmark servers during the case (cores, 1.0 = one core busy); srv ms/req:
   that CPU per request (the whole path: transformer + predictor for the transformer lines); wrk cores:
   the load generator's; other cores: CPU used meanwhile by processes that are not part of this benchmark
   (other work on the machine: with 2 cores, anything above ~0.2 lowers the numbers of that case).
-- Load average (1/5/15 min) before: {'/'.join(f'{v:.2f}' for v in load_before)}, after: {'/'.join(f'{v:.2f}' for v in load_after)}.""")
+- Load average (1/5/15 min) before: {_loads(load_before)}, after: {_loads(load_after)}.""")
+
+
+def _loads(values) -> str:
+    return "/".join(f"{v:.2f}" for v in values)
 
 
 def _selected(only: str | None) -> tuple[Target, ...]:
@@ -586,15 +681,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20, help="measured seconds per case (default 20)")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up seconds per case (default 1)")
-    parser.add_argument("--rounds", type=int, default=4,
-                        help="rounds per case, alternating between the servers (default 4)")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="rounds per case, alternating between the servers (default 4)"
+    )
     parser.add_argument("--quick", action="store_true", help="3 s per case in one round: a smoke run")
     parser.add_argument("--rows", type=int, default=20_000, help="training rows of sample:churn (default 20000)")
-    parser.add_argument("--mlserver-venv", type=Path, default=DEFAULT_VENV,
-                        help=f"venv with MLServer (created if missing; default {DEFAULT_VENV})")
-    parser.add_argument("--only", default=None, metavar="KEY,...",
-                        help=f"measure only these lines (a partial run checks no targets; MLServer starts only "
-                             f"when named): {','.join(t.key for t in TARGETS)}")
+    parser.add_argument(
+        "--mlserver-venv",
+        type=Path,
+        default=DEFAULT_VENV,
+        help=f"venv with MLServer (created if missing; default {DEFAULT_VENV})",
+    )
+    parser.add_argument(
+        "--only",
+        default=None,
+        metavar="KEY,...",
+        help=f"measure only these lines (a partial run checks no targets; MLServer starts only "
+        f"when named): {','.join(t.key for t in TARGETS)}",
+    )
     args = parser.parse_args()
     targets = _selected(args.only)
     if args.quick:
@@ -615,16 +719,20 @@ def main() -> None:
         bodies = write_bodies(models, work / "bodies")
         servers = start_servers(stack, models, work, venv)
         check_answers(servers, bodies, models, targets)
-        log(f"all servers ready and answering alike; {len(SHAPES) * len(targets)} cases of "
-            f"{args.warmup}+{args.seconds} s")
+        log(
+            f"all servers ready and answering alike; {len(SHAPES) * len(targets)} cases of "
+            f"{args.warmup}+{args.seconds} s"
+        )
         results = run_cases(servers, bodies, args.seconds, args.warmup, args.rounds, targets)
         coverage = {t.key: drift_coverage(servers[t.key]) for t in targets if t.key.startswith("tr-")}
         log("stopping the servers")
     floor_lines = floor(models.booster, models.X, min(args.seconds / 4, 2.0))
     print_table(results, floor_lines)
     for key, (checked, skipped) in coverage.items():
-        print(f"{key}: {checked} rows checked for drift, {skipped} skipped while the monitor rested "
-              f"(--drift_cpu_share, default 0.25: at most a quarter of a core for drift checks)")
+        print(
+            f"{key}: {checked} rows checked for drift, {skipped} skipped while the monitor rested "
+            f"(--drift_cpu_share, default 0.25: at most a quarter of a core for drift checks)"
+        )
     if len(targets) < len(TARGETS):
         log("--only: a partial run, no targets checked")
         return

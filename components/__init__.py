@@ -25,6 +25,6 @@ STEPS = (process, train, evaluate, analyze, baseline, register, deploy)
 
 def build_components(image: str) -> types.SimpleNamespace:
     """The pipeline's components, each running on ``image``; the image has kfp installed."""
-    return types.SimpleNamespace(**{
-        fn.__name__: dsl.component(fn, base_image=image, install_kfp_package=False) for fn in STEPS
-    })
+    return types.SimpleNamespace(
+        **{fn.__name__: dsl.component(fn, base_image=image, install_kfp_package=False) for fn in STEPS}
+    )

@@ -3,8 +3,9 @@
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 
-def baseline(model: Input[Model], train: Input[Dataset], drift_backend: str, drift_p_val: float,
-             detector: Output[Artifact]):
+def baseline(
+    model: Input[Model], train: Input[Dataset], drift_backend: str, drift_p_val: float, detector: Output[Artifact]
+):
     from kfloop.steps.baseline import fit_drift_baseline
 
     fit_drift_baseline(model.path, train.path, detector.path, backend=drift_backend, p_val=drift_p_val)

@@ -2,26 +2,26 @@
 
 The new version takes ``canary_percent`` of the traffic next to the serving one (100: all of it);
 the first deploy of a model, with nothing serving yet, takes all traffic. Registry stages follow
-(``kfloop.rollout``). Returns the target's status document as JSON.
+(``kfloop.rollout.actions``). Returns the target's status document as JSON.
 """
 
 
 def deploy(model_ref: str, deploy_target: str, canary_percent: int, namespace: str, gateway_url: str) -> str:
     import json
 
-    from kfloop import rollout
     from kfloop.config import Settings
     from kfloop.errors import ConfigError
-    from kfloop.registry import Registry
-    from kfloop.storage import open_store
+    from kfloop.rollout import actions as rollout
+    from kfloop.store.objects import open_store
+    from kfloop.store.registry import Registry
 
     settings = Settings.from_env()
     if deploy_target == "kubernetes":
-        from kfloop.rollout_k8s import KubernetesTarget  # only the chosen target's client is imported
+        from kfloop.rollout.targets.kubernetes import KubernetesTarget  # only the chosen target's client is imported
 
         target = KubernetesTarget(namespace or None, image=settings.image)
     elif deploy_target == "local":
-        from kfloop.rollout_local import LocalTarget
+        from kfloop.rollout.targets.local import LocalTarget
 
         target = LocalTarget(gateway_url)
     else:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from kfloop.errors import ConfigError
 
@@ -37,7 +37,7 @@ class Settings:
     log_level: str = "INFO"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for field in dataclasses.fields(cls):
@@ -46,7 +46,7 @@ class Settings:
                 values[field.name] = _parse(field.name, field.type, raw)
         return cls(**values)
 
-    def replace(self, **changes: object) -> "Settings":
+    def replace(self, **changes: object) -> Settings:
         """A copy with the given fields changed; ``None`` values are ignored (flag not given)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 

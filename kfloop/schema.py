@@ -10,7 +10,8 @@ become NaN, which XGBoost treats as missing.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -77,10 +78,8 @@ class FeatureSchema:
         }
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> "FeatureSchema":
-        features = tuple(
-            Feature(f["name"], f["kind"], tuple(f.get("categories", ()))) for f in doc["features"]
-        )
+    def from_dict(cls, doc: Mapping[str, Any]) -> FeatureSchema:
+        features = tuple(Feature(f["name"], f["kind"], tuple(f.get("categories", ()))) for f in doc["features"])
         return cls(doc["target"], doc["task"], features, tuple(doc.get("classes", ())))
 
     # -- encoding ----------------------------------------------------------------------------
@@ -171,8 +170,9 @@ def infer_task(target: pd.Series, task: str | None = None) -> Task:
     return "binary" if n_unique <= 2 else "multiclass"
 
 
-def infer_schema(df: pd.DataFrame, target: str, task: str | None = None,
-                 categorical: Iterable[str] = ()) -> FeatureSchema:
+def infer_schema(
+    df: pd.DataFrame, target: str, task: str | None = None, categorical: Iterable[str] = ()
+) -> FeatureSchema:
     """Schema of ``df``: object/string/category/bool columns (and ``categorical``) are categorical."""
     if target not in df.columns:
         raise DataQualityError(target, "target_present", f"target column not found; columns are {list(df.columns)}")

@@ -14,8 +14,8 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from kfloop.config import Settings
 from kfloop.errors import KfloopError
@@ -74,8 +74,9 @@ class _ProgressWriter(io.TextIOBase):
                     self.progress(f"  {step:<28} {event}" + (f" ({took:.1f}s)" if event != "skipped" else ""))
 
 
-def run_local(settings: Settings, arguments: dict, yaml_path: str | Path = YAML_PATH,
-              progress: Callable[[str], None] = print) -> LocalRunResult:
+def run_local(
+    settings: Settings, arguments: dict, yaml_path: str | Path = YAML_PATH, progress: Callable[[str], None] = print
+) -> LocalRunResult:
     """Run the compiled pipeline with ``arguments``; raises PipelineRunFailed on a failed step."""
     from kfp import components, local
 
@@ -88,8 +89,7 @@ def run_local(settings: Settings, arguments: dict, yaml_path: str | Path = YAML_
     with open(root / f".log-{os.getpid()}-{time.time_ns()}", "w") as log:
         writer = _ProgressWriter(log, progress)
         try:
-            with _environment(settings.storage_env()), contextlib.redirect_stdout(writer), \
-                    warnings.catch_warnings():
+            with _environment(settings.storage_env()), contextlib.redirect_stdout(writer), warnings.catch_warnings():
                 # kfp.local warns that resource settings and the custom base image do not apply
                 # to a subprocess run: expected here, so kept out of the user's way.
                 warnings.simplefilter("ignore")

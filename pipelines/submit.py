@@ -8,26 +8,34 @@ import contextlib
 import io
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from kfloop.errors import KfloopError, StorageError
 
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED", "CANCELLED")
 
 
-def submit_run(host: str, yaml_path: str | Path, arguments: dict, experiment: str = "kfloop",
-               run_name: str | None = None, namespace: str | None = None, wait: bool = False,
-               timeout: int = 3600, poll_seconds: float = 5.0,
-               progress: Callable[[str], None] = print) -> dict:
+def submit_run(
+    host: str,
+    yaml_path: str | Path,
+    arguments: dict,
+    experiment: str = "kfloop",
+    run_name: str | None = None,
+    namespace: str | None = None,
+    wait: bool = False,
+    timeout: int = 3600,
+    poll_seconds: float = 5.0,
+    progress: Callable[[str], None] = print,
+) -> dict:
     """Create a run from the pipeline package; with ``wait``, poll until it ends."""
     run_name = run_name or f"kfloop-{arguments.get('model_name', 'churn')}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         with _quiet_kfp(progress):
             client = _connect(host, namespace)
-            result = client.create_run_from_pipeline_package(str(yaml_path), arguments=arguments,
-                                                             run_name=run_name, experiment_name=experiment,
-                                                             namespace=namespace)
+            result = client.create_run_from_pipeline_package(
+                str(yaml_path), arguments=arguments, run_name=run_name, experiment_name=experiment, namespace=namespace
+            )
     except Exception as e:  # noqa: BLE001 - kfp raises urllib3/ApiException types; report them plainly
         raise StorageError(f"Kubeflow Pipelines API at {host} refused or did not answer: {_short(e)}") from e
     run_id = result.run_id

@@ -1,0 +1,10 @@
+"""Serving: the processes that answer requests, in three roles, each in its own folder.
+
+``model_servers`` (the KServe predictor and drift transformer: what an InferenceService runs),
+``trigger`` (the retraining trigger service: what the Knative Triggers call) and ``local`` (the
+one-machine platform of ``kfloop serve``: gateway, routing, revisions). ``body_limit`` is the ASGI
+middleware all three use.
+
+Installed as ``kfloop.serving``. May import the core packages and ``kfloop.pipelines``; the core never
+imports it.
+"""

@@ -8,10 +8,13 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from kfloop.config import Settings
+
+REPO = Path(__file__).resolve().parents[1]  # the repository's root
 
 
 def free_port() -> int:
@@ -49,8 +52,11 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
 def s3_server():
     """A moto S3 server process on 127.0.0.1; yields its endpoint ``127.0.0.1:PORT``."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port, proc=proc)
         yield f"127.0.0.1:{port}"
@@ -68,5 +74,10 @@ def local_settings(tmp_path) -> Settings:
 @pytest.fixture
 def s3_settings(s3_server, tmp_path) -> Settings:
     """Settings that point at a fresh bucket on the moto server (the same code path as MinIO)."""
-    return Settings(home=tmp_path / "home", s3_endpoint=s3_server, s3_access_key="test-access",
-                    s3_secret_key="test-secret", s3_bucket=f"kfloop-{uuid.uuid4().hex[:12]}")
+    return Settings(
+        home=tmp_path / "home",
+        s3_endpoint=s3_server,
+        s3_access_key="test-access",
+        s3_secret_key="test-secret",
+        s3_bucket=f"kfloop-{uuid.uuid4().hex[:12]}",
+    )

@@ -5,18 +5,36 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-TOP_LEVEL = {"kfloop": "kfloop", "components": "kfloop/components", "pipelines": "kfloop/pipelines",
-             "serving": "kfloop/serving"}
+from tests.conftest import REPO
+
+TOP_LEVEL = {
+    "kfloop": "kfloop",
+    "components": "kfloop/components",
+    "pipelines": "kfloop/pipelines",
+    "serving": "kfloop/serving",
+}
 
 
 def test_the_wheel_contains_every_module_and_the_compiled_pipeline(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = tmp_path.glob("kfloop-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for folder, installed in TOP_LEVEL.items():

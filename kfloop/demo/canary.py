@@ -21,10 +21,10 @@ from pathlib import Path
 
 from kfloop.demo.services import Background
 from kfloop.errors import KfloopError
-from kfloop.registry import Registry
-from kfloop.rollout_local import LocalTarget
-from kfloop.samples import churn
-from kfloop.storage import ObjectStore
+from kfloop.rollout.targets.local import LocalTarget
+from kfloop.store.objects import ObjectStore
+from kfloop.store.registry import Registry
+from kfloop.training.samples import churn
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +35,33 @@ def steps(options) -> list[int]:
 
 def thresholds_text(options) -> str:
     """The analysis thresholds as ``Thresholds.parse`` (and the trigger's ``--rollout_thresholds``) read them."""
-    return (f"divergence={options.max_divergence},p99_slack=50,quality_drop=0.2,min_labels=150,"
-            f"min_requests={options.canary_hold_requests},min_predictions={options.min_predictions}")
+    return (
+        f"divergence={options.max_divergence},p99_slack=50,quality_drop=0.2,min_labels=150,"
+        f"min_requests={options.canary_hold_requests},min_predictions={options.min_predictions}"
+    )
 
 
 def trigger_flags(options, gateway_url: str) -> str:
     """The trigger service's flags that roll out each registered version through the demo's analysis."""
-    return (f"--auto_rollout canary --rollout_target local --gateway_url {gateway_url} "
-            f"--rollout_steps {','.join(map(str, steps(options)))} "
-            f"--rollout_hold_requests {options.canary_hold_requests} --rollout_step_timeout {options.timeout / 2:g} "
-            f"--rollout_thresholds {shlex.quote(thresholds_text(options))}")
+    return (
+        f"--auto_rollout canary --rollout_target local --gateway_url {gateway_url} "
+        f"--rollout_steps {','.join(map(str, steps(options)))} "
+        f"--rollout_hold_requests {options.canary_hold_requests} --rollout_step_timeout {options.timeout / 2:g} "
+        f"--rollout_thresholds {shlex.quote(thresholds_text(options))}"
+    )
 
 
 class CanaryRunner:
     """Canary analyses started by the demo, of versions of ``model`` on the gateway at ``gateway_url``."""
 
     def __init__(self, registry: Registry, store: ObjectStore, gateway_url: str, options, model: str):
-        self.registry, self.store, self.gateway_url, self.options, self.model = registry, store, gateway_url, options, model
+        self.registry, self.store, self.gateway_url, self.options, self.model = (
+            registry,
+            store,
+            gateway_url,
+            options,
+            model,
+        )
         self.target = LocalTarget(gateway_url, timeout=options.timeout)
         self.running: Background | None = None
 
@@ -63,17 +73,29 @@ class CanaryRunner:
             return {}
 
     def start(self, ref: str) -> Background:
-        from kfloop.canary_analysis import Thresholds, plan_for
-        from kfloop.canary_controller import run_analysis
-        from kfloop.canary_sources import LocalStatsSource
+        from kfloop.rollout.analysis import Thresholds, plan_for
+        from kfloop.rollout.controller import run_analysis
+        from kfloop.rollout.sources import LocalStatsSource
 
         o = self.options
         plan = plan_for("canary", steps(o), hold_requests=o.canary_hold_requests, timeout_seconds=o.timeout / 2)
         thresholds = Thresholds.parse(thresholds_text(o))
         source = LocalStatsSource(self.gateway_url, self.store)
-        self.running = Background("canary analysis", lambda: run_analysis(
-            self.registry, self.target, source, self.model, ref, plan, thresholds, self.store, progress=log.info,
-            event_source="kfloop/demo"))
+        self.running = Background(
+            "canary analysis",
+            lambda: run_analysis(
+                self.registry,
+                self.target,
+                source,
+                self.model,
+                ref,
+                plan,
+                thresholds,
+                self.store,
+                progress=log.info,
+                event_source="kfloop/demo",
+            ),
+        )
         return self.running
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -1,6 +1,6 @@
 """The demo's reading of the loop's events: one line of text for each event worth showing.
 
-Pure functions over CloudEvents as they are kept in the event log (``kfloop.event_log``): a drift
+Pure functions over CloudEvents as they are kept in the event log (``kfloop.store.event_log``): a drift
 window (which feature moved most, and its p-value), a retraining run started or finished, a
 quality degradation, a canary analysis decision with the checks that decided it.
 """
@@ -50,26 +50,34 @@ def quality_text(data: dict) -> str:
     metric, value, threshold = data.get("metric"), data.get("value"), data.get("threshold")
     version = data.get("model_version")
     if isinstance(value, (int, float)) and isinstance(threshold, (int, float)):
-        return (f"quality degraded: v{version} {metric} {value:.2f} < {threshold:.2f} "
-                f"on labeled window {data.get('window_index')}")
+        return (
+            f"quality degraded: v{version} {metric} {value:.2f} < {threshold:.2f} "
+            f"on labeled window {data.get('window_index')}"
+        )
     return f"quality degraded: v{version} {metric}"
 
 
 def failed_checks(data: dict) -> list[str]:
     """The failed checks of a rollout decision as ``"prediction divergence 0.41 > 0.25"``."""
-    return [_compared(c, passed=False) for c in data.get("metrics") or []
-            if isinstance(c, dict) and c.get("passed") is False and c.get("metric") != "requests"]
+    return [
+        _compared(c, passed=False)
+        for c in data.get("metrics") or []
+        if isinstance(c, dict) and c.get("passed") is False and c.get("metric") != "requests"
+    ]
 
 
 def passed_checks(data: dict) -> list[str]:
     """The checks a passed step measured, as ``"prediction divergence 0.04 <= 0.25"``."""
-    return [_compared(c, passed=True) for c in data.get("metrics") or []
-            if isinstance(c, dict) and c.get("passed") is True and c.get("metric") != "requests"]
+    return [
+        _compared(c, passed=True)
+        for c in data.get("metrics") or []
+        if isinstance(c, dict) and c.get("passed") is True and c.get("metric") != "requests"
+    ]
 
 
 def _compared(check: dict, passed: bool) -> str:
     """A check as ``name value op limit``; the operator follows the metric's direction."""
-    from kfloop.evaluate import HIGHER_IS_BETTER
+    from kfloop.training.evaluate import HIGHER_IS_BETTER
 
     name = str(check.get("metric"))
     measure = check.get("measure") if name == "quality" else None

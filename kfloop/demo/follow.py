@@ -15,11 +15,17 @@ import time
 from kfloop.demo import events as ev
 from kfloop.demo.services import EventWatcher
 from kfloop.demo.timeline import Timeline, epoch
-from kfloop.events import DRIFT_DETECTED, QUALITY_DEGRADED, RETRAIN_FINISHED, RETRAIN_STARTED, ROLLOUT_DECISION
-from kfloop.registry import Registry, VersionRecord
-from kfloop.storage import ObjectStore, get_json
-from kfloop.trigger_policy import load_state
-
+from kfloop.names import (
+    DRIFT_DETECTED,
+    QUALITY_DEGRADED,
+    RETRAIN_FINISHED,
+    RETRAIN_STARTED,
+    ROLLOUT_DECISION,
+    auto_rollouts_prefix,
+)
+from kfloop.retraining.policy import load_state
+from kfloop.store.objects import ObjectStore, get_json
+from kfloop.store.registry import Registry, VersionRecord
 
 FINAL_VERDICTS = ("promoted", "rolled-back", "aborted")
 
@@ -57,20 +63,29 @@ class LoopView:
         elif kind == RETRAIN_FINISHED and self.finished_run is None:
             self.finished_run = data
             registered = data.get("registered")
-            text = (f"retraining run finished: {registered} registered ({auc_text(self.registry.resolve(registered))})"
-                    if registered else f"retraining run {data.get('status')}: {data.get('reason')}")
-            self.timeline.add("registered" if registered else "run_finished", text, at=at, ref=registered,
-                              seconds=data.get("seconds"))
+            text = (
+                f"retraining run finished: {registered} registered ({auc_text(self.registry.resolve(registered))})"
+                if registered
+                else f"retraining run {data.get('status')}: {data.get('reason')}"
+            )
+            self.timeline.add(
+                "registered" if registered else "run_finished", text, at=at, ref=registered, seconds=data.get("seconds")
+            )
         elif kind == ROLLOUT_DECISION:
             self._on_decision(data, at)
 
     def _on_drift(self, event: dict, at: float) -> None:
         window, _, _, version = ev.drift_window(event)
-        before_onset = self.onset is None or (version == self.first_version and window is not None
-                                              and window < self.onset[1] // self.window)
+        before_onset = self.onset is None or (
+            version == self.first_version and window is not None and window < self.onset[1] // self.window
+        )
         if before_onset:
-            self.timeline.add("false_alarm", f"drift flagged in window {window} before any drift was injected "
-                                             f"(a false alarm: the trigger waits for 2 windows in a row)", at=at)
+            self.timeline.add(
+                "false_alarm",
+                f"drift flagged in window {window} before any drift was injected "
+                f"(a false alarm: the trigger waits for 2 windows in a row)",
+                at=at,
+            )
         elif self.started_run is None:
             self.timeline.add("drift_detected", ev.drift_text(event), at=at, window=window, version=version)
         else:
@@ -84,8 +99,9 @@ class LoopView:
         if concept is None or end is None or end < concept.epoch or version in self.degraded:
             return
         self.degraded.add(version)
-        self.timeline.add("quality_degraded", f"{ev.quality_text(data)} ({self.trigger_view()})", at=at,
-                          version=version)
+        self.timeline.add(
+            "quality_degraded", f"{ev.quality_text(data)} ({self.trigger_view()})", at=at, version=version
+        )
 
     def trigger_view(self) -> str:
         """What the trigger does about a quality event now: start a run, or why not."""
@@ -101,7 +117,7 @@ class LoopView:
         trigger recorded for an automatic rollout that could not decide; None while it runs."""
         if version in self.decided:
             return self.decided[version]
-        for key in self.store.list(f"trigger/{self.model}/rollouts/"):
+        for key in self.store.list(auto_rollouts_prefix(self.model)):
             record = get_json(self.store, key) if key.endswith(".json") else {}
             if record.get("version") == version and record.get("status") == "failed":
                 return "failed", record.get("reason", "")
@@ -113,8 +129,13 @@ class LoopView:
             self.decided[data["canary_version"]] = (verdict, str(data.get("reason")))
             self.decided_at[data["canary_version"]] = at
         if verdict == "passed":
-            self.timeline.add("canary_step", ev.decision_text(data), at=at, version=data.get("canary_version"),
-                              percent=data.get("percent"))
+            self.timeline.add(
+                "canary_step",
+                ev.decision_text(data),
+                at=at,
+                version=data.get("canary_version"),
+                percent=data.get("percent"),
+            )
         elif verdict in ("rolled-back", "aborted"):
             self.timeline.add("rolled_back", ev.decision_text(data), at=at, version=data.get("canary_version"))
 
@@ -125,9 +146,14 @@ class LoopView:
         if version is not None and self.canary_percent.get(version) != percent:
             first = version not in self.canary_percent
             self.canary_percent[version] = percent
-            self.timeline.add("canary_serving" if first else "canary_share",
-                              f"v{version} serving as canary: {percent}% of the traffic" if first
-                              else f"v{version} takes {percent}% of the traffic", version=version, percent=percent)
+            self.timeline.add(
+                "canary_serving" if first else "canary_share",
+                f"v{version} serving as canary: {percent}% of the traffic"
+                if first
+                else f"v{version} takes {percent}% of the traffic",
+                version=version,
+                percent=percent,
+            )
 
 
 def auc_text(record: VersionRecord) -> str:

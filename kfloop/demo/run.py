@@ -2,7 +2,7 @@
 
 ``run_demo`` (a) trains and registers v1 through the training pipeline (``run_local``) and makes it
 production, (b) serves it with ``kfloop serve`` (predictor, drift transformer, trigger service,
-gateway on 127.0.0.1), (c) replays customers from ``kfloop.samples.churn`` with their labels
+gateway on 127.0.0.1), (c) replays customers from ``kfloop.training.samples.churn`` with their labels
 posted to the trigger a little later, (d) injects data drift (older customers) and then concept
 drift, (e) follows the loop through the event log: drift detected, retraining run (strategy
 combined), v2 registered, canary analysis 10% -> 50% -> 100%, v2 promoted, (f) registers a
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from kfloop.config import Settings
 from kfloop.demo.timeline import Timeline
 from kfloop.errors import KfloopError
-from kfloop.registry import Registry
+from kfloop.store.registry import Registry
 
 MODEL = "churn"
 
@@ -54,10 +54,9 @@ class DemoOptions:
     timeout: float = 180.0  # longest wait for any one step
 
     @classmethod
-    def fast(cls, **changes) -> "DemoOptions":
+    def fast(cls, **changes) -> DemoOptions:
         """Smaller: 2000 training rows, windows of 100 rows, a shorter canary."""
-        return dataclasses.replace(cls(rows=2000, window=100, canary_hold_requests=15, min_predictions=150),
-                                   **changes)
+        return dataclasses.replace(cls(rows=2000, window=100, canary_hold_requests=15, min_predictions=150), **changes)
 
 
 def serve_args(options: DemoOptions, port: int) -> list[str]:
@@ -70,10 +69,12 @@ def serve_args(options: DemoOptions, port: int) -> list[str]:
 
     o = options
     transformer = f"--drift_window {o.window} --capture_flush_seconds 0.5"
-    trigger = (f"--consecutive_windows 2 --cooldown_seconds 3600 --strategy combined --poll_seconds 1 "
-               f"--retry_seconds 0.5 --quality_window {o.window} --original_source {original_source(o)} "
-               f"{trigger_flags(o, f'http://127.0.0.1:{port}')} "
-               f"--pipeline_params tolerance=0.05 sensitive_feature=age seed={o.seed}")
+    trigger = (
+        f"--consecutive_windows 2 --cooldown_seconds 3600 --strategy combined --poll_seconds 1 "
+        f"--retry_seconds 0.5 --quality_window {o.window} --original_source {original_source(o)} "
+        f"{trigger_flags(o, f'http://127.0.0.1:{port}')} "
+        f"--pipeline_params tolerance=0.05 sensitive_feature=age seed={o.seed}"
+    )
     return ["--seed", str(o.seed), "--transformer-args", transformer, "--trigger-args", trigger]
 
 
@@ -104,8 +105,9 @@ class DemoResult:
     timeline_path: Path
 
 
-def run_demo(settings: Settings, options: DemoOptions = DemoOptions(),
-             out: Callable[[str], None] | None = None) -> DemoResult:
+def run_demo(
+    settings: Settings, options: DemoOptions = DemoOptions(), out: Callable[[str], None] | None = None
+) -> DemoResult:
     """Run the demo; raises DemoFailed (after stopping everything) when a step fails."""
     from kfloop.demo.steps import DemoRun
 

@@ -1,6 +1,6 @@
 """What the demo starts and watches: ``kfloop serve`` as a child process, and the event log.
 
-``ServeProcess`` runs ``python -m kfloop.cli serve`` (gateway, predictor and drift transformer per
+``ServeProcess`` runs ``python -m kfloop.cli.main serve`` (gateway, predictor and drift transformer per
 revision, trigger service) in its own session with its output in a log file, waits until the
 gateway and the trigger answer, and stops it with SIGTERM (``kfloop serve`` then stops its own
 children), SIGKILL to the whole session after a grace period. ``EventWatcher`` reads the events
@@ -22,12 +22,11 @@ from pathlib import Path
 
 import httpx
 
-from kfloop.capture_format import safe_name
 from kfloop.config import Settings
 from kfloop.errors import KfloopError
-from kfloop.event_log import PREFIX
-from kfloop.serving.revisions import _die_with_parent
-from kfloop.storage import ObjectStore, get_json
+from kfloop.names import events_prefix
+from kfloop.serving.local.revisions import _die_with_parent
+from kfloop.store.objects import ObjectStore, get_json
 
 TRIGGER_LINE = re.compile(r"^trigger on (http://[\w.:\[\]-]+):", re.MULTILINE)
 
@@ -39,7 +38,17 @@ class ServeProcess:
     def __init__(self, settings: Settings, model: str, port: int, log_path: Path, serve_args: list[str]):
         self.port, self.log_path = port, Path(log_path)
         self.url, self.trigger_url = f"http://127.0.0.1:{port}", ""
-        self.cmd = [sys.executable, "-m", "kfloop.cli", "serve", "--model", model, "--port", str(port), *serve_args]
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "kfloop.cli",
+            "serve",
+            "--model",
+            model,
+            "--port",
+            str(port),
+            *serve_args,
+        ]
         self.env = {**os.environ, **settings.storage_env(), "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen | None = None
         self.log_start = 0  # where this run's output starts in the log (earlier runs' output stays)
@@ -52,8 +61,15 @@ class ServeProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.log_start = log.tell()
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen(
+                self.cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
 
     def wait_ready(self, timeout: float) -> None:
         """Wait until the gateway is ready and the trigger healthy; KfloopError naming the log otherwise."""
@@ -62,8 +78,11 @@ class ServeProcess:
             while time.monotonic() < deadline:
                 self.check_running()
                 self.trigger_url = self.trigger_url or self._banner_trigger_url()
-                if self.trigger_url and _ok(client, self.url + "/v2/health/ready") \
-                        and _ok(client, self.trigger_url + "/healthz"):
+                if (
+                    self.trigger_url
+                    and _ok(client, self.url + "/v2/health/ready")
+                    and _ok(client, self.trigger_url + "/healthz")
+                ):
                     return
                 time.sleep(0.2)
         raise KfloopError(f"kfloop serve was not ready after {timeout:.0f}s; see {self.log_path}")
@@ -83,8 +102,10 @@ class ServeProcess:
 
     def check_running(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
-            raise KfloopError(f"kfloop serve exited with code {self.proc.returncode}; last lines of "
-                              f"{self.log_path}:\n{self.log_tail()}")
+            raise KfloopError(
+                f"kfloop serve exited with code {self.proc.returncode}; last lines of "
+                f"{self.log_path}:\n{self.log_tail()}"
+            )
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -125,7 +146,7 @@ class EventWatcher:
     """The events of ``model`` in the event log, each returned once by ``poll`` (oldest first)."""
 
     def __init__(self, store: ObjectStore, model: str):
-        self.store, self.prefix = store, f"{PREFIX}/{safe_name(model)}/"
+        self.store, self.prefix = store, events_prefix(model)
         self.seen: set[str] = set()
         self.events: list[dict] = []
 

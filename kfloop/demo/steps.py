@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from kfloop.config import Settings
 from kfloop.demo.canary import CanaryRunner
@@ -20,8 +20,8 @@ from kfloop.demo.run import DemoFailed, DemoOptions, fresh_model, serve_args
 from kfloop.demo.services import Background, ServeProcess, stop_children
 from kfloop.demo.timeline import Timeline
 from kfloop.demo.traffic import Phase, TrafficReplay
-from kfloop.registry import Registry, VersionRecord
-from kfloop.storage import open_store
+from kfloop.store.objects import open_store
+from kfloop.store.registry import Registry, VersionRecord
 
 POLL_SECONDS = 0.25
 
@@ -52,21 +52,31 @@ class DemoRun:
 
         o = self.options
         if o.port:  # fail before training when the gateway's port is taken
-            from kfloop.serving.gateway import bind
+            from kfloop.serving.local.gateway import bind
 
             bind(o.port).close()
         self.timeline.add("start", f"kfloop demo: model {self.model} on sample:churn, state in {self.home}")
-        arguments = {"source": f"sample:churn?n_rows={o.rows}&seed={o.seed}", "target": "churn",
-                     "sensitive_feature": "age", "model_name": self.model, "seed": o.seed}
+        arguments = {
+            "source": f"sample:churn?n_rows={o.rows}&seed={o.seed}",
+            "target": "churn",
+            "sensitive_feature": "age",
+            "model_name": self.model,
+            "seed": o.seed,
+        }
         with self.step("training v1 with the pipeline", self.home / "runs"):
             result = run_local(self.settings, arguments, progress=self._pipeline_progress)
         if not result.registered:
             raise DemoFailed(f"v1 did not pass the quality gate ({result.gate.get('reason')}); log {result.log_path}")
         record = self.registry.resolve(result.registered)
-        self.registry.set_stage(self.model, record.version, "production",
-                                reason="kfloop demo: the first version serves all traffic")
-        self.timeline.add("v1_registered", f"v{record.version} registered ({auc_text(record)}) and made production",
-                          version=record.version, seconds=round(result.seconds, 1))
+        self.registry.set_stage(
+            self.model, record.version, "production", reason="kfloop demo: the first version serves all traffic"
+        )
+        self.timeline.add(
+            "v1_registered",
+            f"v{record.version} registered ({auc_text(record)}) and made production",
+            version=record.version,
+            seconds=round(result.seconds, 1),
+        )
 
     def _pipeline_progress(self, line: str) -> None:
         if not line.rstrip().endswith("running"):
@@ -75,7 +85,7 @@ class DemoRun:
     # -- (b) serving, (c) traffic --------------------------------------------------------------
 
     def start_serving(self) -> None:
-        from kfloop.serving.revisions import free_port
+        from kfloop.serving.local.revisions import free_port
 
         o = self.options
         for attempt in (1, 2):  # a free port can be taken before serve binds it: then another one
@@ -90,19 +100,33 @@ class DemoRun:
                 if o.port or attempt == 2 or not self.serve.port_taken():
                     raise
         self.canary = CanaryRunner(self.registry, self.store, self.serve.url, o, self.model)
-        self.timeline.add("serving", f"serving v{self.production().version} on {self.serve.url} (predictor + drift "
-                                     f"transformer); trigger on {self.serve.trigger_url}",
-                          url=self.serve.url, trigger_url=self.serve.trigger_url)
+        self.timeline.add(
+            "serving",
+            f"serving v{self.production().version} on {self.serve.url} (predictor + drift "
+            f"transformer); trigger on {self.serve.trigger_url}",
+            url=self.serve.url,
+            trigger_url=self.serve.trigger_url,
+        )
 
     def replay(self) -> None:
         o = self.options
-        self.traffic = TrafficReplay(self.serve.url, self.serve.feedback_url, self.model, seed=o.seed,
-                                     rows_per_request=o.rows_per_request, requests_per_second=o.requests_per_second,
-                                     label_delay=o.label_delay, id_prefix=f"demo{int(time.time())}")
+        self.traffic = TrafficReplay(
+            self.serve.url,
+            self.serve.feedback_url,
+            self.model,
+            seed=o.seed,
+            rows_per_request=o.rows_per_request,
+            requests_per_second=o.requests_per_second,
+            label_delay=o.label_delay,
+            id_prefix=f"demo{int(time.time())}",
+        )
         self.traffic.start()
-        self.timeline.add("traffic", f"replaying traffic: {o.requests_per_second:g} requests/s of "
-                                     f"{o.rows_per_request} customers; their labels go to the trigger "
-                                     f"{o.label_delay:g}s later")
+        self.timeline.add(
+            "traffic",
+            f"replaying traffic: {o.requests_per_second:g} requests/s of "
+            f"{o.rows_per_request} customers; their labels go to the trigger "
+            f"{o.label_delay:g}s later",
+        )
         rows = o.baseline_windows * o.window
         self.follow(lambda: self.traffic.rows_sent >= rows, 60, f"{rows} rows of baseline traffic", self.serve.log_path)
 
@@ -112,22 +136,31 @@ class DemoRun:
         o = self.options
         self.view.first_version = str(self.production().version)
         self.traffic.set_phase(Phase("data-drift", age_shift=o.age_shift))
-        self.follow(lambda: "data-drift" in self.traffic.phase_started, 10, "the first drifted request",
-                    self.serve.log_path)
+        self.follow(
+            lambda: "data-drift" in self.traffic.phase_started, 10, "the first drifted request", self.serve.log_path
+        )
         self.view.onset = self.traffic.phase_started["data-drift"]
-        self.timeline.add("drift_onset", f"injecting data drift: customers {o.age_shift:g} years older "
-                                         f"(age +{o.age_shift:g})", at=self.view.onset[0], rows_before=self.view.onset[1],
-                          window=o.window)
+        self.timeline.add(
+            "drift_onset",
+            f"injecting data drift: customers {o.age_shift:g} years older (age +{o.age_shift:g})",
+            at=self.view.onset[0],
+            rows_before=self.view.onset[1],
+            window=o.window,
+        )
         logs = self.home / "serving" / self.model / "logs"
         self.follow(lambda: self.timeline.first("drift_detected"), 60, "drift detection", logs)
         self.count_drifted_before(self.timeline.first("drift_detected"))
-        self.follow(lambda: self.view.started_run, 60, "the retraining run's start", self.home / "serving" / "trigger.log")
+        self.follow(
+            lambda: self.view.started_run, 60, "the retraining run's start", self.home / "serving" / "trigger.log"
+        )
         run_log = self.home / "trigger" / "runs" / str(self.view.started_run.get("run_id")) / "log.txt"
         self.follow(lambda: self.view.finished_run, o.timeout, "the retraining run", run_log)
         run = self.view.finished_run
         if not run.get("registered"):
-            raise DemoFailed(f"the retraining run {run.get('run_name')} ({run.get('status')}) registered nothing: "
-                             f"{run.get('reason')}; log {run_log}")
+            raise DemoFailed(
+                f"the retraining run {run.get('run_name')} ({run.get('status')}) registered nothing: "
+                f"{run.get('reason')}; log {run_log}"
+            )
         self.start_bad_candidate()  # trains while v2's canary analysis runs
         self.analyze(self.registry.resolve(run["registered"]), expect="promoted", by_trigger=True)
         self.concept_drift()
@@ -137,8 +170,12 @@ class DemoRun:
         rows and drift windows (counting the window the drift started in)."""
         sent = self.traffic.sent_since(self.view.onset[0], until=detected.epoch, phase="data-drift")
         window, onset_rows = self.options.window, self.view.onset[1]
-        detected.data.update(drifted_requests=len(sent), drifted_rows=sum(s.rows for s in sent), window_size=window,
-                             onset_window=onset_rows // window)
+        detected.data.update(
+            drifted_requests=len(sent),
+            drifted_rows=sum(s.rows for s in sent),
+            window_size=window,
+            onset_window=onset_rows // window,
+        )
         if isinstance(detected.data.get("window"), int):
             detected.data["windows_after_onset"] = detected.data["window"] - onset_rows // window + 1
 
@@ -163,8 +200,12 @@ class DemoRun:
             steps = " -> ".join(f"{p}%" for p in (*self.options.canary_steps, 100))
             self.timeline.add("canary_passed", f"canary {steps}: passed", at=at, version=record.version)
             old = [r.version for r in self.registry.list_versions(self.model) if r.stage == "archived"]
-            self.timeline.add("promoted", f"v{record.version} promoted: production"
-                                          + (f" (v{old[-1]} archived)" if old else ""), at=at, version=record.version)
+            self.timeline.add(
+                "promoted",
+                f"v{record.version} promoted: production" + (f" (v{old[-1]} archived)" if old else ""),
+                at=at,
+                version=record.version,
+            )
 
     # -- (f) a bad candidate, (g) the report, (h) stopping -------------------------------------
 
@@ -175,17 +216,23 @@ class DemoRun:
 
         o = self.options
         path = write_inverted_labels(self.dir / "inverted-labels.parquet", o.rows, o.seed + 99, o.age_shift)
-        arguments = {"source": str(path), "target": "churn", "sensitive_feature": "age", "model_name": self.model,
-                     "seed": o.seed}
-        self.bad_training = Background("training the bad candidate", lambda: run_local(
-            self.settings, arguments, progress=lambda line: None))
-        self.timeline.add("note", "meanwhile training a deliberately bad candidate: the same pipeline on "
-                                  "inverted labels")
+        arguments = {
+            "source": str(path),
+            "target": "churn",
+            "sensitive_feature": "age",
+            "model_name": self.model,
+            "seed": o.seed,
+        }
+        self.bad_training = Background(
+            "training the bad candidate", lambda: run_local(self.settings, arguments, progress=lambda line: None)
+        )
+        self.timeline.add(
+            "note", "meanwhile training a deliberately bad candidate: the same pipeline on inverted labels"
+        )
 
     def bad_candidate(self) -> None:
         """Wait for the bad candidate, then let the canary analysis catch it."""
-        self.follow(lambda: self.bad_record, self.options.timeout, "the bad candidate's training",
-                    self.home / "runs")
+        self.follow(lambda: self.bad_record, self.options.timeout, "the bad candidate's training", self.home / "runs")
         self.analyze(self.bad_record, expect="rolled-back")
         stage = self.registry.get(self.model, self.bad_record.version).stage
         if stage != "rejected":
@@ -197,14 +244,20 @@ class DemoRun:
             return
         result = self.bad_training.result()
         if not result.registered:
-            raise DemoFailed(f"the bad candidate was not registered ({result.gate.get('reason')}); log {result.log_path}")
+            raise DemoFailed(
+                f"the bad candidate was not registered ({result.gate.get('reason')}); log {result.log_path}"
+            )
         self.bad_record = self.registry.resolve(result.registered)
-        self.timeline.add("bad_registered", f"the bad candidate v{self.bad_record.version} is registered "
-                                            f"({auc_text(self.bad_record)} on its own inverted test data, so its "
-                                            f"gate passed)", version=self.bad_record.version)
+        self.timeline.add(
+            "bad_registered",
+            f"the bad candidate v{self.bad_record.version} is registered "
+            f"({auc_text(self.bad_record)} on its own inverted test data, so its "
+            f"gate passed)",
+            version=self.bad_record.version,
+        )
 
     def write_report(self) -> None:
-        from kfloop.report import write_report
+        from kfloop.report.page import write_report
 
         self.traffic.stop()
         self.view.poll()
@@ -250,8 +303,10 @@ class DemoRun:
     def concept_drift(self) -> None:
         """From now on churn follows another relationship: the served models' quality falls."""
         self.traffic.set_phase(Phase("concept-drift", age_shift=self.options.age_shift, concept_drift=1.0))
-        self.timeline.add("concept_drift", "injecting concept drift: churn now rises with tenure and age "
-                                           "(the old relationship reversed)")
+        self.timeline.add(
+            "concept_drift",
+            "injecting concept drift: churn now rises with tenure and age (the old relationship reversed)",
+        )
 
     @contextlib.contextmanager
     def step(self, what: str, log: Path):

@@ -14,13 +14,34 @@ import dataclasses
 import datetime as dt
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-KINDS = ("start", "v1_registered", "serving", "traffic", "drift_onset", "concept_drift", "false_alarm",
-         "drift_detected", "run_started", "quality_degraded", "run_finished", "registered", "canary_serving",
-         "canary_share", "canary_step", "canary_passed", "promoted", "note", "bad_registered", "rolled_back",
-         "report", "stopped", "failed")
+KINDS = (
+    "start",
+    "v1_registered",
+    "serving",
+    "traffic",
+    "drift_onset",
+    "concept_drift",
+    "false_alarm",
+    "drift_detected",
+    "run_started",
+    "quality_degraded",
+    "run_finished",
+    "registered",
+    "canary_serving",
+    "canary_share",
+    "canary_step",
+    "canary_passed",
+    "promoted",
+    "note",
+    "bad_registered",
+    "rolled_back",
+    "report",
+    "stopped",
+    "failed",
+)
 
 
 def rfc3339(seconds: float) -> str:
@@ -50,8 +71,9 @@ class Entry:
 class Timeline:
     """Entries in the order they were observed; ``add`` prints each one through ``out``."""
 
-    def __init__(self, out: Callable[[str], None] = print, clock: Callable[[], float] = time.time,
-                 started: float | None = None):
+    def __init__(
+        self, out: Callable[[str], None] = print, clock: Callable[[], float] = time.time, started: float | None = None
+    ):
         self.out, self.clock = out, clock
         self.started = clock() if started is None else started
         self.entries: list[Entry] = []
@@ -89,7 +111,7 @@ class Timeline:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Timeline":
+    def load(cls, path: str | Path) -> Timeline:
         doc = json.loads(Path(path).read_text())
         timeline = cls(out=lambda line: None, started=epoch(doc["started"]))
         timeline.entries = [Entry(**e) for e in doc["entries"]]

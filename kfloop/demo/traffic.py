@@ -1,4 +1,4 @@
-"""The demo's traffic: customers from ``kfloop.samples.churn`` sent to the gateway, and their labels.
+"""The demo's traffic: customers from ``kfloop.training.samples.churn`` sent to the gateway, and their labels.
 
 ``TrafficReplay`` sends V1 requests of ``rows_per_request`` rows at ``requests_per_second``
 from a background thread, each with its own ``x-request-id`` (row ``i`` is captured as
@@ -21,7 +21,7 @@ import time
 
 import httpx
 
-from kfloop.samples import churn
+from kfloop.training.samples import churn
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 1000
@@ -70,9 +70,19 @@ class Rows:
 class TrafficReplay:
     """Requests to ``gateway_url`` for ``model`` and labels to ``feedback_url``, from two threads."""
 
-    def __init__(self, gateway_url: str, feedback_url: str | None, model: str, *, seed: int = 0,
-                 rows_per_request: int = 5, requests_per_second: float = 20.0, label_delay: float = 3.0,
-                 label_every: float = 2.0, id_prefix: str = "demo"):
+    def __init__(
+        self,
+        gateway_url: str,
+        feedback_url: str | None,
+        model: str,
+        *,
+        seed: int = 0,
+        rows_per_request: int = 5,
+        requests_per_second: float = 20.0,
+        label_delay: float = 3.0,
+        label_every: float = 2.0,
+        id_prefix: str = "demo",
+    ):
         self.predict_url = f"{gateway_url.rstrip('/')}/v1/models/{model}:predict"
         self.feedback_url, self.model, self.seed = feedback_url, model, seed
         self.rows_per_request, self.interval = rows_per_request, 1.0 / requests_per_second
@@ -85,8 +95,10 @@ class TrafficReplay:
         self._pending: collections.deque = collections.deque()  # (due, labels, attempts)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._send_loop, name="demo-traffic", daemon=True),
-                         threading.Thread(target=self._label_loop, name="demo-labels", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._send_loop, name="demo-traffic", daemon=True),
+            threading.Thread(target=self._label_loop, name="demo-labels", daemon=True),
+        ]
 
     def start(self) -> None:
         for thread in self._threads:
@@ -104,8 +116,11 @@ class TrafficReplay:
 
     def sent_since(self, since: float, until: float | None = None, phase: str | None = None) -> list[Sent]:
         with self._lock:
-            return [s for s in self.sent if s.time >= since and (until is None or s.time < until)
-                    and (phase is None or s.phase == phase)]
+            return [
+                s
+                for s in self.sent
+                if s.time >= since and (until is None or s.time < until) and (phase is None or s.phase == phase)
+            ]
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -122,18 +137,22 @@ class TrafficReplay:
                 next_at = max(next_at + self.interval, time.monotonic() - 1.0)  # no burst after a stall
                 self._stop.wait(max(0.0, next_at - time.monotonic()))
 
-    def _send(self, client: httpx.Client, request_id: str, phase: Phase, instances: list[dict],
-              labels: list[int]) -> None:
+    def _send(
+        self, client: httpx.Client, request_id: str, phase: Phase, instances: list[dict], labels: list[int]
+    ) -> None:
         now = time.time()
         with self._lock:
             self.phase_started.setdefault(phase.name, (now, self.rows_sent))
         revision = version = None
         try:
-            response = client.post(self.predict_url, json={"instances": instances},
-                                   headers={"x-request-id": request_id})
+            response = client.post(
+                self.predict_url, json={"instances": instances}, headers={"x-request-id": request_id}
+            )
             if response.status_code == 200:
-                revision, version = response.headers.get("x-kfloop-revision"), response.headers.get(
-                    "x-kfloop-model-version")
+                revision, version = (
+                    response.headers.get("x-kfloop-revision"),
+                    response.headers.get("x-kfloop-model-version"),
+                )
         except httpx.HTTPError as e:
             log.debug("request %s failed: %s", request_id, e)
         with self._lock:

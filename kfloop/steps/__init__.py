@@ -8,8 +8,8 @@ measured against), and tests call them without KFP. Artifacts:
 - train: a model folder with ``model.ubj`` (UBJSON), ``schema.json`` and ``params.json``
 - evaluate: ``evaluation.json`` (metrics of candidate and production, gate decision)
 - analyze: ``bias.json`` (bias and feature importance) and a Markdown report
-- baseline: the drift detector folder (``kfloop.drift``)
-- register: a model bundle (``kfloop.bundle``) registered as the next version
+- baseline: the drift detector folder (``kfloop.monitoring.drift``)
+- register: a model bundle (``kfloop.store.bundle``) registered as the next version
 
 Each step module imports only what that step needs, so each step's process starts quickly:
 ``from kfloop.steps.train import train_model``.

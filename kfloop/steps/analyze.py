@@ -6,14 +6,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from kfloop import explain, model_report, train
-from kfloop.bias import bias_report
 from kfloop.errors import ConfigError
 from kfloop.steps.common import load_model_dir, read_json, write_json
+from kfloop.training import booster as train
+from kfloop.training import explain, model_report
+from kfloop.training.bias import bias_report
 
 
-def analyze(model_dir: str, test_path: str, sensitive_feature: str, json_path: str, report_path: str,
-            evaluation_path: str | None = None, positive_class: str = "") -> dict:
+def analyze(
+    model_dir: str,
+    test_path: str,
+    sensitive_feature: str,
+    json_path: str,
+    report_path: str,
+    evaluation_path: str | None = None,
+    positive_class: str = "",
+) -> dict:
     """Bias per group of ``sensitive_feature`` (classification) and global SHAP importance."""
     test = pd.read_parquet(test_path)
     booster, schema = load_model_dir(model_dir)
@@ -31,6 +39,7 @@ def analyze(model_dir: str, test_path: str, sensitive_feature: str, json_path: s
     evaluation = read_json(evaluation_path) if evaluation_path else {}
     doc = {"bias": bias, "importance": importance}
     write_json(json_path, doc)
-    Path(report_path).write_text(model_report.render_markdown(evaluation.get("metrics", {}),
-                                                              evaluation.get("gate", {}), bias, importance))
+    Path(report_path).write_text(
+        model_report.render_markdown(evaluation.get("metrics", {}), evaluation.get("gate", {}), bias, importance)
+    )
     return doc

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kfloop import bundle, drift
+from kfloop.monitoring import drift
+from kfloop.store import bundle
 
 
-def fit_drift_baseline(model_dir: str, train_path: str, out_dir: str, backend: str = "alibi",
-                       p_val: float = 0.05) -> None:
+def fit_drift_baseline(
+    model_dir: str, train_path: str, out_dir: str, backend: str = "alibi", p_val: float = 0.05
+) -> None:
     """Fit the drift detector reference on the training features and save it."""
     schema = bundle.load_schema(model_dir)
     train_df = pd.read_parquet(train_path, columns=schema.names)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kfloop import bundle
 from kfloop.schema import FeatureSchema
+from kfloop.store import bundle
 
 PARAMS_FILE = "params.json"
 
@@ -26,7 +26,7 @@ def read_schema(path: str | Path) -> FeatureSchema:
 
 def load_model_dir(model_dir: str | Path):
     """The booster and schema of a model folder or bundle."""
-    from kfloop.train import load_model
+    from kfloop.training.booster import load_model
 
     model_dir = Path(model_dir)
     return load_model(model_dir / bundle.MODEL_FILE), bundle.load_schema(model_dir)

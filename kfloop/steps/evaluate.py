@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kfloop import evaluate, train
 from kfloop.config import Settings
-from kfloop.registry import Registry, validate_name
+from kfloop.names import validate_model_name
 from kfloop.schema import FeatureSchema
 from kfloop.steps.common import load_model_dir, write_json
-from kfloop.storage import open_store
+from kfloop.store.objects import open_store
+from kfloop.store.registry import Registry
+from kfloop.training import booster as train
+from kfloop.training import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,15 @@ def _score(model_dir: str | Path, test: pd.DataFrame) -> tuple[FeatureSchema, np
     return schema, pred, evaluate.compute_metrics(schema, y, pred)
 
 
-def evaluate_model(model_dir: str, test_path: str, model_name: str, settings: Settings, out_path: str,
-                   threshold: float, tolerance: float) -> dict:
+def evaluate_model(
+    model_dir: str,
+    test_path: str,
+    model_name: str,
+    settings: Settings,
+    out_path: str,
+    threshold: float,
+    tolerance: float,
+) -> dict:
     """Metrics of the candidate and of the production version (same test split) and the gate."""
     test = pd.read_parquet(test_path)
     schema, _, metrics = _score(model_dir, test)
@@ -41,7 +50,7 @@ def evaluate_model(model_dir: str, test_path: str, model_name: str, settings: Se
 
 def _production_metrics(model_name: str, settings: Settings, test: pd.DataFrame) -> dict | None:
     registry = Registry(open_store(settings))
-    record = registry.production(validate_name(model_name))
+    record = registry.production(validate_model_name(model_name))
     if record is None:
         return None
     with tempfile.TemporaryDirectory() as tmp:

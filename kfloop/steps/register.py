@@ -7,17 +7,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from kfloop import bundle
 from kfloop.config import Settings
-from kfloop.registry import Registry
 from kfloop.steps.common import PARAMS_FILE, read_json
-from kfloop.storage import open_store
+from kfloop.store import bundle
+from kfloop.store.objects import open_store
+from kfloop.store.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
-def assemble_bundle(model_dir: str, evaluation_path: str, analysis_path: str | None, drift_dir: str,
-                    out_dir: str | Path) -> Path:
+def assemble_bundle(
+    model_dir: str, evaluation_path: str, analysis_path: str | None, drift_dir: str, out_dir: str | Path
+) -> Path:
     """Copy the step outputs into one bundle folder and write its manifest."""
     out = Path(out_dir)
     shutil.copytree(model_dir, out, dirs_exist_ok=True)
@@ -29,15 +30,26 @@ def assemble_bundle(model_dir: str, evaluation_path: str, analysis_path: str | N
     return out
 
 
-def register(model_name: str, settings: Settings, model_dir: str, evaluation_path: str,
-             analysis_path: str | None, drift_dir: str, lineage: dict, require_approval: bool = False):
+def register(
+    model_name: str,
+    settings: Settings,
+    model_dir: str,
+    evaluation_path: str,
+    analysis_path: str | None,
+    drift_dir: str,
+    lineage: dict,
+    require_approval: bool = False,
+):
     """Register the assembled bundle as the next version of ``model_name``; returns the record."""
     registry = Registry(open_store(settings))
     with tempfile.TemporaryDirectory() as tmp:
         path = assemble_bundle(model_dir, evaluation_path, analysis_path, drift_dir, Path(tmp) / "bundle")
         stage = "pending-approval" if require_approval else "staging"
-        lineage = {**lineage, "parameters": read_json(Path(model_dir) / PARAMS_FILE),
-                   "parent_version": getattr(registry.production(model_name), "version", None)}
+        lineage = {
+            **lineage,
+            "parameters": read_json(Path(model_dir) / PARAMS_FILE),
+            "parent_version": getattr(registry.production(model_name), "version", None),
+        }
         record = registry.register(model_name, path, lineage=lineage, stage=stage)
     log.info("registered %s (%s) at %s", record.ref, record.stage, record.bundle_uri)
     return record

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from kfloop import bundle, train
 from kfloop.steps.common import PARAMS_FILE, read_schema, write_json
+from kfloop.store import bundle
+from kfloop.training import booster as train
 
 
 def train_model(train_path: str, valid_path: str, schema_path: str, params: dict, model_dir: str) -> dict:

@@ -16,12 +16,10 @@ from pathlib import Path
 import pytest
 
 from kfloop import __version__
-from kfloop.cli import build_parser, main
-from kfloop.registry import Registry
-from kfloop.storage import LocalStore
-from tests.registry_bundles import make_bundle
-
-
+from kfloop.cli.main import build_parser, main
+from kfloop.store.objects import LocalStore
+from kfloop.store.registry import Registry
+from tests.fakes.bundles import make_bundle
 
 
 @pytest.fixture
@@ -49,16 +47,24 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def cli_process(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kfloop.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=os.environ.copy())
+    return subprocess.run(
+        [sys.executable, "-m", "kfloop.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
 
 
 def snapshot(root: Path) -> dict[str, str]:
     """Every file below ``root`` with its content hash."""
     if not root.exists():
         return {}
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 # -- entry point and help -------------------------------------------------------------------------
@@ -78,12 +84,28 @@ COMMANDS = {path: p for path, p in command_paths(build_parser())}
 
 
 def test_every_expected_command_exists():
-    assert set(COMMANDS) == {(), ("demo",), ("pipeline",), ("registry",), ("report",), ("serve",), ("rollout",),
-                             ("pipeline", "compile"), ("pipeline", "run"), ("pipeline", "submit"),
-                             ("registry", "list"), ("registry", "show"), ("registry", "approve"),
-                             ("registry", "reject"), ("rollout", "deploy"), ("rollout", "promote"),
-                             ("rollout", "rollback"), ("rollout", "status"), ("rollout", "shadow"),
-                             ("rollout", "analyze")}
+    assert set(COMMANDS) == {
+        (),
+        ("demo",),
+        ("pipeline",),
+        ("registry",),
+        ("report",),
+        ("serve",),
+        ("rollout",),
+        ("pipeline", "compile"),
+        ("pipeline", "run"),
+        ("pipeline", "submit"),
+        ("registry", "list"),
+        ("registry", "show"),
+        ("registry", "approve"),
+        ("registry", "reject"),
+        ("rollout", "deploy"),
+        ("rollout", "promote"),
+        ("rollout", "rollback"),
+        ("rollout", "status"),
+        ("rollout", "shadow"),
+        ("rollout", "analyze"),
+    }
 
 
 @pytest.mark.parametrize("path", sorted(COMMANDS), ids=lambda p: " ".join(p) or "kfloop")
@@ -151,9 +173,11 @@ def test_list_shows_every_version_with_stage_and_primary_metric(registry, tmp_pa
     assert (code, err) == (0, "")
     header, *rows = out.splitlines()
     assert header.split() == ["MODEL", "VERSION", "STAGE", "METRIC", "CREATED"]
-    assert [r.split()[:4] for r in rows] == [["churn", "1", "staging", "auc=0.8100"],
-                                              ["churn", "2", "pending-approval", "auc=0.8700"],
-                                              ["fraud", "1", "staging", "auc=0.9300"]]
+    assert [r.split()[:4] for r in rows] == [
+        ["churn", "1", "staging", "auc=0.8100"],
+        ["churn", "2", "pending-approval", "auc=0.8700"],
+        ["fraud", "1", "staging", "auc=0.9300"],
+    ]
     code, out, _ = cli(capsys, "registry", "list", "--model", "fraud")
     assert [r.split()[0] for r in out.splitlines()[1:]] == ["fraud"]
 
@@ -177,8 +201,10 @@ def test_show_json_has_schema_version_stage_metrics_lineage(registry, tmp_path, 
     assert (code, err) == (0, "")
     doc = json.loads(out)
     assert doc["schema"]["target"] == "churn"
-    assert doc["schema"]["features"] == [{"name": "tenure", "kind": "numeric"},
-                                         {"name": "plan", "kind": "categorical", "categories": ["basic", "premium"]}]
+    assert doc["schema"]["features"] == [
+        {"name": "tenure", "kind": "numeric"},
+        {"name": "plan", "kind": "categorical", "categories": ["basic", "premium"]},
+    ]
     assert doc["version"] == version and doc["name"] == "churn"
     assert doc["stage"] == ("production" if version == 1 else "staging")
     assert doc["metrics"]["metrics"]["auc"] == (0.81 if version == 1 else 0.87)
@@ -226,16 +252,27 @@ BAD_INPUTS = {
     "bad reference": (["registry", "show", "Churn:x"], "'Churn:x'"),
     "bad stage": (["registry", "show", "churn@live"], "'live'"),
     "approve a staging version": (["registry", "approve", "churn:2"], "not 'pending-approval'"),
-    "approve twice": (["registry", "approve", "churn:1", ], "not 'pending-approval'"),
+    "approve twice": (
+        [
+            "registry",
+            "approve",
+            "churn:1",
+        ],
+        "not 'pending-approval'",
+    ),
     "reject unknown model": (["registry", "reject", "nope:1"], "'nope'"),
     "unknown parameter": (["pipeline", "run", "--param", "foo=1"], "'foo' is not a pipeline parameter"),
     "parameter of the wrong type": (["pipeline", "run", "--param", "seed=x"], "seed='x'"),
     "bad boolean": (["pipeline", "run", "--param", "require_approval=maybe"], "require_approval='maybe'"),
     "parameter without =": (["pipeline", "run", "--param", "seed"], "expected key=value"),
-    "missing pipeline YAML": (["pipeline", "run", "--pipeline", "/nonexistent/training.yaml"],
-                              "/nonexistent/training.yaml not found"),
-    "submit with an unknown parameter": (["pipeline", "submit", "--host", "http://127.0.0.1:9", "--param", "x=1"],
-                                         "'x' is not a pipeline parameter"),
+    "missing pipeline YAML": (
+        ["pipeline", "run", "--pipeline", "/nonexistent/training.yaml"],
+        "/nonexistent/training.yaml not found",
+    ),
+    "submit with an unknown parameter": (
+        ["pipeline", "submit", "--host", "http://127.0.0.1:9", "--param", "x=1"],
+        "'x' is not a pipeline parameter",
+    ),
 }
 
 
@@ -262,8 +299,9 @@ def no_pipeline_runs(monkeypatch):
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_bad_input_gives_one_error_line_exit_1_and_leaves_the_store_unchanged(case, populated, capsys,
-                                                                              no_pipeline_runs):
+def test_bad_input_gives_one_error_line_exit_1_and_leaves_the_store_unchanged(
+    case, populated, capsys, no_pipeline_runs
+):
     args, detail = BAD_INPUTS[case]
     before = snapshot(populated.store.root)
     code, out, err = cli(capsys, *args)

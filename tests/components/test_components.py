@@ -5,13 +5,12 @@ from __future__ import annotations
 import ast
 import inspect
 import re
-from pathlib import Path
 
 import pytest
 
 from kfloop.components import STEPS, build_components
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "components" / "Dockerfile"
 
 

@@ -21,14 +21,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from kfloop.capture import read_captures
 from kfloop.config import Settings
 from kfloop.demo.timeline import Timeline
-from kfloop.event_log import read_events
-from kfloop.events import DRIFT_DETECTED, RETRAIN_FINISHED, RETRAIN_STARTED, ROLLOUT_DECISION
-from kfloop.feedback import read_labels
-from kfloop.registry import Registry
-from kfloop.storage import open_store
+from kfloop.monitoring.capture import read_captures
+from kfloop.monitoring.feedback import read_labels
+from kfloop.names import DRIFT_DETECTED, RETRAIN_FINISHED, RETRAIN_STARTED, ROLLOUT_DECISION
+from kfloop.store.event_log import read_events
+from kfloop.store.objects import open_store
+from kfloop.store.registry import Registry
 
 MODEL = "churn"
 DEMO_TIMEOUT = 170
@@ -76,9 +76,15 @@ def demo(tmp_path_factory) -> DemoRun:
     home, report = root / "home", root / "report.html"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KFLOOP_")}
     env["KFLOOP_HOME"] = str(home)
-    proc = subprocess.Popen([sys.executable, "-m", "kfloop.cli", "demo", "--fast", "--report", str(report)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=root,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kfloop.cli", "demo", "--fast", "--report", str(report)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=root,
+        start_new_session=True,
+    )
     seen: dict = {}
     stop = threading.Event()
     watcher = threading.Thread(target=watch_descendants, args=(proc.pid, seen, stop), daemon=True)
@@ -106,11 +112,21 @@ def store(demo):
 
 def test_the_demo_ends_well_and_prints_its_timeline(demo):
     assert demo.code == 0, demo.output
-    for line in ("v1 registered", "serving v1 on http://127.0.0.1:", "injecting data drift",
-                 "drift detected in window", "retraining run started", "churn:2 registered",
-                 "v2 serving as canary: 10%", "canary 10% -> 50% -> 100%: passed", "v2 promoted",
-                 "injecting concept drift", "the bad candidate v3 is registered", "v3 rolled back",
-                 f"report written to {demo.report}"):
+    for line in (
+        "v1 registered",
+        "serving v1 on http://127.0.0.1:",
+        "injecting data drift",
+        "drift detected in window",
+        "retraining run started",
+        "churn:2 registered",
+        "v2 serving as canary: 10%",
+        "canary 10% -> 50% -> 100%: passed",
+        "v2 promoted",
+        "injecting concept drift",
+        "the bad candidate v3 is registered",
+        "v3 rolled back",
+        f"report written to {demo.report}",
+    ):
         assert line in demo.output, f"{line!r} not in the demo's output:\n{demo.output}"
     assert "Traceback" not in demo.output
 
@@ -118,8 +134,8 @@ def test_the_demo_ends_well_and_prints_its_timeline(demo):
 def test_drift_was_detected_and_a_retraining_run_registered_v2(demo, store):
     drifts = [e for e in read_events(store, MODEL, (DRIFT_DETECTED,)) if e["data"]["data"]["is_drift"]]
     assert drifts and {e["data"]["model_version"] for e in drifts} >= {"1"}
-    started, = read_events(store, MODEL, (RETRAIN_STARTED,))
-    finished, = read_events(store, MODEL, (RETRAIN_FINISHED,))
+    (started,) = read_events(store, MODEL, (RETRAIN_STARTED,))
+    (finished,) = read_events(store, MODEL, (RETRAIN_FINISHED,))
     assert started["data"]["strategy"] == "combined" and "consecutive windows" in started["data"]["reason"]
     assert finished["data"]["status"] == "succeeded" and finished["data"]["registered"] == f"{MODEL}:2"
     assert min(e["time"] for e in drifts) < started["time"] < finished["time"]
@@ -128,11 +144,17 @@ def test_drift_was_detected_and_a_retraining_run_registered_v2(demo, store):
 def test_kfloop_serve_wired_the_trigger_and_recorded_its_events(demo):
     log = (demo.home / "demo" / "serve.log").read_text()
     assert "trigger on http://127.0.0.1:" in log and "/v1/feedback" in log
-    for line in ("event retrain.started: model=churn", "event retrain.finished: model=churn",
-                 "event rollout.decision: model=churn"):  # the trigger's events, through the gateway's sink
+    for line in (
+        "event retrain.started: model=churn",
+        "event retrain.finished: model=churn",
+        "event rollout.decision: model=churn",
+    ):  # the trigger's events, through the gateway's sink
         assert line in log
-    assert any("--sink_url http://127.0.0.1:" in cmd for _, cmd in demo.seen.values()
-               if "kfloop.serving.transformer" in cmd)
+    assert any(
+        "--sink_url http://127.0.0.1:" in cmd
+        for _, cmd in demo.seen.values()
+        if "kfloop.serving.model_servers.transformer" in cmd
+    )
 
 
 def test_v2_went_through_the_canary_to_production_and_v3_was_rolled_back(demo, store):
@@ -141,7 +163,7 @@ def test_v2_went_through_the_canary_to_production_and_v3_was_rolled_back(demo, s
     decisions = [e["data"] for e in read_events(store, MODEL, (ROLLOUT_DECISION,))]
     v2 = [(d["percent"], d["verdict"]) for d in decisions if d["canary_version"] == 2]
     assert v2 == [(10, "passed"), (50, "passed"), (100, "promoted")]
-    v3, = [d for d in decisions if d["canary_version"] == 3]
+    (v3,) = [d for d in decisions if d["canary_version"] == 3]
     failed = [c["metric"] for c in v3["metrics"] if c["passed"] is False]
     assert v3["verdict"] == "rolled-back" and "prediction_divergence" in failed
     history = Registry(store).get(MODEL, 3).stage_history
@@ -161,8 +183,19 @@ def test_the_timeline_and_the_report_were_written(demo):
     timeline = Timeline.load(demo.home / "demo" / "timeline.json")
     onset, detected = timeline.first("drift_onset"), timeline.first("drift_detected")
     assert onset and detected and 0 <= detected.epoch - onset.epoch < 30
-    order = ["v1_registered", "serving", "drift_onset", "drift_detected", "run_started", "registered",
-             "canary_serving", "promoted", "rolled_back", "report", "stopped"]
+    order = [
+        "v1_registered",
+        "serving",
+        "drift_onset",
+        "drift_detected",
+        "run_started",
+        "registered",
+        "canary_serving",
+        "promoted",
+        "rolled_back",
+        "report",
+        "stopped",
+    ]
     firsts = [timeline.first(kind) for kind in order]
     assert all(firsts), [kind for kind, entry in zip(order, firsts) if entry is None]
     observed = [timeline.entries.index(entry) for entry in firsts]
@@ -174,8 +207,8 @@ def test_the_timeline_and_the_report_were_written(demo):
 
 
 def test_nothing_the_demo_started_is_left_running(demo):
-    assert any("kfloop.serving.predictor" in cmd for _, cmd in demo.seen.values())
-    assert any("kfloop.serving.trigger" in cmd for _, cmd in demo.seen.values())
+    assert any("kfloop.serving.model_servers.predictor" in cmd for _, cmd in demo.seen.values())
+    assert any("kfloop.serving.trigger.service" in cmd for _, cmd in demo.seen.values())
     assert any("pipeline run" in cmd for _, cmd in demo.seen.values())  # the trigger's retraining run
     assert demo.left == []
     leftovers = [p for p in psutil.process_iter(["cmdline"]) if str(demo.home) in " ".join(p.info["cmdline"] or [])]

@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from kfloop.config import DEFAULT_IMAGE
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 SCHEMAS = REPO.parent / "shared" / "schemas"
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -43,7 +43,7 @@ def require_kubectl() -> str:
     return kubectl
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _render(path: str) -> tuple[dict, ...]:
     result = subprocess.run(
         [require_kubectl(), "kustomize", path], capture_output=True, text=True, timeout=60, check=False
@@ -80,7 +80,7 @@ def load_crd_schemas(root: Path) -> dict[tuple[str, str], dict]:
     return schemas
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _strict_validator(api_version: str, kind: str) -> jsonschema.Draft4Validator:
     schemas = _crd_schemas()
     assert (api_version, kind) in schemas, f"no CRD for {api_version} {kind} under {SCHEMAS}: {sorted(schemas)}"
@@ -115,8 +115,19 @@ OVERLAYS = [t for t in TARGETS if t.startswith("overlays/")]
 CRD_KINDS = {"InferenceService", "Trigger", "SinkBinding", "Broker"}
 EVENT_TYPES = {"io.kfloop.drift.detected", "io.kfloop.quality.degraded", "io.kfloop.feedback"}
 DEPLOYER_VERBS = {"get", "list", "watch", "create", "update", "patch"}
-MODEL_SPEC_KEYS = ("model", "xgboost", "sklearn", "lightgbm", "onnx", "pytorch", "tensorflow", "triton",
-                   "pmml", "paddle", "huggingface")
+MODEL_SPEC_KEYS = (
+    "model",
+    "xgboost",
+    "sklearn",
+    "lightgbm",
+    "onnx",
+    "pytorch",
+    "tensorflow",
+    "triton",
+    "pmml",
+    "paddle",
+    "huggingface",
+)
 CREDENTIAL_NAME = re.compile(r"(ACCESS_KEY(_ID)?|SECRET(_ACCESS)?(_KEY)?|PASSWORD|TOKEN)$", re.I)
 LEAKED = re.compile(r"AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}|minio123|minioadmin|password|PRIVATE KEY", re.I)
 PLACEHOLDER = re.compile(r"^(<[^>]+>|\.\.\.|REPLACE[A-Z_]*|CHANGE[_-]?ME)$")
@@ -241,10 +252,16 @@ def test_overlays_place_everything_in_one_namespace(target, rendered):
 
 def test_an_overlay_can_change_the_project_image(tmp_path):
     base = os.path.relpath(MANIFESTS / "base", tmp_path)
-    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
-        "resources": [base],
-        "images": [{"name": DEFAULT_IMAGE.rsplit(":", 1)[0], "newName": "registry.test/kfloop", "newTag": "9.9.9"}],
-    }))
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [base],
+                "images": [
+                    {"name": DEFAULT_IMAGE.rsplit(":", 1)[0], "newName": "registry.test/kfloop", "newTag": "9.9.9"}
+                ],
+            }
+        )
+    )
     images = {c["image"] for _, _, c in all_containers(render(tmp_path))}
     assert images == {"registry.test/kfloop:9.9.9"}
 
@@ -288,10 +305,18 @@ def test_schema_validation_rejects_a_misspelled_trigger_filter(rendered, crd_err
 
 
 def test_crd_loader_keys_schemas_by_api_version_and_kind(tmp_path):
-    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-           "spec": {"group": "x.test", "names": {"kind": "Thing"}, "versions": [
-               {"name": "v1", "served": True, "schema": {"openAPIV3Schema": {"type": "object"}}},
-               {"name": "v0", "served": False, "schema": {"openAPIV3Schema": {}}}]}}
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "spec": {
+            "group": "x.test",
+            "names": {"kind": "Thing"},
+            "versions": [
+                {"name": "v1", "served": True, "schema": {"openAPIV3Schema": {"type": "object"}}},
+                {"name": "v0", "served": False, "schema": {"openAPIV3Schema": {}}},
+            ],
+        },
+    }
     (tmp_path / "thing.yaml").write_text(yaml.safe_dump(crd))
     assert load_crd_schemas(tmp_path) == {("x.test/v1", "Thing"): {"type": "object"}}
 
@@ -380,8 +405,7 @@ def test_credentials_reach_containers_only_through_secret_refs(target, rendered)
 def test_rbac_is_namespaced_and_has_no_wildcards_or_secrets(target, rendered):
     docs = rendered(target)
     assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
-    forbidden = {"*", "secrets", "pods", "pods/exec", "pods/attach", "serviceaccounts/token", "roles",
-                 "rolebindings"}
+    forbidden = {"*", "secrets", "pods", "pods/exec", "pods/attach", "serviceaccounts/token", "roles", "rolebindings"}
     for role in of_kind(docs, "Role"):
         for rule in role["rules"]:
             words = set(rule.get("apiGroups", [])) | set(rule["resources"]) | set(rule["verbs"])
@@ -396,8 +420,11 @@ def test_pipeline_role_grants_only_inferenceservice_verbs(target, rendered):
     assert {res for r in rules for res in r["resources"]} == {"inferenceservices"}
     assert {v for r in rules for v in r["verbs"]} == DEPLOYER_VERBS
     binding = named(docs, "RoleBinding", "kfloop-pipeline-deployer")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                  "name": "kfloop-pipeline-deployer"}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "kfloop-pipeline-deployer",
+    }
     assert [(s["kind"], s["name"]) for s in binding["subjects"]] == [("ServiceAccount", "kfloop-pipeline")]
 
 
@@ -448,8 +475,9 @@ def test_events_flow_from_transformer_through_broker_to_trigger_service(target, 
         deployment = named(docs, "Deployment", ref["name"])
         pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert service["spec"]["selector"].items() <= pod_labels.items()
-        port_names = {p.get("name") for c in containers(deployment["spec"]["template"]["spec"])
-                      for p in c.get("ports", [])}
+        port_names = {
+            p.get("name") for c in containers(deployment["spec"]["template"]["spec"]) for p in c.get("ports", [])
+        }
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
     assert routed == EVENT_TYPES
 
@@ -459,7 +487,7 @@ def test_inferenceservice_runs_serverless_with_the_drift_transformer(target, ren
     service = isvc(rendered(target))
     assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
     (transformer,) = service["spec"]["transformer"]["containers"]
-    assert transformer["command"][-1] == "kfloop.serving.transformer"
+    assert transformer["command"][-1] == "kfloop.serving.model_servers.transformer"
     assert arg_value(transformer, "--predictor_protocol") in ("v1", "v2")
     assert arg_value(transformer, "--predictor_host") is None, "KServe injects the predictor host"
 
@@ -468,7 +496,7 @@ def test_inferenceservice_runs_serverless_with_the_drift_transformer(target, ren
 def test_kfloop_predictor_serves_the_bundle_the_storage_initializer_downloads(target, rendered):
     (predictor,) = isvc(rendered(target))["spec"]["predictor"]["containers"]
     assert predictor["name"] == "kserve-container", "KServe injects the storage initializer for this name"
-    assert predictor["command"][-1] == "kfloop.serving.predictor"
+    assert predictor["command"][-1] == "kfloop.serving.model_servers.predictor"
     assert arg_value(predictor, "--model_dir") == "/mnt/models"
     assert (env_value(predictor, "STORAGE_URI") or "").startswith("s3://")
 
@@ -503,8 +531,14 @@ def test_xgbserver_overlay_serves_the_booster_on_the_stock_runtime(rendered):
 
 def test_readme_documents_secret_overlays_and_canary():
     readme = (MANIFESTS / "README.md").read_text()
-    for needle in ["kubectl create secret generic kfloop-s3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                   "serving.kserve.io/s3-endpoint", "canaryTrafficPercent", "Serverless"]:
+    for needle in [
+        "kubectl create secret generic kfloop-s3",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "serving.kserve.io/s3-endpoint",
+        "canaryTrafficPercent",
+        "Serverless",
+    ]:
         assert needle in readme, needle
     for overlay in OVERLAYS:
         assert f"kubectl apply -k manifests/{overlay}" in readme, overlay

@@ -12,6 +12,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from kfloop.config import DEFAULT_IMAGE
 from kfloop.pipelines.training import YAML_PATH, compile_pipeline
+from tests.conftest import REPO
 
 STEPS = {"process", "train", "evaluate", "analyze", "baseline", "register", "deploy"}
 
@@ -23,8 +24,9 @@ def documents():
 
 def test_committed_yaml_is_a_fresh_compile(tmp_path):
     fresh = compile_pipeline(tmp_path / "training.yaml", image=DEFAULT_IMAGE)
-    assert fresh.read_bytes() == YAML_PATH.read_bytes(), \
+    assert fresh.read_bytes() == YAML_PATH.read_bytes(), (
         "pipelines/training.yaml is stale: run 'kfloop pipeline compile' and commit it"
+    )
 
 
 def test_compilation_is_byte_identical(tmp_path):
@@ -43,8 +45,18 @@ def test_yaml_parses_into_pipeline_spec_with_no_unknown_fields(documents):
 def test_yaml_loads_as_a_component_with_the_pipeline_parameters():
     pipeline = components.load_component_from_file(str(YAML_PATH))
     params = pipeline.component_spec.inputs
-    assert {"source", "target", "model_name", "threshold", "tolerance", "require_approval", "deploy_target",
-            "canary_percent", "namespace", "gateway_url"} <= set(params)
+    assert {
+        "source",
+        "target",
+        "model_name",
+        "threshold",
+        "tolerance",
+        "require_approval",
+        "deploy_target",
+        "canary_percent",
+        "namespace",
+        "gateway_url",
+    } <= set(params)
     assert params["deploy_target"].default == ""  # deploying is opt-in
 
 
@@ -90,11 +102,10 @@ def test_credentials_come_from_a_secret_and_no_secret_values_are_in_the_yaml(doc
 
 
 def test_the_config_map_the_steps_read_is_the_one_the_manifests_generate(documents):
-    from pathlib import Path
 
     from kfloop.pipelines.training import CONFIG_MAP_KEYS, CONFIG_MAP_NAME
 
-    kustomization = yaml.safe_load((Path(__file__).resolve().parents[2] / "manifests/base/kustomization.yaml").read_text())
+    kustomization = yaml.safe_load((REPO / "manifests/base/kustomization.yaml").read_text())
     generator = next(g for g in kustomization["configMapGenerator"] if g["name"] == CONFIG_MAP_NAME)
     assert generator["options"]["disableNameSuffixHash"] is True  # steps refer to it by its plain name
     assert set(CONFIG_MAP_KEYS) <= {literal.split("=", 1)[0] for literal in generator["literals"]}

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from kfloop import bundle, samples
 from kfloop.pipelines.run_local import PipelineRunFailed, run_local
-from kfloop.registry import Registry
-from kfloop.storage import open_store
+from kfloop.store import bundle
+from kfloop.store.objects import open_store
+from kfloop.store.registry import Registry
+from kfloop.training import samples
 
 SMALL = "sample:churn?n_rows=1500&seed=1"
 

@@ -9,130 +9,25 @@ import shlex
 import shutil
 import subprocess
 import sys
-import threading
 import time
-import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
 
 from kfloop.pipelines.training import YAML_PATH
-from tests.conftest import free_port
+from tests.conftest import REPO, free_port
+from tests.fakes.kfp_api import API, NOW, FakeKfpApi  # noqa: F401
 
-REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO / ".github" / "workflows" / "train.yml"
-API = "/apis/v2beta1"
-NOW = "2025-01-01T00:00:00Z"
-
-
-class FakeKfpApi:
-    """A Kubeflow Pipelines v2beta1 API on 127.0.0.1 that records every request.
-
-    ``GET /runs/{id}`` answers the states of ``run_states`` in turn (the last one repeats),
-    so a test chooses how the run ends."""
-
-    def __init__(self, run_states=("RUNNING", "SUCCEEDED"), experiments=()):
-        self.requests: list[dict] = []
-        self.errors: list[str] = []  # exceptions raised while answering
-        self.experiments = [dict(e) for e in experiments]
-        self.runs: dict[str, dict] = {}
-        self.run_states = list(run_states)
-        self._polls: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "FakeKfpApi":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=5)
-        assert not self.errors, self.errors
-
-    def calls(self, method: str, path: str) -> list[dict]:
-        return [r for r in self.requests if r["method"] == method and r["path"] == path]
-
-    # -- the API --------------------------------------------------------------------------------
-
-    def answer(self, method: str, path: str, query: dict, body) -> tuple[int, dict]:
-        if (method, path) == ("GET", f"{API}/healthz"):
-            return 200, {"multi_user": False, "pipeline_store": "database"}
-        if (method, path) == ("GET", f"{API}/experiments"):
-            return 200, self._list_experiments(query)
-        if (method, path) == ("POST", f"{API}/experiments"):
-            experiment = {**body, "experiment_id": str(uuid.uuid4()), "created_at": NOW,
-                          "storage_state": "AVAILABLE"}
-            self.experiments.append(experiment)
-            return 200, experiment
-        if (method, path) == ("POST", f"{API}/runs"):
-            run = {**body, "run_id": str(uuid.uuid4()), "state": "PENDING", "created_at": NOW,
-                   "storage_state": "AVAILABLE"}
-            self.runs[run["run_id"]] = run
-            return 200, run
-        if method == "GET" and path.startswith(f"{API}/runs/") and path[len(API) + 6:] in self.runs:
-            run_id = path[len(API) + 6:]
-            polls = self._polls[run_id] = self._polls.get(run_id, -1) + 1
-            self.runs[run_id]["state"] = self.run_states[min(polls, len(self.run_states) - 1)]
-            return 200, self.runs[run_id]
-        return 404, {"error": f"{method} {path} not found", "code": 5, "message": f"{method} {path} not found"}
-
-    def _list_experiments(self, query: dict) -> dict:
-        found = self.experiments
-        if "filter" in query:  # kfp filters by display_name EQUALS (enum value 1) <name>
-            for p in json.loads(query["filter"][0])["predicates"]:
-                if (p["operation"], p["key"]) not in ((1, "display_name"), ("EQUALS", "display_name")):
-                    raise ValueError(f"unexpected filter predicate {p}")
-                found = [e for e in found if e["display_name"] == p["stringValue"]]
-        return {"experiments": found, "total_size": len(found)} if found else {}  # gRPC gateway omits empty lists
-
-    def _handler_class(self):
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self, method: str) -> None:
-                url = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else None
-                query = parse_qs(url.query)
-                with api._lock:
-                    api.requests.append({"method": method, "path": url.path, "query": query, "body": body})
-                    try:
-                        status, doc = api.answer(method, url.path, query, body)
-                    except Exception as e:  # noqa: BLE001 - a fake-server bug must fail the test, not hang it
-                        api.errors.append(repr(e))
-                        status, doc = 500, {"error": repr(e), "code": 13, "message": repr(e)}
-                data = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self._serve("GET")
-
-            def do_POST(self):
-                self._serve("POST")
-
-            def log_message(self, *args):
-                pass
-
-        return Handler
 
 
 def kfloop(*args: str, home: Path, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run the CLI as a process; HOME is redirected since kfp.Client writes ~/.config/kfp/."""
     env = {**os.environ, "KFLOOP_HOME": str(home / "kfloop"), "HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "kfloop.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "kfloop.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def submit(api: FakeKfpApi, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -146,8 +41,20 @@ def compiled_docs() -> list[dict]:
 def test_submit_sends_the_compiled_spec_and_parameters_and_waits_for_success(tmp_path):
     package = Path(shutil.copy(YAML_PATH, tmp_path / "training.yaml"))  # a copy: fixed while the test runs
     with FakeKfpApi(run_states=("PENDING", "RUNNING", "RUNNING", "SUCCEEDED")) as api:
-        proc = submit(api, tmp_path, "--param", "seed=3", "--experiment", "nightly", "--run-name", "r1",
-                      "--pipeline", str(package), "--wait", "--json")
+        proc = submit(
+            api,
+            tmp_path,
+            "--param",
+            "seed=3",
+            "--experiment",
+            "nightly",
+            "--run-name",
+            "r1",
+            "--pipeline",
+            str(package),
+            "--wait",
+            "--json",
+        )
     assert proc.returncode == 0, proc.stderr
     assert api.calls("GET", f"{API}/healthz")
     created = api.calls("POST", f"{API}/experiments")
@@ -175,7 +82,11 @@ def test_submit_reuses_an_existing_experiment_and_sends_the_data_source(tmp_path
     (post,) = api.calls("POST", f"{API}/runs")
     assert post["body"]["experiment_id"] == "exp-1"
     assert post["body"]["runtime_config"]["parameters"] == {
-        "source": "sample:breast_cancer", "target": "target", "sensitive_feature": "", "model_name": "cancer"}
+        "source": "sample:breast_cancer",
+        "target": "target",
+        "sensitive_feature": "",
+        "model_name": "cancer",
+    }
     assert not api.calls("GET", f"{API}/runs/{next(iter(api.runs))}")  # no --wait: no polling
     assert "SUBMITTED" in proc.stdout
 
@@ -221,8 +132,10 @@ def test_failing_api_is_reported_at_once_not_after_kfp_health_check_retries(tmp_
     assert time.monotonic() - started < 15
     assert [r["path"] for r in api.requests] == [f"{API}/healthz"]
     assert proc.returncode == 1
-    assert proc.stderr == f"error: Kubeflow Pipelines API at {api.url} refused or did not answer: " \
-                          "HTTP 503 Service Unavailable\n"
+    assert (
+        proc.stderr == f"error: Kubeflow Pipelines API at {api.url} refused or did not answer: "
+        "HTTP 503 Service Unavailable\n"
+    )
 
 
 class VanishingRunApi(FakeKfpApi):
@@ -239,8 +152,10 @@ def test_api_failing_while_waiting_gives_a_clear_error(tmp_path):
         proc = submit(api, tmp_path, "--wait")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     run_id = next(iter(api.runs))
-    assert proc.stderr.strip().splitlines()[-1] == \
-        f"error: could not read the state of run {run_id}: HTTP 500 Internal Server Error"
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == f"error: could not read the state of run {run_id}: HTTP 500 Internal Server Error"
+    )
 
 
 def test_bad_parameter_is_rejected_before_contacting_the_api(tmp_path):
@@ -284,8 +199,7 @@ def click_words(command, words: list[str], stop_at_positional: bool) -> tuple[li
     """Check ``words`` against a click command's options; returns (positionals, the rest)."""
     import click
 
-    options = {name: p for p in command.params if isinstance(p, click.Option)
-               for name in p.opts + p.secondary_opts}
+    options = {name: p for p in command.params if isinstance(p, click.Option) for name in p.opts + p.secondary_opts}
     positionals, i = [], 0
     while i < len(words):
         word = words[i]
@@ -336,7 +250,7 @@ def test_every_kfp_command_in_the_workflow_uses_flags_kfp_defines():
 
 
 def test_every_kfloop_command_in_the_workflow_parses():
-    from kfloop.cli import build_parser
+    from kfloop.cli.main import build_parser
 
     commands = invocations("kfloop")
     assert [c[1:3] for c in commands] == [["pipeline", "compile"], ["pipeline", "submit"]]
@@ -353,15 +267,25 @@ def run_job(job: str, api: FakeKfpApi, tmp_path: Path) -> list[subprocess.Comple
     the first failing step, as the job does."""
     (tmp_path / "compiled").mkdir()
     shutil.copy(YAML_PATH, tmp_path / "compiled" / "training.yaml")  # what download-artifact gives
-    env = {**os.environ, **workflow()["env"], "RUN_NAME": "ci-run", "SEED": "3", "KFP_HOST": api.url,
-           "HOME": str(tmp_path), "KFLOOP_HOME": str(tmp_path / "kfloop"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        **workflow()["env"],
+        "RUN_NAME": "ci-run",
+        "SEED": "3",
+        "KFP_HOST": api.url,
+        "HOME": str(tmp_path),
+        "KFLOOP_HOME": str(tmp_path / "kfloop"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     results = []
     for script in run_scripts(job):
         if "pip install" in script:
             continue
-        results.append(subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                                      text=True, timeout=60))
+        results.append(
+            subprocess.run(
+                ["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+            )
+        )
         if results[-1].returncode:
             break
     return results
@@ -378,7 +302,11 @@ def test_kfp_cli_job_fails_exactly_when_the_run_fails(tmp_path, final):
     assert f"Run is finished with state {final}" in submitted.stdout
     (post,) = api.calls("POST", f"{API}/runs")
     assert post["body"]["runtime_config"]["parameters"] == {
-        "seed": 3, "source": "sample:churn", "target": "churn", "sensitive_feature": "age"}
+        "seed": 3,
+        "source": "sample:churn",
+        "target": "churn",
+        "sensitive_feature": "age",
+    }
     assert post["body"]["display_name"] == "ci-run"
     assert [e["display_name"] for e in api.experiments] == ["kfloop-ci"]
     assert f"finished in state {final}" in checked.stdout, (checked.stdout, checked.stderr)
@@ -392,5 +320,9 @@ def test_kfloop_job_fails_exactly_when_the_run_fails(tmp_path, final):
     assert (submitted.returncode == 0) == (final == "SUCCEEDED"), submitted.stderr
     (post,) = api.calls("POST", f"{API}/runs")
     assert post["body"]["runtime_config"]["parameters"] == {
-        "seed": 3, "source": "sample:churn", "target": "churn", "sensitive_feature": "age"}
+        "seed": 3,
+        "source": "sample:churn",
+        "target": "churn",
+        "sensitive_feature": "age",
+    }
     assert json.loads((tmp_path / "run.json").read_text())["state"] == final

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from kfloop.capture import CaptureWriter, capture_record
-from kfloop.event_log import record_event
-from kfloop.events import DRIFT_DETECTED, FEEDBACK, RETRAIN_FINISHED, RETRAIN_STARTED, ROLLOUT_DECISION, make_event
-from kfloop.feedback import FeedbackStore
-from kfloop.registry import Registry
+from kfloop.events.cloudevents import make_event
+from kfloop.monitoring.capture import CaptureWriter, capture_record
+from kfloop.monitoring.feedback import FeedbackStore
+from kfloop.names import DRIFT_DETECTED, FEEDBACK, RETRAIN_FINISHED, RETRAIN_STARTED, ROLLOUT_DECISION
 from kfloop.schema import FeatureSchema
-from kfloop.storage import LocalStore
-from tests.registry_bundles import SCHEMA, make_bundle  # noqa: F401 (make_bundle: used by test_report)
+from kfloop.store.event_log import record_event
+from kfloop.store.objects import LocalStore
+from kfloop.store.registry import Registry
+from tests.fakes.bundles import SCHEMA, make_bundle  # noqa: F401 (make_bundle: used by test_report)
 
 START = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=2)
 REQUESTS, CANARY_FROM, CANARY_EVERY = 720, 360, 5  # one request every 10 s; canary takes every 5th in hour 2
@@ -30,7 +31,6 @@ REQUESTS, CANARY_FROM, CANARY_EVERY = 720, 360, 5  # one request every 10 s; can
 
 def at(minutes: float) -> str:
     return (START + dt.timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
 
 
 def record(store, model: str, type_: str, source: str, data: dict, minutes: float) -> dict:
@@ -41,20 +41,40 @@ def record(store, model: str, type_: str, source: str, data: dict, minutes: floa
 
 def drift_data(window: int, p_tenure: float, p_plan: float, version: str = "1", is_drift: int = 1) -> dict:
     """An ``io.kfloop.drift.detected`` payload as the drift monitor builds it."""
-    return {"meta": {"name": "TabularDrift", "detector_type": "drift"},
-            "data": {"is_drift": is_drift, "p_val": [p_tenure, p_plan], "threshold": 0.025, "distance": [0.3, 0.1],
-                     "p_val_by_feature": {"tenure": p_tenure, "plan": p_plan}, "window_index": window,
-                     "window_size": 100},
-            "model": "churn", "model_version": version}
+    return {
+        "meta": {"name": "TabularDrift", "detector_type": "drift"},
+        "data": {
+            "is_drift": is_drift,
+            "p_val": [p_tenure, p_plan],
+            "threshold": 0.025,
+            "distance": [0.3, 0.1],
+            "p_val_by_feature": {"tenure": p_tenure, "plan": p_plan},
+            "window_index": window,
+            "window_size": 100,
+        },
+        "model": "churn",
+        "model_version": version,
+    }
 
 
 def write_captures(store, model: str, rows: list[tuple[str, str, str]]) -> None:
     """Capture records from (time, version, revision) triples; request ``i`` predicts class ``i % 2``
     with probability 0.8, as ``[p(0), p(1)]``."""
     with CaptureWriter(store, model, batch_size=10_000, flush_interval_s=60) as writer:
-        writer.add([capture_record(model, version, {"tenure": i % 70, "plan": "basic"},
-                                   [0.2, 0.8] if i % 2 else [0.8, 0.2], revision=revision, time=when,
-                                   request_id=f"r{i}:0") for i, (when, version, revision) in enumerate(rows)])
+        writer.add(
+            [
+                capture_record(
+                    model,
+                    version,
+                    {"tenure": i % 70, "plan": "basic"},
+                    [0.2, 0.8] if i % 2 else [0.8, 0.2],
+                    revision=revision,
+                    time=when,
+                    request_id=f"r{i}:0",
+                )
+                for i, (when, version, revision) in enumerate(rows)
+            ]
+        )
 
 
 def traffic_rows() -> list[tuple[str, str, str]]:
@@ -86,29 +106,74 @@ FEEDBACK_POSTS = [(19 + k, 3) for k in range(6)] + [(40, 5), (41, 7)]  # (minute
 def build_loop_store(root: Path) -> LocalStore:
     store = LocalStore(root / "home")
     registry = Registry(store)
-    registry.register("churn", make_bundle(root / "b1", 0.88), lineage={
-        "data_uri": "s3://kfloop/data/churn-2024-04.parquet", "data_sha256": "a1" * 32,
-        "pipeline_run_name": "kfloop-churn-initial", "parent_version": None})
+    registry.register(
+        "churn",
+        make_bundle(root / "b1", 0.88),
+        lineage={
+            "data_uri": "s3://kfloop/data/churn-2024-04.parquet",
+            "data_sha256": "a1" * 32,
+            "pipeline_run_name": "kfloop-churn-initial",
+            "parent_version": None,
+        },
+    )
     registry.set_stage("churn", 1, "production", "deployed to local")
     for k, (p_tenure, p_plan) in enumerate([(1e-4, 0.4), (3e-6, 0.3), (0.0, 0.01), (2e-9, 0.2)]):
         record(store, "churn", DRIFT_DETECTED, "/kfloop/churn/transformer", drift_data(k, p_tenure, p_plan), 10 + 8 * k)
     for minutes, n in FEEDBACK_POSTS:  # six posts between two drift events, two before the retraining
-        record(store, "churn", FEEDBACK, "/kfloop/trigger/feedback",
-               {"model": "churn", "labels": [{"request_id": f"r{minutes}:{i}", "label": 1} for i in range(n)]}, minutes)
-    record(store, "churn", RETRAIN_STARTED, "/kfloop/trigger", {"run_name": "kfloop-churn-retrain-1",
-                                                                 "reason": "drift"}, 45)
-    registry.register("churn", make_bundle(root / "b2", 0.91), lineage={
-        "data_uri": "s3://kfloop/data/churn-2024-05.parquet", "data_sha256": "b2" * 32,
-        "pipeline_run_name": "kfloop-churn-retrain-1", "parent_version": 1})
-    record(store, "churn", RETRAIN_FINISHED, "/kfloop/trigger", {"run_name": "kfloop-churn-retrain-1",
-                                                                  "state": "SUCCEEDED", "version": 2}, 55)
+        record(
+            store,
+            "churn",
+            FEEDBACK,
+            "/kfloop/trigger/feedback",
+            {"model": "churn", "labels": [{"request_id": f"r{minutes}:{i}", "label": 1} for i in range(n)]},
+            minutes,
+        )
+    record(
+        store,
+        "churn",
+        RETRAIN_STARTED,
+        "/kfloop/trigger",
+        {"run_name": "kfloop-churn-retrain-1", "reason": "drift"},
+        45,
+    )
+    registry.register(
+        "churn",
+        make_bundle(root / "b2", 0.91),
+        lineage={
+            "data_uri": "s3://kfloop/data/churn-2024-05.parquet",
+            "data_sha256": "b2" * 32,
+            "pipeline_run_name": "kfloop-churn-retrain-1",
+            "parent_version": 1,
+        },
+    )
+    record(
+        store,
+        "churn",
+        RETRAIN_FINISHED,
+        "/kfloop/trigger",
+        {"run_name": "kfloop-churn-retrain-1", "state": "SUCCEEDED", "version": 2},
+        55,
+    )
     for step, (percent, minutes) in enumerate([(10, 70), (20, 90)], start=1):
-        record(store, "churn", ROLLOUT_DECISION, "/kfloop/rollout", {
-            "canary_version": 2, "stable_version": 1, "step": step, "percent": percent, "verdict": "continue",
-            "reason": "canary within limits", "metrics": [
-                {"metric": "error_rate", "stable": 0.010, "canary": 0.012, "threshold": 0.05, "passed": True},
-                {"metric": "latency_p95_ms", "stable": 12.0, "canary": 13.5, "threshold": 50, "passed": True}]},
-            minutes)
+        record(
+            store,
+            "churn",
+            ROLLOUT_DECISION,
+            "/kfloop/rollout",
+            {
+                "canary_version": 2,
+                "stable_version": 1,
+                "step": step,
+                "percent": percent,
+                "verdict": "continue",
+                "reason": "canary within limits",
+                "metrics": [
+                    {"metric": "error_rate", "stable": 0.010, "canary": 0.012, "threshold": 0.05, "passed": True},
+                    {"metric": "latency_p95_ms", "stable": 12.0, "canary": 13.5, "threshold": 50, "passed": True},
+                ],
+            },
+            minutes,
+        )
     rows = traffic_rows()
     write_captures(store, "churn", rows)
     add_labels(store, rows)

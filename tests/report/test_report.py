@@ -10,20 +10,36 @@ import re
 import pytest
 from PIL import Image
 
-from kfloop.cli import main
+from kfloop.cli.main import main
 from kfloop.errors import ModelNotFound
-from kfloop.events import DRIFT_DETECTED, FEEDBACK, ROLLOUT_DECISION
-from kfloop.registry import Registry
-from kfloop.report import build_report, write_report
-from kfloop.report_data import ModelFacts, canary, parse_time, traffic
-from kfloop.storage import LocalStore
-
-from tests.report.conftest import (CANARY_EVERY, CANARY_FROM, REQUESTS, Page, at, drift_data, make_bundle, record,
-                                   traffic_rows, write_captures)
+from kfloop.names import DRIFT_DETECTED, FEEDBACK, ROLLOUT_DECISION
+from kfloop.report.data import ModelFacts, canary, parse_time, traffic
+from kfloop.report.page import build_report, write_report
+from kfloop.store.objects import LocalStore
+from kfloop.store.registry import Registry
+from tests.report.conftest import (
+    CANARY_EVERY,
+    CANARY_FROM,
+    REQUESTS,
+    Page,
+    at,
+    drift_data,
+    make_bundle,
+    record,
+    traffic_rows,
+    write_captures,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ["Summary", "Feature drift", "Timeline", "Live quality", "Traffic split", "Canary decisions",
-            "Registry lineage"]
+SECTIONS = [
+    "Summary",
+    "Feature drift",
+    "Timeline",
+    "Live quality",
+    "Traffic split",
+    "Canary decisions",
+    "Registry lineage",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +55,7 @@ def page(text) -> Page:
 def png_of(img: dict) -> bytes:
     prefix = "data:image/png;base64,"
     assert img["src"].startswith(prefix), img["src"][:40]
-    return base64.b64decode(img["src"][len(prefix):], validate=True)
+    return base64.b64decode(img["src"][len(prefix) :], validate=True)
 
 
 def test_sections_in_order_with_the_summary_of_the_loop(page):
@@ -52,8 +68,10 @@ def test_sections_in_order_with_the_summary_of_the_loop(page):
     assert summary["requests"] == str(REQUESTS)
     assert summary["drift events"] == "4" and summary["retraining runs started"] == "1"
     assert summary["rollout decisions"] == "2"
-    assert dict(page.tables["traffic-table"][1:]) == {"canary v2": str(canary_requests),
-                                                      "stable v1": str(REQUESTS - canary_requests)}
+    assert dict(page.tables["traffic-table"][1:]) == {
+        "canary v2": str(canary_requests),
+        "stable v1": str(REQUESTS - canary_requests),
+    }
 
 
 def test_drift_table_names_the_drifted_features_and_says_only_drifted_windows_are_logged(page):
@@ -67,8 +85,10 @@ def test_drift_table_names_the_drifted_features_and_says_only_drifted_windows_ar
 def test_canary_decisions_and_lineage_tables(page):
     header, *rows = page.tables["canary-table"]
     assert header == ["time", "canary", "stable", "step", "percent", "metrics compared", "verdict", "reason"]
-    assert [(r[1], r[2], r[3], r[4], r[6]) for r in rows] == [("v2", "v1", "1", "10%", "continue"),
-                                                              ("v2", "v1", "2", "20%", "continue")]
+    assert [(r[1], r[2], r[3], r[4], r[6]) for r in rows] == [
+        ("v2", "v1", "1", "10%", "continue"),
+        ("v2", "v1", "2", "20%", "continue"),
+    ]
     assert "error_rate: canary 0.012 vs stable 0.01, threshold 0.05 ok" in rows[0][5]
     header, *rows = page.tables["lineage-table"]
     assert [r[:2] for r in rows] == [["v1", "production"], ["v2", "staging"]]
@@ -124,15 +144,35 @@ def test_without_labels_the_quality_section_says_so_and_shows_the_cbpe_estimate(
 def test_hostile_text_is_escaped(tmp_path):
     store = LocalStore(tmp_path / "home")
     attack = "<script>alert(1)</script>"
-    Registry(store).register("evil", make_bundle(tmp_path / "b", 0.9), lineage={
-        "data_uri": f"s3://x/{attack}.csv", "data_sha256": "ff" * 32,
-        "pipeline_run_name": "<img src=x onerror=alert(2)>"})
+    Registry(store).register(
+        "evil",
+        make_bundle(tmp_path / "b", 0.9),
+        lineage={
+            "data_uri": f"s3://x/{attack}.csv",
+            "data_sha256": "ff" * 32,
+            "pipeline_run_name": "<img src=x onerror=alert(2)>",
+        },
+    )
     write_captures(store, "evil", [(at(1), attack, "<b>canary</b>"), (at(2), "1", "stable")])
-    record(store, "evil", DRIFT_DETECTED, "/x", {**drift_data(0, 0.001, 0.5, version=attack),
-                                                 "data": {"is_drift": 1, "threshold": 0.025,
-                                                          "p_val_by_feature": {"<i>f</i>": 0.001}}}, 3)
-    record(store, "evil", ROLLOUT_DECISION, "/x", {"canary_version": attack, "verdict": "</td></table>",
-                                                   "metrics": {"<u>m</u>": {"canary": attack}}}, 4)
+    record(
+        store,
+        "evil",
+        DRIFT_DETECTED,
+        "/x",
+        {
+            **drift_data(0, 0.001, 0.5, version=attack),
+            "data": {"is_drift": 1, "threshold": 0.025, "p_val_by_feature": {"<i>f</i>": 0.001}},
+        },
+        3,
+    )
+    record(
+        store,
+        "evil",
+        ROLLOUT_DECISION,
+        "/x",
+        {"canary_version": attack, "verdict": "</td></table>", "metrics": {"<u>m</u>": {"canary": attack}}},
+        4,
+    )
     text = build_report(store, "evil")
     page = Page(text)
     assert len(page.scripts) == 1 and "alert" not in page.scripts[0]  # only the page's own script

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,49 +11,10 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
-import pandas as pd
 import pytest
-import xgboost
 
-from kfloop.bundle import MODEL_FILE, SCHEMA_FILE, write_manifest
-from kfloop.schema import FeatureSchema, infer_schema
 from tests.conftest import free_port
-
-PLANS = ("basic", "pro", "team")
-
-
-def churn_frame(n: int = 300, seed: int = 0, categorical: bool = True) -> pd.DataFrame:
-    """A churn-like table: numeric tenure and charges, a string plan (optional), a 0/1 target."""
-    rng = np.random.default_rng(seed)
-    tenure = rng.integers(1, 72, n)
-    charges = rng.normal(70, 20, n).round(2)
-    charges[rng.random(n) < 0.05] = np.nan
-    plan = rng.choice(PLANS, n)
-    score = -0.04 * tenure + 0.03 * np.nan_to_num(charges, nan=70) + (plan == "basic") * 1.0
-    churned = (score + rng.normal(0, 0.5, n) > np.median(score)).astype(int)
-    df = pd.DataFrame({"tenure": tenure, "charges": charges, "plan": plan, "churned": churned})
-    return df if categorical else df.drop(columns=["plan"])
-
-
-def build_bundle(root: Path, df: pd.DataFrame, target: str, task: str | None = None) -> tuple[Path, FeatureSchema, xgboost.Booster]:
-    """Train a small booster on ``df`` and write it as a verified model bundle in ``root``."""
-    root.mkdir(parents=True, exist_ok=True)
-    schema = infer_schema(df, target, task)
-    X = schema.encode_frame(df)
-    y = schema.encode_labels(df[target])
-    dtrain = xgboost.DMatrix(X, y, feature_names=schema.names, feature_types=schema.feature_types,
-                             enable_categorical=True)
-    objective = {"binary": "binary:logistic", "multiclass": "multi:softprob",
-                 "regression": "reg:squarederror"}[schema.task]
-    params = {"objective": objective, "max_depth": 3, "tree_method": "hist", "seed": 0}
-    if schema.task == "multiclass":
-        params["num_class"] = len(schema.classes)
-    booster = xgboost.train(params, dtrain, num_boost_round=20)
-    booster.save_model(str(root / MODEL_FILE))
-    (root / SCHEMA_FILE).write_text(json.dumps(schema.to_dict()))
-    write_manifest(root)
-    return root, schema, booster
+from tests.fakes.bundles import build_bundle, churn_frame
 
 
 @pytest.fixture(scope="session")
@@ -76,8 +36,13 @@ class ServerProcess:
     def __init__(self, module: str, args: list[str], port: int, ready_path: str, env: dict | None = None):
         self.port, self.url, self.ready_path = port, f"http://127.0.0.1:{port}", ready_path
         self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, env={**os.environ, **(env or {})})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
 
     def wait_ready(self, timeout: float = 90.0):
         deadline = time.monotonic() + timeout
@@ -113,16 +78,19 @@ class ServerProcess:
 
 
 class PredictorProcess(ServerProcess):
-    """A ``python -m kfloop.serving.predictor`` process on 127.0.0.1; ``url`` is its base URL."""
+    """A ``python -m kfloop.serving.model_servers.predictor`` process on 127.0.0.1; ``url`` is its base URL."""
 
     def __init__(self, model_dir: Path, model_name: str, *extra: str, grpc: bool = False):
         self.model_name = model_name
         self.grpc_port = free_port() if grpc else None
         grpc_args = ["--grpc_port", str(self.grpc_port)] if grpc else ["--enable_grpc", "false"]
         port = free_port()
-        super().__init__("kfloop.serving.predictor", ["--model_dir", str(model_dir), "--model_name", model_name,
-                                                      "--http_port", str(port), *grpc_args, *extra],
-                         port, f"/v2/models/{model_name}/ready")
+        super().__init__(
+            "kfloop.serving.model_servers.predictor",
+            ["--model_dir", str(model_dir), "--model_name", model_name, "--http_port", str(port), *grpc_args, *extra],
+            port,
+            f"/v2/models/{model_name}/ready",
+        )
 
 
 def start_predictors(*procs: PredictorProcess) -> list[PredictorProcess]:

@@ -1,0 +1,128 @@
+"""``kfloop pipeline compile|run|submit``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from kfloop.cli.main import SAMPLE_DEFAULTS, print_json
+from kfloop.config import Settings
+from kfloop.errors import ConfigError, KfloopError
+from kfloop.pipelines.parameters import parameter_types, parse_params
+
+
+def add_commands(groups) -> None:
+    pipeline = groups.add_parser("pipeline", help="compile, run locally, or submit the training pipeline")
+    pipeline.set_defaults(group_parser=pipeline)
+    sub = pipeline.add_subparsers(title="pipeline commands", metavar="COMMAND")
+
+    compile_ = sub.add_parser("compile", help="compile the pipeline to YAML (default pipelines/training.yaml)")
+    compile_.add_argument("-o", "--output", type=Path, help="where to write the YAML")
+    compile_.add_argument("--image", help="container image of the components (env KFLOOP_IMAGE)")
+    compile_.set_defaults(handler=compile_command)
+
+    for name, handler, text in (
+        ("run", run_command, "run the compiled pipeline on this machine (kfp.local)"),
+        ("submit", submit_command, "submit the compiled pipeline to a Kubeflow Pipelines API"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--data", help="source: a CSV/Parquet path, s3://bucket/key, or sample:churn|breast_cancer")
+        cmd.add_argument("--target", help="target column (default: the sample's target, else 'churn')")
+        cmd.add_argument("--model-name", help="registered model name (default churn)")
+        cmd.add_argument("--param", action="append", metavar="KEY=VALUE", help="any pipeline parameter (repeatable)")
+        cmd.add_argument("--pipeline", type=Path, help="compiled pipeline YAML (default: the packaged training.yaml)")
+        cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+        cmd.set_defaults(handler=handler)
+    submit = sub.choices["submit"]
+    submit.add_argument("--host", required=True, help="Kubeflow Pipelines API URL, e.g. http://localhost:8888")
+    submit.add_argument("--experiment", default="kfloop", help="experiment name (default kfloop)")
+    submit.add_argument("--run-name", help="run name (default: kfloop-<model>-<time>)")
+    submit.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
+    submit.add_argument("--wait", action="store_true", help="wait for the run to finish; exit 1 unless it succeeded")
+    submit.add_argument("--timeout", type=int, default=3600, help="seconds to wait with --wait (default 3600)")
+    submit.add_argument(
+        "--poll-seconds", type=float, default=5.0, help="seconds between run state checks with --wait (default 5)"
+    )
+
+
+def compile_command(args, settings: Settings) -> int:
+    from kfloop.pipelines.training import YAML_PATH, compile_pipeline
+
+    path = compile_pipeline(args.output or YAML_PATH, image=args.image or settings.image)
+    print(f"compiled {path}")
+    return 0
+
+
+def pipeline_arguments(args, yaml_path: Path) -> dict:
+    """Pipeline arguments from the flags, typed by the YAML's parameter definitions."""
+    arguments = parse_params(args.param, parameter_types(yaml_path))
+    if args.data:
+        arguments["source"] = args.data
+    source = arguments.get("source", "sample:churn")
+    sample = source[len("sample:") :].split("?")[0] if source.startswith("sample:") else None
+    defaults = SAMPLE_DEFAULTS.get(sample or "", {})
+    if args.target:
+        arguments["target"] = args.target
+    elif defaults and "target" not in arguments:
+        arguments["target"] = defaults["target"]
+    if defaults and "sensitive_feature" not in arguments and arguments.get("target") == defaults["target"]:
+        arguments["sensitive_feature"] = defaults["sensitive_feature"]
+    if args.model_name:
+        arguments["model_name"] = args.model_name
+    return arguments
+
+
+def _yaml_path(args) -> Path:
+    from kfloop.pipelines.training import YAML_PATH
+
+    path = args.pipeline or YAML_PATH
+    if not path.is_file():
+        raise ConfigError(f"compiled pipeline {path} not found; run 'kfloop pipeline compile' first")
+    return path
+
+
+def run_command(args, settings: Settings) -> int:
+    from kfloop.pipelines.run_local import run_local
+
+    yaml_path = _yaml_path(args)
+    arguments = pipeline_arguments(args, yaml_path)
+    print(f"running {yaml_path.name} locally with {_show(arguments)}", file=sys.stderr)
+    result = run_local(settings, arguments, yaml_path, progress=lambda line: print(line, file=sys.stderr))
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    gate = result.gate
+    print(f"gate: {'passed' if gate.get('passed') else 'failed'}: {gate.get('reason', '')}")
+    print(f"registered: {result.registered}" if result.registered else "registered: nothing (the gate failed)")
+    print(f"outputs: {result.run_dir}  (log {result.log_path.name}, {result.seconds:.1f}s)")
+    return 0
+
+
+def submit_command(args, settings: Settings) -> int:
+    from kfloop.pipelines.submit import submit_run
+
+    yaml_path = _yaml_path(args)
+    arguments = pipeline_arguments(args, yaml_path)
+    result = submit_run(
+        args.host,
+        yaml_path,
+        arguments,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        namespace=args.namespace,
+        wait=args.wait,
+        timeout=args.timeout,
+        poll_seconds=args.poll_seconds,
+        progress=lambda line: print(line, file=sys.stderr),
+    )
+    if args.json:
+        print_json(result)
+    else:
+        print(f"run {result['run_id']} ({result['run_name']}): {result['state']}")
+    if args.wait and result["state"] != "SUCCEEDED":
+        raise KfloopError(f"run {result['run_id']} finished in state {result['state']}")
+    return 0
+
+
+def _show(arguments: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(arguments.items())) or "defaults"

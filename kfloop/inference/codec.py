@@ -1,0 +1,366 @@
+"""Inference requests (KServe V1 and V2 JSON) decoded into the model's float32 input matrix.
+
+The predictor and the drift transformer both decode requests here, and the values are encoded
+as ``FeatureSchema.encode_columns`` encodes training data: numbers as float32 (numeric strings
+such as ``"1.5"`` are accepted, as ``pd.to_numeric`` accepts them in training), categories as
+their index in the schema's sorted ``categories``, missing (``null``/NaN) and unseen categories
+as NaN. Unseen categories are counted per feature, not rejected.
+
+The hot path works on the parsed JSON lists directly: an all-numeric batch is one ``np.asarray``
+call, categorical values go through a ``{category: code}`` dict built once per schema; no pandas.
+Every malformed request raises ``InvalidRequest`` with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import operator
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from kfloop.errors import InvalidRequest
+from kfloop.schema import FeatureSchema, label_key
+
+DEFAULT_MAX_BATCH = 10_000
+NUMERIC_DATATYPES = frozenset(
+    {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+)
+OUTPUT_NAME = "predictions"
+
+
+class Tensor(NamedTuple):
+    """A V2 tensor: data is a flat or nested list, or an ndarray, of ``shape``."""
+
+    name: str
+    shape: Sequence[int]
+    datatype: str
+    data: Any
+
+
+@dataclasses.dataclass
+class Decoded:
+    """A decoded request: the model's input matrix and the unseen categories per feature."""
+
+    X: np.ndarray
+    unseen: dict[str, int]
+
+    @property
+    def n_rows(self) -> int:
+        return self.X.shape[0]
+
+
+class RequestDecoder:
+    """Decodes V1 bodies and V2 inputs for one schema; at most ``max_batch`` rows per request."""
+
+    def __init__(self, schema: FeatureSchema, max_batch: int = DEFAULT_MAX_BATCH):
+        self.schema, self.max_batch = schema, max_batch
+        self.names = schema.names
+        self._name_set = frozenset(self.names)
+        self._codes = {
+            f.name: {c: float(i) for i, c in enumerate(f.categories)}
+            for f in schema.features
+            if f.kind == "categorical"
+        }
+
+    # -- V1 ------------------------------------------------------------------------------------
+
+    def decode_v1(self, body: Any) -> Decoded:
+        """``{"instances": [...]}``: lists in schema order, or objects keyed by feature name."""
+        instances = _body_list(body, "instances")
+        self._check_rows(len(instances), '"instances"')
+        if isinstance(instances[0], dict):
+            return self._decode_objects(instances)
+        return self._decode_rows(instances)
+
+    def _decode_objects(self, instances: list) -> Decoded:
+        """Objects keyed by feature name; checked in bulk first, one by one only to name a bad one."""
+        if set(map(type, instances)) != {dict} or not all(
+            map(operator.eq, map(dict.keys, instances), itertools.repeat(self._name_set))
+        ):
+            for i, instance in enumerate(instances):
+                if type(instance) is not dict:
+                    raise InvalidRequest(
+                        f"instance {i}: expected an object keyed by feature name like instance 0 "
+                        f"(all instances take the same form); got {_kind(instance)}"
+                    )
+                if instance.keys() != self._name_set:
+                    self._raise_bad_names(f"instance {i}", instance.keys())
+        columns = [list(map(operator.itemgetter(name), instances)) for name in self.names]
+        return self._encode_columns(columns, len(instances))
+
+    def _decode_rows(self, rows: list) -> Decoded:
+        """Lists in schema order; an all-numeric batch is one numpy conversion."""
+        width = len(self.names)
+        if not self._codes:
+            X = _float_matrix(rows)
+            if X is not None and X.ndim == 2 and X.shape[1] == width:
+                return Decoded(X, {})
+        if not set(map(type, rows)) <= {list, tuple} or set(map(len, rows)) != {width}:
+            for i, row in enumerate(rows):
+                if type(row) not in (list, tuple):
+                    raise InvalidRequest(
+                        f"instance {i}: expected a list of {width} values in schema order like "
+                        f"instance 0 (all instances take the same form); got {_kind(row)}"
+                    )
+                if len(row) != width:
+                    raise InvalidRequest(f"instance {i} has {len(row)} values; expected {width} features {self.names}")
+        columns = [list(map(operator.itemgetter(j), rows)) for j in range(width)]
+        return self._encode_columns(columns, len(rows))
+
+    # -- V2 ------------------------------------------------------------------------------------
+
+    def decode_v2(self, body: Any) -> Decoded:
+        """A V2 JSON request body (``{"inputs": [...]}``, as parsed)."""
+        return self.decode_v2_inputs(v2_tensors(body))
+
+    def decode_v2_inputs(self, inputs: Sequence[Tensor | tuple]) -> Decoded:
+        """One numeric ``[n, n_features]`` tensor (all-numeric models only), or one input per feature."""
+        inputs = [Tensor(*t) for t in inputs]
+        if not inputs:
+            raise InvalidRequest("request has no inputs")
+        if len(inputs) == 1 and inputs[0].name not in self._name_set:
+            return self._decode_v2_matrix(inputs[0])
+        return self._decode_v2_columns(inputs)
+
+    def _decode_v2_matrix(self, t: Tensor) -> Decoded:
+        width = len(self.names)
+        if self._codes:
+            raise InvalidRequest(
+                f"input {t.name!r} is not a feature name, and a single [n, {width}] tensor is accepted only "
+                f"when every feature is numeric; this model has categorical features {sorted(self._codes)}: "
+                f"send one input per feature, named {self.names}, with BYTES for categorical features"
+            )
+        _check_datatype(t, NUMERIC_DATATYPES, "a numeric datatype (FP32, FP64, INT*)")
+        if len(t.shape) != 2 or t.shape[1] != width:
+            raise InvalidRequest(
+                f"input {t.name!r} has shape {list(t.shape)}; expected [n, {width}] "
+                f"(one row per instance, features {self.names})"
+            )
+        self._check_rows(t.shape[0], f"input {t.name!r}")
+        values = _numeric(f"input {t.name!r}", _flat(t), unit="value")
+        if values.size != t.shape[0] * width:
+            raise InvalidRequest(
+                f"input {t.name!r} has {values.size} values; shape {list(t.shape)} needs {t.shape[0] * width}"
+            )
+        return Decoded(values.reshape(t.shape[0], width), {})
+
+    def _decode_v2_columns(self, inputs: list[Tensor]) -> Decoded:
+        names = [t.name for t in inputs]
+        if len(set(names)) != len(names):
+            raise InvalidRequest(f"inputs repeat a name: {names}")
+        if set(names) != self._name_set:
+            self._raise_bad_names("inputs", names)
+        first = inputs[0]
+        n = first.shape[0] if len(first.shape) in (1, 2) else 0
+        for t in inputs:
+            if list(t.shape) not in ([n], [n, 1]):
+                raise InvalidRequest(
+                    f"input {t.name!r} has shape {list(t.shape)}; expected [n] or [n, 1] "
+                    f"with the same n for every input (the first, {first.name!r}, has "
+                    f"shape {list(first.shape)})"
+                )
+        self._check_rows(n, f"input {first.name!r}")
+        columns = {t.name: self._column_values(t, n) for t in inputs}
+        return self._encode_columns([columns[name] for name in self.names], n)
+
+    def _column_values(self, t: Tensor, n: int) -> list:
+        if t.name in self._codes:
+            _check_datatype(t, {"BYTES"}, f"BYTES (category strings) for categorical feature {t.name!r}")
+        else:
+            _check_datatype(
+                t, NUMERIC_DATATYPES, f"a numeric datatype (FP32, FP64, INT*) for numeric feature {t.name!r}"
+            )
+        values = _flat(t)
+        if len(values) != n:
+            raise InvalidRequest(f"input {t.name!r} has {len(values)} values; shape {list(t.shape)} needs {n}")
+        if t.datatype.upper() == "BYTES" and any(isinstance(v, bytes) for v in values):
+            values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values]
+        return values
+
+    # -- shared ----------------------------------------------------------------------------------
+
+    def _check_rows(self, n: int, what: str) -> None:
+        if n < 1:
+            raise InvalidRequest(f"{what} is empty; send at least one row")
+        if n > self.max_batch:
+            raise InvalidRequest(
+                f"{what} has {n} rows, over the limit of {self.max_batch} rows per request; split the batch"
+            )
+
+    def _raise_bad_names(self, where: str, got) -> None:
+        got = set(got)
+        unknown, missing = sorted(got - self._name_set), [n for n in self.names if n not in got]
+        problems = ([f"unknown feature names {unknown}"] if unknown else []) + (
+            [f"missing features {missing}"] if missing else []
+        )
+        raise InvalidRequest(f"{where}: {'; '.join(problems)}; the model's features are {self.names}")
+
+    def _encode_columns(self, columns: Sequence[Sequence], n: int) -> Decoded:
+        X = np.empty((n, len(self.names)), dtype=np.float32)
+        unseen: dict[str, int] = {}
+        for j, (name, values) in enumerate(zip(self.names, columns)):
+            codes = self._codes.get(name)
+            if codes is None:
+                X[:, j] = _numeric(f"feature {name!r}", values)
+            else:
+                X[:, j] = _categories(name, codes, values, unseen)
+        return Decoded(X, unseen)
+
+
+def _numeric(what: str, values: Sequence, unit: str = "row") -> np.ndarray:
+    """float32 values; a value numpy cannot convert is named in the error with its position."""
+    try:
+        out = np.asarray(values, dtype=np.float32)
+        if out.ndim == 1:
+            return out
+    except (ValueError, TypeError, OverflowError):
+        pass
+    for i, value in enumerate(values):
+        if not _is_number(value):
+            raise InvalidRequest(f"{what} at {unit} {i}: expected a number or null; got {value!r}")
+    raise InvalidRequest(f"{what}: expected numbers or null")
+
+
+def _categories(name: str, codes: dict[str, float], values: Sequence, unseen: dict[str, int]) -> list:
+    """Category codes, or NaN for missing and unseen values (unseen are counted)."""
+    try:
+        out = [codes.get(v) for v in values]
+    except TypeError:  # an unhashable value (list or object) somewhere
+        out = [None] * len(values)
+    if None not in out:
+        return out
+    for i, value in enumerate(values):
+        if out[i] is None:
+            out[i] = _category_code(name, codes, value, i, unseen)
+    return out
+
+
+def _category_code(name: str, codes: dict[str, float], value: Any, i: int, unseen: dict[str, int]) -> float:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return math.nan
+    if isinstance(value, (list, dict)):
+        raise InvalidRequest(f"feature {name!r} at row {i}: expected a category string or null; got {value!r}")
+    code = codes.get(value if isinstance(value, str) else label_key(value))
+    if code is None:
+        unseen[name] = unseen.get(name, 0) + 1
+        return math.nan
+    return code
+
+
+def _float_matrix(rows: list) -> np.ndarray | None:
+    try:
+        return np.asarray(rows, dtype=np.float32)
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
+def _is_number(value: Any) -> bool:
+    """Whether numpy converts this one value to float32 (as it does for the whole column)."""
+    if isinstance(value, (list, tuple, dict)):
+        return False
+    try:
+        np.asarray(value, dtype=np.float32)
+        return True
+    except (ValueError, TypeError, OverflowError):
+        return False
+
+
+def _flat(t: Tensor) -> list | np.ndarray:
+    """The tensor's values as one flat sequence (nested lists are flattened one level)."""
+    data = t.data
+    if isinstance(data, np.ndarray):
+        return data.ravel() if data.dtype != object else data.ravel().tolist()
+    if not isinstance(data, list):
+        raise InvalidRequest(f"input {t.name!r}: data must be a list; got {_kind(data)}")
+    if data and isinstance(data[0], list):
+        return [v for row in data for v in (row if isinstance(row, list) else [row])]
+    return data
+
+
+def v2_tensors(body: Any) -> list[Tensor]:
+    """The inputs of a V2 JSON request body, checked as the Open Inference Protocol's request schema
+    (and KServe's pydantic model of it) checks them: each input an object with a string ``name``, an
+    integer list ``shape``, a string ``datatype`` and ``data``."""
+    inputs = _body_list(body, "inputs")
+    if "id" in body and not isinstance(body["id"], str):
+        raise InvalidRequest(f'"id" must be a string; got {_kind(body["id"])}')
+    return [_v2_tensor(i, t) for i, t in enumerate(inputs)]
+
+
+def _body_list(body: Any, key: str) -> list:
+    """``body[key]`` of a request body that must be a JSON object holding a list there."""
+    if not isinstance(body, dict) or key not in body:
+        got = "an object without it" if isinstance(body, dict) else _kind(body)
+        raise InvalidRequest(f'request body must be a JSON object with an "{key}" list; got {got}')
+    if not isinstance(body[key], list):
+        raise InvalidRequest(f'"{key}" must be a list; got {_kind(body[key])}')
+    return body[key]
+
+
+def _v2_tensor(i: int, t: Any) -> Tensor:
+    if not isinstance(t, dict):
+        raise InvalidRequest(f"inputs[{i}] must be an object with name, shape, datatype and data; got {_kind(t)}")
+    missing = [k for k in ("name", "shape", "datatype", "data") if k not in t]
+    if missing:
+        raise InvalidRequest(
+            f"inputs[{i}] has no {', '.join(missing)}; each input needs name, shape, datatype and data"
+        )
+    name, shape, datatype = t["name"], t["shape"], t["datatype"]
+    if not isinstance(name, str) or not isinstance(datatype, str):
+        field, value = ("name", name) if not isinstance(name, str) else ("datatype", datatype)
+        raise InvalidRequest(f"inputs[{i}].{field} must be a string; got {_kind(value)}")
+    if not isinstance(shape, list) or not all(type(d) is int for d in shape):
+        raise InvalidRequest(f"input {name!r}: shape must be a list of integers; got {shape!r}")
+    return Tensor(name, shape, datatype, t["data"])
+
+
+def _check_datatype(t: Tensor, allowed, expected: str) -> None:
+    if t.datatype.upper() not in allowed:
+        raise InvalidRequest(f"input {t.name!r} has datatype {t.datatype}; expected {expected}")
+
+
+_KINDS = {dict: "an object", list: "a list", str: "a string", type(None): "null"}
+
+
+def _kind(value: Any) -> str:
+    """How a JSON value is named in error messages."""
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+# -- responses -----------------------------------------------------------------------------------
+
+
+def encode_response(schema: FeatureSchema, pred: np.ndarray) -> list:
+    """V1 ``predictions``: per-row class probabilities (in ``schema.classes`` order) or values."""
+    return _checked(schema, np.asarray(pred)).tolist()
+
+
+def encode_v2_output(schema: FeatureSchema, pred: np.ndarray) -> Tensor:
+    """The V2 ``predictions`` output: FP32 ``[n, n_classes]`` or ``[n]``."""
+    pred = _checked(schema, np.ascontiguousarray(pred, dtype=np.float32))
+    return Tensor(OUTPUT_NAME, list(pred.shape), "FP32", pred)
+
+
+def _checked(schema: FeatureSchema, pred: np.ndarray) -> np.ndarray:
+    expected_ndim = 1 if schema.task == "regression" else 2
+    if pred.ndim != expected_ndim:
+        raise ValueError(f"{schema.task} predictions must be {expected_ndim}-D; got shape {pred.shape}")
+    return pred
+
+
+def v2_input_metadata(schema: FeatureSchema) -> list[dict]:
+    """V2 model metadata inputs: one per feature, BYTES for categorical, FP32 for numeric."""
+    return [
+        {"name": f.name, "datatype": "BYTES" if f.kind == "categorical" else "FP32", "shape": [-1]}
+        for f in schema.features
+    ]
+
+
+def v2_output_metadata(schema: FeatureSchema) -> list[dict]:
+    """V2 model metadata outputs: ``predictions``, FP32 ``[-1, n_classes]`` or ``[-1]``."""
+    shape = [-1] if schema.task == "regression" else [-1, len(schema.classes)]
+    return [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": shape}]

@@ -1,0 +1,300 @@
+"""Feature drift detection: a baseline fitted on the training features, checked on live windows.
+
+The detector runs one univariate test per feature on the encoded matrix of
+``FeatureSchema.encode_columns``: two-sample Kolmogorov-Smirnov for numeric features,
+chi-squared on the 2 x k table of reference vs window category counts for categorical ones,
+and a Bonferroni or FDR correction over features. Every result is Alibi Detect's envelope
+``{"meta": {...}, "data": {"is_drift", "p_val", "threshold", "distance"}}`` as plain JSON.
+
+Two backends compute the same tests. ``alibi`` (the default) is Alibi Detect 0.13's
+``TabularDrift``; Alibi Detect 0.13 is licensed under BSL 1.1, which forbids production use
+without a commercial licence from Seldon. ``scipy`` calls the same ``scipy.stats`` functions
+itself, needs no Alibi Detect, and is the backend to use in production without that licence.
+
+Preparation, the same for both backends and for reference and window alike:
+
+- categorical: NaN (missing or unseen at encoding time) and any value that is not a code
+  0..k-1 become the extra code k, so missing/unseen values are counted as a category of their
+  own. The test counts the union of categories seen in the reference and in the window (as
+  Alibi does): with a fixed 0..k list, a category absent from both would make chi-squared fail.
+- numeric: ``TabularDrift`` hands NaN to ``ks_2samp``, which returns a NaN p-value, so drift
+  in that feature would never be reported. NaN becomes -inf instead: missing sorts below every
+  value, so the KS test compares the distribution of the value with missingness as its lowest
+  atom. A change in the missing rate or in the values is seen; without NaN it is the plain KS
+  test. (Ties make the asymptotic p-value conservative, never anti-conservative.)
+
+A saved detector is a folder with ``kfloop_detector.json`` (backend, feature names and kinds,
+p_val, correction) and the prepared reference ``x_ref.npy``, plus Alibi's ``config.toml``
+(alibi) or ``config.json`` (scipy). Since both backends keep the same ``x_ref.npy``, a folder
+saved by one backend can be loaded with the other (``load_detector(folder, backend=...)``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from kfloop import __version__
+from kfloop.errors import ConfigError, DataError
+from kfloop.schema import FeatureSchema
+
+BACKENDS = ("alibi", "scipy")
+CORRECTIONS = ("bonferroni", "fdr")
+SPEC_FILE = "kfloop_detector.json"
+X_REF_FILE = "x_ref.npy"
+SCIPY_CONFIG_FILE = "config.json"
+
+
+class DriftDetector(Protocol):
+    """A fitted drift detector: ``predict`` returns the JSON-safe Alibi envelope for a window."""
+
+    backend: str
+    feature_names: list[str]
+
+    def predict(self, X: np.ndarray) -> dict: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+
+def fit_baseline(
+    schema: FeatureSchema,
+    X_ref: np.ndarray,
+    backend: str = "alibi",
+    p_val: float = 0.05,
+    correction: str = "bonferroni",
+    max_ref_rows: int = 10000,
+    seed: int = 0,
+) -> DriftDetector:
+    """A detector whose reference is ``X_ref`` (encoded by ``schema``), subsampled to ``max_ref_rows``."""
+    spec = {
+        "backend": backend,
+        "feature_names": schema.names,
+        "kinds": [f.kind for f in schema.features],
+        "n_categories": {str(i): len(schema.features[i].categories) for i in schema.categorical_indices},
+        "p_val": p_val,
+        "correction": correction,
+    }
+    _check_spec(spec)
+    if max_ref_rows < 1:
+        raise ConfigError(f"max_ref_rows must be at least 1, got {max_ref_rows}")
+    X_ref = _check_matrix(X_ref, spec, "reference")
+    if len(X_ref) > max_ref_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(len(X_ref), max_ref_rows, replace=False))
+        X_ref = X_ref[rows]
+    return _build(spec, prepare(X_ref, spec))
+
+
+def save_detector(det: DriftDetector, folder: str | Path) -> Path:
+    """Save ``det`` into ``folder`` (created if needed); returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    det.save(folder)
+    return folder
+
+
+def load_detector(folder: str | Path, backend: str | None = None) -> DriftDetector:
+    """Load a saved detector, with the backend it was saved with or with ``backend``."""
+    folder = Path(folder)
+    try:
+        spec = json.loads((folder / SPEC_FILE).read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"{folder} has no {SPEC_FILE}: not a saved kfloop drift detector") from e
+    spec["backend"] = backend or spec["backend"]
+    _check_spec(spec)
+    if spec["backend"] == "alibi" and (folder / "config.toml").is_file():
+        from alibi_detect.saving import load_detector as alibi_load
+
+        return AlibiDrift(spec, alibi_load(str(folder)))
+    x_ref_path = folder / X_REF_FILE
+    if not x_ref_path.is_file():
+        raise ConfigError(f"{folder} has no {X_REF_FILE}: cannot build the {spec['backend']!r} backend")
+    return _build(spec, np.load(x_ref_path, allow_pickle=False))
+
+
+# -- preparation and results -------------------------------------------------------------------
+
+
+def prepare(X: np.ndarray, spec: dict) -> np.ndarray:
+    """A float32 copy of ``X`` with NaN/unseen categories as code k and numeric NaN as -inf."""
+    out = np.array(X, dtype=np.float32, copy=True)
+    for j, kind in enumerate(spec["kinds"]):
+        col = out[:, j]
+        if kind == "categorical":
+            k = spec["n_categories"][str(j)]
+            col[~np.isin(col, np.arange(k, dtype=np.float32))] = k
+        else:
+            col[np.isnan(col)] = -np.inf
+    return out
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with numpy arrays and scalars as Python lists and numbers; NaN/inf become None."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def _envelope(spec: dict, meta: dict, is_drift: int, p_vals: np.ndarray, threshold: Any, distance: np.ndarray) -> dict:
+    """The JSON-safe result. FDR without drift has one threshold per rank; the smallest is kept,
+    so that ``is_drift == any(p_val < threshold)`` holds for both corrections."""
+    meta = {**meta, "backend": spec["backend"], "feature_names": spec["feature_names"]}
+    data = {"is_drift": int(is_drift), "p_val": p_vals, "threshold": float(np.min(threshold)), "distance": distance}
+    return to_jsonable({"meta": meta, "data": data})
+
+
+# -- backends ----------------------------------------------------------------------------------
+
+
+class AlibiDrift:
+    """Alibi Detect's ``TabularDrift`` behind kfloop's preparation (BSL 1.1: see module docstring)."""
+
+    backend = "alibi"
+
+    def __init__(self, spec: dict, detector: Any):
+        self.spec, self.detector = spec, detector
+        self.feature_names = list(spec["feature_names"])
+
+    @classmethod
+    def fit(cls, spec: dict, x_ref: np.ndarray) -> AlibiDrift:
+        from alibi_detect.cd import TabularDrift
+
+        categories = {j: _ref_categories(x_ref, j) for j in _categorical(spec)}
+        return cls(
+            spec,
+            TabularDrift(
+                x_ref,
+                p_val=spec["p_val"],
+                categories_per_feature=categories,
+                correction=spec["correction"],
+                data_type="tabular",
+            ),
+        )
+
+    def predict(self, X: np.ndarray) -> dict:
+        result = self.detector.predict(prepare(_check_matrix(X, self.spec, "window"), self.spec))
+        data = result["data"]
+        return _envelope(
+            self.spec, result["meta"], data["is_drift"], data["p_val"], data["threshold"], data["distance"]
+        )
+
+    def save(self, path: str | Path) -> None:
+        from alibi_detect.saving import save_detector as alibi_save
+
+        alibi_save(self.detector, str(path))
+        _write_spec(self.spec, Path(path), "alibi")
+
+
+class ScipyDrift:
+    """The same per-feature tests and corrections as ``TabularDrift``, with scipy only."""
+
+    backend = "scipy"
+
+    def __init__(self, spec: dict, x_ref: np.ndarray):
+        self.spec, self.x_ref = spec, x_ref
+        self.feature_names = list(spec["feature_names"])
+        self.categories = {j: _ref_categories(x_ref, j) for j in _categorical(spec)}
+
+    def predict(self, X: np.ndarray) -> dict:
+        from scipy.stats import chi2_contingency, ks_2samp
+
+        x = prepare(_check_matrix(X, self.spec, "window"), self.spec)
+        n = x.shape[1]
+        p_vals, dist = np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
+        for j in range(n):
+            ref, win = self.x_ref[:, j], x[:, j]
+            if j in self.categories:
+                dist[j], p_vals[j] = chi2_contingency(_counts(ref, win, self.categories[j]))[:2]
+            else:
+                dist[j], p_vals[j] = ks_2samp(ref, win, alternative="two-sided", method="asymp")
+        is_drift, threshold = _correct(p_vals, self.spec["p_val"], self.spec["correction"])
+        meta = {
+            "name": "TabularDrift",
+            "detector_type": "drift",
+            "data_type": "tabular",
+            "online": False,
+            "version": f"kfloop {__version__}",
+        }
+        return _envelope(self.spec, meta, is_drift, p_vals, threshold, dist)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        np.save(path / X_REF_FILE, self.x_ref, allow_pickle=False)
+        config = {
+            "name": "TabularDrift",
+            "p_val": self.spec["p_val"],
+            "correction": self.spec["correction"],
+            "alternative": "two-sided",
+            "categories_per_feature": self.categories,
+            "x_ref": X_REF_FILE,
+        }
+        (path / SCIPY_CONFIG_FILE).write_text(json.dumps(to_jsonable(config), indent=1))
+        _write_spec(self.spec, path, "scipy")
+
+
+def _correct(p_vals: np.ndarray, p_val: float, correction: str) -> tuple[int, Any]:
+    """Alibi's batch decision: Bonferroni (any p < p_val / n) or Benjamini-Hochberg FDR."""
+    n = len(p_vals)
+    if correction == "bonferroni":
+        return int((p_vals < p_val / n).any()), p_val / n
+    q_threshold = p_val * np.arange(1, n + 1) / n
+    below = np.sort(p_vals) < q_threshold
+    if not below.any():
+        return 0, q_threshold
+    return 1, q_threshold[np.where(below)[0].max()]
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _build(spec: dict, x_ref: np.ndarray) -> DriftDetector:
+    return AlibiDrift.fit(spec, x_ref) if spec["backend"] == "alibi" else ScipyDrift(spec, x_ref)
+
+
+def _categorical(spec: dict) -> list[int]:
+    return [j for j, kind in enumerate(spec["kinds"]) if kind == "categorical"]
+
+
+def _ref_categories(x_ref: np.ndarray, j: int) -> list[int]:
+    """Codes present in the reference column ``j`` (prepared, so whole numbers 0..k)."""
+    return [int(v) for v in np.unique(x_ref[:, j])]
+
+
+def _counts(ref: np.ndarray, win: np.ndarray, ref_categories: list[int]) -> np.ndarray:
+    """The 2 x k table of reference and window counts over the union of their categories."""
+    cats = np.union1d(ref_categories, np.unique(win))
+    return np.vstack([np.bincount(np.searchsorted(cats, col), minlength=len(cats)) for col in (ref, win)])
+
+
+def _check_spec(spec: dict) -> None:
+    if spec["backend"] not in BACKENDS:
+        raise ConfigError(f"drift backend {spec['backend']!r} is not one of {BACKENDS}")
+    if spec["correction"] not in CORRECTIONS:
+        raise ConfigError(f"drift correction {spec['correction']!r} is not one of {CORRECTIONS}")
+    if not 0 < spec["p_val"] < 1:
+        raise ConfigError(f"drift p_val must be between 0 and 1, got {spec['p_val']}")
+    if not spec["feature_names"]:
+        raise ConfigError("drift detection needs at least one feature; the schema has none")
+
+
+def _check_matrix(X: np.ndarray, spec: dict, what: str) -> np.ndarray:
+    X = np.asarray(X)
+    n = len(spec["feature_names"])
+    if X.ndim != 2 or X.shape[1] != n or X.shape[0] == 0:
+        raise DataError(f"drift {what} must be a non-empty [rows, {n}] matrix, got shape {X.shape}")
+    return X
+
+
+def _write_spec(spec: dict, folder: Path, backend: str) -> None:
+    doc = {**spec, "backend": backend, "kfloop_version": __version__}
+    (folder / SPEC_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True))

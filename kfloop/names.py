@@ -1,0 +1,101 @@
+"""Names that cross a process boundary, defined once, and the one check of external names.
+
+Everything here is read by one process and written by another: HTTP headers and paths, CloudEvent
+types, the object-store key layout. A name changes here or nowhere. External strings that become part
+of a path or an object key (model names, event ids, run names, revisions) go through
+``validate_model_name`` (refuses) or ``key_segment`` (maps to a safe segment) first.
+
+A leaf: imports nothing from kfloop but ``kfloop.errors``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kfloop.errors import RegistryError
+
+# HTTP headers
+REQUEST_ID_HEADER = "x-request-id"  # KServe's and Istio's request id; kfloop captures rows under it
+REVISION_HEADER = "x-kfloop-revision"  # stable|canary|shadow: the revision's role, set by the gateway
+MODEL_VERSION_HEADER = "x-kfloop-model-version"  # set by kfloop's predictor: the version that answered
+
+# HTTP paths of the local gateway's admin API and of the trigger service
+ADMIN_PATH = "/kfloop/v1"
+ADMIN_MODELS_PATH = f"{ADMIN_PATH}/models"  # GET models, models/NAME; POST models/NAME/deploy|promote|...
+ADMIN_EVENTS_PATH = f"{ADMIN_PATH}/events"  # the gateway's CloudEvents sink
+TRIGGER_FEEDBACK_PATH = "/v1/feedback"
+TRIGGER_STATUS_PATH = "/v1/status"
+HEALTH_PATH = "/healthz"
+
+# CloudEvent types
+DRIFT_DETECTED = "io.kfloop.drift.detected"
+QUALITY_DEGRADED = "io.kfloop.quality.degraded"
+FEEDBACK = "io.kfloop.feedback"
+RETRAIN_STARTED = "io.kfloop.retrain.started"
+RETRAIN_FINISHED = "io.kfloop.retrain.finished"
+ROLLOUT_DECISION = "io.kfloop.rollout.decision"
+
+# Object-store key layout (one top-level folder per kind of object)
+MODELS_PREFIX = "models"  # models/NAME/{versions,stages}/NNNNNN.json, models/NAME/bundles/ID/...
+CAPTURES_PREFIX = "captures"  # captures/MODEL/VERSION/DAY/STAMP-ID-SHA.{jsonl,parquet}
+FEEDBACK_PREFIX = "feedback"  # feedback/MODEL/DAY/STAMP-ID.jsonl
+EVENTS_PREFIX = "events"  # events/MODEL/EVENT_ID.json
+RETRAINING_PREFIX = "retraining"  # retraining/MODEL/STAMP.parquet: a run's training data
+TRIGGER_PREFIX = "trigger"  # trigger/MODEL/state.json, trigger/MODEL/rollouts/NNNNNN.json
+
+MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
+
+
+def validate_model_name(name: str) -> str:
+    """``name`` if it is a valid model name (it becomes a Kubernetes name and a key segment)."""
+    if not isinstance(name, str) or not MODEL_NAME_PATTERN.match(name):
+        raise RegistryError(
+            f"model name {name!r} is not valid: use 1-40 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit (it becomes a Kubernetes name)"
+        )
+    return name
+
+
+def key_segment(text: str) -> str:
+    """``text`` made usable as one path or key segment: anything but ``[A-Za-z0-9._=-]`` becomes ``_``,
+    and a segment of only dots (``.``, ``..``) becomes ``_``, so it can never leave its folder."""
+    cleaned = _UNSAFE.sub("_", text)
+    return cleaned if cleaned.strip(".") else "_"
+
+
+def model_version_key(name: str, version: int) -> str:
+    return f"{MODELS_PREFIX}/{name}/versions/{version:06d}.json"
+
+
+def model_stage_key(name: str, version: int) -> str:
+    return f"{MODELS_PREFIX}/{name}/stages/{version:06d}.json"
+
+
+def captures_prefix(model: str, version: str | None = None) -> str:
+    prefix = f"{CAPTURES_PREFIX}/{key_segment(model)}/"
+    return prefix + (f"{key_segment(str(version))}/" if version is not None else "")
+
+
+def feedback_prefix(model: str) -> str:
+    return f"{FEEDBACK_PREFIX}/{key_segment(model)}/"
+
+
+def events_prefix(model: str) -> str:
+    return f"{EVENTS_PREFIX}/{key_segment(model)}/"
+
+
+def event_key(model: str, event_id: str) -> str:
+    return f"{events_prefix(model)}{key_segment(str(event_id))}.json"
+
+
+def trigger_state_key(model: str) -> str:
+    return f"{TRIGGER_PREFIX}/{key_segment(model)}/state.json"
+
+
+def auto_rollouts_prefix(model: str | None = None) -> str:
+    return f"{TRIGGER_PREFIX}/{key_segment(model)}/rollouts/" if model else f"{TRIGGER_PREFIX}/"
+
+
+def auto_rollout_key(model: str, version: int) -> str:
+    return f"{auto_rollouts_prefix(model)}{version:06d}.json"

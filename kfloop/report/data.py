@@ -1,0 +1,311 @@
+"""What the monitoring report shows, read from the store and put in plain rows.
+
+``gather(store, model)`` collects one model's registry versions, capture records and event
+log into ``ModelFacts``; the functions below turn them into rows for tables and plots. Events
+are read tolerantly: a field an event lacks shows as missing, never as an error.
+
+Shapes read from the event log (``kfloop.events.cloudevents`` types):
+
+- ``io.kfloop.drift.detected``: Alibi's envelope ``{"meta", "data": {"is_drift", "p_val",
+  "threshold", "distance", "p_val_by_feature", "window_index", "window_size"}}`` plus context
+  (``model_version`` or ``version``); ``p_val_by_feature`` may also sit next to ``data``.
+- ``io.kfloop.rollout.decision``: ``{"canary_version"|"version", "stable_version", "step",
+  "percent"|"canary_percent"|"weight", "verdict"|"decision", "reason",
+  "metrics"|"comparisons"|"evidence"}``; evidence is a list of ``{"metric", "stable",
+  "canary", "threshold", "passed"}`` or a mapping from metric name to such a dict or a value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import itertools
+from collections import Counter
+
+from kfloop.monitoring.capture import read_captures
+from kfloop.names import (
+    CAPTURES_PREFIX,
+    DRIFT_DETECTED,
+    EVENTS_PREFIX,
+    FEEDBACK,
+    RETRAIN_FINISHED,
+    RETRAIN_STARTED,
+    ROLLOUT_DECISION,
+)
+from kfloop.store.event_log import read_events
+from kfloop.store.objects import ObjectStore
+from kfloop.store.registry import Registry, VersionRecord
+
+FINAL_VERDICTS = {"promote", "promoted", "rollback", "rolled-back", "rolled_back", "abort", "aborted"}
+BUCKETS = [
+    (60, "1 min"),
+    (300, "5 min"),
+    (900, "15 min"),
+    (3600, "1 h"),
+    (6 * 3600, "6 h"),
+    (86400, "1 day"),
+    (7 * 86400, "1 week"),
+]
+
+
+@dataclasses.dataclass
+class ModelFacts:
+    """Everything recorded about one model."""
+
+    model: str
+    versions: list[VersionRecord]
+    captures: list[dict]
+    events: list[dict]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.versions or self.captures or self.events)
+
+    def of_type(self, *types: str) -> list[dict]:
+        return [e for e in self.events if e.get("type") in types]
+
+
+def models_in(store: ObjectStore) -> list[str]:
+    """Every model with registered versions, captures or events."""
+    names = set(Registry(store).models())
+    for prefix in (EVENTS_PREFIX, CAPTURES_PREFIX):
+        names.update(key.split("/")[1] for key in store.list(prefix + "/") if key.count("/") >= 2)
+    return sorted(names)
+
+
+def gather(store: ObjectStore, model: str) -> ModelFacts:
+    registry = Registry(store)
+    versions = registry.list_versions(model) if model in registry.models() else []
+    return ModelFacts(model, versions, read_captures(store, model), read_events(store, model))
+
+
+def parse_time(value: object) -> dt.datetime | None:
+    """An RFC 3339 / ISO 8601 text as an aware UTC datetime; None when it is not one."""
+    try:
+        when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when.astimezone(dt.timezone.utc) if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+def production(facts: ModelFacts) -> VersionRecord | None:
+    return next((v for v in reversed(facts.versions) if v.stage == "production"), None)
+
+
+def canary(facts: ModelFacts) -> str | None:
+    """The version answering as canary in the newest captures, unless a final rollout decision
+    (promote or rollback) was recorded after that capture."""
+    last = next((c for c in reversed(facts.captures) if c.get("revision") == "canary"), None)
+    if last is None:
+        return None
+    when = parse_time(last.get("time"))
+    for decision in rollout_decisions(facts):
+        if decision["verdict"].lower() in FINAL_VERDICTS and decision["time"] and when and decision["time"] >= when:
+            return None
+    return str(last.get("model_version"))
+
+
+def counts(facts: ModelFacts) -> dict[str, int]:
+    by_type = Counter(e.get("type") for e in facts.events)
+    return {
+        "requests": len(facts.captures),
+        "drift events": by_type[DRIFT_DETECTED],
+        "retraining runs started": by_type[RETRAIN_STARTED],
+        "retraining runs finished": by_type[RETRAIN_FINISHED],
+        "rollout decisions": by_type[ROLLOUT_DECISION],
+        "events in total": len(facts.events),
+    }
+
+
+def timeline_events(facts: ModelFacts) -> list[dict]:
+    """The events as the timeline shows them: each run of consecutive feedback posts (one event per
+    post) folded into one ``io.kfloop.feedback`` row dated at its first post, whose data counts the
+    posts and labels and names the last post's time; every other event as recorded."""
+    shown: list[dict] = []
+    for is_feedback, run in itertools.groupby(facts.events, key=lambda e: e.get("type") == FEEDBACK):
+        if not is_feedback:
+            shown.extend(run)
+            continue
+        posts = list(run)
+        labels = sum(_label_count(p.get("data")) for p in posts)
+        shown.append(
+            {
+                "time": posts[0].get("time"),
+                "type": FEEDBACK,
+                "source": posts[0].get("source"),
+                "data": {"posts": len(posts), "labels": labels, "until": posts[-1].get("time")},
+            }
+        )
+    return shown
+
+
+def _label_count(data: object) -> int:
+    labels = data.get("labels") if isinstance(data, dict) else None
+    return len(labels) if isinstance(labels, (list, dict)) else 0
+
+
+def drift_windows(facts: ModelFacts) -> list[dict]:
+    """One row per recorded drift window: time, version, index, size, is_drift, p-values, threshold."""
+    rows = []
+    for event in facts.of_type(DRIFT_DETECTED):
+        outer = event.get("data") if isinstance(event.get("data"), dict) else {}
+        inner = outer.get("data") if isinstance(outer.get("data"), dict) else outer
+        p_by = inner.get("p_val_by_feature") or outer.get("p_val_by_feature")
+        if not isinstance(p_by, dict):
+            p_by = {f"feature {i}": p for i, p in enumerate(_as_list(inner.get("p_val")))}
+        rows.append(
+            {
+                "time": parse_time(event.get("time")),
+                "version": _version(outer),
+                "window_index": inner.get("window_index", outer.get("window_index")),
+                "window_size": inner.get("window_size", outer.get("window_size")),
+                "is_drift": bool(inner.get("is_drift")),
+                "threshold": _threshold(inner.get("threshold")),
+                "p_values": {str(k): _number(v) for k, v in p_by.items()},
+            }
+        )
+    return rows
+
+
+def rollout_decisions(facts: ModelFacts) -> list[dict]:
+    """One row per rollout decision: time, canary and stable version, step, percent, verdict, evidence."""
+    rows = []
+    for event in facts.of_type(ROLLOUT_DECISION):
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        rows.append(
+            {
+                "time": parse_time(event.get("time")),
+                "canary": _first(data, "canary_version", "version", "model_version"),
+                "stable": _first(data, "stable_version"),
+                "step": _first(data, "step"),
+                "percent": _first(data, "percent", "canary_percent", "weight", "traffic_percent"),
+                "verdict": str(_first(data, "verdict", "decision", "action") or "-"),
+                "reason": str(_first(data, "reason") or ""),
+                "evidence": evidence(_first(data, "metrics", "comparisons", "evidence", "analysis")),
+            }
+        )
+    return rows
+
+
+def evidence(value: object) -> list[dict]:
+    """Compared metrics as ``[{"metric", "stable", "canary", "threshold", "passed"}]``."""
+    if isinstance(value, dict):
+        value = [{"metric": k, **(v if isinstance(v, dict) else {"canary": v})} for k, v in value.items()]
+    if not isinstance(value, list):
+        return []
+    return [
+        {
+            "metric": str(_first(item, "metric", "name") or "?"),
+            "stable": item.get("stable"),
+            "canary": item.get("canary"),
+            "threshold": item.get("threshold"),
+            "passed": _first(item, "passed", "ok"),
+        }
+        for item in value
+        if isinstance(item, dict)
+    ]
+
+
+def traffic(facts: ModelFacts) -> dict:
+    """Requests per time bucket for each ``<revision> v<version>``: ``{"starts": [bucket start],
+    "series": {label: [count per bucket]}, "width_s": bucket seconds, "bucket": "5 min"}``."""
+    stamped = [
+        (parse_time(c.get("time")), f"{c.get('revision') or '?'} v{c.get('model_version') or '?'}")
+        for c in facts.captures
+    ]
+    stamped = [(t, label) for t, label in stamped if t is not None]
+    if not stamped:
+        return {"starts": [], "series": {}, "width_s": 0, "bucket": ""}
+    first, last = min(t for t, _ in stamped), max(t for t, _ in stamped)
+    width, name = next(((w, n) for w, n in BUCKETS if (last - first).total_seconds() / w <= 48), BUCKETS[-1])
+    origin = first.timestamp() // width * width
+    n = int((last.timestamp() - origin) // width) + 1
+    series: dict[str, list[int]] = {label: [0] * n for label in sorted({label for _, label in stamped})}
+    for when, label in stamped:
+        series[label][int((when.timestamp() - origin) // width)] += 1
+    starts = [dt.datetime.fromtimestamp(origin + i * width, dt.timezone.utc) for i in range(n)]
+    return {"starts": starts, "series": series, "width_s": width, "bucket": name}
+
+
+def primary_metric(record: VersionRecord | None) -> tuple[str | None, float | None]:
+    """The gate's metric of a version and its value, e.g. ``("auc", 0.91)``."""
+    if record is None:
+        return None, None
+    metric = (record.metrics.get("gate") or {}).get("metric")
+    value = (record.metrics.get("metrics") or {}).get(metric) if metric else None
+    return metric, _number(value)
+
+
+def _version(data: dict) -> str:
+    value = _first(data, "model_version", "version")
+    return "?" if value is None else str(value)
+
+
+def _first(data: dict, *keys: str) -> object:
+    return next((data[k] for k in keys if data.get(k) is not None), None)
+
+
+def _as_list(value: object) -> list:
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def _threshold(value: object) -> float | None:
+    """A scalar threshold; for FDR without drift Alibi gives one per rank: the strictest is shown."""
+    values = [v for v in (_number(x) for x in _as_list(value)) if v is not None]
+    return min(values) if values else None
+
+
+def _number(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if number == number else None
+
+
+def live_quality(store: ObjectStore, facts: ModelFacts) -> dict:
+    """Measured quality per version and window (``kfloop.monitoring.quality.rolling_quality`` on the labeled
+    captures) and the label-free CBPE accuracy estimate of the captured probabilities:
+    ``{"metric", "window", "rows": [measured windows], "series": {"v2 measured": [(end, value)],
+    "v2 estimated (CBPE)": [...]}, "note"}``."""
+    out: dict = {"metric": None, "window": None, "rows": [], "series": {}, "note": ""}
+    record = production(facts) or (facts.versions[-1] if facts.versions else None)
+    if record is None:
+        return {**out, "note": "No labels yet (and no registered version whose schema could read them)."}
+    from kfloop.errors import DataError
+    from kfloop.monitoring import (
+        feedback,  # pandas and scikit-learn: loaded only when a report is built
+        quality,
+    )
+    from kfloop.schema import FeatureSchema
+
+    schema = FeatureSchema.from_dict(record.schema)
+    out["metric"] = quality.DEFAULT_METRIC[schema.task]
+    labeled = feedback.labeled_frame(store, facts.model, schema)
+    notes = [] if len(labeled) else ["No labels yet."]
+    if len(labeled):
+        out["window"] = quality_window(len(labeled))
+        out["rows"] = quality.rolling_quality(schema, labeled, out["window"])
+        if not out["rows"]:
+            notes.append(f"{len(labeled)} labeled rows: fewer than one window of {out['window']} per version.")
+        _add_series(out["series"], out["rows"], out["metric"], "measured")
+    if out["metric"] == "accuracy" and facts.captures:
+        try:
+            estimates = quality.estimated_quality(facts.captures, quality_window(len(facts.captures)))
+        except DataError as e:
+            notes.append(f"No CBPE estimate: {e}")
+        else:
+            _add_series(out["series"], estimates, "estimated_accuracy", "estimated (CBPE)")
+    return {**out, "note": " ".join(notes)}
+
+
+def quality_window(rows: int) -> int:
+    """Rows per quality window: about ten windows, between 10 and 200 rows each."""
+    return min(200, max(10, rows // 10))
+
+
+def _add_series(series: dict, rows: list[dict], metric: str, kind: str) -> None:
+    for row in rows:
+        end, value = parse_time(row.get("end")), _number(row.get(metric))
+        if end is not None and value is not None:
+            series.setdefault(f"v{row['model_version']} {kind}", []).append((end, value))

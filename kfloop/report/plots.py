@@ -1,0 +1,140 @@
+"""The monitoring report's plots: matplotlib (Agg) figures returned as base64 PNG text.
+
+Each function takes the plain rows of ``kfloop.report.data`` and returns the PNG, base64
+encoded, ready for a ``data:image/png;base64,...`` image, or None when there is nothing to draw.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display, no GUI toolkit: must come before pyplot
+
+import matplotlib.dates as mdates  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+
+P_FLOOR = 1e-16  # p-values of 0 drawn here on the log axis
+WIDTH, HEIGHT, DPI = 10.0, 3.6, 96
+MIN_SPAN = dt.timedelta(minutes=10)
+MARGINS = {"left": 0.09, "right": 0.80, "bottom": 0.2, "top": 0.9}
+LANES = [
+    ("io.kfloop.drift.detected", "drift", "tab:red", "v"),
+    ("io.kfloop.quality.degraded", "quality degraded", "tab:orange", "D"),
+    ("io.kfloop.retrain.started", "retrain started", "tab:blue", ">"),
+    ("io.kfloop.retrain.finished", "retrain finished", "tab:blue", "s"),
+    ("io.kfloop.rollout.decision", "rollout decision", "tab:green", "o"),
+    ("registry", "registry stage", "tab:purple", "*"),
+]
+
+
+def png_base64(fig) -> str:
+    """The figure as base64 PNG text; the figure is closed. Margins are fixed (room for the legend
+    on the right) rather than ``bbox_inches="tight"``, which draws every figure twice."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=DPI)
+    finally:
+        plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def drift_plot(windows: list[dict]) -> str | None:
+    """Per-feature p-value of each recorded window over time (log scale), with the threshold."""
+    timed = [w for w in windows if w["time"] is not None]
+    if not timed:
+        return None
+    fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT))
+    fig.subplots_adjust(**MARGINS)
+    for feature in sorted({f for w in timed for f in w["p_values"]}):
+        points = [(w["time"], w["p_values"][feature]) for w in timed if w["p_values"].get(feature) is not None]
+        if points:
+            ax.plot([t for t, _ in points], [max(p, P_FLOOR) for _, p in points], marker="o", ms=4, label=feature)
+    thresholds = [(w["time"], w["threshold"]) for w in timed if w["threshold"] is not None]
+    if thresholds:
+        ax.step(
+            [t for t, _ in thresholds],
+            [v for _, v in thresholds],
+            where="post",
+            color="black",
+            linestyle="--",
+            label="threshold",
+        )
+    ax.set_yscale("log")
+    ax.set_ylabel("p-value (log)")
+    ax.set_title("Feature drift: p-value per window (below the threshold = drifted)", y=1.02)
+    _time_axis(ax, [w["time"] for w in timed])
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return png_base64(fig)
+
+
+def timeline_plot(points: list[tuple[dt.datetime, str]]) -> str | None:
+    """Events as markers on one lane per kind (``points`` are (time, lane key) pairs)."""
+    lanes = [lane for lane in LANES if any(key == lane[0] for _, key in points)]
+    if not lanes:
+        return None
+    fig, ax = plt.subplots(figsize=(WIDTH, 1.2 + 0.45 * len(lanes)))
+    fig.subplots_adjust(left=0.16, right=0.95, bottom=0.6 / (1.2 + 0.45 * len(lanes)) + 0.08, top=0.88)
+    for row, (key, _label, color, marker) in enumerate(lanes):
+        times = [t for t, k in points if k == key]
+        ax.scatter(times, [row] * len(times), color=color, marker=marker, s=60, zorder=3)
+    ax.set_yticks(range(len(lanes)), [lane[1] for lane in lanes])
+    ax.set_ylim(-0.6, len(lanes) - 0.4)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Timeline of the loop", y=1.02)
+    _time_axis(ax, [t for t, _ in points])
+    return png_base64(fig)
+
+
+def quality_plot(series: dict[str, list[tuple[dt.datetime, float]]], metric: str) -> str | None:
+    """One line per series name (``"v2 measured"``, ``"v2 estimated (CBPE)"`` ...) of ``metric`` over time."""
+    series = {name: pts for name, pts in series.items() if pts}
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT))
+    fig.subplots_adjust(**MARGINS)
+    colors: dict[str, str] = {}
+    for name, points in sorted(series.items()):
+        color = colors.setdefault(name.split()[0], f"C{len(colors) % 10}")  # one colour per version
+        style = "--" if "estimated" in name else "-"
+        ax.plot([t for t, _ in points], [v for _, v in points], style, color=color, marker="o", ms=4, label=name)
+    ax.set_ylabel(metric)
+    ax.set_title(f"Live quality per version: {metric} per window", y=1.02)
+    _time_axis(ax, [t for pts in series.values() for t, _ in pts])
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return png_base64(fig)
+
+
+def traffic_plot(split: dict) -> str | None:
+    """Stacked share of requests per ``<revision> v<version>`` in each time bucket (``report_data.traffic``)."""
+    starts, series = split["starts"], split["series"]
+    if not starts:
+        return None
+    totals = [sum(col) or 1 for col in zip(*series.values())]
+    fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT))
+    fig.subplots_adjust(**MARGINS)
+    bottom = [0.0] * len(starts)
+    for label, counts in series.items():
+        share = [100.0 * c / t for c, t in zip(counts, totals)]
+        ax.bar(starts, share, width=split["width_s"] / 86400 * 0.95, bottom=bottom, align="edge", label=label)
+        bottom = [b + s for b, s in zip(bottom, share)]
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("% of requests")
+    ax.set_title(f"Traffic split per {split['bucket']} bucket", y=1.02)
+    _time_axis(ax, [*starts, starts[-1] + dt.timedelta(seconds=split["width_s"])])
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return png_base64(fig)
+
+
+def _time_axis(ax, times: list[dt.datetime]) -> None:
+    """Dates on the x axis, limited to ``times`` with a margin (at least ten minutes shown)."""
+    low, high = min(times), max(times)
+    margin = max((high - low) * 0.04, (MIN_SPAN - (high - low)) / 2)
+    ax.set_xlim(low - margin, high + margin)
+    locator = mdates.AutoDateLocator(maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_xlabel("time (UTC)")

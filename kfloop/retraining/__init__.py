@@ -1,0 +1,10 @@
+"""Retraining: from a signal (drift, degraded quality, feedback) to a new pipeline run.
+
+Owns the policy that decides when to retrain and the state it keeps (``policy``), the quality signal
+computed from labeled feedback (``quality_signal``), the training data of a run (``training_data``: the
+original data, labeled served traffic or both), a run's inputs and results (``inputs``), where runs
+execute (``runners``: kfp.local worker processes or a KFP API) and the trigger's controller that ties
+them together (``trigger``).
+
+May import: ``kfloop.monitoring`` and everything below it. Not ``kfloop.rollout`` or ``kfloop.report``.
+"""

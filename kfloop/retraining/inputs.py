@@ -1,0 +1,80 @@
+"""What a retraining run gets and what it gave: its training data, its pipeline arguments, and
+(for a cluster run, whose outputs the trigger cannot read) the version it registered."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from kfloop.config import Settings
+from kfloop.errors import DataError, ModelNotFound
+from kfloop.retraining.policy import RetrainPolicy
+from kfloop.store.registry import Registry, VersionRecord
+
+
+def current_version(registry: Registry, model: str) -> VersionRecord | None:
+    """The production version, else the latest; None when the model has no version."""
+    record = registry.production(model)
+    if record is None:
+        try:
+            record = registry.resolve(model)
+        except ModelNotFound:
+            return None
+    return record
+
+
+def training_data(
+    settings: Settings,
+    policy: RetrainPolicy,
+    record: VersionRecord | None,
+    model: str,
+    run_name: str,
+    original_source: str | None = None,
+) -> dict:
+    """The policy's retraining data (``build_training_data``) as a Parquet file; the original
+    source is ``original_source`` or the version's lineage ``data_uri``. Without a registered
+    version there is no schema to join labels with: the run trains on the original source."""
+    original = original_source or (record.lineage.get("data_uri") if record else None)
+    if not original:
+        raise DataError(
+            f"no training data for {model!r}: no registered version to take the data source "
+            f"from and no --original_source"
+        )
+    if record is None:
+        return {"source": original, "rows": None, "strategy": "original (no registered version yet)"}
+    from kfloop.retraining.training_data import build_training_data
+    from kfloop.schema import FeatureSchema
+
+    out = Path(settings.home).resolve() / "trigger" / "data" / f"{run_name}.parquet"
+    data = build_training_data(
+        policy.strategy,
+        settings,
+        model,
+        FeatureSchema.from_dict(record.schema),
+        original,
+        out,
+        window_days=policy.window_days,
+    )
+    return {**data, "target": record.schema["target"]}
+
+
+def pipeline_arguments(policy: RetrainPolicy, model: str, data: dict) -> dict:
+    """The run's pipeline arguments: the data source, model name, target, then the policy's parameters."""
+    arguments = {"source": data["source"], "model_name": model}
+    if data.get("target"):
+        arguments["target"] = data["target"]
+    return {**arguments, **policy.pipeline_params}
+
+
+def registered_by(registry: Registry, model: str, run_id: str, started: float) -> tuple[str | None, str]:
+    """``(NAME:VERSION, "")`` of the version a finished run registered (the run id in its lineage,
+    else the first version created after the run started), or ``(None, why)``."""
+    versions = registry.list_versions(model)
+    for record in versions:
+        if record.lineage.get("pipeline_run_id") == run_id:
+            return record.ref, ""
+    since = dt.datetime.fromtimestamp(started, dt.timezone.utc)
+    for record in versions:
+        if dt.datetime.fromisoformat(record.created_at.replace("Z", "+00:00")) >= since:
+            return record.ref, ""
+    return None, "the run registered no version (the quality gate did not pass; see its evaluate step)"

@@ -1,0 +1,353 @@
+"""The retraining trigger: events in, decisions recorded, runs launched and followed, events out.
+
+``RetrainTrigger.handle_event`` takes one CloudEvent (drift detected, quality degraded, feedback),
+decides with ``kfloop.retraining.policy`` and keeps the event and the model's new state on the
+object store; a feedback event stores its labels first (all or nothing) and then checks the
+model's labeled traffic with a ``QualityMonitor``, whose degraded windows become
+``io.kfloop.quality.degraded`` events handled like any other. A decision to start puts a run
+*in flight* in the stored state (status ``launching``) and returns at once; ``step`` (called by
+a background thread) builds the retraining data, launches the run through the runner (retried
+with backoff; after ``launch_attempts`` failures the run is reported failed), emits
+``io.kfloop.retrain.started``, polls the run and emits ``io.kfloop.retrain.finished`` with the
+registered version or why none was registered. Emitted events go to the durable outbox and the
+event log, with ids derived from the run name so a restart re-emits the same ids. With
+``auto_rollout`` set (a ``kfloop.rollout.auto.AutoRollout``), a registered version then starts its
+canary analysis in the background.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import logging
+import threading
+import time
+
+from kfloop.config import Settings
+from kfloop.errors import ConfigError, DataError, InvalidRequest, KfloopError, ModelNotFound, RegistryError
+from kfloop.events.cloudevents import make_event
+from kfloop.names import FEEDBACK, QUALITY_DEGRADED, RETRAIN_FINISHED, RETRAIN_STARTED, validate_model_name
+from kfloop.retraining.inputs import current_version, pipeline_arguments, registered_by, training_data
+from kfloop.retraining.policy import (
+    RetrainPolicy,
+    TriggerState,
+    decide,
+    load_state,
+    read_signal,
+    save_state,
+    stored_models,
+)
+from kfloop.retraining.quality_signal import QualityOptions, check_quality
+from kfloop.retry import backoff_delay
+from kfloop.store.event_log import record_event
+from kfloop.store.objects import open_store
+from kfloop.store.registry import Registry
+
+log = logging.getLogger(__name__)
+
+PERMANENT = (ConfigError, DataError, ModelNotFound, InvalidRequest)  # retrying cannot help
+
+
+def iso(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def run_name(model: str, event_id: str) -> str:
+    return f"kfloop-{model}-{event_id}"[:120]
+
+
+class RetrainTrigger:
+    """Decides on events and runs retraining for every model on one store, one run in flight per model."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        policy: RetrainPolicy,
+        runner,
+        outbox,
+        *,
+        original_source: str | None = None,
+        source: str = "kfloop/trigger",
+        quality: QualityOptions | None = None,
+        launch_attempts: int = 5,
+        retry_seconds: float = 2.0,
+        retry_max_seconds: float = 60.0,
+        poll_seconds: float = 5.0,
+        clock=time.time,
+    ):
+        if launch_attempts < 1:
+            raise ConfigError(f"launch_attempts is {launch_attempts}: expected at least 1")
+        self.settings, self.policy, self.runner, self.outbox = settings, policy, runner, outbox
+        self.original_source, self.source, self.quality = original_source, source, quality or QualityOptions()
+        self.launch_attempts, self.retry_seconds, self.retry_max_seconds = (
+            launch_attempts,
+            retry_seconds,
+            retry_max_seconds,
+        )
+        self.poll_seconds, self.clock = poll_seconds, clock
+        self.store = open_store(settings)
+        self.registry = Registry(self.store)
+        self.events = collections.Counter()  # (type, outcome) -> count
+        self.runs = collections.Counter()  # ("started", target) / ("finished", status) -> count
+        self._lock = threading.RLock()
+        self._active = {m for m in stored_models(self.store) if load_state(self.store, m).in_flight}
+        self._next_poll: dict[str, float] = {}
+        self._feedback = None  # a FeedbackStore, made when labels first arrive (it imports pandas)
+        self.wake = threading.Event()
+        self.auto_rollout = None  # an AutoRollout: canary analysis of each registered version
+
+    # -- events --------------------------------------------------------------------------------
+
+    def handle_event(self, event: dict) -> dict:
+        """Decide on one event; InvalidRequest (nothing changed) when it is malformed."""
+        signal = read_signal(event)
+        with self._lock:
+            state = load_state(self.store, signal.model)
+            decision = decide(self.policy, state, signal, self.clock())
+            out = {"model": signal.model, "event_id": event["id"], "type": signal.type, **decision.to_dict()}
+            quality_events = []
+            if decision.action != "duplicate":
+                if signal.type == FEEDBACK:
+                    out["feedback"], quality_events = self._store_feedback(state, event)
+                record_event(self.store, signal.model, event)
+                state.apply(signal, decision)
+                if decision.action == "start":
+                    state.in_flight = self._new_run(signal.model, event, decision.reason)
+                    self._active.add(signal.model)
+                save_state(self.store, state)
+            out["in_flight"] = state.in_flight
+        self.events[(signal.type, decision.action)] += 1
+        log.info("%s %s for %s: %s (%s)", signal.type, event["id"], signal.model, decision.action, decision.reason)
+        if decision.action == "start":
+            self.wake.set()
+        out["quality"] = [self.handle_event(quality) for quality in quality_events]
+        return out
+
+    def handle_feedback(self, model: object, labels: object) -> dict:
+        """Labels posted directly: handled as an ``io.kfloop.feedback`` event of this service."""
+        if not isinstance(model, str) or not model:
+            raise InvalidRequest(f"feedback needs a model name in 'model', got {model!r}")
+        event = make_event(FEEDBACK, f"{self.source}/feedback", {"model": model, "labels": labels}, subject=model)
+        return self.handle_event(event)
+
+    def _store_feedback(self, state: TriggerState, event: dict) -> tuple[dict, list[dict]]:
+        """Store the event's labels, then check quality; returns the count and the emitted
+        ``io.kfloop.quality.degraded`` events (ids derived from the feedback event's)."""
+        from kfloop.monitoring.feedback import FeedbackStore
+        from kfloop.schema import FeatureSchema
+
+        model, record = state.model, current_version(self.registry, state.model)
+        if record is None:
+            raise ModelNotFound(f"model {model!r} has no registered version: no schema to check labels against")
+        schema = FeatureSchema.from_dict(record.schema)
+        self._feedback = self._feedback or FeedbackStore(self.store)
+        accepted = self._feedback.add(model, schema, event["data"].get("labels"))
+        try:
+            degraded = check_quality(self.store, state, record, schema, self.quality)
+        except KfloopError as e:  # the labels are stored; a failed check must not lose them
+            log.warning("quality check of %s failed: %s", model, e)
+            degraded = []
+        return accepted, [
+            self._emit(
+                model,
+                QUALITY_DEGRADED,
+                data,
+                id=f"{event['id']}.quality.{data['model_version']}.{data['window_index']}",
+            )
+            for data in degraded
+        ]
+
+    def _new_run(self, model: str, event: dict, reason: str) -> dict:
+        now = self.clock()
+        return {
+            "name": run_name(model, event["id"]),
+            "run_id": None,
+            "event_id": event["id"],
+            "event_type": event["type"],
+            "reason": reason,
+            "started": now,
+            "started_iso": iso(now),
+            "target": self.runner.target,
+            "strategy": self.policy.strategy,
+            "status": "launching",
+            "attempts": 0,
+            "next_attempt": now,
+        }
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Launch runs waiting to start and poll running ones (called from a background thread)."""
+        with self._lock:
+            models = sorted(self._active)
+        for model in models:
+            with self._lock:
+                run = load_state(self.store, model).in_flight
+                if run is None:
+                    self._active.discard(model)
+                    continue
+            if run["status"] == "launching" and self.clock() >= run.get("next_attempt", 0):
+                self._launch(model, run)
+            elif run["status"] == "running" and self.clock() >= self._next_poll.get(model, 0):
+                self._poll(model, run)
+
+    def _launch(self, model: str, run: dict) -> None:
+        try:
+            if "data" not in run:
+                record = current_version(self.registry, model)
+                run["data"] = training_data(
+                    self.settings, self.policy, record, model, run["name"], self.original_source
+                )
+            run["arguments"] = pipeline_arguments(self.policy, model, run["data"])
+            run["run_id"] = self.runner.launch(run["name"], model, run["arguments"])
+        except Exception as e:  # noqa: BLE001 - every failure is retried or reported, never lost
+            self._launch_failed(model, run, e)
+            return
+        run["status"] = "running"
+        self._emit(
+            model,
+            RETRAIN_STARTED,
+            {
+                **_summary(model, run),
+                "source": run["data"]["source"],
+                "rows": run["data"].get("rows"),
+                "arguments": run["arguments"],
+                "reason": run["reason"],
+            },
+            id=f"{run['name']}.started",
+        )
+        self.runs[("started", run["target"])] += 1
+        self._update(model, run)
+
+    def _launch_failed(self, model: str, run: dict, error: Exception) -> None:
+        run["attempts"] += 1
+        run["last_error"] = f"{error.__class__.__name__}: {error}"
+        if isinstance(error, PERMANENT) or run["attempts"] >= self.launch_attempts:
+            tries = "" if isinstance(error, PERMANENT) else f" after {run['attempts']} attempts"
+            self._finish(model, run, "failed", None, f"could not start the run{tries}: {run['last_error']}")
+            return
+        delay = backoff_delay(run["attempts"], self.retry_seconds, self.retry_max_seconds)
+        run["next_attempt"] = self.clock() + delay
+        log.warning(
+            "starting run %s failed (attempt %d of %d, next in %.1fs): %s",
+            run["name"],
+            run["attempts"],
+            self.launch_attempts,
+            delay,
+            run["last_error"],
+        )
+        self._update(model, run)
+
+    def _poll(self, model: str, run: dict) -> None:
+        try:
+            status = self.runner.poll(run["run_id"])
+        except Exception as e:  # noqa: BLE001 - the backend may be down for a while
+            run["poll_failures"] = run.get("poll_failures", 0) + 1
+            if run["poll_failures"] >= self.launch_attempts:
+                self._finish(
+                    model,
+                    run,
+                    "failed",
+                    None,
+                    f"could not read the state of run {run['run_id']} after {run['poll_failures']} attempts: {e}",
+                )
+                return
+            self._next_poll[model] = self.clock() + backoff_delay(
+                run["poll_failures"], self.retry_seconds, self.retry_max_seconds
+            )
+            self._update(model, run)
+            return
+        self._next_poll[model] = self.clock() + self.poll_seconds
+        if status.state == "running":
+            if run.get("poll_failures"):
+                run["poll_failures"] = 0
+                self._update(model, run)
+            return
+        registered, reason = status.registered, status.reason
+        if status.state == "succeeded" and not status.registered_known:
+            registered, reason = registered_by(self.registry, model, run["run_id"], run["started"])
+        self._finish(model, run, status.state, registered, reason)
+
+    def _finish(self, model: str, run: dict, status: str, registered: str | None, reason: str) -> None:
+        now = self.clock()
+        result = {
+            **_summary(model, run),
+            "status": status,
+            "registered": registered,
+            "reason": reason,
+            "finished_iso": iso(now),
+            "seconds": round(now - run["started"], 3),
+        }
+        self._emit(model, RETRAIN_FINISHED, result, id=f"{run['name']}.finished")
+        self.runs[("finished", status)] += 1
+        if registered and self.auto_rollout is not None:  # before the state is saved: a crash in between
+            try:  # finishes the run again, and the claim is idempotent
+                self.auto_rollout.start(registered)
+            except KfloopError as e:
+                log.error("could not start the rollout of %s: %s", registered, e)
+        with self._lock:
+            state = load_state(self.store, model)
+            if state.in_flight and state.in_flight["name"] == run["name"]:
+                state.finish(result, now)
+                save_state(self.store, state)
+            self._active.discard(model)
+        log.info("run %s of %s %s: %s", run["name"], model, status, registered or reason)
+
+    def _update(self, model: str, run: dict) -> None:
+        with self._lock:
+            state = load_state(self.store, model)
+            if state.in_flight and state.in_flight["name"] == run["name"]:
+                state.in_flight = run
+                save_state(self.store, state)
+
+    def _emit(self, model: str, type: str, data: dict, id: str | None = None) -> dict:
+        event = make_event(type, self.source, data, subject=model, id=id)
+        self.outbox.append(event)
+        record_event(self.store, model, event)
+        return event
+
+    # -- status --------------------------------------------------------------------------------
+
+    def in_flight_models(self) -> list[str]:
+        with self._lock:
+            return sorted(self._active)
+
+    def status(self, model: str | None = None) -> dict:
+        """The policy and every model's state, or one model's state; InvalidRequest for a bad name."""
+        with self._lock:
+            if model is not None:
+                try:
+                    validate_model_name(model)
+                except RegistryError as e:
+                    raise InvalidRequest(str(e)) from None
+                return self._model_status(load_state(self.store, model))
+            models = {m: self._model_status(load_state(self.store, m)) for m in stored_models(self.store)}
+        return {"policy": self.policy.to_dict(), "target": self.runner.target, "models": models}
+
+    def _model_status(self, state: TriggerState) -> dict:
+        left = 0.0
+        if state.last_finished is not None:
+            left = max(0.0, self.policy.cooldown_seconds - (self.clock() - state.last_finished))
+        return {
+            "model": state.model,
+            "policy": self.policy.to_dict(),
+            "streak": state.streak,
+            "last_window": state.last_window,
+            "processed_events": len(state.processed),
+            "last_finished": iso(state.last_finished) if state.last_finished else None,
+            "cooldown_left_seconds": round(left, 1),
+            "in_flight": state.in_flight,
+            "runs": state.history,
+            "rollouts": self.auto_rollout.status(state.model) if self.auto_rollout else [],
+        }
+
+
+def _summary(model: str, run: dict) -> dict:
+    return {
+        "model": model,
+        "run_id": run["run_id"],
+        "run_name": run["name"],
+        "event_id": run["event_id"],
+        "target": run["target"],
+        "strategy": run["strategy"],
+    }

@@ -1,0 +1,102 @@
+"""What a KServe InferenceService object says about a kfloop rollout: versions, traffic, readiness.
+
+kfloop records versions in annotations of the InferenceService: ``MODEL_VERSION`` is the version
+whose bundle is in the predictor spec (the latest revision), ``STABLE_VERSION`` the one serving the
+rest of the traffic, ``CANARY_VERSION`` the one on a canary share (absent when there is none), and
+``ROLLED_BACK_VERSION`` the last canary rolled back.
+
+Traffic shares come from the controller's ``status.components.predictor.traffic`` (Knative's
+route: the entry with ``latestRevision: true`` is the latest ready revision, tagged ``latest``; the
+previous rolled-out one is tagged ``prev``); before the controller reported any, from the spec's
+``canaryTrafficPercent``. The latest revision is the spec's version once the service is ``ready``
+(its latest created revision is its latest ready one); until then the shares may still be those of
+the revisions before.
+"""
+
+from __future__ import annotations
+
+MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+MODEL_VERSION = "kfloop.io/model-version"
+STABLE_VERSION = "kfloop.io/stable-version"
+CANARY_VERSION = "kfloop.io/canary-version"
+ROLLED_BACK_VERSION = "kfloop.io/rolled-back-version"
+
+
+def annotations_of(obj: dict) -> dict:
+    return (obj.get("metadata") or {}).get("annotations") or {}
+
+
+def deployment_mode(obj: dict) -> str | None:
+    """The KServe deployment mode: the annotation, else what the controller reported."""
+    return annotations_of(obj).get(MODE_ANNOTATION) or (obj.get("status") or {}).get("deploymentMode")
+
+
+def describe(obj: dict) -> dict:
+    """``{"stable", "canary", "ready", "revisions", ...}`` of an InferenceService (see module doc)."""
+    notes = annotations_of(obj)
+    model, stable, canary = (_version(notes.get(key)) for key in (MODEL_VERSION, STABLE_VERSION, CANARY_VERSION))
+    predictor = _predictor_status(obj)
+    traffic = predictor.get("traffic") or []
+    latest = _latest_share(obj, traffic)
+    if canary is not None:
+        shares = {
+            "canary": {"version": canary, "percent": latest},
+            "stable": {"version": stable, "percent": 100 - latest} if stable is not None else None,
+        }
+    else:
+        stable_share = latest if stable == model else 100 - latest
+        shares = {
+            "canary": None,
+            "stable": {"version": stable, "percent": stable_share} if stable is not None else None,
+        }
+    return {
+        **shares,
+        "ready": is_ready(obj),
+        "model_version": model,
+        "rolled_back_version": _version(notes.get(ROLLED_BACK_VERSION)),
+        "deployment_mode": deployment_mode(obj),
+        "url": (obj.get("status") or {}).get("url"),
+        "traffic_from": "status" if traffic else "spec",
+        "revisions": [_revision(entry, model, stable) for entry in traffic],
+    }
+
+
+def is_ready(obj: dict) -> bool:
+    """Ready condition True, for the current generation, with the latest created revision ready."""
+    status = obj.get("status") or {}
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    generation = (obj.get("metadata") or {}).get("generation")
+    observed = status.get("observedGeneration")
+    predictor = _predictor_status(obj)
+    created, ready = predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
+    return (
+        conditions.get("Ready") == "True"
+        and (generation is None or observed is None or observed >= generation)
+        and (created is None or ready is None or created == ready)
+    )
+
+
+def _latest_share(obj: dict, traffic: list[dict]) -> int:
+    if traffic:
+        return sum(int(t.get("percent") or 0) for t in traffic if t.get("latestRevision"))
+    percent = ((obj.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
+    return 100 if percent is None else int(percent)
+
+
+def _revision(entry: dict, model: int | None, stable: int | None) -> dict:
+    latest = bool(entry.get("latestRevision"))
+    return {
+        "revision": entry.get("revisionName"),
+        "percent": int(entry.get("percent") or 0),
+        "tag": entry.get("tag"),
+        "latest": latest,
+        "version": model if latest else stable,
+    }
+
+
+def _predictor_status(obj: dict) -> dict:
+    return ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
+
+
+def _version(raw: str | None) -> int | None:
+    return int(raw) if raw is not None and str(raw).isdigit() else None

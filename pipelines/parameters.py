@@ -1,0 +1,51 @@
+"""A compiled pipeline's parameters: their types, read from the YAML, and ``key=value`` strings typed by them.
+
+``kfloop pipeline run|submit --param`` and the retraining trigger's ``--pipeline_params`` both go through
+``parse_params``, so a value is refused the same way before anything runs, wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kfloop.errors import ConfigError
+
+
+def parameter_types(yaml_path: str | Path) -> dict[str, str]:
+    """The compiled pipeline's parameters and their types (STRING, NUMBER_INTEGER...)."""
+    import yaml
+
+    with open(yaml_path) as f:
+        spec = next(yaml.safe_load_all(f))  # the pipeline spec; the platform spec follows
+    return {k: v["parameterType"] for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
+
+
+def parse_params(pairs: list[str] | None, types: dict[str, str]) -> dict:
+    """``key=value`` strings typed by the pipeline's parameter types."""
+    out: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--param {pair!r}: expected key=value")
+        if key not in types:
+            raise ConfigError(f"--param {key!r} is not a pipeline parameter; known: {', '.join(sorted(types))}")
+        out[key] = _typed(key, raw, types[key])
+    return out
+
+
+def _typed(key: str, raw: str, kind: str) -> object:
+    try:
+        if kind == "NUMBER_INTEGER":
+            return int(raw)
+        if kind == "NUMBER_DOUBLE":
+            return float(raw)
+        if kind == "BOOLEAN":
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1", "yes")
+        if kind in ("STRUCT", "LIST"):
+            return json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"--param {key}={raw!r}: expected a value of type {kind.lower()}") from None
+    return raw

@@ -1,0 +1,347 @@
+"""The local gateway: KServe's inference URLs on 127.0.0.1, split between a stable and a canary revision.
+
+It does on one machine what the Knative ingress does for a KServe InferenceService with
+``canaryTrafficPercent``: each request to a served model goes to the canary with probability
+``canary_percent`` (weighted random per request, seedable) and to the stable revision otherwise.
+Bodies are forwarded unchanged and the revision's status and body returned, with the headers
+``x-kfloop-revision: stable|canary`` and ``x-kfloop-model-version: N``; the request forwarded to a
+revision carries ``x-kfloop-revision: stable|canary|shadow`` (its role now, so a promoted canary's
+transformer captures as ``stable``; a client's own header of that name is dropped).
+
+Inference routes (anything under ``/v1/models/NAME`` or ``/v2/models/NAME`` is forwarded):
+``POST /v1/models/NAME:predict``, ``POST /v2/models/NAME/infer``, ``GET /v2/models/NAME``,
+``GET /v2/models/NAME/ready``, ``GET /v1/models/NAME``. Pinned routes, like KServe's tags: the
+path prefix ``/latest`` (the newest revision: the canary if any) or ``/prev`` (the stable one),
+e.g. ``/latest/v1/models/churn:predict``; or KServe's host style, a ``Host`` header whose first
+label starts with ``latest-`` or ``prev-`` (``latest-churn.example.com``). Health: ``GET /``,
+``/v2/health/live``, ``/v2/health/ready`` (503 until every model has a ready revision), and
+``GET /v1/models`` (the served names). An unknown model is a 404 JSON error, no ready revision 503.
+
+If a revision fails (connection refused or reset, process died, HTTP 502/503/504) the request is
+retried once on the other revision and the failed one is marked unhealthy until the controller's
+watcher finds it ready again. Shadow mode mirrors a share of the POST requests to a third
+revision in the background (``kfloop.serving.local.shadow``).
+
+Admin API (JSON) under ``/kfloop/v1``: ``GET models``, ``GET models/NAME`` (status),
+``POST models/NAME/deploy {"version", "canary_percent"}``, ``POST models/NAME/promote``,
+``POST models/NAME/rollback``, ``POST models/NAME/shadow {"version", "percent"}`` (deploying the
+canary's version again with another ``canary_percent`` changes its share without restarting it;
+a model's status carries per-revision request counters, ``windows``, for canary analysis:
+``kfloop.serving.local.revision_window``). Events:
+``POST /kfloop/v1/events`` (a CloudEvent, recorded in the event log; ``kfloop.serving.local.events_sink``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import re
+import socket
+import time
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import aiohttp
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kfloop.errors import ConfigError, InvalidRequest, KfloopError, ModelNotFound, RegistryError
+from kfloop.serving.local.controller import LocalController
+from kfloop.serving.local.events_sink import PATH as EVENTS_PATH
+from kfloop.serving.local.events_sink import EventSink
+from kfloop.serving.local.revision_window import RevisionWindows
+from kfloop.serving.local.revisions import Revision
+from kfloop.serving.local.routing import RouteState, pick
+from kfloop.serving.local.shadow import ShadowRecorder
+
+log = logging.getLogger(__name__)
+
+MODEL_PATH = re.compile(r"^/v[12]/models/([^/:]+)")
+PIN_PREFIXES = (("/latest/", "latest"), ("/prev/", "prev"))
+REVISION_HEADER = "x-kfloop-revision"  # the revision's role, to the revision and back
+RETRY_STATUSES = frozenset({502, 503, 504})
+REQUEST_HOP_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "proxy-connection",
+        "trailer",
+        "accept-encoding",
+        REVISION_HEADER,
+    }
+)
+RESPONSE_DROP_HEADERS = frozenset(
+    {"content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive", "date", "server"}
+)
+
+
+class Gateway:
+    """The ASGI app (``app``) routing requests to the controller's revisions; owns the controller's lifetime."""
+
+    def __init__(
+        self,
+        controller: LocalController,
+        *,
+        seed: int | None = None,
+        timeout: float = 60.0,
+        max_connections: int = 256,
+        shadow_in_flight: int = 64,
+        events: EventSink | None = None,
+    ):
+        self.controller, self.rng = controller, random.Random(seed)
+        self.events = events or EventSink(controller.registry.store)
+        self.timeout, self.max_connections = timeout, max_connections
+        self.shadow = ShadowRecorder(controller.root, shadow_in_flight)
+        self.windows = RevisionWindows()  # per-revision counts and latencies, for canary analysis
+        self.client: aiohttp.ClientSession | None = None
+        admin = "/kfloop/v1/models"
+        self.app = Starlette(
+            lifespan=self._lifespan,
+            routes=[
+                Route("/", self.alive),
+                Route("/v2/health/live", self.alive),
+                Route("/v2/health/ready", self.ready),
+                Route("/v1/models", self.models),
+                Route(admin, self.admin_list),
+                Route(admin + "/{name}", self.admin_status),
+                Route(admin + "/{name}/{action}", self.admin_action, methods=["POST"]),
+                Route(EVENTS_PATH, self.events.receive, methods=["POST"]),
+                Route("/{path:path}", self.proxy, methods=["GET", "POST"]),
+            ],
+        )
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app):
+        self.client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0),
+            timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=5.0),
+            skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+        )
+        self.controller.start_watching()
+        try:
+            yield
+        finally:
+            await self.shadow.aclose()
+            await self.client.close()
+            await self.controller.aclose()
+
+    # -- inference -----------------------------------------------------------------------------
+
+    async def proxy(self, request: Request) -> Response:
+        pin, path = split_pin(request.url.path, request.headers.get("host", ""))
+        match = MODEL_PATH.match(path)
+        if match is None:
+            return _json(
+                404,
+                {
+                    "error": f"no route for {request.url.path}; model URLs look like "
+                    f"/v1/models/NAME:predict or /v2/models/NAME/infer"
+                },
+            )
+        name = match.group(1)
+        state = self.controller.route(name)
+        if state is None:
+            served = ", ".join(sorted(self.controller.routes)) or "none"
+            return _json(404, {"error": f"model {name!r} is not served here (served: {served})"})
+        revisions = [self.controller.revision(name, version) for version in pick(state, self.rng, pin)]
+        ready = [rev for rev in revisions if rev is not None and rev.healthy]
+        if not ready:
+            what = f"the {pin} revision" if pin else "a revision"
+            return _json(503, {"error": f"{name} has no ready {what} ({state.describe()})"})
+        body = await request.body()
+        headers = [(k, v) for k, v in request.headers.items() if k not in REQUEST_HOP_HEADERS]
+        target = path + ("?" + request.url.query if request.url.query else "")
+        for rev in ready[:2]:
+            started = time.perf_counter()
+            try:
+                sent = [*headers, (REVISION_HEADER, state.role(rev.version))]
+                response = await self._send(request.method, rev.url + target, sent, body)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                self.windows.observe(name, rev.version, started, True)
+                self._failed(rev, f"{type(e).__name__}: {e or 'no answer'}")
+                continue
+            self.windows.observe(name, rev.version, started, response.status >= 500)
+            if response.status in RETRY_STATUSES and rev is not ready[-1]:
+                self._failed(rev, f"answered HTTP {response.status}")
+                continue
+            rev.requests += 1
+            role = state.role(rev.version)
+            if request.method == "POST" and state.shadow is not None:
+                self._mirror(state, target, headers, body, role, rev, response)
+            return response.to_starlette(role, rev.version)
+        return _json(503, {"error": f"{name}: no revision answered ({ready[-1].reason})"})
+
+    async def _send(self, method: str, url: str, headers: list, body: bytes) -> Answer:
+        async with self.client.request(method, url, data=body, headers=headers) as response:
+            return Answer(response.status, response.headers, await response.read())
+
+    def _failed(self, rev: Revision, reason: str) -> None:
+        rev.failures += 1
+        self.controller.mark_unhealthy(rev, reason)
+
+    def _mirror(
+        self, state: RouteState, target: str, headers: list, body: bytes, role: str, rev: Revision, response: Answer
+    ) -> None:
+        if self.rng.random() * 100 >= state.shadow_percent:
+            return
+        shadow = self.controller.revision(state.model, state.shadow)
+        if shadow is not None and shadow.healthy:
+            primary = {"revision": role, "version": rev.version, "status": response.status}
+            sent = [*headers, (REVISION_HEADER, "shadow")]
+            self.shadow.mirror(self.client, shadow, target, sent, body, primary, response.content)
+
+    async def alive(self, request: Request) -> Response:
+        return _json(200, {"status": "alive", "live": True})
+
+    async def models(self, request: Request) -> Response:
+        return _json(200, {"models": sorted(self.controller.routes)})
+
+    async def ready(self, request: Request) -> Response:
+        states = {name: self.controller.status(name)["ready"] for name in self.controller.routes}
+        ok = bool(states) and all(states.values())
+        return _json(200 if ok else 503, {"ready": ok, "models": states})
+
+    # -- admin ---------------------------------------------------------------------------------
+
+    async def admin_list(self, request: Request) -> Response:
+        return _json(200, {"models": [self.status(name) for name in sorted(self.controller.routes)]})
+
+    async def admin_status(self, request: Request) -> Response:
+        return await _admin(lambda: self.status(request.path_params["name"]))
+
+    async def admin_action(self, request: Request) -> Response:
+        name, action = request.path_params["name"], request.path_params["action"]
+
+        async def run():
+            body = await _body(request)
+            if action == "deploy":
+                await self.controller.deploy(name, _version(body), body.get("canary_percent"))
+            elif action == "promote":
+                await self.controller.promote(name)
+            elif action == "rollback":
+                await self.controller.rollback(name)
+            elif action == "shadow":
+                version = None if body.get("version") is None else _version(body)
+                await self.controller.shadow(name, version, body.get("percent", 100 if version else 0))
+            else:
+                raise InvalidRequest(f"unknown action {action!r}; expected deploy, promote, rollback or shadow")
+            return self.status(name)
+
+        return await _admin(run)
+
+    def status(self, name: str) -> dict:
+        doc = self.controller.status(name)
+        if doc["shadow"]:
+            doc["shadow"].update(self.shadow.stats(name, doc["shadow"]["version"]))
+        doc["windows"] = self.windows.of_model(name)
+        return doc
+
+    # -- running -------------------------------------------------------------------------------
+
+    def server(self, port: int, host: str = "127.0.0.1", log_level: str = "warning") -> uvicorn.Server:
+        """A uvicorn server for ``app``; ``serve(sockets=[bind(port)])`` or ``run()`` it."""
+        return uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                host=host,
+                port=port,
+                log_level=log_level,
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=5,
+            )
+        )
+
+
+def bind(port: int, host: str = "127.0.0.1") -> socket.socket:
+    """A listening socket on ``host:port``; ``ConfigError`` when the port is taken."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({e.strerror}); is another kfloop serve running? "
+            f"pick another port with --port"
+        ) from e
+    sock.listen(2048)
+    return sock
+
+
+def split_pin(path: str, host: str) -> tuple[str | None, str]:
+    """The pinned revision (``latest``/``prev``/None) and the path without the pin prefix."""
+    for prefix, pin in PIN_PREFIXES:
+        if path.startswith(prefix):
+            return pin, path[len(prefix) - 1 :]
+    label = host.split(".", 1)[0]
+    for pin in ("latest", "prev"):
+        if label.startswith(pin + "-"):
+            return pin, path
+    return None, path
+
+
+class Answer(NamedTuple):
+    """A revision's answer, read in full."""
+
+    status: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    def to_starlette(self, role: str, version: int) -> Response:
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in RESPONSE_DROP_HEADERS}
+        headers[REVISION_HEADER], headers["x-kfloop-model-version"] = role, str(version)
+        return Response(self.content, self.status, headers=headers)
+
+
+def _json(status: int, doc: dict) -> Response:
+    return Response(orjson.dumps(doc), status, media_type="application/json")
+
+
+async def _admin(run) -> Response:
+    """Run an admin call (a function, sync or async); a ``KfloopError`` becomes a JSON error."""
+    try:
+        result = run()
+        return _json(200, await result if inspect.isawaitable(result) else result)
+    except KfloopError as e:
+        return _json(_status_of(e), {"error": str(e)})
+
+
+def _status_of(error: KfloopError) -> int:
+    if isinstance(error, ModelNotFound):
+        return 404
+    if isinstance(error, (InvalidRequest, ConfigError)):
+        return 400
+    if isinstance(error, RegistryError):
+        return 409
+    return 500
+
+
+async def _body(request: Request) -> dict:
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError as e:
+        raise InvalidRequest(f"request body is not JSON: {e}") from e
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"request body must be a JSON object; got {type(body).__name__}")
+    return body
+
+
+def _version(body: dict) -> int:
+    version = body.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidRequest(f'"version" must be a registered version number (1, 2, ...); got {version!r}')
+    return version

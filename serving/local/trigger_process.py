@@ -1,0 +1,170 @@
+"""The retraining trigger service (``kfloop.serving.trigger.service``) as a child process of ``kfloop serve``.
+
+``kfloop serve`` closes the loop on one machine with it: every drift transformer sends its
+``io.kfloop.drift.detected`` events to the trigger (``--sink_url``), labels are posted to the
+trigger's ``/v1/feedback``, and the trigger's own events go to the gateway's event sink
+(``kfloop.serving.local.events_sink``). Like a revision's servers, the trigger runs in its own session,
+logs to a file and is asked to die with its parent. Stopping it also stops the local retraining
+runs it started during this session (they run in sessions of their own and would otherwise
+outlive ``kfloop serve``); a later trigger reports such a run as failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from kfloop.errors import KfloopError
+from kfloop.retraining.runners import RUN_FILE, _alive
+from kfloop.serving.local.controller import PORT_TAKEN
+from kfloop.serving.local.revisions import GRACE_SECONDS, ServerProcess, free_port
+
+log = logging.getLogger(__name__)
+
+FEEDBACK_PATH = "/v1/feedback"
+
+
+class TriggerProcess(ServerProcess):
+    """``python -m kfloop.serving.trigger.service --port PORT --sink_url SINK ARGS...`` on 127.0.0.1."""
+
+    def __init__(
+        self,
+        port: int,
+        sink_url: str | None,
+        log_path: Path,
+        env: dict[str, str],
+        home: Path,
+        args: tuple[str, ...] = (),
+    ):
+        super().__init__("trigger", [], port, log_path, env)
+        self.sink_url, self.args = sink_url, tuple(args)
+        self.runs_root = Path(home).resolve() / "trigger" / "runs"
+        self.started_at: float | None = None
+        self.use_port(port)
+
+    def use_port(self, port: int) -> None:
+        sink = ["--sink_url", self.sink_url] if self.sink_url else []
+        self.port, self.url = port, f"http://127.0.0.1:{port}"
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "kfloop.serving.trigger.service",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--target",
+            "local",
+            *sink,
+            *self.args,
+        ]  # later flags (args) win
+
+    @property
+    def feedback_url(self) -> str:
+        return self.url + FEEDBACK_PATH
+
+    def start(self) -> None:
+        self.started_at = self.started_at or time.time()
+        super().start()
+
+    async def start_ready(self, client: httpx.AsyncClient, timeout: float, any_port: bool = False) -> None:
+        """Start the trigger and wait until it is healthy. With ``any_port``, when another process
+        took the port before the trigger could bind it, start it once more on another free port."""
+        self.start()
+        try:
+            await self.wait_ready(client, timeout)
+        except KfloopError as e:
+            if not any_port or PORT_TAKEN not in str(e):
+                raise
+            log.warning("port %d was taken before the trigger could bind it; starting it on another port", self.port)
+            self.use_port(free_port())
+            self.start()
+            await self.wait_ready(client, timeout)
+
+    async def wait_ready(self, client: httpx.AsyncClient, timeout: float) -> None:
+        """Wait until ``/healthz`` answers 200; raise with the log's tail if the process exits or the time is up."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.exit_code() is not None:
+                raise KfloopError(
+                    f"the trigger service exited with code {self.exit_code()} before it was ready "
+                    f"(serve without it: --no-trigger); last lines of {self.log_path}:\n"
+                    f"{self.log_tail()}"
+                )
+            try:
+                if (await client.get(self.url + "/healthz", timeout=1.0)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+        raise KfloopError(f"the trigger service was not ready after {timeout:.0f}s; see {self.log_path}")
+
+    def stop(self, grace: float = GRACE_SECONDS) -> None:
+        """SIGTERM the trigger, SIGKILL it after ``grace``; then the same for the runs it started."""
+        _stop_groups([self], grace)
+        runs = self.running_runs()
+        if runs:
+            _stop_groups(runs, grace)
+
+    def running_runs(self) -> list[RunProcess]:
+        """Local retraining runs started since this trigger started whose worker still runs."""
+        if self.started_at is None or not self.runs_root.is_dir():
+            return []
+        found = []
+        for path in self.runs_root.glob(f"*/{RUN_FILE}"):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if record.get("started", 0) >= self.started_at - 1 and _alive(record["pid"], record.get("start_ticks")):
+                found.append(RunProcess(record["pid"], record.get("start_ticks")))
+        return found
+
+
+class RunProcess:
+    """A retraining worker's process group, found by the worker's pid (its own session: pid == group id)."""
+
+    def __init__(self, pid: int, start_ticks: int | None):
+        self.pid, self.start_ticks = pid, start_ticks
+
+    def running(self) -> bool:
+        """True while any process of the group is left (signal 0 probes without sending)."""
+        try:
+            os.killpg(self.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _stop_groups(procs: list, grace: float) -> None:
+    for p in procs:
+        p.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_running(p) for p in procs):
+        time.sleep(0.05)
+    for p in procs:
+        p.signal_group(signal.SIGKILL)
+        proc = getattr(p, "proc", None)
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except Exception:  # noqa: BLE001 - a stuck process is reported by whoever checks
+                pass
+
+
+def _running(p) -> bool:
+    return p.running() if isinstance(p, RunProcess) else p.exit_code() is None and p.proc is not None

@@ -1,0 +1,168 @@
+"""A fast path for a KServe model server's two inference routes, in front of FastAPI's middlewares
+and routes.
+
+KServe 0.20 answers every request through FastAPI: five middlewares, routing, a pydantic model
+of the V2 request, its data plane and ``Model.__call__``. For a one-row request that stack is
+most of the server's CPU (``benchmarks/serving.py``), and the drift transformer pays it on top
+of the predictor's. ``InferenceFastPath`` answers the served model's own
+
+- ``POST /v1/models/<name>:predict`` and
+- ``POST /v2/models/<name>/infer``
+
+when the body is plain JSON: it parses the body with orjson, calls the model's
+``infer_json(protocol, body, raw, headers)`` and writes the ``Reply`` (or, when the model raises
+``UseKServePath``, hands the request to KServe's path after all). Answers and errors are
+KServe's: ``{"error": message}`` with 400 for ``InvalidInput`` (and malformed JSON), 503 while
+the model is not ready, the status of an exception that carries one (``status`` attribute), 500
+for anything else (logged). KServe's ``request_predict_seconds`` histogram is observed as
+``Model.__call__`` observes it.
+
+Everything else goes to KServe's application unchanged: other paths and models, metadata,
+health and metrics routes, V2 binary bodies (``inference-header-content-length``), binary-mode
+CloudEvents (``ce-*`` headers), bodies sent as another content type (KServe answers those), and
+every request when per-request logging is on (``enabled=False``), so KServe's access and latency
+logs stay whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple, Protocol
+
+import orjson
+from kserve.errors import InvalidInput
+from kserve.metrics import PREDICT_HIST_TIME
+
+from kfloop.serving.body_limit import replay_body
+
+logger = logging.getLogger(__name__)
+
+JSON_CONTENT_TYPES = frozenset({b"application/json", b"application/cloudevents+json", b"application/ld+json"})
+_FALLBACK_HEADERS = frozenset({b"inference-header-content-length", b"ce-specversion"})
+
+ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
+
+
+class Reply(NamedTuple):
+    """An inference answer: the JSON body, encoded, and extra response headers."""
+
+    content: bytes
+    headers: dict[str, str]
+
+
+class JsonInferenceModel(Protocol):
+    """What the fast path needs of a model (the predictor and the drift transformer have it)."""
+
+    name: str
+    ready: bool
+
+    async def infer_json(self, protocol: str, body: Any, raw: bytes, headers: dict[str, str]) -> Reply:
+        """Answer ``body`` (parsed JSON; ``raw`` as received) on ``protocol`` "v1" or "v2"."""
+
+
+class InferenceFastPath:
+    """An ASGI application: the model's inference routes answered directly, the rest by ``app``."""
+
+    def __init__(self, app: ASGIApp, model: JsonInferenceModel, enabled: bool = True):
+        self.app, self.model, self.enabled = app, model, enabled
+        self.routes = {f"/v1/models/{model.name}:predict": "v1", f"/v2/models/{model.name}/infer": "v2"}
+        self._histogram = PREDICT_HIST_TIME.labels(model_name=model.name)
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if self.enabled and scope["type"] == "http" and scope["method"] == "POST":
+            protocol = self.routes.get(scope["path"])
+            if protocol is not None and _plain_json(scope["headers"]):
+                return await self._serve(protocol, scope, receive, send)
+        await self.app(scope, receive, send)
+
+    async def _serve(self, protocol: str, scope: dict, receive: Callable, send: Callable) -> None:
+        raw = await _read_body(receive)
+        if raw is None:
+            return  # the client went away
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            reply = await self._answer(protocol, raw, headers)
+            status = 200
+        except UseKServePath:
+            return await self.app(scope, replay_body(raw, receive), send)
+        except Exception as e:  # noqa: BLE001 - every failure is answered, as KServe's handlers do
+            status, reply = _error_reply(e)
+        await _send_json(send, status, reply)
+
+    async def _answer(self, protocol: str, raw: bytes, headers: dict[str, str]) -> Reply:
+        if not self.model.ready:
+            raise _NotReady(f"Model with name {self.model.name} is not ready.")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise InvalidInput(f"Unrecognized request format: {e}") from e
+        start = time.perf_counter()
+        reply = await self.model.infer_json(protocol, body, raw, headers)
+        self._histogram.observe(time.perf_counter() - start)
+        return reply
+
+
+def wrap_application(app, wrapper: Callable[[ASGIApp], ASGIApp]) -> None:
+    """Put ``wrapper`` around a Starlette/FastAPI application's whole middleware stack (the stack is
+    built on the first request): outside the middlewares KServe adds when its server starts (its
+    timing middleware), which ``add_middleware`` cannot reach."""
+    build = app.build_middleware_stack
+    app.build_middleware_stack = lambda: wrapper(build())
+
+
+class UseKServePath(Exception):
+    """Raised by ``infer_json`` for a request the model leaves to KServe's own path (the fast path
+    hands it the body as received)."""
+
+
+class _NotReady(Exception):
+    status = 503
+
+
+def _plain_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A JSON body KServe would parse as is (no binary extension, no binary-mode CloudEvent)."""
+    for name, value in headers:
+        if name == b"content-type" and value.split(b";")[0].strip().lower() not in JSON_CONTENT_TYPES:
+            return False
+        if name in _FALLBACK_HEADERS:
+            return False
+    return True
+
+
+async def _read_body(receive: Callable) -> bytes | None:
+    """The whole request body, or None when the client disconnects first."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        return None
+    body, more = message.get("body", b""), message.get("more_body", False)
+    if not more:
+        return body
+    chunks = [body]
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _error_reply(e: Exception) -> tuple[int, Reply]:
+    """KServe's answer to an exception: its status and ``{"error": message}``."""
+    if isinstance(e, InvalidInput):
+        status, message = 400, str(e)
+    elif isinstance(getattr(e, "status", None), int):
+        status, message = e.status, str(getattr(e, "message", None) or e)
+    else:
+        logger.exception("inference request failed")
+        status, message = 500, f"{type(e).__name__} : {e}"
+    return status, Reply(orjson.dumps({"error": message}), {})
+
+
+async def _send_json(send: Callable, status: int, reply: Reply) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(reply.content)).encode())]
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.content})

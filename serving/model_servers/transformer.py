@@ -1,0 +1,545 @@
+"""The drift transformer: a KServe transformer in front of the predictor that validates every request,
+captures what was served, and watches the served inputs for drift.
+
+For each request (KServe V1 or V2) the transformer:
+
+1. decodes it with ``kfloop.inference.codec.RequestDecoder`` (the training schema's encoding); a malformed
+   request is HTTP 400 naming the field and never reaches the predictor;
+2. forwards it to the predictor (``--predictor_host``, ``--predictor_protocol``) over pooled
+   keep-alive connections (``predictor_client``, ``http_pool``): the body as received (a V2 body
+   without an id gets the request id); rebuilt from the decoded matrix only when the client's
+   protocol is not the predictor's. The predictor's answer goes back as received, or converted to
+   the client's protocol. Its 4xx reach the client with their status and message (KServe's default
+   would be 500; see ``predictor_client``);
+3. hands one capture record per row (request id, time, features by name, unseen categories,
+   prediction, model version, revision) to a ``CaptureWriter`` (buffered, written in batches from a
+   thread; a full or unreachable store drops and counts records, it never slows the request);
+4. hands the decoded rows to a ``DriftMonitor`` (bounded queue, background thread, windows of
+   ``--drift_window`` rows, at most ``--drift_cpu_share`` of a core: at high row rates the checked
+   windows are a sample of the traffic); a drifted window becomes an ``io.kfloop.drift.detected`` CloudEvent
+   in a durable outbox, delivered to ``--sink_url`` or ``K_SINK`` (Knative SinkBinding).
+
+The request id is the ``x-request-id`` or ``ce-id`` header, else the V2 request id, else a new one;
+it is forwarded to the predictor and returned in the ``x-request-id`` response header, and row ``i``
+is captured as ``<id>:<i>``. Captures name the version the predictor's ``x-kfloop-model-version``
+header names and the revision the gateway's ``x-kfloop-revision`` header names (a promoted canary
+captures as ``stable``), else ``--model_version`` and ``--revision``.
+
+Plain JSON requests take the fast path (``serving/fast_path.py``: ``infer_json``, none of FastAPI's
+middlewares, routing or pydantic: about half the transformer's CPU per one-row request); KServe's
+own request path (``predict``) serves the rest (V2 binary bodies, binary CloudEvents) and every
+request when ``--request_logging`` is on. Both do the same work.
+
+Metrics: ``serving/transformer_metrics.py``. When the server stops, KServe unloads the model and
+``stop`` checks the queued rows, flushes the captures and stops the outbox (undelivered events stay
+on disk for the next start).
+
+Run: ``python -m kfloop.serving.model_servers.transformer --model_name churn --predictor_host churn-predictor``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import kserve
+import kserve.model_server
+import orjson
+from kserve.errors import InvalidInput
+from kserve.predictor_config import PredictorConfig
+from kserve.protocol.infer_type import InferRequest
+from kserve.utils.utils import strtobool
+
+from kfloop.config import Settings
+from kfloop.errors import ConfigError, InvalidRequest, StorageError
+from kfloop.events.cloudevents import rfc3339_now
+from kfloop.events.outbox import Outbox
+from kfloop.inference.codec import DEFAULT_MAX_BATCH, Decoded, RequestDecoder, Tensor, v2_tensors
+from kfloop.monitoring.capture import CaptureWriter
+from kfloop.monitoring.capture_format import FORMATS
+from kfloop.monitoring.capture_rows import request_records, unseen_by_row, v1_rows, v2_predictions, v2_rows
+from kfloop.monitoring.drift import BACKENDS, load_detector
+from kfloop.monitoring.drift_monitor import DEFAULT_CPU_SHARE, DEFAULT_MAX_PENDING_ROWS, DriftMonitor
+from kfloop.monitoring.drift_window import WindowedDrift
+from kfloop.names import captures_prefix, key_segment
+from kfloop.schema import FeatureSchema
+from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from kfloop.serving.model_servers import transformer_metrics as metrics
+from kfloop.serving.model_servers.fast_path import InferenceFastPath, Reply, wrap_application
+from kfloop.serving.model_servers.predictor_client import (
+    PredictorAnswer,
+    PredictorClient,
+    PredictorError,
+    PredictorRejected,
+    add_error_handler,
+    forwarded_headers,
+    v1_body,
+    v2_answer,
+    v2_body,
+)
+from kfloop.serving.model_servers.startup import (
+    freeze_heap,
+    install_event_loop,
+    model_server,
+    request_tensors,
+    require_json,
+    resolve_model,
+    run_entry_point,
+)
+from kfloop.store.bundle import DRIFT_DIR, load_schema, verify_bundle
+from kfloop.store.objects import ObjectStore, S3Store, open_store
+
+logger = logging.getLogger("kfloop.serving.model_servers.transformer")  # not "__main__" under python -m
+
+DEFAULT_MODEL_DIR = "/mnt/models"
+REVISION_HEADER = "x-kfloop-revision"  # from the local gateway: the role of the revision it forwarded to
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerOptions:
+    """What the transformer does besides forwarding (the flags of ``main``)."""
+
+    revision: str = "stable"
+    event_source: str | None = None  # default kfloop/<model_name>
+    drift_window: int = 500
+    drift_backend: str | None = None  # None: the backend the detector was saved with
+    drift_queue_rows: int = DEFAULT_MAX_PENDING_ROWS
+    drift_cpu_share: float = DEFAULT_CPU_SHARE
+    max_batch_size: int = DEFAULT_MAX_BATCH
+    capture_format: str = "jsonl"
+    capture_batch_size: int = 500
+    capture_flush_seconds: float = 5.0
+    capture_max_buffer: int = 50_000
+    shutdown_seconds: float = 10.0
+    ce_extensions: dict = dataclasses.field(default_factory=dict)
+
+
+class DriftTransformer(kserve.Model):
+    """Validates, forwards, captures and drift-checks the requests for model ``name``."""
+
+    def __init__(
+        self,
+        name: str,
+        model_dir: str | Path,
+        store: ObjectStore,
+        outbox: Outbox,
+        client: PredictorClient,
+        options: TransformerOptions = TransformerOptions(),
+        model_version: str | None = None,
+    ):
+        super().__init__(name, return_response_headers=True)
+        self.model_dir, self.store, self.outbox, self.client = Path(model_dir), store, outbox, client
+        self.options, self.version = options, model_version
+        self.schema: FeatureSchema | None = None
+        self.decoder: RequestDecoder | None = None
+        self.capture: CaptureWriter | None = None
+        self.monitor: DriftMonitor | None = None
+
+    def load(self) -> bool:
+        verify_bundle(self.model_dir)
+        self.schema = load_schema(self.model_dir)
+        self.version = self.version or "unknown"
+        self.decoder = RequestDecoder(self.schema, self.options.max_batch_size)
+        detector = load_detector(self.model_dir / DRIFT_DIR, backend=self.options.drift_backend)
+        opts = self.options
+        self.capture = CaptureWriter(
+            self.store,
+            key_segment(self.name),
+            opts.capture_batch_size,
+            opts.capture_flush_seconds,
+            opts.capture_max_buffer,
+            opts.capture_format,
+        )
+        context = {
+            "model": self.name,
+            "model_version": self.version,
+            "revision": opts.revision,
+            "capture_location": _prefix_uri(self.store, captures_prefix(key_segment(self.name), self.version)),
+        }
+        self.monitor = DriftMonitor(
+            WindowedDrift(detector, opts.drift_window),
+            self.outbox,
+            opts.event_source or f"kfloop/{self.name}",
+            context,
+            max_pending_rows=opts.drift_queue_rows,
+            extensions=opts.ce_extensions,
+            cpu_share=opts.drift_cpu_share,
+        )
+        self.outbox.start()
+        self.ready = True
+        logger.info(
+            "transformer for %s version %s (%s): %d features, drift window %d rows (%s backend), "
+            "predictor %s, captures to %s",
+            self.name,
+            self.version,
+            opts.revision,
+            len(self.schema.features),
+            opts.drift_window,
+            detector.backend,
+            self.client.url,
+            context["capture_location"],
+        )
+        return self.ready
+
+    def stop(self) -> None:
+        """Check the queued rows, write the buffered captures, stop the outbox (KServe calls this on unload)."""
+        timeout = self.options.shutdown_seconds
+        if self.monitor is not None:
+            self.monitor.stop(timeout)
+        if self.capture is not None and not self.capture.close(timeout):
+            logger.warning("capture records still unwritten at shutdown: %d dropped in all", self.capture.dropped)
+        self.outbox.stop()
+        _close_soon(self.client)
+        super().stop()
+
+    async def infer_json(self, protocol: str, body: Any, raw: bytes, headers: dict[str, str]) -> Reply:
+        """A plain JSON request (``serving/fast_path.py``): ``body`` as parsed, ``raw`` as received."""
+        tensors = self._v2_tensors(body) if protocol == "v2" else None
+        request_id = _request_id(headers, body.get("id") if tensors is not None else None)
+        if protocol == "v2" == self.client.protocol and not body.get("id"):  # answered with this request id
+            raw = orjson.dumps({**body, "id": request_id})
+        answer, predictor = await self._serve(protocol, body, tensors, headers, request_id, raw)
+        same = protocol == self.client.protocol and predictor.content is not None
+        return Reply(predictor.content if same else orjson.dumps(answer), {"x-request-id": request_id})
+
+    def validate(self, payload: Any) -> Any:
+        """KServe's check before ``predict``; a body not sent as JSON is a 400 here (KServe's own check
+        fails on it with a 500 when the predictor speaks V2), the rest is ``_decode``'s."""
+        require_json(payload)
+        return payload
+
+    async def predict(
+        self,
+        payload: dict | InferRequest,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict:
+        """KServe's path, for what the fast path leaves to it (V2 binary bodies, binary CloudEvents,
+        per-request logging on); the same work as ``infer_json``."""
+        headers = headers or {}
+        if isinstance(payload, InferRequest):
+            request_id = _request_id(headers, payload.id)
+            payload.id = payload.id or request_id
+            body, json_length = payload.to_rest()
+            answer, _ = await self._serve(
+                "v2", payload, request_tensors(payload), headers, request_id, body, json_length
+            )
+        else:
+            request_id = _request_id(headers, None)
+            answer, _ = await self._serve("v1", payload, None, headers, request_id, payload)
+        if response_headers is not None:
+            response_headers["x-request-id"] = request_id
+        return answer
+
+    async def _serve(
+        self,
+        protocol: str,
+        body: Any,
+        tensors: list[Tensor] | None,
+        headers: dict[str, str],
+        request_id: str,
+        forward: Any,
+        json_length: int | None = None,
+    ) -> tuple[dict, PredictorAnswer]:
+        """Validate, forward, capture and queue for drift one request on ``protocol`` (V1: ``body``; V2:
+        ``tensors``); ``forward`` is what the predictor gets when it speaks the same protocol (on the
+        other one it gets a body rebuilt from the decoded matrix). Returns the answer in the client's
+        protocol and the predictor's own answer."""
+        decoded = self._decode(body, tensors)
+        sent = forwarded_headers(headers, request_id)
+        if protocol != self.client.protocol:
+            forward, json_length = (
+                (v1_body(decoded, self.schema) if protocol == "v2" else v2_body(decoded, self.schema, request_id)),
+                None,
+            )
+        try:
+            predictor = await self.client.infer(forward, sent, json_length)
+        except (PredictorRejected, PredictorError) as e:
+            metrics.PREDICTOR_ERRORS.labels(self.name, str(e.status)).inc()
+            raise
+        answer = predictor.doc
+        if protocol == "v2" and self.client.protocol == "v1":
+            answer = v2_answer(self.name, predictor.version or self.version, request_id, answer["predictions"])
+        elif protocol == "v1" and self.client.protocol == "v2":
+            answer = {"predictions": v2_predictions(answer["outputs"])}
+        self._observe(body, tensors, decoded, answer, request_id, predictor.version, headers.get(REVISION_HEADER))
+        return answer, predictor
+
+    def _v2_tensors(self, body: Any) -> list[Tensor]:
+        try:
+            return v2_tensors(body)
+        except InvalidRequest as e:
+            raise InvalidInput(str(e)) from e
+
+    def _decode(self, body: Any, tensors: list[Tensor] | None) -> Decoded:
+        try:
+            if tensors is not None:
+                return self.decoder.decode_v2_inputs(tensors)
+            return self.decoder.decode_v1(body)
+        except InvalidRequest as e:
+            raise InvalidInput(str(e)) from e
+
+    def _observe(
+        self,
+        body: Any,
+        tensors: list[Tensor] | None,
+        decoded: Decoded,
+        answer: dict,
+        request_id: str,
+        served: str | None,
+        revision: str | None,
+    ) -> None:
+        """Capture the rows (as of the version that answered, ``served``, and the gateway's
+        ``revision``; else this transformer's) and queue them for drift detection; never raises
+        into the request."""
+        try:
+            names = self.schema.names
+            rows = v2_rows(tensors, names) if tensors is not None else v1_rows(body, names)
+            predictions = answer["predictions"] if "predictions" in answer else v2_predictions(answer["outputs"])
+            version = str(served or answer.get("model_version") or self.version)
+            self.capture.add(
+                request_records(
+                    self.name,
+                    version,
+                    revision or self.options.revision,
+                    request_id,
+                    rfc3339_now(),
+                    rows,
+                    unseen_by_row(rows, decoded, names),
+                    predictions,
+                )
+            )
+        except Exception:  # capture is best effort: the client already has its answer
+            logger.exception("could not capture request %s", request_id)
+        self.monitor.submit(decoded.X)
+
+    def parts(self) -> tuple:
+        """The drift monitor, capture writer and outbox (for the metrics collector)."""
+        return self.monitor, self.capture, self.outbox
+
+
+def _request_id(headers: dict[str, str], v2_id: str | None) -> str:
+    """The client's ``x-request-id`` or ``ce-id`` header, else the V2 request id, else a new id.
+    (A V2 id goes out in a header: one that is not printable ASCII is refused.)"""
+    given = headers.get("x-request-id") or headers.get("ce-id")
+    if given:
+        return given
+    if v2_id and not (v2_id.isascii() and v2_id.isprintable()):
+        raise InvalidInput(f'"id" {v2_id[:100]!r} is not printable ASCII; send an id that fits an HTTP header')
+    return v2_id or uuid.uuid4().hex
+
+
+def _prefix_uri(store: ObjectStore, prefix: str) -> str:
+    """The URI of a key prefix, ending in "/" for every store (LocalStore's file URIs drop it)."""
+    return store.uri(prefix.rstrip("/")) + "/"
+
+
+def _close_soon(client: PredictorClient) -> None:
+    """Close the predictor connections if the event loop still runs (the process is exiting anyway)."""
+    try:
+        asyncio.get_running_loop().create_task(client.aclose())
+    except RuntimeError:
+        pass
+
+
+# -- entry point -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(parents=[kserve.model_server.parser], description=__doc__.split("\n")[0])
+    add = parser.add_argument
+    add(
+        "--model_dir",
+        default=None,
+        help=f"The model bundle (schema and drift detector): a folder, a file:// URL, or a registry reference "
+        f"NAME:VERSION / NAME@production (fetched from KFLOOP_* storage). Default: {DEFAULT_MODEL_DIR} "
+        f"when it is a folder, else <model_name>@production",
+    )
+    add(
+        "--model_version",
+        default=None,
+        help="Version captured and reported (default: the registered version of a registry reference)",
+    )
+    add("--revision", default="stable", help="Which deployment this is (stable, canary), recorded in captures")
+    add("--drift_window", type=int, default=500, help="Rows per drift check")
+    add(
+        "--drift_backend",
+        choices=BACKENDS,
+        default=None,
+        help="Drift test implementation (default: the one the detector was saved with)",
+    )
+    add(
+        "--drift_queue_rows",
+        type=int,
+        default=DEFAULT_MAX_PENDING_ROWS,
+        help="Rows waiting for the drift thread before new rows are dropped (counted)",
+    )
+    add(
+        "--drift_cpu_share",
+        type=float,
+        default=DEFAULT_CPU_SHARE,
+        help="Most of a core drift checks take: after a check, rows are not checked for (1/share - 1) times "
+        "its duration (counted as skipped); 1 checks every row",
+    )
+    add("--sink_url", default=None, help="CloudEvents sink for drift events (default: $K_SINK)")
+    add("--event_source", default=None, help="CloudEvents source of drift events (default: kfloop/<model_name>)")
+    add("--outbox_backoff_max", type=float, default=60.0, help="Longest wait between delivery attempts (s)")
+    add("--capture_format", choices=sorted(FORMATS), default="jsonl", help="Capture object format")
+    add("--capture_batch_size", type=int, default=500, help="Capture records per stored object (at most)")
+    add("--capture_flush_seconds", type=float, default=5.0, help="Longest time a capture record waits in memory")
+    add(
+        "--capture_max_buffer",
+        type=int,
+        default=50_000,
+        help="Capture records buffered in memory before new ones are dropped (counted)",
+    )
+    add("--max_batch_size", type=int, default=DEFAULT_MAX_BATCH, help="Most rows accepted in one request (400 above)")
+    add("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="Largest request body (413 above)")
+    add("--predictor_max_connections", type=int, default=100, help="Pooled connections to the predictor")
+    add(
+        "--shutdown_seconds",
+        type=float,
+        default=10.0,
+        help="Longest wait at shutdown for queued drift rows and buffered captures",
+    )
+    add(
+        "--request_logging",
+        type=strtobool,
+        default=False,
+        help="Log every request (uvicorn access log and KServe latency lines)",
+    )
+    return parser
+
+
+def resolve_sink(args: argparse.Namespace, env=os.environ) -> str | None:
+    """``--sink_url``, else ``K_SINK`` (set by a Knative SinkBinding), else None (events stay in the outbox)."""
+    return args.sink_url or env.get("K_SINK") or None
+
+
+def ce_extensions(env=os.environ) -> dict:
+    """The extension attributes of Knative's ``K_CE_OVERRIDES`` (``{"extensions": {...}}``)."""
+    raw = env.get("K_CE_OVERRIDES")
+    if not raw:
+        return {}
+    try:
+        return dict(json.loads(raw).get("extensions") or {})
+    except (ValueError, AttributeError, TypeError) as e:
+        raise ConfigError(f'K_CE_OVERRIDES={raw!r} is not JSON of the form {{"extensions": {{...}}}}') from e
+
+
+def open_capture_store(settings: Settings) -> ObjectStore:
+    """The object store for captures; an unreachable S3 at startup is not fatal (writes are retried)."""
+    try:
+        return open_store(settings)
+    except StorageError as e:
+        if not settings.uses_s3:
+            raise
+        logger.warning("capture store not reachable at startup (%s); capture writes will be retried", e)
+        return S3Store.from_settings(settings, create_bucket=False)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not args.predictor_host:
+        raise ConfigError("--predictor_host is required: the host[:port] of the predictor to forward to")
+    if args.predictor_protocol not in ("v1", "v2"):
+        raise ConfigError(
+            f"--predictor_protocol {args.predictor_protocol}: the drift transformer forwards over HTTP; use v1 or v2"
+        )
+    if args.protocol != "v1" and args.predictor_protocol == "v1":
+        logger.warning("--protocol %s is ignored by KServe 0.20; use --predictor_protocol", args.protocol)
+    if args.workers != 1:
+        raise ConfigError(
+            f"--workers {args.workers}: the transformer runs one process (its drift window and "
+            f"capture buffer live in it); scale with replicas instead"
+        )
+
+
+def options_from(args: argparse.Namespace) -> TransformerOptions:
+    return TransformerOptions(
+        revision=args.revision,
+        event_source=args.event_source,
+        drift_window=args.drift_window,
+        drift_backend=args.drift_backend,
+        drift_queue_rows=args.drift_queue_rows,
+        drift_cpu_share=args.drift_cpu_share,
+        max_batch_size=args.max_batch_size,
+        capture_format=args.capture_format,
+        capture_batch_size=args.capture_batch_size,
+        capture_flush_seconds=args.capture_flush_seconds,
+        capture_max_buffer=args.capture_max_buffer,
+        shutdown_seconds=args.shutdown_seconds,
+        ce_extensions=ce_extensions(),
+    )
+
+
+def predictor_config(args: argparse.Namespace) -> PredictorConfig:
+    return PredictorConfig(
+        args.predictor_host,
+        args.predictor_protocol,
+        args.predictor_use_ssl,
+        args.predictor_request_timeout_seconds,
+        args.predictor_request_retries,
+        args.enable_predictor_health_check,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_entry_point(build_parser(), serve, argv)
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Load the bundle and detector and run the KServe model server until it is stopped."""
+    _check_args(args)
+    settings = Settings.from_env()
+    default_dir = DEFAULT_MODEL_DIR if Path(DEFAULT_MODEL_DIR).is_dir() else f"{args.model_name}@production"
+    model_dir, registered_version = resolve_model(args.model_dir or default_dir, settings)
+    config = predictor_config(args)
+    client = PredictorClient(
+        config.predictor_base_url,
+        args.model_name,
+        args.predictor_protocol,
+        config.timeout,
+        config.retries,
+        args.predictor_max_connections,
+    )
+    outbox = Outbox.for_settings(
+        settings,
+        f"drift-{key_segment(args.model_name)}-{key_segment(args.revision)}",
+        resolve_sink(args),
+        backoff_max=args.outbox_backoff_max,
+    )
+    model = DriftTransformer(
+        args.model_name,
+        model_dir,
+        open_capture_store(settings),
+        outbox,
+        client,
+        options_from(args),
+        args.model_version or registered_version,
+    )
+    model.load()
+    metrics.register_collector(metrics.TransformerCollector(model.name, model.parts))
+    app = kserve.model_server.app
+    add_error_handler(app)
+    wrap_application(
+        app,
+        lambda stack: BodySizeLimit(
+            metrics.RequestCounter(InferenceFastPath(stack, model, enabled=not args.request_logging)),
+            max_bytes=args.max_body_bytes,
+        ),
+    )
+    install_event_loop(args.event_loop)
+    server = model_server(args, predictor_config=config)
+    freeze_heap()
+    server.start([model])
+
+
+if __name__ == "__main__":
+    main()

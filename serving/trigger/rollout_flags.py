@@ -1,0 +1,124 @@
+"""The trigger service's automatic rollouts: flags, and the ``AutoRollout`` they describe.
+
+With ``--auto_rollout STRATEGY`` (off by default) every version a retraining run registers is
+deployed as a canary and analysed (``kfloop.rollout.auto``): on the ``kfloop serve`` gateway
+(``--rollout_target local``, ``--gateway_url``) or on KServe (``--rollout_target kubernetes``, with
+``--prometheus_url`` for the revisions' traffic). Decisions leave through the trigger's outbox.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from kfloop.errors import ConfigError
+from kfloop.rollout.analysis import STRATEGIES, Thresholds, plan_for
+from kfloop.rollout.auto import AutoRollout
+from kfloop.rollout.targets.local import DEFAULT_GATEWAY
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--auto_rollout",
+        choices=STRATEGIES,
+        default=None,
+        help="analyse and roll out every registered version with this strategy (default: off)",
+    )
+    p.add_argument(
+        "--rollout_target",
+        choices=("local", "kubernetes"),
+        default="local",
+        help="where the rollouts happen (default local: the kfloop serve gateway)",
+    )
+    p.add_argument(
+        "--gateway_url",
+        default=os.environ.get("KFLOOP_GATEWAY_URL", DEFAULT_GATEWAY),
+        help=f"the kfloop serve gateway (env KFLOOP_GATEWAY_URL, default {DEFAULT_GATEWAY})",
+    )
+    p.add_argument(
+        "--prometheus_url",
+        default=os.environ.get("KFLOOP_PROMETHEUS_URL"),
+        help="Prometheus to read the revisions' traffic from (env KFLOOP_PROMETHEUS_URL; "
+        "needed with --rollout_target kubernetes)",
+    )
+    p.add_argument("--rollout_namespace", help="namespace of the InferenceServices (kubernetes; default: the pod's)")
+    p.add_argument("--rollout_steps", help="canary percentages, e.g. 10,50,100 (canary); their count for linear")
+    p.add_argument(
+        "--rollout_hold_requests", type=int, help="a step ends after this many canary requests (default 200)"
+    )
+    p.add_argument("--rollout_hold_seconds", type=float, help="... or after this many seconds, whichever first")
+    p.add_argument(
+        "--rollout_warmup_seconds",
+        type=float,
+        default=0.0,
+        help="the first step starts measuring this long after the canary got its share",
+    )
+    p.add_argument(
+        "--rollout_step_timeout",
+        type=float,
+        default=600.0,
+        help="longest a step waits for enough traffic before rolling back (default 600)",
+    )
+    p.add_argument(
+        "--rollout_thresholds", help="analysis thresholds, e.g. error_rate=0.01,p99_ratio=1.5,divergence=0.25"
+    )
+
+
+def make_auto_rollout(args: argparse.Namespace, store, outbox) -> AutoRollout | None:
+    """The ``AutoRollout`` the flags ask for, or None when ``--auto_rollout`` is not given."""
+    if not args.auto_rollout:
+        return None
+    if args.rollout_target == "kubernetes" and not args.prometheus_url:
+        raise ConfigError("--rollout_target kubernetes needs --prometheus_url to read the revisions' traffic")
+    steps = _steps(args.rollout_steps)
+    n_steps = (steps[0] if len(steps) == 1 else len(steps)) if steps else None  # linear: "4" or "25,50,75,100"
+    plan = plan_for(
+        args.auto_rollout,
+        steps=steps,
+        n_steps=n_steps,
+        hold_requests=args.rollout_hold_requests,
+        hold_seconds=args.rollout_hold_seconds,
+        timeout_seconds=args.rollout_step_timeout,
+        warmup_seconds=args.rollout_warmup_seconds,
+    )
+
+    def make_target():
+        if args.rollout_target == "local":
+            from kfloop.rollout.targets.local import LocalTarget
+
+            return LocalTarget(args.gateway_url)
+        from kfloop.rollout.targets.kubernetes import KubernetesTarget
+
+        return KubernetesTarget(namespace=args.rollout_namespace)
+
+    def make_source():
+        from kfloop.rollout.sources import LocalStatsSource, PrometheusSource
+
+        if args.prometheus_url:
+            return PrometheusSource(args.prometheus_url, args.rollout_namespace or _pod_namespace(), store=store)
+        return LocalStatsSource(args.gateway_url, store)
+
+    return AutoRollout(
+        store,
+        plan,
+        Thresholds.parse(args.rollout_thresholds),
+        make_target,
+        make_source,
+        outbox,
+        event_source=f"{args.event_source}/rollout",
+    )
+
+
+def _pod_namespace() -> str:
+    from kfloop.rollout.targets.kubernetes import SA_NAMESPACE_FILE
+
+    return SA_NAMESPACE_FILE.read_text().strip() if SA_NAMESPACE_FILE.is_file() else "default"
+
+
+def _steps(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"--rollout_steps {text!r}: expected whole percentages like 10,50,100") from None

@@ -1,0 +1,289 @@
+"""The retraining trigger service: CloudEvents in (Knative Triggers POST them to ``/``), runs out.
+
+Endpoints:
+
+- ``POST /``: one CloudEvent, binary or structured mode, of type ``io.kfloop.drift.detected``,
+  ``io.kfloop.quality.degraded`` or ``io.kfloop.feedback``; answers the policy's decision as JSON.
+  A malformed event or another type is HTTP 400 and changes nothing.
+- ``POST /v1/feedback``: ``{"model": NAME, "labels": [{"request_id", "label", "time"?}, ...]}``;
+  unknown request ids or labels of the wrong type are HTTP 400 and nothing is stored.
+- ``GET /v1/status[?model=NAME]``: the policy, each model's state and its run in flight.
+- ``GET /healthz``, ``GET /metrics`` (Prometheus).
+
+With ``--auto_rollout STRATEGY`` each registered version is then rolled out through a canary
+analysis (``serving/trigger_rollout.py``); ``/v1/status?model=NAME`` lists those rollouts.
+
+The work is ``kfloop.retraining.trigger.RetrainTrigger``; a background thread launches and polls the
+runs; events go to ``--sink_url`` (or ``K_SINK``) through a durable outbox. State lives on the
+object store (``KFLOOP_HOME`` or S3), so a restarted service carries on. One worker process.
+
+Run: ``python -m kfloop.serving.trigger.service --port 8080`` (``--target kfp`` with ``KFLOOP_KFP_HOST``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import signal
+import threading
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from kfloop import pipelines
+from kfloop.config import Settings
+from kfloop.errors import ConfigError, InvalidRequest, KfloopError, ModelNotFound, StorageError
+from kfloop.events.cloudevents import parse_event
+from kfloop.events.outbox import Outbox
+from kfloop.retraining.policy import SIGNAL_TYPES, STRATEGIES, RetrainPolicy
+from kfloop.retraining.quality_signal import QualityOptions
+from kfloop.retraining.runners import DEFAULT_LOCAL_COMMAND, KfpRunner, LocalRunner
+from kfloop.retraining.trigger import RetrainTrigger
+from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from kfloop.serving.trigger.metrics import metrics_response
+from kfloop.serving.trigger.rollout_flags import add_flags as add_rollout_flags
+from kfloop.serving.trigger.rollout_flags import make_auto_rollout
+
+log = logging.getLogger(__name__)
+STATUS = ((InvalidRequest, 400), (ModelNotFound, 404), (StorageError, 503), (KfloopError, 500))
+
+
+def build_app(trigger: RetrainTrigger, tick_seconds: float, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
+    """The ASGI app around ``trigger``, with its background run worker in the lifespan."""
+
+    async def receive_event(request: Request) -> Response:
+        event: dict = {}
+        try:
+            event = parse_event(request.headers, await request.body())
+            return JSONResponse(await run_in_threadpool(trigger.handle_event, event))
+        except KfloopError as e:
+            return _error(e, trigger, event.get("type"))
+
+    async def feedback(request: Request) -> Response:
+        try:
+            body = _json_object(await request.body())
+            return JSONResponse(await run_in_threadpool(trigger.handle_feedback, body.get("model"), body.get("labels")))
+        except KfloopError as e:
+            return _error(e, trigger, "io.kfloop.feedback")
+
+    async def status(request: Request) -> Response:
+        try:
+            return JSONResponse(await run_in_threadpool(trigger.status, request.query_params.get("model")))
+        except KfloopError as e:
+            return _error(e, None, None)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "target": trigger.runner.target, "outbox": trigger.outbox.stats()})
+
+    async def metrics(request: Request) -> Response:
+        return metrics_response(trigger)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        worker = RunWorker(trigger, tick_seconds)
+        trigger.outbox.start()
+        worker.start()
+        if trigger.auto_rollout is not None:
+            trigger.auto_rollout.resume()
+        try:
+            yield
+        finally:
+            if trigger.auto_rollout is not None:
+                trigger.auto_rollout.stop()
+            worker.stop()
+            trigger.outbox.stop()
+            trigger.runner.stop()
+            log.info("trigger stopped (%d events waiting in the outbox)", trigger.outbox.depth)
+
+    routes = [
+        Route("/", receive_event, methods=["POST"]),
+        Route("/v1/feedback", feedback, methods=["POST"]),
+        Route("/v1/status", status),
+        Route("/healthz", healthz),
+        Route("/metrics", metrics),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(BodySizeLimit, max_bytes=max_body_bytes)])
+
+
+class RunWorker:
+    """Calls ``trigger.step`` every ``tick_seconds`` (and at once when an event starts a run)."""
+
+    def __init__(self, trigger: RetrainTrigger, tick_seconds: float):
+        self.trigger, self.tick_seconds = trigger, tick_seconds
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trigger-runs", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        self.trigger.wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self.trigger.wake.clear()
+            try:
+                self.trigger.step()
+            except Exception:  # noqa: BLE001 - the store may be down; keep trying
+                log.exception("trigger run worker step failed")
+            self.trigger.wake.wait(self.tick_seconds)
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidRequest(f"request body is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise InvalidRequest(f"expected a JSON object with 'model' and 'labels', got {type(doc).__name__}")
+    return doc
+
+
+def _error(error: KfloopError, trigger: RetrainTrigger | None, event_type: str | None) -> JSONResponse:
+    """The error as JSON with its HTTP status; counted as a rejected (4xx) or failed (5xx) event."""
+    status = next(code for kind, code in STATUS if isinstance(error, kind))
+    if trigger is not None:
+        kind = event_type if event_type in SIGNAL_TYPES else "other"  # bounded metric labels
+        trigger.events[(kind, "rejected" if status < 500 else "error")] += 1
+    (log.warning if status < 500 else log.error)("request failed (%d): %s", status, error)
+    return JSONResponse({"error": str(error)}, status_code=status)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kfloop.serving.trigger.service", description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "--target",
+        choices=("local", "kfp"),
+        help="where runs go (default: kfp when --kfp_host / KFLOOP_KFP_HOST is set, else local)",
+    )
+    p.add_argument("--kfp_host", default=os.environ.get("KFLOOP_KFP_HOST"), help="KFP API URL (env KFLOOP_KFP_HOST)")
+    p.add_argument("--kfp_namespace", help="Kubeflow profile namespace (multi-user installs)")
+    p.add_argument("--experiment", default="kfloop", help="KFP experiment of the runs (default kfloop)")
+    p.add_argument("--consecutive_windows", type=int, default=2, help="drifted windows in a row that start a run")
+    p.add_argument("--cooldown_seconds", type=float, default=600, help="no run starts this soon after the last ended")
+    p.add_argument("--strategy", choices=STRATEGIES, default="combined", help="retraining data (default combined)")
+    p.add_argument("--window_days", type=int, default=7, help="days of labeled traffic for --strategy window")
+    p.add_argument("--original_source", help="original training data (default: the production version's data_uri)")
+    p.add_argument(
+        "--pipeline_params",
+        nargs="*",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pipeline parameters for every run",
+    )
+    p.add_argument("--sink_url", default=os.environ.get("K_SINK"), help="where emitted events go (env K_SINK)")
+    p.add_argument("--event_source", default="kfloop/trigger", help="CloudEvents source of emitted events")
+    p.add_argument(
+        "--runner_cmd",
+        default=os.environ.get("KFLOOP_TRIGGER_RUNNER_CMD"),
+        help="local run command, given --param KEY=VALUE flags (env KFLOOP_TRIGGER_RUNNER_CMD; "
+        "default: kfloop pipeline run --json)",
+    )
+    p.add_argument("--poll_seconds", type=float, default=5.0, help="seconds between run state checks")
+    p.add_argument("--launch_attempts", type=int, default=5, help="tries to start (or read) a run before failing it")
+    p.add_argument("--retry_seconds", type=float, default=2.0, help="first retry delay, doubled per attempt")
+    p.add_argument("--quality_metric", help="metric the quality check watches (default: accuracy or rmse)")
+    p.add_argument("--quality_threshold", type=float, help="default: --quality_margin off the version's test metric")
+    p.add_argument("--quality_margin", type=float, default=0.1, help="fraction off the test metric (default 0.1)")
+    p.add_argument("--quality_window", type=int, default=200, help="labeled rows per quality window")
+    p.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="larger requests get HTTP 413")
+    p.add_argument("--log_level", default=os.environ.get("KFLOOP_LOG_LEVEL", "INFO"))
+    add_rollout_flags(p)
+    return p
+
+
+def make_trigger(args: argparse.Namespace, settings: Settings) -> RetrainTrigger:
+    from kfloop.pipelines.parameters import parameter_types, parse_params
+
+    yaml_path = Path(pipelines.__file__).with_name("training.yaml")  # training.YAML_PATH, without importing kfp
+
+    target = args.target or ("kfp" if args.kfp_host else "local")
+    if target == "kfp" and not args.kfp_host:
+        raise ConfigError("--target kfp needs --kfp_host or KFLOOP_KFP_HOST")
+    policy = RetrainPolicy(
+        args.consecutive_windows,
+        args.cooldown_seconds,
+        args.strategy,
+        args.window_days,
+        parse_params(args.pipeline_params, parameter_types(yaml_path)),
+    )
+    if target == "kfp":
+        runner = KfpRunner(
+            args.kfp_host,
+            args.kfp_namespace,
+            args.experiment,
+            yaml_path=yaml_path,
+            token_path=os.environ.get("KF_PIPELINES_SA_TOKEN_PATH"),
+        )
+    else:
+        runner = LocalRunner(settings, shlex.split(args.runner_cmd) if args.runner_cmd else DEFAULT_LOCAL_COMMAND)
+    quality = QualityOptions(args.quality_metric, args.quality_threshold, args.quality_margin, args.quality_window)
+    trigger = RetrainTrigger(
+        settings,
+        policy,
+        runner,
+        Outbox.for_settings(settings, "trigger", args.sink_url),
+        original_source=args.original_source,
+        source=args.event_source,
+        quality=quality,
+        launch_attempts=args.launch_attempts,
+        retry_seconds=args.retry_seconds,
+        poll_seconds=args.poll_seconds,
+    )
+    trigger.auto_rollout = make_auto_rollout(args, trigger.store, trigger.outbox)
+    return trigger
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        trigger = make_trigger(args, Settings.from_env())
+    except KfloopError as e:
+        raise SystemExit(f"error: {e}") from None
+    log.info(
+        "trigger on %s:%d: target %s, policy %s, sink %s",
+        args.host,
+        args.port,
+        trigger.runner.target,
+        trigger.policy.to_dict(),
+        args.sink_url or "none (events stay in the outbox)",
+    )
+    app = build_app(trigger, min(args.poll_seconds, args.retry_seconds), args.max_body_bytes)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, workers=1, log_level=args.log_level.lower(), timeout_graceful_shutdown=10
+    )
+    _Server(config).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopping gracefully on SIGTERM/SIGINT and then exiting with status 0
+    (uvicorn itself re-raises the signal after its shutdown, ending the process with -15)."""
+
+    @contextmanager
+    def capture_signals(self):
+        previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+if __name__ == "__main__":
+    main()

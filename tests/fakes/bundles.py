@@ -1,0 +1,83 @@
+"""Model bundles for tests: ``make_bundle`` is one as the registry sees it (no real model, any bytes),
+``build_bundle`` trains a small real booster on ``churn_frame`` data and writes a verified bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xgboost
+
+from kfloop.schema import FeatureSchema, infer_schema
+from kfloop.store import bundle
+from kfloop.store.bundle import MODEL_FILE, SCHEMA_FILE, write_manifest
+
+SCHEMA = {
+    "target": "churn",
+    "task": "binary",
+    "classes": ["0", "1"],
+    "features": [
+        {"name": "tenure", "kind": "numeric"},
+        {"name": "plan", "kind": "categorical", "categories": ["basic", "premium"]},
+    ],
+}
+
+
+def make_bundle(root: Path, auc: float) -> Path:
+    """model.ubj may be any bytes for the registry; metrics as the evaluate step writes them."""
+    root.mkdir(parents=True)
+    (root / bundle.MODEL_FILE).write_bytes(f"model {auc}".encode())
+    (root / bundle.SCHEMA_FILE).write_text(json.dumps(SCHEMA))
+    (root / bundle.METRICS_FILE).write_text(
+        json.dumps(
+            {
+                "task": "binary",
+                "metrics": {"auc": auc, "accuracy": 0.8},
+                "gate": {"passed": True, "metric": "auc", "reason": f"auc {auc} >= threshold 0.7"},
+            }
+        )
+    )
+    bundle.write_manifest(root)
+    return root
+
+
+PLANS = ("basic", "pro", "team")
+
+
+def churn_frame(n: int = 300, seed: int = 0, categorical: bool = True) -> pd.DataFrame:
+    """A churn-like table: numeric tenure and charges, a string plan (optional), a 0/1 target."""
+    rng = np.random.default_rng(seed)
+    tenure = rng.integers(1, 72, n)
+    charges = rng.normal(70, 20, n).round(2)
+    charges[rng.random(n) < 0.05] = np.nan
+    plan = rng.choice(PLANS, n)
+    score = -0.04 * tenure + 0.03 * np.nan_to_num(charges, nan=70) + (plan == "basic") * 1.0
+    churned = (score + rng.normal(0, 0.5, n) > np.median(score)).astype(int)
+    df = pd.DataFrame({"tenure": tenure, "charges": charges, "plan": plan, "churned": churned})
+    return df if categorical else df.drop(columns=["plan"])
+
+
+def build_bundle(
+    root: Path, df: pd.DataFrame, target: str, task: str | None = None
+) -> tuple[Path, FeatureSchema, xgboost.Booster]:
+    """Train a small booster on ``df`` and write it as a verified model bundle in ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    schema = infer_schema(df, target, task)
+    X = schema.encode_frame(df)
+    y = schema.encode_labels(df[target])
+    dtrain = xgboost.DMatrix(
+        X, y, feature_names=schema.names, feature_types=schema.feature_types, enable_categorical=True
+    )
+    objective = {"binary": "binary:logistic", "multiclass": "multi:softprob", "regression": "reg:squarederror"}[
+        schema.task
+    ]
+    params = {"objective": objective, "max_depth": 3, "tree_method": "hist", "seed": 0}
+    if schema.task == "multiclass":
+        params["num_class"] = len(schema.classes)
+    booster = xgboost.train(params, dtrain, num_boost_round=20)
+    booster.save_model(str(root / MODEL_FILE))
+    (root / SCHEMA_FILE).write_text(json.dumps(schema.to_dict()))
+    write_manifest(root)
+    return root, schema, booster

@@ -1,0 +1,240 @@
+"""Request decoding (kfloop.inference.codec): the same matrix as training's encoding, and errors that name the field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kfloop.errors import InvalidRequest
+from kfloop.inference.codec import (
+    RequestDecoder,
+    Tensor,
+    encode_response,
+    encode_v2_output,
+    v2_input_metadata,
+    v2_output_metadata,
+)
+from kfloop.schema import Feature, FeatureSchema, infer_schema
+
+FRAME = pd.DataFrame(
+    {
+        "age": [31, 45, 22, 60, 38],
+        "income": [52.5, None, 31.0, 88.25, 40.0],
+        "plan": ["pro", "basic", None, "team", "pro"],
+        "churned": [0, 1, 0, 1, 1],
+    }
+)
+SCHEMA = infer_schema(FRAME, "churned")
+NUMERIC = infer_schema(FRAME.drop(columns=["plan"]), "churned")
+
+
+def rows_of(df: pd.DataFrame) -> list[list]:
+    return [[None if pd.isna(v) else v for v in row] for row in df[SCHEMA.names].itertuples(index=False)]
+
+
+def assert_same(a: np.ndarray, b: np.ndarray) -> None:
+    np.testing.assert_array_equal(a, b)  # NaN equals NaN here
+    assert a.dtype == np.float32
+
+
+# -- V1 ------------------------------------------------------------------------------------------
+
+
+def test_v1_lists_decode_to_the_training_matrix():
+    decoded = RequestDecoder(SCHEMA).decode_v1({"instances": rows_of(FRAME)})
+    assert_same(decoded.X, SCHEMA.encode_frame(FRAME))
+    assert decoded.n_rows == 5 and decoded.unseen == {}
+
+
+def test_v1_objects_decode_like_lists():
+    objects = [dict(zip(SCHEMA.names, row)) for row in rows_of(FRAME)]
+    assert_same(RequestDecoder(SCHEMA).decode_v1({"instances": objects}).X, SCHEMA.encode_frame(FRAME))
+
+
+def test_all_numeric_fast_path_matches_training_and_takes_numeric_strings():
+    decoder = RequestDecoder(NUMERIC)
+    assert_same(decoder.decode_v1({"instances": [[31, 52.5], [45, None]]}).X, NUMERIC.encode_frame(FRAME.head(2)))
+    assert_same(decoder.decode_v1({"instances": [["31", "52.5"]]}).X, np.array([[31, 52.5]], np.float32))
+
+
+def test_unseen_categories_are_missing_and_counted_but_missing_ones_are_not():
+    decoded = RequestDecoder(SCHEMA).decode_v1(
+        {"instances": [[1, 2, "gold"], [1, 2, "gold"], [1, 2, None], [1, 2, "pro"]]}
+    )
+    assert np.isnan(decoded.X[:3, 2]).all() and decoded.X[3, 2] == SCHEMA.feature("plan").categories.index("pro")
+    assert decoded.unseen == {"plan": 2}
+
+
+def test_categorical_numbers_use_the_schemas_label_keys():
+    schema = FeatureSchema("y", "binary", (Feature("size", "categorical", ("1", "2")),), ("0", "1"))
+    X = RequestDecoder(schema).decode_v1({"instances": [[1], [2.0], ["2"], [True]]}).X
+    assert X[:, 0].tolist() == [0.0, 1.0, 1.0, 0.0]
+
+
+BAD_V1 = [
+    ([[1, 2, "pro"]], "JSON object"),
+    ({"rows": []}, '"instances"'),
+    ({"instances": {"age": 1}}, '"instances" must be a list'),
+    ({"instances": []}, "empty"),
+    ({"instances": [[1, 2, "pro"]] * 4}, "4 rows, over the limit of 3"),
+    ({"instances": [[1, 2, "pro"], [1, 2]]}, "instance 1 has 2 values; expected 3 features"),
+    ({"instances": [7]}, "instance 0: expected a list of 3 values"),
+    ({"instances": [[1, 2, "pro"], {"age": 1}]}, "instance 1: expected a list"),
+    ({"instances": [{"age": 1, "income": 2, "plan": "pro"}, [1, 2, "pro"]]}, "instance 1: expected an object"),
+    ({"instances": [{"age": 1, "income": 2, "plan": "pro", "zip": 1}]}, "unknown feature names ['zip']"),
+    ({"instances": [{"age": 1, "plan": "pro"}]}, "missing features ['income']"),
+    (
+        {"instances": [[1, 2, "pro"], [1, "rich", "pro"]]},
+        "feature 'income' at row 1: expected a number or null; got 'rich'",
+    ),
+    ({"instances": [[1, [2], "pro"]]}, "feature 'income' at row 0"),
+    ({"instances": [[10**400, 2, "pro"]]}, "feature 'age' at row 0"),
+    ({"instances": [[1, 2, ["pro"]]]}, "feature 'plan' at row 0: expected a category string"),
+]
+
+
+@pytest.mark.parametrize("body, message", BAD_V1, ids=[m for _, m in BAD_V1])
+def test_bad_v1_requests_name_the_field(body, message):
+    with pytest.raises(InvalidRequest) as error:
+        RequestDecoder(SCHEMA, max_batch=3).decode_v1(body)
+    assert message in str(error.value)
+
+
+def test_numeric_strings_that_are_not_numbers_fail_on_the_fast_path_too():
+    with pytest.raises(InvalidRequest, match="feature 'income' at row 0: .* got 'n/a'"):
+        RequestDecoder(NUMERIC).decode_v1({"instances": [[1, "n/a"]]})
+
+
+# -- V2 ------------------------------------------------------------------------------------------
+
+
+def named_inputs(df: pd.DataFrame) -> list[Tensor]:
+    n = len(df)
+    return [
+        Tensor("age", [n], "INT64", df.age.tolist()),
+        Tensor("income", [n, 1], "FP64", [[None if pd.isna(v) else v] for v in df.income]),
+        Tensor("plan", [n], "BYTES", [None if v is None else v.encode() for v in df.plan]),
+    ]
+
+
+def test_v2_named_inputs_decode_to_the_training_matrix():
+    decoded = RequestDecoder(SCHEMA).decode_v2_inputs(named_inputs(FRAME))
+    assert_same(decoded.X, SCHEMA.encode_frame(FRAME))
+
+
+def test_v2_inputs_in_any_order_and_as_plain_tuples():
+    inputs = [tuple(t) for t in reversed(named_inputs(FRAME))]
+    assert_same(RequestDecoder(SCHEMA).decode_v2_inputs(inputs).X, SCHEMA.encode_frame(FRAME))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [[31, 52.5, 45, None], [[31, 52.5], [45, None]], np.array([[31, 52.5], [45, np.nan]], np.float32)],
+    ids=["flat", "nested", "ndarray"],
+)
+def test_v2_single_tensor_on_an_all_numeric_model(data):
+    X = RequestDecoder(NUMERIC).decode_v2_inputs([Tensor("input-0", [2, 2], "FP32", data)]).X
+    assert_same(X, NUMERIC.encode_frame(FRAME.head(2)))
+
+
+def _replace(inputs: list[Tensor], feature: str, **changes) -> list[Tensor]:
+    return [t._replace(**changes) if t.name == feature else t for t in inputs]
+
+
+GOOD = named_inputs(FRAME.head(2))
+BAD_V2 = [
+    ([], "no inputs"),
+    ([Tensor("input-0", [2, 3], "FP32", [1, 2, 0, 1, 2, 0])], "categorical features ['plan']"),
+    (_replace(GOOD, "plan", datatype="FP32"), "input 'plan' has datatype FP32; expected BYTES"),
+    (_replace(GOOD, "age", datatype="BYTES"), "input 'age' has datatype BYTES; expected a numeric datatype"),
+    (_replace(GOOD, "plan", shape=[3], data=["pro"] * 3), "input 'plan' has shape [3]"),
+    (_replace(GOOD, "age", data=[1]), "input 'age' has 1 values; shape [2] needs 2"),
+    (_replace(GOOD, "age", data=["old", 3]), "feature 'age' at row 0: expected a number or null; got 'old'"),
+    (_replace(GOOD, "age", name="years"), "unknown feature names ['years']; missing features ['age']"),
+    (GOOD[:2], "missing features ['plan']"),
+    (GOOD + [GOOD[0]], "repeat a name"),
+    (_replace(GOOD, "age", data="31"), "data must be a list"),
+]
+
+
+@pytest.mark.parametrize("inputs, message", BAD_V2, ids=[m for _, m in BAD_V2])
+def test_bad_v2_inputs_name_the_field(inputs, message):
+    with pytest.raises(InvalidRequest) as error:
+        RequestDecoder(SCHEMA).decode_v2_inputs(inputs)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "tensor, message",
+    [
+        (Tensor("x", [2, 3], "FP32", [1] * 6), "shape [2, 3]; expected [n, 2]"),
+        (Tensor("x", [2, 2], "FP32", [1] * 3), "has 3 values; shape [2, 2] needs 4"),
+        (Tensor("x", [2, 2], "BYTES", ["1"] * 4), "datatype BYTES"),
+        (Tensor("x", [5, 2], "FP32", [1] * 10), "5 rows, over the limit of 4"),
+    ],
+)
+def test_bad_v2_single_tensors(tensor, message):
+    with pytest.raises(InvalidRequest) as error:
+        RequestDecoder(NUMERIC, max_batch=4).decode_v2_inputs([tensor])
+    assert message in str(error.value)
+
+
+def test_a_v2_json_body_decodes_as_its_inputs():
+    body = {"id": "r-1", "parameters": {}, "inputs": [t._asdict() for t in named_inputs(FRAME)]}
+    assert_same(RequestDecoder(SCHEMA).decode_v2(body).X, SCHEMA.encode_frame(FRAME))
+
+
+BAD_V2_BODIES = [
+    ([1], 'a JSON object with an "inputs" list; got a list'),
+    ({"input": []}, 'an "inputs" list; got an object without it'),
+    ({"inputs": {"age": [1]}}, '"inputs" must be a list; got an object'),
+    ({"id": 7, "inputs": []}, '"id" must be a string; got int'),
+    ({"inputs": ["age"]}, "inputs[0] must be an object with name, shape, datatype and data; got a string"),
+    ({"inputs": [{"name": "age", "data": [1]}]}, "inputs[0] has no shape, datatype"),
+    ({"inputs": [{"name": 3, "shape": [1], "datatype": "FP32", "data": [1]}]}, "inputs[0].name must be a string"),
+    (
+        {"inputs": [{"name": "age", "shape": [1], "datatype": None, "data": [1]}]},
+        "inputs[0].datatype must be a string; got null",
+    ),
+    (
+        {"inputs": [{"name": "age", "shape": "1", "datatype": "FP32", "data": [1]}]},
+        "input 'age': shape must be a list of integers; got '1'",
+    ),
+    (
+        {"inputs": [{"name": "age", "shape": [1.5], "datatype": "FP32", "data": [1]}]},
+        "shape must be a list of integers",
+    ),
+]
+
+
+@pytest.mark.parametrize("body, message", BAD_V2_BODIES, ids=[m for _, m in BAD_V2_BODIES])
+def test_v2_json_bodies_that_do_not_fit_the_protocol_name_the_field(body, message):
+    with pytest.raises(InvalidRequest) as error:
+        RequestDecoder(SCHEMA).decode_v2(body)
+    assert message in str(error.value)
+
+
+# -- responses and metadata --------------------------------------------------------------------------
+
+
+def test_responses_by_task():
+    probabilities = np.array([[0.25, 0.75], [0.5, 0.5]], np.float32)
+    assert encode_response(SCHEMA, probabilities) == [[0.25, 0.75], [0.5, 0.5]]
+    regression = FeatureSchema("y", "regression", SCHEMA.features)
+    assert encode_response(regression, np.array([1.5, 2.0], np.float32)) == [1.5, 2.0]
+    with pytest.raises(ValueError, match="2-D"):
+        encode_response(SCHEMA, np.array([0.1, 0.2]))
+    out = encode_v2_output(SCHEMA, probabilities.astype(np.float64))
+    assert (out.name, out.shape, out.datatype, out.data.dtype) == ("predictions", [2, 2], "FP32", np.float32)
+
+
+def test_v2_metadata():
+    assert v2_input_metadata(SCHEMA) == [
+        {"name": "age", "datatype": "FP32", "shape": [-1]},
+        {"name": "income", "datatype": "FP32", "shape": [-1]},
+        {"name": "plan", "datatype": "BYTES", "shape": [-1]},
+    ]
+    assert v2_output_metadata(SCHEMA) == [{"name": "predictions", "datatype": "FP32", "shape": [-1, 2]}]
+    regression = FeatureSchema("y", "regression", SCHEMA.features)
+    assert v2_output_metadata(regression)[0]["shape"] == [-1]
