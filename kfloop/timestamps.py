@@ -1,6 +1,6 @@
 """Times as they cross processes: RFC 3339 in UTC with a ``Z`` suffix, formatted and parsed here only.
 
-``rfc3339`` writes microseconds (``2026-12-01T21:23:02.123456Z``); ``parse_rfc3339`` reads any RFC 3339
+``rfc3339`` writes microseconds (``2026-12-01T21:23:02.123456Z``); ``parse_time`` reads any RFC 3339
 time, with or without a fraction of 1 to 9 digits (Go producers such as Knative send nanoseconds,
 which Python 3.10's ``datetime.fromisoformat`` refuses) and with ``Z``/``z`` or a numeric offset.
 ``key_stamp`` is the compact form used inside object keys, which sorts as the times do.
@@ -32,20 +32,24 @@ def rfc3339(when: dt.datetime | float | None = None) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_rfc3339(text: str) -> dt.datetime:
-    """An aware datetime from RFC 3339 text (a time without an offset is taken as UTC); ValueError if
-    ``text`` is not one."""
-    m = _RFC3339.match(text.strip()) if isinstance(text, str) else None
-    if m is None:
-        raise ValueError(f"not an RFC 3339 time: {text!r}")
-    day, clock, fraction, _, offset = m.groups()
-    micros = (fraction or "").ljust(6, "0")[:6]
-    parsed = dt.datetime.fromisoformat(f"{day}T{clock}.{micros}{offset or '+00:00'}")
-    return parsed.astimezone(UTC)
+def parse_time(text: str) -> dt.datetime:
+    """An aware UTC datetime from RFC 3339 text (a fraction of 1 to 9 digits, ``Z``/``z`` or an offset),
+    or from any other ISO 8601 form ``datetime.fromisoformat`` reads (a date alone is its midnight); a
+    time without an offset is taken as UTC. ValueError if ``text`` is neither."""
+    if not isinstance(text, str):
+        raise ValueError(f"not a time: {text!r}")
+    m = _RFC3339.match(text.strip())
+    if m is not None:
+        day, clock, fraction, _, offset = m.groups()
+        micros = (fraction or "").ljust(6, "0")[:6]
+        parsed = dt.datetime.fromisoformat(f"{day}T{clock}.{micros}{offset or '+00:00'}")
+    else:
+        parsed = dt.datetime.fromisoformat(text.strip())  # ValueError when it is not ISO 8601 either
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def epoch_seconds(text: str) -> float:
-    return parse_rfc3339(text).timestamp()
+    return parse_time(text).timestamp()
 
 
 def key_stamp(when: dt.datetime | None = None) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, ModelNotFound
 from kfloop.inference.codec import v2_input_metadata
+from kfloop.names import ADMIN_EVENTS_PATH, ADMIN_MODELS_PATH
 from kfloop.rollout.actions import DEPLOYABLE_STAGES
 from kfloop.schema import FeatureSchema
 from kfloop.store.objects import open_store
@@ -109,7 +110,7 @@ def serve_command(args, settings: Settings) -> int:
 
 def make_trigger(args, settings: Settings):
     """The trigger service process for ``kfloop serve``: local runs, its events to the gateway's sink."""
-    from kfloop.serving.local.events_sink import PATH
+    from kfloop.names import ADMIN_EVENTS_PATH as PATH
     from kfloop.serving.local.revisions import free_port
     from kfloop.serving.local.trigger_process import TriggerProcess
 
@@ -232,7 +233,7 @@ def banner(url: str, model: str, schema: FeatureSchema, split: str, trigger_url:
         f"  V2 infer    POST {url}/v2/models/{model}/infer",
         f"  metadata    GET  {url}/v2/models/{model}",
         f"  pinned      {url}/latest/... (newest revision), {url}/prev/... (stable)",
-        f"  status      GET  {url}/kfloop/v1/models/{model}  (kfloop rollout status {model})",
+        f"  status      GET  {url}{ADMIN_MODELS_PATH}/{model}  (kfloop rollout status {model})",
     ]
     if trigger_url:
         label = {**example_label(schema), "model": model}
@@ -242,7 +243,7 @@ def banner(url: str, model: str, schema: FeatureSchema, split: str, trigger_url:
             f"their x-request-id response header), e.g.",
             f"  label:      {curl} {trigger_url}/v1/feedback -d {shlex.quote(json.dumps(label))}",
             f"  status      GET  {trigger_url}/v1/status",
-            f"  events      POST {url}/kfloop/v1/events  (the trigger's events, recorded in the event log)",
+            f"  events      POST {url}{ADMIN_EVENTS_PATH}  (the trigger's events, recorded in the event log)",
         ]
     lines += [
         "try:",

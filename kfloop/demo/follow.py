@@ -14,7 +14,7 @@ import time
 
 from kfloop.demo import events as ev
 from kfloop.demo.services import EventWatcher
-from kfloop.demo.timeline import Timeline, epoch
+from kfloop.demo.timeline import Timeline
 from kfloop.names import (
     DRIFT_DETECTED,
     QUALITY_DEGRADED,
@@ -26,6 +26,7 @@ from kfloop.names import (
 from kfloop.retraining.policy import load_state
 from kfloop.store.objects import ObjectStore, get_json
 from kfloop.store.registry import Registry, VersionRecord
+from kfloop.timestamps import epoch_seconds
 
 FINAL_VERDICTS = ("promoted", "rolled-back", "aborted")
 
@@ -170,6 +171,6 @@ def _event_time(event: dict) -> float:
 
 def _parse_time(value: object) -> float | None:
     try:
-        return epoch(str(value))
+        return epoch_seconds(str(value))
     except ValueError:
         return None

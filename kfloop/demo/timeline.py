@@ -11,11 +11,12 @@ log, but dated by the event's own ``time``. ``save`` writes the entries as JSON
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from kfloop.timestamps import epoch_seconds, rfc3339
 
 KINDS = (
     "start",
@@ -44,15 +45,6 @@ KINDS = (
 )
 
 
-def rfc3339(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def epoch(text: str) -> float:
-    """An RFC 3339 time as seconds since the epoch."""
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 @dataclasses.dataclass(frozen=True)
 class Entry:
     """One thing that happened: ``seconds`` after the start, at wall time ``time``."""
@@ -65,7 +57,7 @@ class Entry:
 
     @property
     def epoch(self) -> float:
-        return epoch(self.time)
+        return epoch_seconds(self.time)
 
 
 class Timeline:
@@ -113,6 +105,6 @@ class Timeline:
     @classmethod
     def load(cls, path: str | Path) -> Timeline:
         doc = json.loads(Path(path).read_text())
-        timeline = cls(out=lambda line: None, started=epoch(doc["started"]))
+        timeline = cls(out=lambda line: None, started=epoch_seconds(doc["started"]))
         timeline.entries = [Entry(**e) for e in doc["entries"]]
         return timeline

@@ -21,6 +21,7 @@ import time
 
 import httpx
 
+from kfloop.names import MODEL_VERSION_HEADER, REQUEST_ID_HEADER, REVISION_HEADER
 from kfloop.training.samples import churn
 
 log = logging.getLogger(__name__)
@@ -146,12 +147,12 @@ class TrafficReplay:
         revision = version = None
         try:
             response = client.post(
-                self.predict_url, json={"instances": instances}, headers={"x-request-id": request_id}
+                self.predict_url, json={"instances": instances}, headers={REQUEST_ID_HEADER: request_id}
             )
             if response.status_code == 200:
                 revision, version = (
-                    response.headers.get("x-kfloop-revision"),
-                    response.headers.get("x-kfloop-model-version"),
+                    response.headers.get(REVISION_HEADER),
+                    response.headers.get(MODEL_VERSION_HEADER),
                 )
         except httpx.HTTPError as e:
             log.debug("request %s failed: %s", request_id, e)

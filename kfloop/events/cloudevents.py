@@ -12,12 +12,12 @@ interoperable with the ``cloudevents`` SDK both ways. Durable delivery lives in
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import uuid
 from collections.abc import Mapping
 from urllib.parse import unquote
 
+from kfloop import timestamps
 from kfloop.errors import InvalidRequest, KfloopError
 
 SPECVERSION = "1.0"
@@ -38,11 +38,6 @@ class DeliveryError(KfloopError):
         super().__init__(f"event sink {url} did not accept the event: {detail}")
 
 
-def rfc3339_now() -> str:
-    """The current UTC time as RFC 3339 with microseconds and a ``Z`` suffix."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def make_event(type: str, source: str, data: dict, subject: str | None = None, id: str | None = None) -> dict:
     """A CloudEvents 1.0 event in structured (JSON) shape; ``id`` defaults to a new uuid4."""
     event = {
@@ -50,7 +45,7 @@ def make_event(type: str, source: str, data: dict, subject: str | None = None, i
         "id": id or str(uuid.uuid4()),
         "source": source,
         "type": type,
-        "time": rfc3339_now(),
+        "time": timestamps.rfc3339(),
         "datacontenttype": JSON_TYPE,
         "data": data,
     }
@@ -140,7 +135,7 @@ def _decode_data(body: bytes, media: str, event_id: str) -> object:
 
 def _check_time(value: object) -> None:
     try:
-        dt.datetime.fromisoformat(str(value).replace("Z", "+00:00").replace("z", "+00:00"))
+        timestamps.parse_time(value)
     except ValueError:
         raise InvalidRequest(f"CloudEvent attribute 'time' is {value!r}: expected an RFC 3339 timestamp") from None
 

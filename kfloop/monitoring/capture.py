@@ -29,8 +29,8 @@ import time
 import uuid
 from collections.abc import Iterable
 
+from kfloop import timestamps
 from kfloop.errors import ConfigError
-from kfloop.events.cloudevents import rfc3339_now
 from kfloop.monitoring.capture_format import FORMATS, decode, encode, parse_key
 from kfloop.names import captures_prefix, key_segment
 from kfloop.retry import Throttle, backoff_delay
@@ -53,7 +53,7 @@ def capture_record(
     """One capture record (see the module docstring for the fields)."""
     return {
         "request_id": request_id or uuid.uuid4().hex,
-        "time": time or rfc3339_now(),
+        "time": time or timestamps.rfc3339(),
         "model": model,
         "model_version": str(model_version),
         "revision": revision,
@@ -207,7 +207,7 @@ class CaptureWriter:
         except (TypeError, ValueError) as e:
             log.error("capture records of %s cannot be encoded as %s: %s", self.model, self.format, e)
             return False
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = timestamps.key_stamp()
         name = f"{stamp}-{uuid.uuid4().hex[:12]}-{sha256_bytes(data)}.{self.format}"
         key = f"{captures_prefix(self.model, version)}{day}/{name}"
         attempt = 0
@@ -242,7 +242,7 @@ class CaptureWriter:
 
 def _partition(batch: list[dict]) -> dict[tuple[str, str], list[dict]]:
     """Records grouped by (model version, UTC date of their time)."""
-    today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    today = timestamps.day()
     groups: dict[tuple[str, str], list[dict]] = {}
     partitions: dict[tuple, tuple[str, str]] = {}  # (version, time[:10]) as recorded -> partition
     for record in batch:
@@ -289,7 +289,7 @@ def _record_time(record: dict) -> dt.datetime:
 def _as_utc(value: dt.datetime | dt.date | str) -> dt.datetime:
     if isinstance(value, str):
         try:
-            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            value = timestamps.parse_time(value)
         except ValueError:
             raise ConfigError(f"time {value!r} is not an ISO 8601 / RFC 3339 timestamp") from None
     elif not isinstance(value, dt.datetime):

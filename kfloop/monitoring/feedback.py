@@ -26,11 +26,10 @@ import uuid
 
 import pandas as pd
 
+from kfloop import timestamps
 from kfloop.errors import InvalidRequest
-from kfloop.events.cloudevents import rfc3339_now
 from kfloop.monitoring.capture import read_captures
 from kfloop.monitoring.capture_format import CaptureKey, decode, encode, parse_key
-from kfloop.names import FEEDBACK_PREFIX as PREFIX
 from kfloop.names import captures_prefix, feedback_prefix, key_segment
 from kfloop.schema import FeatureSchema, label_key
 from kfloop.store.objects import ObjectStore, sha256_bytes
@@ -64,12 +63,12 @@ class FeedbackStore:
             resolved = index.resolve(self.store, model, [r["request_id"] for r in records])
         for record, request_id in zip(records, resolved):
             record["request_id"] = request_id
-        received = dt.datetime.now(dt.timezone.utc)
+        received = timestamps.now()
         for record in records:
-            record["received"] = received.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            record["received"] = timestamps.rfc3339(received)
         data = encode(records, "jsonl")
         self.store.put(
-            f"{PREFIX}/{model}/{received:%Y-%m-%d}/{received:%Y%m%dT%H%M%S%fZ}-"
+            f"{feedback_prefix(model)}{timestamps.day(received)}/{timestamps.key_stamp(received)}-"
             f"{uuid.uuid4().hex[:12]}-{sha256_bytes(data)}.jsonl",
             data,
         )
@@ -160,9 +159,9 @@ def _label_value(schema: FeatureSchema, value: object, request_id: str) -> str |
 
 def _label_time(value: object, request_id: str) -> str:
     if value is None:
-        return rfc3339_now()
+        return timestamps.rfc3339()
     try:
-        when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")) if isinstance(value, str) else None
+        when = timestamps.parse_time(value)
     except ValueError:
         when = None
     if when is None:
@@ -170,8 +169,7 @@ def _label_time(value: object, request_id: str) -> str:
             f"time of the label of request {request_id!r} is {_shown(value)}: "
             f"expected an RFC 3339 timestamp such as 2024-05-01T12:00:00Z"
         )
-    when = when.astimezone(dt.timezone.utc) if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return timestamps.rfc3339(when)
 
 
 def _shown(value: object) -> str:

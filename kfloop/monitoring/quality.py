@@ -21,6 +21,7 @@ import pandas as pd
 
 from kfloop.errors import ConfigError, DataError
 from kfloop.schema import FeatureSchema
+from kfloop.timestamps import rfc3339
 from kfloop.training.evaluate import compute_metrics, higher_is_better
 
 DEFAULT_METRIC = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse"}
@@ -112,14 +113,10 @@ def _span(version: str, index: int, rows: pd.DataFrame) -> dict:
     return {
         "model_version": version,
         "window_index": index,
-        "start": _rfc3339(rows["time"].iloc[0]),
-        "end": _rfc3339(rows["time"].iloc[-1]),
+        "start": rfc3339(rows["time"].iloc[0]),
+        "end": rfc3339(rows["time"].iloc[-1]),
         "n": len(rows),
     }
-
-
-def _rfc3339(when: pd.Timestamp) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _window_size(window: object) -> int:

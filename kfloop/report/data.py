@@ -22,6 +22,7 @@ import datetime as dt
 import itertools
 from collections import Counter
 
+from kfloop import timestamps
 from kfloop.monitoring.capture import read_captures
 from kfloop.names import (
     CAPTURES_PREFIX,
@@ -82,10 +83,9 @@ def gather(store: ObjectStore, model: str) -> ModelFacts:
 def parse_time(value: object) -> dt.datetime | None:
     """An RFC 3339 / ISO 8601 text as an aware UTC datetime; None when it is not one."""
     try:
-        when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return timestamps.parse_time(str(value))
     except ValueError:
         return None
-    return when.astimezone(dt.timezone.utc) if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
 def production(facts: ModelFacts) -> VersionRecord | None:

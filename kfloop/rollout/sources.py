@@ -39,12 +39,12 @@ from pathlib import Path
 import httpx
 
 from kfloop.errors import ConfigError, KfloopError, ModelNotFound
-from kfloop.events.cloudevents import rfc3339_now
+from kfloop.names import ADMIN_MODELS_PATH
 from kfloop.rollout.analysis import RevisionStats
 from kfloop.rollout.stats import CaptureReader, histogram_quantile, labeled_quality, quantile, window_delta
-from kfloop.rollout.targets.local import ADMIN_PREFIX
 from kfloop.store.objects import ObjectStore
 from kfloop.store.registry import Registry
+from kfloop.timestamps import rfc3339
 
 KNATIVE_QUERIES = {
     "requests": 'sum(increase(revision_app_request_count{{namespace_name="{namespace}",revision_name="{revision}"}}'
@@ -118,7 +118,7 @@ class LocalStatsSource:
         sizes = {}
         if shadow.get("records"):
             sizes[int(shadow["version"])] = _size(Path(shadow["records"]))
-        return {"time": rfc3339_now(), "windows": status.get("windows") or {}, "shadow_sizes": sizes}
+        return {"time": rfc3339(), "windows": status.get("windows") or {}, "shadow_sizes": sizes}
 
     def collect(self, model: str, stable: Side | None, canary: Side | None, mark: dict):
         status = self._status(model)
@@ -151,7 +151,7 @@ class LocalStatsSource:
         return RevisionStats(side.version, len(answers), errors, quantile(latencies, 0.99))
 
     def _status(self, model: str) -> dict:
-        url = f"{self.gateway_url}{ADMIN_PREFIX}/{model}"
+        url = f"{self.gateway_url}{ADMIN_MODELS_PATH}/{model}"
         try:
             response = httpx.get(url, timeout=self.timeout, trust_env=False)
         except httpx.HTTPError as e:
@@ -206,7 +206,7 @@ class PrometheusSource:
         self._store = _StoreStats(store)
 
     def begin(self, model: str) -> dict:
-        return {"time": rfc3339_now(), "started": self.clock()}
+        return {"time": rfc3339(), "started": self.clock()}
 
     def collect(self, model: str, stable: Side | None, canary: Side | None, mark: dict):
         window = max(1, math.ceil(self.clock() - mark["started"]))

@@ -29,7 +29,6 @@ from kfloop.store.event_log import record_event
 from kfloop.store.objects import ObjectStore
 
 log = logging.getLogger(__name__)
-PATH = "/kfloop/v1/events"
 MAX_SEEN = 10_000
 
 

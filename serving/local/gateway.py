@@ -53,8 +53,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kfloop.errors import ConfigError, InvalidRequest, KfloopError, ModelNotFound, RegistryError
+from kfloop.names import ADMIN_EVENTS_PATH as EVENTS_PATH
+from kfloop.names import ADMIN_MODELS_PATH, MODEL_VERSION_HEADER, REVISION_HEADER
 from kfloop.serving.local.controller import LocalController
-from kfloop.serving.local.events_sink import PATH as EVENTS_PATH
 from kfloop.serving.local.events_sink import EventSink
 from kfloop.serving.local.revision_window import RevisionWindows
 from kfloop.serving.local.revisions import Revision
@@ -65,7 +66,6 @@ log = logging.getLogger(__name__)
 
 MODEL_PATH = re.compile(r"^/v[12]/models/([^/:]+)")
 PIN_PREFIXES = (("/latest/", "latest"), ("/prev/", "prev"))
-REVISION_HEADER = "x-kfloop-revision"  # the revision's role, to the revision and back
 RETRY_STATUSES = frozenset({502, 503, 504})
 REQUEST_HOP_HEADERS = frozenset(
     {
@@ -106,7 +106,7 @@ class Gateway:
         self.shadow = ShadowRecorder(controller.root, shadow_in_flight)
         self.windows = RevisionWindows()  # per-revision counts and latencies, for canary analysis
         self.client: aiohttp.ClientSession | None = None
-        admin = "/kfloop/v1/models"
+        admin = ADMIN_MODELS_PATH
         self.app = Starlette(
             lifespan=self._lifespan,
             routes=[
@@ -302,7 +302,7 @@ class Answer(NamedTuple):
 
     def to_starlette(self, role: str, version: int) -> Response:
         headers = {k: v for k, v in self.headers.items() if k.lower() not in RESPONSE_DROP_HEADERS}
-        headers[REVISION_HEADER], headers["x-kfloop-model-version"] = role, str(version)
+        headers[REVISION_HEADER], headers[MODEL_VERSION_HEADER] = role, str(version)
         return Response(self.content, self.status, headers=headers)
 
 

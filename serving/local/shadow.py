@@ -26,8 +26,8 @@ from typing import BinaryIO
 import aiohttp
 import orjson
 
-from kfloop.events.cloudevents import rfc3339_now
 from kfloop.serving.local.revisions import Revision
+from kfloop.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class ShadowRecorder:
             rev.model,
             rev.version,
             {
-                "time": rfc3339_now(),
+                "time": rfc3339(),
                 "model": rev.model,
                 "path": path,
                 "request": _json(body),

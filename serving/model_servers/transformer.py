@@ -59,7 +59,6 @@ from kserve.utils.utils import strtobool
 
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, InvalidRequest, StorageError
-from kfloop.events.cloudevents import rfc3339_now
 from kfloop.events.outbox import Outbox
 from kfloop.inference.codec import DEFAULT_MAX_BATCH, Decoded, RequestDecoder, Tensor, v2_tensors
 from kfloop.monitoring.capture import CaptureWriter
@@ -95,6 +94,7 @@ from kfloop.serving.model_servers.startup import (
 )
 from kfloop.store.bundle import DRIFT_DIR, load_schema, verify_bundle
 from kfloop.store.objects import ObjectStore, S3Store, open_store
+from kfloop.timestamps import rfc3339
 
 logger = logging.getLogger("kfloop.serving.model_servers.transformer")  # not "__main__" under python -m
 
@@ -310,7 +310,7 @@ class DriftTransformer(kserve.Model):
                     version,
                     revision or self.options.revision,
                     request_id,
-                    rfc3339_now(),
+                    rfc3339(),
                     rows,
                     unseen_by_row(rows, decoded, names),
                     predictions,

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kfloop.events.cloudevents import rfc3339_now
 from kfloop.monitoring.capture import CaptureWriter, capture_record
 from kfloop.monitoring.feedback import FeedbackStore
 from kfloop.rollout.stats import CaptureReader, histogram_quantile, labeled_quality, quantile, window_delta
 from kfloop.schema import infer_schema
 from kfloop.serving.local.revision_window import BOUNDS_MS, RevisionWindow, RevisionWindows
 from kfloop.store.objects import LocalStore
+from kfloop.timestamps import rfc3339
 
 
 def test_a_quantile_read_from_the_gateway_histogram_is_within_a_bucket_of_the_true_one():
@@ -73,7 +73,7 @@ def captured(store, version: str, n: int, proba: float, when: str | None = None)
 def test_capture_reader_returns_a_versions_predictions_since_a_time_and_reads_each_object_once(tmp_path):
     store = LocalStore(tmp_path)
     captured(store, "1", 5, 0.2, when="2020-01-01T00:00:00.000000Z")  # before the step
-    since = rfc3339_now()
+    since = rfc3339()
     captured(store, "1", 3, 0.3)
     captured(store, "2", 4, 0.9)
     reader = CaptureReader(store, "churn")
@@ -89,7 +89,7 @@ def test_labeled_quality_per_version_since_a_time(tmp_path):
     store = LocalStore(tmp_path)
     frame = pd.DataFrame({"tenure": [1, 2, 3, 4], "plan": ["basic", "pro", "basic", "pro"], "churned": [0, 1, 0, 1]})
     schema = infer_schema(frame, "churned")
-    since = rfc3339_now()
+    since = rfc3339()
     assert labeled_quality(store, "churn", schema.to_dict(), 1, since) is None  # no labels at all
     good, bad = captured(store, "1", 40, 0.9), captured(store, "2", 40, 0.9)
     labels = FeedbackStore(store)

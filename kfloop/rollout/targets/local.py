@@ -10,10 +10,10 @@ from __future__ import annotations
 import httpx
 
 from kfloop.errors import ConfigError, KfloopError, ModelNotFound, RegistryError
+from kfloop.names import ADMIN_MODELS_PATH
 from kfloop.store.registry import VersionRecord
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
-ADMIN_PREFIX = "/kfloop/v1/models"
 
 
 class LocalTarget:
@@ -58,7 +58,7 @@ class LocalTarget:
             }
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
-        url = f"{self.gateway_url}{ADMIN_PREFIX}/{path}"
+        url = f"{self.gateway_url}{ADMIN_MODELS_PATH}/{path}"
         try:
             response = httpx.request(method, url, json=body, timeout=self.timeout, trust_env=False)
         except httpx.ConnectError:

@@ -1,0 +1,40 @@
+"""The one check of external names (kfloop.names): what becomes a path or an object key stays one segment."""
+
+import pytest
+
+from kfloop import names
+from kfloop.errors import RegistryError
+
+HOSTILE = ["x/../../../../tmp/somewhere/F", "..", ".", "a/b", "a\\b", "\x00", "é", " ", "", "%2e%2e", "a" * 300]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_a_key_segment_never_leaves_its_folder(text):
+    segment = names.key_segment(text)
+    assert segment and "/" not in segment and "\\" not in segment and segment.strip(".")
+    assert set(segment) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._=-")
+
+
+def test_safe_segments_are_kept_as_they_are():
+    for text in ("churn", "churn-2", "req-1:0".replace(":", "="), "v1.2_b"):
+        assert names.key_segment(text) == text
+
+
+@pytest.mark.parametrize("bad", [*HOSTILE, "Churn", "-churn", "churn-", "a" * 41, None, 3])
+def test_invalid_model_names_are_refused_with_the_rule(bad):
+    with pytest.raises(RegistryError, match="lowercase letters, digits and '-'"):
+        names.validate_model_name(bad)
+
+
+def test_valid_model_names_pass():
+    for good in ("churn", "c", "fraud-v2", "a" * 40):
+        assert names.validate_model_name(good) == good
+
+
+def test_keys_are_built_from_safe_segments():
+    assert names.event_key("churn", "x/../../etc") == "events/churn/x_.._.._etc.json"
+    assert names.captures_prefix("churn", "3") == "captures/churn/3/"
+    assert names.captures_prefix("../x") == "captures/.._x/"
+    assert names.model_version_key("churn", 7) == "models/churn/versions/000007.json"
+    assert names.auto_rollout_key("churn", 2) == "trigger/churn/rollouts/000002.json"
+    assert names.auto_rollouts_prefix() == "trigger/"
