@@ -97,16 +97,31 @@ def pid_alive(pid: int, ticks: int | None = None) -> bool:
     return True
 
 
-def stop_groups(pgids: Iterable[int], grace: float = GRACE_SECONDS) -> None:
-    """SIGTERM to each group, up to ``grace`` seconds for all to exit, then SIGKILL to what is left."""
-    pgids = list(pgids)
-    for pgid in pgids:
-        signal_group(pgid, signal.SIGTERM)
+def stop_groups(groups: Iterable[subprocess.Popen | int], grace: float = GRACE_SECONDS) -> None:
+    """SIGTERM to each process group, up to ``grace`` seconds for all to exit, then SIGKILL to what is
+    left. A group is named by the ``Popen`` of its leader (which is then also reaped) or by its id."""
+    groups = list(groups)
+    for group in groups:
+        signal_group(_pgid(group), signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(group_alive(g) for g in pgids):
+    while time.monotonic() < deadline and any(_running(g) for g in groups):
         time.sleep(0.05)
-    for pgid in pgids:
-        signal_group(pgid, signal.SIGKILL)
+    for group in groups:
+        signal_group(_pgid(group), signal.SIGKILL)
+        if isinstance(group, subprocess.Popen):
+            try:
+                group.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # a stuck process is reported by whoever checks
+                pass
+
+
+def _pgid(group: subprocess.Popen | int) -> int:
+    return group.pid if isinstance(group, subprocess.Popen) else group
+
+
+def _running(group: subprocess.Popen | int) -> bool:
+    # A leader that exited but was not reaped still holds its group: poll() reaps it.
+    return group.poll() is None if isinstance(group, subprocess.Popen) else group_alive(group)
 
 
 def child_pids() -> list[int]:

@@ -13,14 +13,9 @@ from pathlib import Path
 import pytest
 
 from kfloop.config import Settings
+from kfloop.processes import free_port  # noqa: F401 (tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]  # the repository's root
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(condition, timeout: float = 30.0, what: str = "condition", interval: float = 0.02):
@@ -46,6 +41,13 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that use a process-starting fixture (the S3 server) carry the marker ``processes`` too."""
+    for item in items:
+        if "s3_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.processes)
 
 
 @pytest.fixture(scope="session")

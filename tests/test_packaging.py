@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
+
 TOP_LEVEL = {
     "kfloop": "kfloop",
     "components": "kfloop/components",

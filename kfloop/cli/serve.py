@@ -111,7 +111,7 @@ def serve_command(args, settings: Settings) -> int:
 def make_trigger(args, settings: Settings):
     """The trigger service process for ``kfloop serve``: local runs, its events to the gateway's sink."""
     from kfloop.names import ADMIN_EVENTS_PATH as PATH
-    from kfloop.serving.local.revisions import free_port
+    from kfloop.processes import free_port
     from kfloop.serving.local.trigger_process import TriggerProcess
 
     env = {**os.environ, **settings.storage_env(), "PYTHONUNBUFFERED": "1"}

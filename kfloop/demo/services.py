@@ -22,10 +22,10 @@ from pathlib import Path
 
 import httpx
 
+from kfloop import processes
 from kfloop.config import Settings
 from kfloop.errors import KfloopError
-from kfloop.names import events_prefix
-from kfloop.serving.local.revisions import _die_with_parent
+from kfloop.names import HEALTH_PATH, TRIGGER_FEEDBACK_PATH, events_prefix
 from kfloop.store.objects import ObjectStore, get_json
 
 TRIGGER_LINE = re.compile(r"^trigger on (http://[\w.:\[\]-]+):", re.MULTILINE)
@@ -55,21 +55,11 @@ class ServeProcess:
 
     @property
     def feedback_url(self) -> str:
-        return self.trigger_url + "/v1/feedback"
+        return self.trigger_url + TRIGGER_FEEDBACK_PATH
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.log_start = log.tell()
-            self.proc = subprocess.Popen(
-                self.cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.env,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+        self.log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.proc = processes.spawn(self.cmd, self.log_path, self.env)
 
     def wait_ready(self, timeout: float) -> None:
         """Wait until the gateway is ready and the trigger healthy; KfloopError naming the log otherwise."""
@@ -81,7 +71,7 @@ class ServeProcess:
                 if (
                     self.trigger_url
                     and _ok(client, self.url + "/v2/health/ready")
-                    and _ok(client, self.trigger_url + "/healthz")
+                    and _ok(client, self.trigger_url + HEALTH_PATH)
                 ):
                     return
                 time.sleep(0.2)
@@ -122,17 +112,11 @@ class ServeProcess:
             try:
                 self.proc.wait(grace)
             except subprocess.TimeoutExpired:
-                _killpg(self.proc.pid)
+                processes.signal_group(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
-        _killpg(self.proc.pid)  # anything left in its session (its children have sessions of their own)
+        # anything left in its session (its children have sessions of their own)
+        processes.signal_group(self.proc.pid, signal.SIGKILL)
         return self.proc.returncode
-
-
-def _killpg(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _ok(client: httpx.Client, url: str) -> bool:
@@ -192,14 +176,7 @@ class Background:
 def stop_children(grace: float = 5.0) -> list[int]:
     """SIGTERM, then SIGKILL, this process's child processes (Linux ``/proc``); returns their pids.
     ``kfloop serve`` is not among them once stopped; what is left are a pipeline run's step processes."""
-    me, pids = str(os.getpid()), []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[1] == me and fields[0] != "Z":
-            pids.append(int(stat.parent.name))
+    pids = processes.child_pids()
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:
@@ -207,13 +184,6 @@ def stop_children(grace: float = 5.0) -> list[int]:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + grace
-        while sig == signal.SIGTERM and time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while sig == signal.SIGTERM and time.monotonic() < deadline and any(processes.pid_alive(p) for p in pids):
             time.sleep(0.05)
     return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False

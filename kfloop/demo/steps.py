@@ -85,7 +85,7 @@ class DemoRun:
     # -- (b) serving, (c) traffic --------------------------------------------------------------
 
     def start_serving(self) -> None:
-        from kfloop.serving.local.revisions import free_port
+        from kfloop.processes import free_port
 
         o = self.options
         for attempt in (1, 2):  # a free port can be taken before serve binds it: then another one

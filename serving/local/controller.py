@@ -23,7 +23,8 @@ import httpx
 
 from kfloop.config import Settings
 from kfloop.errors import KfloopError, ModelNotFound
-from kfloop.serving.local.revisions import GRACE_SECONDS, Revision, stop_all_sync
+from kfloop.processes import GRACE_SECONDS
+from kfloop.serving.local.revisions import Revision, stop_all_sync
 from kfloop.serving.local.routing import RouteState, load_state, save_state, state_path
 from kfloop.store.objects import open_store
 from kfloop.store.registry import Registry

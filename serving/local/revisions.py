@@ -11,10 +11,7 @@ SIGTERM to the group, then SIGKILL after a grace period.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,24 +19,11 @@ from pathlib import Path
 
 import httpx
 
+from kfloop import processes
 from kfloop.errors import KfloopError
+from kfloop.processes import GRACE_SECONDS, free_port
 
-GRACE_SECONDS = 5.0
 READY_PATH = "/v2/models/{name}/ready"
-_PR_SET_PDEATHSIG = 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the finally blocks of kfloop serve still stop it
-        pass
 
 
 class ServerProcess:
@@ -63,17 +47,7 @@ class ServerProcess:
     def start(self) -> None:
         """Start (or restart) the process. Call it from one long-lived thread: the child is
         signalled when the thread that started it exits."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.env,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+        self.proc = processes.spawn(self.cmd, self.log_path, self.env)
 
     @property
     def pid(self) -> int | None:
@@ -85,10 +59,7 @@ class ServerProcess:
 
     def signal_group(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
+            processes.signal_group(self.proc.pid, sig)
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -224,11 +195,4 @@ class Revision:
 
 def stop_all_sync(revisions: list[Revision], grace: float = GRACE_SECONDS) -> None:
     """Blocking stop for ``finally`` blocks: SIGTERM every group, wait up to ``grace``, SIGKILL the rest."""
-    for rev in revisions:
-        for p in rev.processes:
-            p.signal_group(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(r.running() for r in revisions):
-        time.sleep(0.05)
-    for rev in revisions:
-        rev.kill()
+    processes.stop_groups([p.proc for rev in revisions for p in rev.processes if p.proc is not None], grace)

@@ -14,22 +14,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import signal
 import sys
 import time
 from pathlib import Path
 
 import httpx
 
+from kfloop import processes
 from kfloop.errors import KfloopError
-from kfloop.retraining.runners import RUN_FILE, _alive
+from kfloop.names import HEALTH_PATH, TRIGGER_FEEDBACK_PATH
+from kfloop.processes import GRACE_SECONDS, free_port
+from kfloop.retraining.runners import RUN_FILE
 from kfloop.serving.local.controller import PORT_TAKEN
-from kfloop.serving.local.revisions import GRACE_SECONDS, ServerProcess, free_port
+from kfloop.serving.local.revisions import ServerProcess
 
 log = logging.getLogger(__name__)
-
-FEEDBACK_PATH = "/v1/feedback"
 
 
 class TriggerProcess(ServerProcess):
@@ -69,7 +68,7 @@ class TriggerProcess(ServerProcess):
 
     @property
     def feedback_url(self) -> str:
-        return self.url + FEEDBACK_PATH
+        return self.url + TRIGGER_FEEDBACK_PATH
 
     def start(self) -> None:
         self.started_at = self.started_at or time.time()
@@ -100,7 +99,7 @@ class TriggerProcess(ServerProcess):
                     f"{self.log_tail()}"
                 )
             try:
-                if (await client.get(self.url + "/healthz", timeout=1.0)).status_code == 200:
+                if (await client.get(self.url + HEALTH_PATH, timeout=1.0)).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -109,13 +108,14 @@ class TriggerProcess(ServerProcess):
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
         """SIGTERM the trigger, SIGKILL it after ``grace``; then the same for the runs it started."""
-        _stop_groups([self], grace)
+        processes.stop_groups([self.proc] if self.proc is not None else [], grace)
         runs = self.running_runs()
         if runs:
-            _stop_groups(runs, grace)
+            processes.stop_groups(runs, grace)
 
-    def running_runs(self) -> list[RunProcess]:
-        """Local retraining runs started since this trigger started whose worker still runs."""
+    def running_runs(self) -> list[int]:
+        """The process groups of the local retraining runs started since this trigger started whose
+        worker still runs (a worker runs in its own session: its pid is its group's id)."""
         if self.started_at is None or not self.runs_root.is_dir():
             return []
         found = []
@@ -124,47 +124,7 @@ class TriggerProcess(ServerProcess):
                 record = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            if record.get("started", 0) >= self.started_at - 1 and _alive(record["pid"], record.get("start_ticks")):
-                found.append(RunProcess(record["pid"], record.get("start_ticks")))
+            started = record.get("started", 0) >= self.started_at - 1
+            if started and processes.pid_alive(record["pid"], record.get("start_ticks")):
+                found.append(record["pid"])
         return found
-
-
-class RunProcess:
-    """A retraining worker's process group, found by the worker's pid (its own session: pid == group id)."""
-
-    def __init__(self, pid: int, start_ticks: int | None):
-        self.pid, self.start_ticks = pid, start_ticks
-
-    def running(self) -> bool:
-        """True while any process of the group is left (signal 0 probes without sending)."""
-        try:
-            os.killpg(self.pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-
-    def signal_group(self, sig: int) -> None:
-        try:
-            os.killpg(self.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _stop_groups(procs: list, grace: float) -> None:
-    for p in procs:
-        p.signal_group(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_running(p) for p in procs):
-        time.sleep(0.05)
-    for p in procs:
-        p.signal_group(signal.SIGKILL)
-        proc = getattr(p, "proc", None)
-        if proc is not None:
-            try:
-                proc.wait(timeout=5)
-            except Exception:  # noqa: BLE001 - a stuck process is reported by whoever checks
-                pass
-
-
-def _running(p) -> bool:
-    return p.running() if isinstance(p, RunProcess) else p.exit_code() is None and p.proc is not None

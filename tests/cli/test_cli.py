@@ -21,6 +21,8 @@ from kfloop.store.objects import LocalStore
 from kfloop.store.registry import Registry
 from tests.fakes.bundles import make_bundle
 
+pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
+
 
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:

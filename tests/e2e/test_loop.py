@@ -30,6 +30,8 @@ from kfloop.store.event_log import read_events
 from kfloop.store.objects import open_store
 from kfloop.store.registry import Registry
 
+pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
+
 MODEL = "churn"
 DEMO_TIMEOUT = 170
 

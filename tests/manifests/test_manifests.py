@@ -24,6 +24,8 @@ import yaml
 from kfloop.config import DEFAULT_IMAGE
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
+
 MANIFESTS = REPO / "manifests"
 SCHEMAS = REPO.parent / "shared" / "schemas"
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -12,6 +12,8 @@ from kfloop.store.objects import open_store
 from kfloop.store.registry import Registry
 from kfloop.training import samples
 
+pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
+
 SMALL = "sample:churn?n_rows=1500&seed=1"
 
 

@@ -19,6 +19,8 @@ from kfloop.pipelines.training import YAML_PATH
 from tests.conftest import REPO, free_port
 from tests.fakes.kfp_api import API, NOW, FakeKfpApi  # noqa: F401
 
+pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
+
 WORKFLOW = REPO / ".github" / "workflows" / "train.yml"
 
 

@@ -35,7 +35,10 @@ FLAGS = [
 ]
 ORANGE, BLUE = (255, 127, 14), (31, 119, 180)  # matplotlib's first two colours: the traffic plot's bars
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"),
+    pytest.mark.processes,  # headless Chromium
+]
 
 
 def chromium(tmp_path: Path, *args: str) -> str:

@@ -523,7 +523,8 @@ def test_the_pipeline_deploy_step_serves_the_registered_version(registry, fake, 
 def test_the_embedded_template_is_the_base_manifest():
     manifest = REPO / "manifests" / "base" / "inferenceservice.yaml"
     assert isvc_template.BASE_YAML == manifest.read_text(), (
-        "kfloop/isvc_template.py is stale: run 'python -m kfloop.rollout.targets.isvc_template' and commit it"
+        "kfloop/rollout/targets/isvc_template.py is stale: "
+        "run 'python -m kfloop.rollout.targets.isvc_template' and commit it"
     )
 
 

@@ -44,6 +44,8 @@ from kfloop.store.registry import Registry
 from tests.conftest import free_port, wait_for
 from tests.fakes.bundles import build_bundle, churn_frame
 
+pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
+
 MODEL = "churn"
 PREDICT = f"/v1/models/{MODEL}:predict"
 ROW = {"instances": [{"tenure": 12, "charges": 70.5, "plan": "basic"}]}

@@ -357,6 +357,8 @@ RUNNER = r"""
 import json, os, sys
 from kfloop.store.registry import Registry
 from kfloop.store.objects import LocalStore
+
+pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
 args = sys.argv[1:]
 params = dict(args[i + 1].split("=", 1) for i in range(len(args)) if args[i] == "--param")
 record = Registry(LocalStore(os.environ["KFLOOP_HOME"])).register(params["model_name"], os.environ["CANDIDATE"])

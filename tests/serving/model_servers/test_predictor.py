@@ -24,6 +24,8 @@ from kfloop.store.registry import Registry
 from tests.fakes.bundles import build_bundle, churn_frame
 from tests.serving.conftest import PredictorProcess, start_predictors
 
+pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
+
 MAX_BATCH = 50
 MAX_BODY = 64 * 1024
 

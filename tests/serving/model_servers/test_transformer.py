@@ -37,6 +37,8 @@ from kfloop.training.samples import churn
 from tests.conftest import free_port, wait_for
 from tests.serving.conftest import ServerProcess
 
+pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
+
 MODEL = "churn"
 WINDOW = 250
 CHUNK = 50  # rows per request: the predictor's limit

@@ -32,6 +32,8 @@ from tests.fakes.event_sink import EventSink  # noqa: F401
 from tests.fakes.kfp_api import API, FakeKfpApi
 from tests.serving.trigger_process import FAKE_PIPELINE, Trigger, _kill_fake_runs  # noqa: F401
 
+pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
+
 
 @pytest.fixture
 def sink():
