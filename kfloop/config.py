@@ -1,8 +1,12 @@
-"""Typed settings, read from ``KFLOOP_*`` environment variables in one place.
+"""Typed settings, read from the environment in one place.
 
 Entry points (CLI, components, servers) call ``Settings.from_env()`` once, apply their
 flags with ``settings.replace(...)`` and pass the result down. Nothing else reads the
-environment.
+environment. Each setting is read from ``KFLOOP_<NAME>``, except the few that the platform sets
+under names of its own (Knative's ``K_SINK`` and ``K_CE_OVERRIDES``, KFP's
+``KF_PIPELINES_SA_TOKEN_PATH``), which say so in their field's ``env``.
+
+A leaf: imports nothing from kfloop but ``kfloop.errors``.
 """
 
 from __future__ import annotations
@@ -16,11 +20,17 @@ from kfloop.errors import ConfigError
 
 ENV_PREFIX = "KFLOOP_"
 DEFAULT_IMAGE = "ghcr.io/kfloop/kfloop:0.1.0"
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"  # kfloop serve's gateway with its default --port
+
+
+def _platform(env: str) -> dataclasses.Field:
+    """A setting the platform sets under its own variable name ``env``."""
+    return dataclasses.field(default=None, metadata={"env": env})
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Where kfloop keeps its state and how it reaches object storage.
+    """Where kfloop keeps its state, how it reaches object storage and the services of the loop.
 
     ``home`` is the local folder used by default. When ``s3_endpoint`` is set the registry,
     captures and events live in the bucket ``s3_bucket`` on that S3/MinIO endpoint instead.
@@ -35,15 +45,26 @@ class Settings:
     s3_region: str | None = None
     image: str = DEFAULT_IMAGE
     log_level: str = "INFO"
+    # the services of the loop
+    kfp_host: str | None = None  # a Kubeflow Pipelines API, for runs on a cluster
+    gateway_url: str = DEFAULT_GATEWAY_URL  # kfloop serve's gateway, for rollouts on this machine
+    prometheus_url: str | None = None  # where a canary analysis on a cluster reads its metrics
+    rollout_target: str = "local"  # where kfloop rollout drives revisions: local or kubernetes
+    trigger_runner_cmd: str | None = None  # the trigger's local retraining command (default kfloop pipeline run)
+    # set by the platform
+    sink_url: str | None = _platform("K_SINK")  # Knative SinkBinding: where emitted events go
+    ce_overrides: str | None = _platform("K_CE_OVERRIDES")  # Knative SinkBinding: extensions to add
+    kfp_token_path: str | None = _platform("KF_PIPELINES_SA_TOKEN_PATH")  # KFP's projected token
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for field in dataclasses.fields(cls):
-            raw = env.get(ENV_PREFIX + field.name.upper())
+            name = env_name(field)
+            raw = env.get(name)
             if raw is not None and raw != "":
-                values[field.name] = _parse(field.name, field.type, raw)
+                values[field.name] = _parse(name, field.type, raw)
         return cls(**values)
 
     def replace(self, **changes: object) -> Settings:
@@ -70,6 +91,11 @@ class Settings:
         return out
 
 
+def env_name(field: dataclasses.Field) -> str:
+    """The environment variable a setting is read from."""
+    return field.metadata.get("env") or ENV_PREFIX + field.name.upper()
+
+
 def _parse(name: str, annotation: object, raw: str) -> object:
     kind = str(annotation)
     if "bool" in kind:
@@ -78,7 +104,7 @@ def _parse(name: str, annotation: object, raw: str) -> object:
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r}: expected true or false")
+        raise ConfigError(f"{name}={raw!r}: expected true or false")
     if "Path" in kind:
         return Path(raw)
     return raw

@@ -46,3 +46,18 @@ def test_storage_env_points_children_at_the_same_store(tmp_path):
     env = Settings(home=tmp_path, s3_endpoint="127.0.0.1:9000", s3_access_key="a", s3_secret_key="b").storage_env()
     assert env["KFLOOP_HOME"] == str(tmp_path.resolve())
     assert Settings.from_env(env).s3_endpoint == "127.0.0.1:9000"
+
+
+def test_settings_the_platform_sets_are_read_under_the_platforms_names():
+    settings = Settings.from_env(
+        {"K_SINK": "http://broker", "K_CE_OVERRIDES": '{"extensions": {}}', "KF_PIPELINES_SA_TOKEN_PATH": "/t"}
+    )
+    assert (settings.sink_url, settings.kfp_token_path) == ("http://broker", "/t")
+    assert settings.ce_overrides == '{"extensions": {}}'
+    assert Settings.from_env({"KFLOOP_SINK_URL": "http://elsewhere"}).sink_url is None
+
+
+def test_service_settings_have_defaults_and_are_read_from_kfloop_variables():
+    assert Settings.from_env({}).gateway_url == "http://127.0.0.1:8080"
+    settings = Settings.from_env({"KFLOOP_KFP_HOST": "http://kfp:8888", "KFLOOP_ROLLOUT_TARGET": "kubernetes"})
+    assert (settings.kfp_host, settings.rollout_target) == ("http://kfp:8888", "kubernetes")
