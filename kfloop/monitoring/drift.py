@@ -96,22 +96,53 @@ def save_detector(det: DriftDetector, folder: str | Path) -> Path:
 
 
 def load_detector(folder: str | Path, backend: str | None = None) -> DriftDetector:
-    """Load a saved detector, with the backend it was saved with or with ``backend``."""
+    """Load a saved detector, with the backend it was saved with or with ``backend``.
+
+    Only the files kfloop writes are read: its spec (JSON) and the reference rows (``x_ref.npy``,
+    loaded with ``allow_pickle=False``); the Alibi backend is rebuilt from them. The folder is never
+    handed to Alibi Detect's loader, which would load any ``.dill`` file its ``config.toml`` names
+    (code execution from a crafted bundle), and a folder that holds pickled objects or a config naming
+    a preprocessing function is refused outright."""
     folder = Path(folder)
     try:
         spec = json.loads((folder / SPEC_FILE).read_text())
     except FileNotFoundError as e:
         raise ConfigError(f"{folder} has no {SPEC_FILE}: not a saved kfloop drift detector") from e
-    spec["backend"] = backend or spec["backend"]
+    except ValueError as e:
+        raise ConfigError(f"{folder / SPEC_FILE} is not valid JSON: {e}") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{folder / SPEC_FILE} is not a JSON object")
+    _refuse_code(folder)
+    spec["backend"] = backend or spec.get("backend")
     _check_spec(spec)
-    if spec["backend"] == "alibi" and (folder / "config.toml").is_file():
-        from alibi_detect.saving import load_detector as alibi_load
-
-        return AlibiDrift(spec, alibi_load(str(folder)))
     x_ref_path = folder / X_REF_FILE
     if not x_ref_path.is_file():
         raise ConfigError(f"{folder} has no {X_REF_FILE}: cannot build the {spec['backend']!r} backend")
-    return _build(spec, np.load(x_ref_path, allow_pickle=False))
+    try:
+        x_ref = np.load(x_ref_path, allow_pickle=False)
+    except ValueError as e:
+        raise ConfigError(f"{x_ref_path} is not a plain numeric array: {e}") from None
+    return _build(spec, _check_matrix(x_ref, spec, "reference"))
+
+
+PICKLE_SUFFIXES = (".dill", ".pkl", ".pickle", ".joblib")
+
+
+def _refuse_code(folder: Path) -> None:
+    """ConfigError if the detector folder holds anything that would load code: pickled objects, or
+    an Alibi ``config.toml`` that names a preprocessing function."""
+    pickled = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickled:
+        raise ConfigError(f"refusing to load the drift detector in {folder}: it holds pickled objects {pickled}")
+    config = folder / "config.toml"
+    if config.is_file():
+        for line in config.read_text(errors="replace").splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == "preprocess_fn" and value.strip().strip("\"'") != "None":
+                raise ConfigError(
+                    f"refusing to load the drift detector in {folder}: its config.toml names a preprocessing "
+                    f"function ({value.strip()}); kfloop's detectors have none"
+                )
 
 
 # -- preparation and results -------------------------------------------------------------------

@@ -176,3 +176,46 @@ def test_correction_matches_alibi_on_many_p_value_vectors(correction):
             np.testing.assert_allclose(threshold, expected[1])
             decisions.add(is_drift)
     assert decisions == {0, 1}
+
+
+class _TouchOnLoad:
+    """Pickled, it creates ``marker`` when unpickled: what a crafted bundle could run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_a_detector_folder_with_pickled_code_is_refused_and_nothing_runs(detectors, tmp_path):
+    dill = pytest.importorskip("dill")  # Alibi Detect's own dependency: what its loader would use
+    folder = drift.save_detector(detectors["alibi"], tmp_path / "drift")
+    marker = tmp_path / "ran"
+    (folder / "preprocess_fn.dill").write_bytes(dill.dumps(_TouchOnLoad(marker)))
+    config = (folder / "config.toml").read_text()
+    (folder / "config.toml").write_text(
+        config.replace('preprocess_fn = "None"', 'preprocess_fn = "preprocess_fn.dill"')
+    )
+    for backend in drift.BACKENDS:
+        with pytest.raises(ConfigError, match=r"pickled objects \['preprocess_fn.dill'\]"):
+            drift.load_detector(folder, backend=backend)
+    assert not marker.exists()
+
+
+def test_a_config_naming_a_preprocessing_function_is_refused(detectors, tmp_path):
+    folder = drift.save_detector(detectors["alibi"], tmp_path / "drift")
+    config = (folder / "config.toml").read_text()
+    assert 'preprocess_fn = "None"' in config  # what Alibi Detect 0.13 writes for kfloop's detectors
+    (folder / "config.toml").write_text(config.replace('preprocess_fn = "None"', 'preprocess_fn = "fn/"'))
+    with pytest.raises(ConfigError, match="names a preprocessing function"):
+        drift.load_detector(folder)
+
+
+def test_a_reference_that_is_not_a_plain_array_is_refused(detectors, tmp_path):
+    folder = drift.save_detector(detectors["scipy"], tmp_path / "drift")
+    np.save(folder / drift.X_REF_FILE, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ConfigError, match="not a plain numeric array"):
+        drift.load_detector(folder)

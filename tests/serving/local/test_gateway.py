@@ -18,9 +18,7 @@ import os
 import random
 import shlex
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -43,6 +41,7 @@ from kfloop.store.objects import LocalStore
 from kfloop.store.registry import Registry
 from tests.conftest import free_port, wait_for
 from tests.fakes.bundles import build_bundle, churn_frame
+from tests.serving.local.conftest import ServeProcess
 
 pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
 
@@ -60,73 +59,12 @@ def register_versions(home: Path, seeds=(0, 1, 2)) -> Registry:
     return registry
 
 
-def clean_env() -> dict[str, str]:
-    """This environment without KFLOOP_* settings (S3 endpoints, another home)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("KFLOOP_")}
-
-
-class ServeProcess:
-    """``kfloop serve`` as a subprocess; its output is collected by a thread (so the pipe never fills)."""
-
-    def __init__(self, home: Path, *args: str):
-        self.home, self.port = home, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.lines: list[str] = []
-        self.banner = threading.Event()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kfloop.cli",
-                "--home",
-                str(home),
-                "serve",
-                "--port",
-                str(self.port),
-                "--no-transformer",
-                "--seed",
-                "7",
-                *args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=clean_env(),
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self.banner.wait(90):
-            self.kill()
-            raise AssertionError("kfloop serve did not start:\n" + self.output())
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if "Ctrl-C" in line:
-                self.banner.set()
-
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def children(self) -> list[psutil.Process]:
-        return psutil.Process(self.proc.pid).children(recursive=True)
-
-    def interrupt(self, timeout: float = 15.0) -> int:
-        self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        for child in self.children() if self.proc.poll() is None else []:
-            child.kill()
-        self.proc.kill()
-        self.proc.wait()
-
-
 class Served:
     """The module's ``kfloop serve`` (replaced by ``restart``), its rollout target and the registry."""
 
     def __init__(self, home: Path, registry: Registry):
         self.home, self.registry = home, registry
-        self.serve = ServeProcess(home)
+        self.serve = ServeProcess(home, "--no-transformer")
 
     @property
     def url(self) -> str:
@@ -415,7 +353,7 @@ def test_sigint_stops_kfloop_serve_and_a_restart_restores_the_split(served):
     assert time.monotonic() - started < 8
     assert pids_gone([c.pid for c in children], timeout=1)
     assert "Traceback" not in served.serve.output() and "stopped" in served.serve.output()
-    served.serve = ServeProcess(served.home)
+    served.serve = ServeProcess(served.home, "--no-transformer")
     assert f"restoring {MODEL} from" in served.serve.output()
     new = served.status()
     assert (new["stable"]["version"], new["canary"]["version"], new["canary"]["percent"]) == (1, 2, 20)

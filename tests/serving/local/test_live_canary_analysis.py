@@ -50,6 +50,7 @@ from kfloop.store.registry import Registry
 from kfloop.training.samples import churn
 from tests.conftest import free_port, wait_for
 from tests.fakes.event_sink import EventSink
+from tests.serving.local.conftest import ServeProcess
 from tests.serving.trigger_process import Trigger
 
 MODEL = "churn"
@@ -103,54 +104,6 @@ def request_bodies(n: int = 200) -> list[bytes]:
     return [orjson.dumps({"instances": rows[i : i + ROWS_PER_REQUEST]}) for i in range(0, len(rows), ROWS_PER_REQUEST)]
 
 
-class Serve:
-    """``kfloop serve`` with transformers (captures flushed every 0.2 s) as a subprocess."""
-
-    def __init__(self, home: Path):
-        self.port, self.lines, self.ready = free_port(), [], threading.Event()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KFLOOP_")}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kfloop.cli",
-                "--home",
-                str(home),
-                "serve",
-                "--port",
-                str(self.port),
-                "--seed",
-                "3",
-                "--no-trigger",
-                "--transformer-args",
-                "--capture_flush_seconds 0.2 --drift_window 100000",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self.ready.wait(90):
-            self.stop()
-            raise AssertionError("kfloop serve did not start:\n" + "\n".join(self.lines))
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-            if "Ctrl-C" in line:
-                self.ready.set()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 class Traffic:
     """POSTs prediction requests to the gateway from a thread until stopped; counts answers by
     (status, model version)."""
@@ -198,7 +151,9 @@ def served(tmp_path_factory):
     home, bundles = root / "home", Bundles(root)
     registry = Registry(LocalStore(home))
     registry.register(MODEL, bundles.build("v1", seed=0))
-    serve = Serve(home)
+    serve = ServeProcess(
+        home, "--no-trigger", "--transformer-args", "--capture_flush_seconds 0.2 --drift_window 100000", seed=3
+    )
     try:
         target = LocalTarget(serve.url)
         rollout.deploy(registry, target, f"{MODEL}:1")
