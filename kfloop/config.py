@@ -6,7 +6,7 @@ environment. Each setting is read from ``KFLOOP_<NAME>``, except the few that th
 under names of its own (Knative's ``K_SINK`` and ``K_CE_OVERRIDES``, KFP's
 ``KF_PIPELINES_SA_TOKEN_PATH``), which say so in their field's ``env``.
 
-A leaf: imports nothing from kfloop but ``kfloop.errors``.
+A leaf: imports nothing from kfloop but ``kfloop.names`` and ``kfloop.errors``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from kfloop.errors import ConfigError
+from kfloop.names import DEFAULT_GATEWAY
 
 ENV_PREFIX = "KFLOOP_"
 DEFAULT_IMAGE = "ghcr.io/kfloop/kfloop:0.1.0"
-DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"  # kfloop serve's gateway with its default --port
 
 
 def _platform(env: str) -> dataclasses.Field:
@@ -47,7 +47,7 @@ class Settings:
     log_level: str = "INFO"
     # the services of the loop
     kfp_host: str | None = None  # a Kubeflow Pipelines API, for runs on a cluster
-    gateway_url: str = DEFAULT_GATEWAY_URL  # kfloop serve's gateway, for rollouts on this machine
+    gateway_url: str = DEFAULT_GATEWAY  # kfloop serve's gateway, for rollouts on this machine
     prometheus_url: str | None = None  # where a canary analysis on a cluster reads its metrics
     rollout_target: str = "local"  # where kfloop rollout drives revisions: local or kubernetes
     trigger_runner_cmd: str | None = None  # the trigger's local retraining command (default kfloop pipeline run)

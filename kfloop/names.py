@@ -27,6 +27,14 @@ TRIGGER_FEEDBACK_PATH = "/v1/feedback"
 TRIGGER_STATUS_PATH = "/v1/status"
 HEALTH_PATH = "/healthz"
 
+# Where ``kfloop serve``'s gateway listens unless told otherwise; ``kfloop rollout`` and the trigger call it there
+DEFAULT_GATEWAY_PORT = 8080
+DEFAULT_GATEWAY = f"http://127.0.0.1:{DEFAULT_GATEWAY_PORT}"
+
+# Rollout strategies: flag values (``kfloop rollout analyze --strategy``, the trigger's ``--auto_rollout``)
+# and the ``strategy`` of stored rollout records and decision events; the plans are ``kfloop.rollout.analysis``'s
+ROLLOUT_STRATEGIES = ("canary", "linear", "all-at-once", "blue-green")
+
 # CloudEvent types
 DRIFT_DETECTED = "io.kfloop.drift.detected"
 QUALITY_DEGRADED = "io.kfloop.quality.degraded"

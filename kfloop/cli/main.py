@@ -18,10 +18,6 @@ from kfloop.config import Settings
 from kfloop.errors import KfloopError
 
 log = logging.getLogger("kfloop")
-SAMPLE_DEFAULTS = {  # target and sensitive feature for the built-in samples
-    "churn": {"target": "churn", "sensitive_feature": "age"},
-    "breast_cancer": {"target": "target", "sensitive_feature": ""},
-}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kfloop.cli.main import SAMPLE_DEFAULTS, print_json
+from kfloop.cli.main import print_json
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, KfloopError
 from kfloop.pipelines.parameters import parameter_types, parse_params
+from kfloop.training.sample_defaults import SAMPLE_DEFAULTS
 
 
 def add_commands(groups) -> None:

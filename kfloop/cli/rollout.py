@@ -14,9 +14,9 @@ from kfloop.cli.main import print_json
 from kfloop.config import Settings
 from kfloop.errors import ConfigError
 from kfloop.events.outbox import Outbox
+from kfloop.names import DEFAULT_GATEWAY
+from kfloop.names import ROLLOUT_STRATEGIES as STRATEGIES
 from kfloop.rollout import actions as rollout
-from kfloop.rollout.analysis import STRATEGIES
-from kfloop.rollout.targets.local import DEFAULT_GATEWAY, LocalTarget
 from kfloop.store.objects import open_store
 from kfloop.store.registry import Registry
 
@@ -133,6 +133,8 @@ def _percent_list(text: str) -> list[int]:
 
 def make_target(args):
     """The ``RolloutTarget`` the flags (or ``KFLOOP_ROLLOUT_TARGET``) name."""
+    from kfloop.rollout.targets.local import LocalTarget
+
     kind = args.target or os.environ.get(TARGET_ENV) or "local"
     if kind == "local":
         return LocalTarget(args.gateway)

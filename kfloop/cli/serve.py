@@ -13,28 +13,34 @@ error, in a ``finally``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shlex
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, ModelNotFound
-from kfloop.inference.codec import v2_input_metadata
-from kfloop.names import ADMIN_EVENTS_PATH, ADMIN_MODELS_PATH
+from kfloop.names import ADMIN_EVENTS_PATH, ADMIN_MODELS_PATH, DEFAULT_GATEWAY_PORT
 from kfloop.rollout.actions import DEPLOYABLE_STAGES
-from kfloop.schema import FeatureSchema
 from kfloop.store.objects import open_store
 from kfloop.store.registry import ModelRef, Registry, VersionRecord
+
+if TYPE_CHECKING:
+    from kfloop.schema import FeatureSchema
 
 
 def add_commands(groups) -> None:
     serve = groups.add_parser("serve", help="serve a model on 127.0.0.1 behind the canary gateway (Ctrl-C stops)")
     serve.add_argument("--model", help="model to serve (default: the only registered model, or the --canary's)")
-    serve.add_argument("--port", type=int, default=8080, help="gateway port on 127.0.0.1 (default 8080)")
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_GATEWAY_PORT,
+        help=f"gateway port on 127.0.0.1 (default {DEFAULT_GATEWAY_PORT})",
+    )
     serve.add_argument("--canary", metavar="NAME:VERSION", help="also serve this version as a canary")
     serve.add_argument("--canary-percent", type=int, default=10, help="the canary's share of traffic (default 10)")
     serve.add_argument(
@@ -124,6 +130,7 @@ def make_trigger(args, settings: Settings):
 
 
 async def _serve(args, registry: Registry, controller, model: str, sock, trigger=None) -> None:
+    from kfloop.schema import FeatureSchema
     from kfloop.serving.local.events_sink import EventSink, describe
     from kfloop.serving.local.gateway import Gateway
     from kfloop.serving.local.routing import RouteState, state_path
@@ -173,6 +180,8 @@ def _run(coroutine) -> None:
     try:
         import uvloop
     except ImportError:
+        import asyncio
+
         asyncio.run(coroutine)
     else:
         uvloop.run(coroutine)
@@ -209,6 +218,8 @@ def initial_version(registry: Registry, model: str, exclude: int | None = None) 
 
 def example_requests(schema: FeatureSchema) -> tuple[dict, dict]:
     """A one-row V1 and V2 request body for ``schema`` (0 for numbers, the first category)."""
+    from kfloop.inference.codec import v2_input_metadata
+
     values = [f.categories[0] if f.kind == "categorical" and f.categories else 0.0 for f in schema.features]
     v1 = {"instances": [dict(zip(schema.names, values))]}
     v2 = {"inputs": [{**meta, "shape": [1], "data": [value]} for meta, value in zip(v2_input_metadata(schema), values)]}

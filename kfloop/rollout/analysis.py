@@ -30,10 +30,10 @@ import dataclasses
 import math
 
 from kfloop.errors import ConfigError, DataError
+from kfloop.names import ROLLOUT_STRATEGIES as STRATEGIES
 from kfloop.rollout.divergence import prediction_divergence
 from kfloop.training.evaluate import higher_is_better
 
-STRATEGIES = ("canary", "linear", "all-at-once", "blue-green")
 DEFAULT_CANARY_STEPS = (10, 50, 100)
 
 

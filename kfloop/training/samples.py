@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from kfloop.errors import ConfigError
+from kfloop.training.sample_defaults import SAMPLE_DEFAULTS
 
 CONTRACTS = ("month-to-month", "one-year", "two-year")
 PAYMENT_METHODS = ("electronic-check", "mailed-check", "bank-transfer", "credit-card")
@@ -118,7 +119,7 @@ def breast_cancer() -> pd.DataFrame:
 
 
 SAMPLES: dict[str, Callable[..., pd.DataFrame]] = {"churn": churn, "breast_cancer": breast_cancer}
-SAMPLE_TARGETS = {"churn": "churn", "breast_cancer": "target"}
+SAMPLE_TARGETS = {name: columns["target"] for name, columns in SAMPLE_DEFAULTS.items()}
 
 
 def parse_sample_spec(spec: str) -> tuple[str, dict[str, int | float]]:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import httpx
 
 from kfloop.errors import ConfigError, KfloopError, ModelNotFound, RegistryError
-from kfloop.names import ADMIN_MODELS_PATH
+from kfloop.names import ADMIN_MODELS_PATH, DEFAULT_GATEWAY
 from kfloop.store.registry import VersionRecord
-
-DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 
 
 class LocalTarget:
