@@ -29,7 +29,7 @@ from kfloop.names import (
 )
 from kfloop.store.objects import ObjectStore, get_json, put_json
 
-STRATEGIES = ("combined", "recent", "window")
+DATA_STRATEGIES = ("combined", "recent", "window")  # what a run trains on: kfloop.retraining.training_data
 ACTIONS = ("ignore", "start", "duplicate", "cooldown", "in_flight", "waiting")
 SIGNAL_TYPES = (DRIFT_DETECTED, QUALITY_DEGRADED, FEEDBACK)
 MAX_PROCESSED = 10_000
@@ -51,8 +51,8 @@ class RetrainPolicy:
             raise ConfigError(f"consecutive_windows is {self.consecutive_windows!r}: expected a whole number >= 1")
         if not self.cooldown_seconds >= 0:
             raise ConfigError(f"cooldown_seconds is {self.cooldown_seconds!r}: expected a number >= 0")
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"retraining strategy {self.strategy!r} is not one of {STRATEGIES}")
+        if self.strategy not in DATA_STRATEGIES:
+            raise ConfigError(f"retraining strategy {self.strategy!r} is not one of {DATA_STRATEGIES}")
         if not isinstance(self.window_days, int) or self.window_days < 1:
             raise ConfigError(f"window_days is {self.window_days!r}: expected a whole number >= 1")
 
