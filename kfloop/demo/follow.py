@@ -59,7 +59,8 @@ class LoopView:
             self._on_quality(data, at)
         elif kind == RETRAIN_STARTED and self.started_run is None:
             self.started_run = data
-            rows = (load_state(self.store, self.model).in_flight or {}).get("data") or {}
+            run = load_state(self.store, self.model).in_flight
+            rows = (run.data if run else None) or {}
             self.timeline.add("run_started", ev.run_started_text(data, rows), at=at, run=data.get("run_name"))
         elif kind == RETRAIN_FINISHED and self.finished_run is None:
             self.finished_run = data

@@ -2,9 +2,10 @@
 
 Owns the policy that decides when to retrain and the state it keeps (``policy``), the quality signal
 computed from labeled feedback (``quality_signal``), the training data of a run (``training_data``: the
-original data, labeled served traffic or both), a run's inputs and results (``inputs``), where runs
-execute (``runners``: kfp.local worker processes or a KFP API) and the trigger's controller that ties
-them together (``trigger``).
+original data, labeled served traffic or both), a run's inputs and results (``inputs``), the run in
+flight and its moves from launching to finished (``run_state``), where runs execute (``runners``:
+kfp.local worker processes or a KFP API) and the trigger's controller that ties them together
+(``trigger``).
 
 May import: ``kfloop.monitoring`` and everything below it. Not ``kfloop.rollout`` or ``kfloop.report``.
 """

@@ -9,14 +9,14 @@ its threshold over a whole window) starts a run at once. Either way at most one 
 is in flight, none starts within ``cooldown_seconds`` of the last run's end, and an event seen
 before (same source and id) is a duplicate: redelivery never starts a second run.
 
-``decide`` is pure; ``TriggerState.apply`` records what it decided. The state is a sealed JSON
-document on the object store (``trigger/<model>/state.json``), so it survives restarts.
+``decide`` is pure; ``TriggerState.apply`` records what it decided. The state, with its run in flight
+(a ``kfloop.retraining.run_state.RunInFlight``), is a sealed JSON document on the object store
+(``trigger/<model>/state.json``), so it survives restarts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from kfloop.errors import ConfigError, InvalidRequest, ObjectNotFound, RegistryError
 from kfloop.names import (
@@ -27,9 +27,10 @@ from kfloop.names import (
     trigger_state_key,
     validate_model_name,
 )
+from kfloop.retraining.run_state import RunInFlight
 from kfloop.store.objects import ObjectStore, get_json, put_json
 
-STRATEGIES = ("combined", "recent", "window")
+DATA_STRATEGIES = ("combined", "recent", "window")  # what a run trains on: kfloop.retraining.training_data
 ACTIONS = ("ignore", "start", "duplicate", "cooldown", "in_flight", "waiting")
 SIGNAL_TYPES = (DRIFT_DETECTED, QUALITY_DEGRADED, FEEDBACK)
 MAX_PROCESSED = 10_000
@@ -51,8 +52,8 @@ class RetrainPolicy:
             raise ConfigError(f"consecutive_windows is {self.consecutive_windows!r}: expected a whole number >= 1")
         if not self.cooldown_seconds >= 0:
             raise ConfigError(f"cooldown_seconds is {self.cooldown_seconds!r}: expected a number >= 0")
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"retraining strategy {self.strategy!r} is not one of {STRATEGIES}")
+        if self.strategy not in DATA_STRATEGIES:
+            raise ConfigError(f"retraining strategy {self.strategy!r} is not one of {DATA_STRATEGIES}")
         if not isinstance(self.window_days, int) or self.window_days < 1:
             raise ConfigError(f"window_days is {self.window_days!r}: expected a whole number >= 1")
 
@@ -92,7 +93,7 @@ class TriggerState:
     stream: str | None = None
     last_window: int | None = None
     last_finished: float | None = None
-    in_flight: dict | None = None
+    in_flight: RunInFlight | None = None
     history: list = dataclasses.field(default_factory=list)
     quality: dict = dataclasses.field(default_factory=dict)
 
@@ -124,12 +125,17 @@ class TriggerState:
         self.in_flight, self.last_finished = None, now
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        doc["in_flight"] = self.in_flight.to_dict() if self.in_flight else None
+        return doc
 
     @classmethod
     def from_dict(cls, doc: dict) -> TriggerState:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in doc.items() if k in names})
+        fields = {k: v for k, v in doc.items() if k in names}
+        if fields.get("in_flight") is not None:
+            fields["in_flight"] = RunInFlight.from_dict(fields["in_flight"])
+        return cls(**fields)
 
 
 def state_key(model: str) -> str:
@@ -220,9 +226,9 @@ def _streak(state: TriggerState, signal: Signal) -> int:
 
 
 def _blocked(policy: RetrainPolicy, state: TriggerState, now: float) -> tuple[str, str] | None:
-    run: dict[str, Any] | None = state.in_flight
+    run = state.in_flight
     if run:
-        return "in_flight", f"run {run.get('name')} ({run.get('status')}) is in flight since {run.get('started_iso')}"
+        return "in_flight", f"run {run.name} ({run.status.value}) is in flight since {run.started_iso}"
     if state.last_finished is not None and now - state.last_finished < policy.cooldown_seconds:
         left = policy.cooldown_seconds - (now - state.last_finished)
         return "cooldown", f"the last run ended {now - state.last_finished:.0f}s ago (cooldown {left:.0f}s left)"

@@ -1,6 +1,6 @@
 """Training data for a retraining run: the original training data and the labeled served traffic.
 
-Strategies (``STRATEGIES``):
+Strategies (``kfloop.retraining.policy.DATA_STRATEGIES``):
 
 - ``combined``: the original data plus every labeled captured row (all model versions);
 - ``recent``: the labeled captured rows only (the model forgets the original data);
@@ -32,13 +32,13 @@ from kfloop.errors import ConfigError, DataError
 from kfloop.monitoring.feedback import labeled_frame
 from kfloop.names import RETRAINING_PREFIX as PREFIX
 from kfloop.names import key_segment
+from kfloop.retraining.policy import DATA_STRATEGIES
 from kfloop.schema import FeatureSchema, label_key
 from kfloop.store.objects import open_store
 from kfloop.training.data import load_source
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("combined", "recent", "window")
 WINDOW_MIN_ROWS = 1000
 _INTEGER = re.compile(r"^-?\d+$")
 
@@ -57,8 +57,8 @@ def build_training_data(
 ) -> dict:
     """Write the training data of ``strategy`` to ``out_path`` (Parquet) and return
     ``{"source", "rows", "original_rows", "captured_rows", "strategy"}``."""
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"retraining data strategy {strategy!r} is not one of {list(STRATEGIES)}")
+    if strategy not in DATA_STRATEGIES:
+        raise ConfigError(f"retraining data strategy {strategy!r} is not one of {list(DATA_STRATEGIES)}")
     if strategy == "window" and (isinstance(window_days, bool) or not isinstance(window_days, int) or window_days < 1):
         raise ConfigError(f"window_days {window_days!r} must be a positive number of days")
     now = _utc(now)

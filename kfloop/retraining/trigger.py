@@ -5,7 +5,7 @@ decides with ``kfloop.retraining.policy`` and keeps the event and the model's ne
 object store; a feedback event stores its labels first (all or nothing) and then checks the
 model's labeled traffic with a ``QualityMonitor``, whose degraded windows become
 ``io.kfloop.quality.degraded`` events handled like any other. A decision to start puts a run
-*in flight* in the stored state (status ``launching``) and returns at once; ``step`` (called by
+*in flight* in the stored state (a ``RunInFlight``, ``launching``) and returns at once; ``step`` (called by
 a background thread) builds the retraining data, launches the run through the runner (retried
 with backoff; after ``launch_attempts`` failures the run is reported failed), emits
 ``io.kfloop.retrain.started``, polls the run and emits ``io.kfloop.retrain.finished`` with the
@@ -18,7 +18,6 @@ canary analysis in the background.
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import logging
 import threading
 import time
@@ -38,18 +37,16 @@ from kfloop.retraining.policy import (
     stored_models,
 )
 from kfloop.retraining.quality_signal import QualityOptions, check_quality
+from kfloop.retraining.run_state import RunInFlight, RunPhase
 from kfloop.retry import backoff_delay
 from kfloop.store.event_log import record_event
 from kfloop.store.objects import open_store
 from kfloop.store.registry import Registry
+from kfloop.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
 PERMANENT = (ConfigError, DataError, ModelNotFound, InvalidRequest)  # retrying cannot help
-
-
-def iso(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def run_name(model: str, event_id: str) -> str:
@@ -115,7 +112,7 @@ class RetrainTrigger:
                     state.in_flight = self._new_run(signal.model, event, decision.reason)
                     self._active.add(signal.model)
                 save_state(self.store, state)
-            out["in_flight"] = state.in_flight
+            out["in_flight"] = _stored(state.in_flight)
         self.events[(signal.type, decision.action)] += 1
         log.info("%s %s for %s: %s (%s)", signal.type, event["id"], signal.model, decision.action, decision.reason)
         if decision.action == "start":
@@ -157,22 +154,9 @@ class RetrainTrigger:
             for data in degraded
         ]
 
-    def _new_run(self, model: str, event: dict, reason: str) -> dict:
-        now = self.clock()
-        return {
-            "name": run_name(model, event["id"]),
-            "run_id": None,
-            "event_id": event["id"],
-            "event_type": event["type"],
-            "reason": reason,
-            "started": now,
-            "started_iso": iso(now),
-            "target": self.runner.target,
-            "strategy": self.policy.strategy,
-            "status": "launching",
-            "attempts": 0,
-            "next_attempt": now,
-        }
+    def _new_run(self, model: str, event: dict, reason: str) -> RunInFlight:
+        name = run_name(model, event["id"])
+        return RunInFlight.start(name, event, reason, self.clock(), self.runner.target, self.policy.strategy)
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -186,100 +170,72 @@ class RetrainTrigger:
                 if run is None:
                     self._active.discard(model)
                     continue
-            if run["status"] == "launching" and self.clock() >= run.get("next_attempt", 0):
+            if run.status is RunPhase.LAUNCHING and self.clock() >= run.next_attempt:
                 self._launch(model, run)
-            elif run["status"] == "running" and self.clock() >= self._next_poll.get(model, 0):
+            elif run.status is RunPhase.RUNNING and self.clock() >= self._next_poll.get(model, 0):
                 self._poll(model, run)
 
-    def _launch(self, model: str, run: dict) -> None:
+    def _launch(self, model: str, run: RunInFlight) -> None:
         try:
-            if "data" not in run:
+            data = run.data
+            if data is None:
                 record = current_version(self.registry, model)
-                run["data"] = training_data(
-                    self.settings, self.policy, record, model, run["name"], self.original_source
-                )
-            run["arguments"] = pipeline_arguments(self.policy, model, run["data"])
-            run["run_id"] = self.runner.launch(run["name"], model, run["arguments"])
+                data = training_data(self.settings, self.policy, record, model, run.name, self.original_source)
+            run.prepare(data, pipeline_arguments(self.policy, model, data))
+            run_id = self.runner.launch(run.name, model, run.arguments)
         except Exception as e:  # noqa: BLE001 - every failure is retried or reported, never lost
             self._launch_failed(model, run, e)
             return
-        run["status"] = "running"
-        self._emit(
-            model,
-            RETRAIN_STARTED,
-            {
-                **_summary(model, run),
-                "source": run["data"]["source"],
-                "rows": run["data"].get("rows"),
-                "arguments": run["arguments"],
-                "reason": run["reason"],
-            },
-            id=f"{run['name']}.started",
-        )
-        self.runs[("started", run["target"])] += 1
+        run.launched(run_id)
+        self._emit(model, RETRAIN_STARTED, run.started_data(model), id=run.started_event_id)
+        self.runs[("started", run.target)] += 1
         self._update(model, run)
 
-    def _launch_failed(self, model: str, run: dict, error: Exception) -> None:
-        run["attempts"] += 1
-        run["last_error"] = f"{error.__class__.__name__}: {error}"
-        if isinstance(error, PERMANENT) or run["attempts"] >= self.launch_attempts:
-            tries = "" if isinstance(error, PERMANENT) else f" after {run['attempts']} attempts"
-            self._finish(model, run, "failed", None, f"could not start the run{tries}: {run['last_error']}")
+    def _launch_failed(self, model: str, run: RunInFlight, error: Exception) -> None:
+        attempts, why = run.attempts + 1, f"{error.__class__.__name__}: {error}"
+        if isinstance(error, PERMANENT) or attempts >= self.launch_attempts:
+            tries = "" if isinstance(error, PERMANENT) else f" after {attempts} attempts"
+            self._finish(model, run, "failed", None, f"could not start the run{tries}: {why}")
             return
-        delay = backoff_delay(run["attempts"], self.retry_seconds, self.retry_max_seconds)
-        run["next_attempt"] = self.clock() + delay
+        delay = backoff_delay(attempts, self.retry_seconds, self.retry_max_seconds)
+        run.launch_failed(why, self.clock() + delay)
         log.warning(
             "starting run %s failed (attempt %d of %d, next in %.1fs): %s",
-            run["name"],
-            run["attempts"],
+            run.name,
+            attempts,
             self.launch_attempts,
             delay,
-            run["last_error"],
+            why,
         )
         self._update(model, run)
 
-    def _poll(self, model: str, run: dict) -> None:
+    def _poll(self, model: str, run: RunInFlight) -> None:
         try:
-            status = self.runner.poll(run["run_id"])
+            status = self.runner.poll(run.run_id)
         except Exception as e:  # noqa: BLE001 - the backend may be down for a while
-            run["poll_failures"] = run.get("poll_failures", 0) + 1
-            if run["poll_failures"] >= self.launch_attempts:
-                self._finish(
-                    model,
-                    run,
-                    "failed",
-                    None,
-                    f"could not read the state of run {run['run_id']} after {run['poll_failures']} attempts: {e}",
-                )
+            failures = run.poll_failed()
+            if failures >= self.launch_attempts:
+                reason = f"could not read the state of run {run.run_id} after {failures} attempts: {e}"
+                self._finish(model, run, "failed", None, reason)
                 return
-            self._next_poll[model] = self.clock() + backoff_delay(
-                run["poll_failures"], self.retry_seconds, self.retry_max_seconds
-            )
+            self._next_poll[model] = self.clock() + backoff_delay(failures, self.retry_seconds, self.retry_max_seconds)
             self._update(model, run)
             return
         self._next_poll[model] = self.clock() + self.poll_seconds
         if status.state == "running":
-            if run.get("poll_failures"):
-                run["poll_failures"] = 0
+            if run.poll_answered():
                 self._update(model, run)
             return
         registered, reason = status.registered, status.reason
         if status.state == "succeeded" and not status.registered_known:
-            registered, reason = registered_by(self.registry, model, run["run_id"], run["started"])
+            registered, reason = registered_by(self.registry, model, run.run_id, run.started)
         self._finish(model, run, status.state, registered, reason)
 
-    def _finish(self, model: str, run: dict, status: str, registered: str | None, reason: str) -> None:
+    def _finish(self, model: str, run: RunInFlight, outcome: str, registered: str | None, reason: str) -> None:
         now = self.clock()
-        result = {
-            **_summary(model, run),
-            "status": status,
-            "registered": registered,
-            "reason": reason,
-            "finished_iso": iso(now),
-            "seconds": round(now - run["started"], 3),
-        }
-        self._emit(model, RETRAIN_FINISHED, result, id=f"{run['name']}.finished")
-        self.runs[("finished", status)] += 1
+        result = run.finish(model, outcome, registered, reason, now)
+        self._emit(model, RETRAIN_FINISHED, result, id=run.finished_event_id)
+        self.runs[("finished", outcome)] += 1
         if registered and self.auto_rollout is not None:  # before the state is saved: a crash in between
             try:  # finishes the run again, and the claim is idempotent
                 self.auto_rollout.start(registered)
@@ -287,16 +243,16 @@ class RetrainTrigger:
                 log.error("could not start the rollout of %s: %s", registered, e)
         with self._lock:
             state = load_state(self.store, model)
-            if state.in_flight and state.in_flight["name"] == run["name"]:
+            if state.in_flight and state.in_flight.name == run.name:
                 state.finish(result, now)
                 save_state(self.store, state)
             self._active.discard(model)
-        log.info("run %s of %s %s: %s", run["name"], model, status, registered or reason)
+        log.info("run %s of %s %s: %s", run.name, model, outcome, registered or reason)
 
-    def _update(self, model: str, run: dict) -> None:
+    def _update(self, model: str, run: RunInFlight) -> None:
         with self._lock:
             state = load_state(self.store, model)
-            if state.in_flight and state.in_flight["name"] == run["name"]:
+            if state.in_flight and state.in_flight.name == run.name:
                 state.in_flight = run
                 save_state(self.store, state)
 
@@ -334,20 +290,14 @@ class RetrainTrigger:
             "streak": state.streak,
             "last_window": state.last_window,
             "processed_events": len(state.processed),
-            "last_finished": iso(state.last_finished) if state.last_finished else None,
+            "last_finished": rfc3339(state.last_finished) if state.last_finished else None,
             "cooldown_left_seconds": round(left, 1),
-            "in_flight": state.in_flight,
+            "in_flight": _stored(state.in_flight),
             "runs": state.history,
             "rollouts": self.auto_rollout.status(state.model) if self.auto_rollout else [],
         }
 
 
-def _summary(model: str, run: dict) -> dict:
-    return {
-        "model": model,
-        "run_id": run["run_id"],
-        "run_name": run["name"],
-        "event_id": run["event_id"],
-        "target": run["target"],
-        "strategy": run["strategy"],
-    }
+def _stored(run: RunInFlight | None) -> dict | None:
+    """The run in flight as stored (and as the service shows it)."""
+    return run.to_dict() if run else None

@@ -45,7 +45,7 @@ from kfloop.config import Settings
 from kfloop.errors import ConfigError, InvalidRequest, KfloopError, ModelNotFound, StorageError
 from kfloop.events.cloudevents import parse_event
 from kfloop.events.outbox import Outbox
-from kfloop.retraining.policy import SIGNAL_TYPES, STRATEGIES, RetrainPolicy
+from kfloop.retraining.policy import DATA_STRATEGIES, SIGNAL_TYPES, RetrainPolicy
 from kfloop.retraining.quality_signal import QualityOptions
 from kfloop.retraining.runners import DEFAULT_LOCAL_COMMAND, KfpRunner, LocalRunner
 from kfloop.retraining.trigger import RetrainTrigger
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="kfloop", help="KFP experiment of the runs (default kfloop)")
     p.add_argument("--consecutive_windows", type=int, default=2, help="drifted windows in a row that start a run")
     p.add_argument("--cooldown_seconds", type=float, default=600, help="no run starts this soon after the last ended")
-    p.add_argument("--strategy", choices=STRATEGIES, default="combined", help="retraining data (default combined)")
+    p.add_argument("--strategy", choices=DATA_STRATEGIES, default="combined", help="retraining data (default combined)")
     p.add_argument("--window_days", type=int, default=7, help="days of labeled traffic for --strategy window")
     p.add_argument("--original_source", help="original training data (default: the production version's data_uri)")
     p.add_argument(

@@ -18,6 +18,7 @@ from kfloop.retraining.policy import (
     save_state,
     stored_models,
 )
+from kfloop.retraining.run_state import RunInFlight
 from kfloop.store.objects import LocalStore
 
 
@@ -48,7 +49,7 @@ def feed(policy: RetrainPolicy, state: TriggerState, events: list[dict], now: fl
         decision = decide(policy, state, signal, now)
         state.apply(signal, decision)
         if decision.action == "start":
-            state.in_flight = {"name": f"run-{event['id']}", "status": "running", "started_iso": "t"}
+            state.in_flight = RunInFlight.start(f"run-{event['id']}", event, decision.reason, now, "local", "combined")
         actions.append(decision.action)
     return actions
 
@@ -142,7 +143,7 @@ def test_state_survives_a_restart(tmp_path):
     assert again.to_dict() == state.to_dict()
     assert feed(policy, again, [event, drift(8)]) == ["duplicate", "start"]
     save_state(store, again)
-    assert load_state(store, "churn").in_flight["name"].startswith("run-")
+    assert load_state(store, "churn").in_flight.name.startswith("run-")
     assert stored_models(store) == ["churn"]
 
 

@@ -11,7 +11,8 @@ import pytest
 from kfloop.errors import ConfigError, DataError
 from kfloop.monitoring.capture import CaptureWriter, capture_record
 from kfloop.monitoring.feedback import FeedbackStore
-from kfloop.retraining.training_data import STRATEGIES, build_training_data
+from kfloop.retraining.policy import DATA_STRATEGIES
+from kfloop.retraining.training_data import build_training_data
 from kfloop.schema import infer_schema
 from kfloop.store.objects import open_store
 from kfloop.training.data import load_source
@@ -149,7 +150,7 @@ def test_bad_parameters_and_original_data(local_settings, schema, original, tmp_
     original.drop(columns=["age", "contract"]).to_csv(partial, index=False)
     with pytest.raises(DataError, match=r"lacks the schema's columns \['age', 'contract'\]"):
         build_training_data("combined", local_settings, "churn", schema, str(partial), tmp_path / "t.parquet")
-    assert STRATEGIES == ("combined", "recent", "window")
+    assert DATA_STRATEGIES == ("combined", "recent", "window")
 
 
 def test_combined_data_on_s3(s3_settings, schema, served, tmp_path):
