@@ -32,6 +32,11 @@ def rfc3339(when: dt.datetime | float | None = None) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def rfc3339_millis(when: dt.datetime | None = None) -> str:
+    """``2026-12-01T21:23:02.123+00:00``: the registry's times, in the form they were first stored in."""
+    return (when or now()).astimezone(UTC).isoformat(timespec="milliseconds")
+
+
 def parse_time(text: str) -> dt.datetime:
     """An aware UTC datetime from RFC 3339 text (a fraction of 1 to 9 digits, ``Z``/``z`` or an offset),
     or from any other ISO 8601 form ``datetime.fromisoformat`` reads (a date alone is its midnight); a

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 from kfloop.config import Settings
 from kfloop.errors import DataError, ModelNotFound
 from kfloop.retraining.policy import RetrainPolicy
 from kfloop.store.registry import Registry, VersionRecord
+from kfloop.timestamps import epoch_seconds
 
 
 def current_version(registry: Registry, model: str) -> VersionRecord | None:
@@ -73,8 +73,7 @@ def registered_by(registry: Registry, model: str, run_id: str, started: float) -
     for record in versions:
         if record.lineage.get("pipeline_run_id") == run_id:
             return record.ref, ""
-    since = dt.datetime.fromtimestamp(started, dt.timezone.utc)
     for record in versions:
-        if dt.datetime.fromisoformat(record.created_at.replace("Z", "+00:00")) >= since:
+        if epoch_seconds(record.created_at) >= started:
             return record.ref, ""
     return None, "the run registered no version (the quality gate did not pass; see its evaluate step)"

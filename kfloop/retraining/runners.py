@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from kfloop import processes
 from kfloop.config import Settings
 from kfloop.names import key_segment
 
@@ -84,7 +85,7 @@ class LocalRunner:
         record = {
             "run_id": run_id,
             "pid": proc.pid,
-            "start_ticks": _start_ticks(proc.pid),
+            "start_ticks": processes.start_ticks(proc.pid),
             "command": cmd,
             "arguments": arguments,
             "started": time.time(),
@@ -116,7 +117,7 @@ class LocalRunner:
             return code
         if (folder / EXIT_FILE).is_file():
             return int((folder / EXIT_FILE).read_text())
-        return "running" if _alive(record["pid"], record.get("start_ticks")) else None
+        return "running" if processes.pid_alive(record["pid"], record.get("start_ticks")) else None
 
     def stop(self) -> None:
         """Forget the worker processes (they keep running; a restarted trigger finds them again)."""
@@ -155,28 +156,6 @@ def _last_error(path: Path) -> str | None:
             return line[len("error: ") :].strip()
     return None
 
-
-def _start_ticks(pid: int) -> int | None:
-    """The process start time in clock ticks since boot (Linux); tells a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[19]) if fields[0] != "Z" else None
-
-
-def _alive(pid: int, start_ticks: int | None) -> bool:
-    """True while ``pid`` is the (not zombie) process started at ``start_ticks``."""
-    if Path("/proc").is_dir():
-        ticks = _start_ticks(pid)
-        return ticks is not None and (start_ticks is None or ticks == start_ticks)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

@@ -20,7 +20,6 @@ production version becomes ``archived``) or ``rejected``.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import uuid
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from kfloop.errors import ChecksumError, ModelNotFound, ObjectNotFound, Registry
 from kfloop.names import MODELS_PREFIX, model_stage_key, model_version_key, validate_model_name
 from kfloop.store import bundle
 from kfloop.store.objects import ObjectStore, get_json, put_json, seal_json, sha256_file
+from kfloop.timestamps import rfc3339_millis
 
 STAGES = ("pending-approval", "staging", "production", "archived", "rejected")
 MAX_CLAIM_ATTEMPTS = 1000
@@ -84,10 +84,6 @@ class ModelRef:
         return cls(name, version, stage)
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
 class Registry:
     """Model versions of every model on one object store."""
 
@@ -111,7 +107,7 @@ class Registry:
         self.store.put(f"{bundle_key}/{bundle.MANIFEST}", (bundle_dir / bundle.MANIFEST).read_bytes())
         doc = {
             "name": name,
-            "created_at": _now(),
+            "created_at": rfc3339_millis(),
             "bundle_uri": self.store.uri(bundle_key + "/"),
             "bundle_key": bundle_key,
             "files": manifest["files"],
@@ -159,7 +155,7 @@ class Registry:
         return self.set_stage(record.name, record.version, stage, reason)
 
     def _write_stage(self, name: str, version: int, stage: str, reason: str, history: list) -> None:
-        entry = {"stage": stage, "reason": reason, "time": _now()}
+        entry = {"stage": stage, "reason": reason, "time": rfc3339_millis()}
         put_json(self.store, model_stage_key(name, version), {**entry, "history": history + [entry]})
 
     # -- reading -------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ Endpoints:
 - ``GET /healthz``, ``GET /metrics`` (Prometheus).
 
 With ``--auto_rollout STRATEGY`` each registered version is then rolled out through a canary
-analysis (``serving/trigger_rollout.py``); ``/v1/status?model=NAME`` lists those rollouts.
+analysis (``kfloop.serving.trigger.rollout_flags``); ``/v1/status?model=NAME`` lists those rollouts.
 
 The work is ``kfloop.retraining.trigger.RetrainTrigger``; a background thread launches and polls the
 runs; events go to ``--sink_url`` (or ``K_SINK``) through a durable outbox. State lives on the
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shlex
 import signal
 import threading
@@ -45,6 +44,7 @@ from kfloop.config import Settings
 from kfloop.errors import ConfigError, InvalidRequest, KfloopError, ModelNotFound, StorageError
 from kfloop.events.cloudevents import parse_event
 from kfloop.events.outbox import Outbox
+from kfloop.names import HEALTH_PATH, TRIGGER_FEEDBACK_PATH, TRIGGER_STATUS_PATH
 from kfloop.retraining.policy import DATA_STRATEGIES, SIGNAL_TYPES, RetrainPolicy
 from kfloop.retraining.quality_signal import QualityOptions
 from kfloop.retraining.runners import DEFAULT_LOCAL_COMMAND, KfpRunner, LocalRunner
@@ -107,9 +107,9 @@ def build_app(trigger: RetrainTrigger, tick_seconds: float, max_body_bytes: int 
 
     routes = [
         Route("/", receive_event, methods=["POST"]),
-        Route("/v1/feedback", feedback, methods=["POST"]),
-        Route("/v1/status", status),
-        Route("/healthz", healthz),
+        Route(TRIGGER_FEEDBACK_PATH, feedback, methods=["POST"]),
+        Route(TRIGGER_STATUS_PATH, status),
+        Route(HEALTH_PATH, healthz),
         Route("/metrics", metrics),
     ]
     return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(BodySizeLimit, max_bytes=max_body_bytes)])
@@ -161,7 +161,9 @@ def _error(error: KfloopError, trigger: RetrainTrigger | None, event_type: str |
     return JSONResponse({"error": str(error)}, status_code=status)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
+    """The service's flags; their defaults come from ``settings`` (the environment's by default)."""
+    settings = settings or Settings.from_env()
     p = argparse.ArgumentParser(prog="kfloop.serving.trigger.service", description=__doc__.splitlines()[0])
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080)
@@ -170,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("local", "kfp"),
         help="where runs go (default: kfp when --kfp_host / KFLOOP_KFP_HOST is set, else local)",
     )
-    p.add_argument("--kfp_host", default=os.environ.get("KFLOOP_KFP_HOST"), help="KFP API URL (env KFLOOP_KFP_HOST)")
+    p.add_argument("--kfp_host", default=settings.kfp_host, help="KFP API URL (env KFLOOP_KFP_HOST)")
     p.add_argument("--kfp_namespace", help="Kubeflow profile namespace (multi-user installs)")
     p.add_argument("--experiment", default="kfloop", help="KFP experiment of the runs (default kfloop)")
     p.add_argument("--consecutive_windows", type=int, default=2, help="drifted windows in a row that start a run")
@@ -186,11 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="pipeline parameters for every run",
     )
-    p.add_argument("--sink_url", default=os.environ.get("K_SINK"), help="where emitted events go (env K_SINK)")
+    p.add_argument("--sink_url", default=settings.sink_url, help="where emitted events go (env K_SINK)")
     p.add_argument("--event_source", default="kfloop/trigger", help="CloudEvents source of emitted events")
     p.add_argument(
         "--runner_cmd",
-        default=os.environ.get("KFLOOP_TRIGGER_RUNNER_CMD"),
+        default=settings.trigger_runner_cmd,
         help="local run command, given --param KEY=VALUE flags (env KFLOOP_TRIGGER_RUNNER_CMD; "
         "default: kfloop pipeline run --json)",
     )
@@ -202,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality_margin", type=float, default=0.1, help="fraction off the test metric (default 0.1)")
     p.add_argument("--quality_window", type=int, default=200, help="labeled rows per quality window")
     p.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="larger requests get HTTP 413")
-    p.add_argument("--log_level", default=os.environ.get("KFLOOP_LOG_LEVEL", "INFO"))
+    p.add_argument("--log_level", default=settings.log_level, help="(env KFLOOP_LOG_LEVEL, default INFO)")
     add_rollout_flags(p)
     return p
 
@@ -228,7 +230,7 @@ def make_trigger(args: argparse.Namespace, settings: Settings) -> RetrainTrigger
             args.kfp_namespace,
             args.experiment,
             yaml_path=yaml_path,
-            token_path=os.environ.get("KF_PIPELINES_SA_TOKEN_PATH"),
+            token_path=settings.kfp_token_path,
         )
     else:
         runner = LocalRunner(settings, shlex.split(args.runner_cmd) if args.runner_cmd else DEFAULT_LOCAL_COMMAND)
@@ -250,10 +252,14 @@ def make_trigger(args: argparse.Namespace, settings: Settings) -> RetrainTrigger
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except KfloopError as e:
+        raise SystemExit(f"error: {e}") from None
+    args = build_parser(settings).parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        trigger = make_trigger(args, Settings.from_env())
+        trigger = make_trigger(args, settings)
     except KfloopError as e:
         raise SystemExit(f"error: {e}") from None
     log.info(

@@ -1,0 +1,42 @@
+"""Settings are read from the environment in one place (kfloop.config): no other module of the package
+reads a variable. Passing the environment on to a child process (``{**os.environ, ...}``) is not
+reading it, and kfp.local's run (pipelines/run_local.py) sets variables for the steps it runs."""
+
+from __future__ import annotations
+
+import ast
+
+from tests.conftest import REPO
+
+PACKAGE_FOLDERS = ("kfloop", "components", "pipelines", "serving")
+ALLOWED = {"kfloop/config.py"}
+
+
+def environment_reads(path) -> list[int]:
+    """Line numbers of ``os.environ.get(...)``, ``os.environ[...]`` loads and ``os.getenv(...)``."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            target = ast.unparse(node.func)
+            if target in ("os.environ.get", "os.getenv", "environ.get", "getenv"):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+            if ast.unparse(node.value) in ("os.environ", "environ"):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_only_config_reads_the_environment():
+    found = {}
+    for folder in PACKAGE_FOLDERS:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            rel = str(path.relative_to(REPO))
+            if rel not in ALLOWED and (lines := environment_reads(path)):
+                found[rel] = lines
+    assert found == {}, f"read the environment through kfloop.config.Settings instead: {found}"
+
+
+def test_the_check_finds_a_read(tmp_path):
+    sample = tmp_path / "m.py"
+    sample.write_text("import os\nx = os.environ.get('KFLOOP_X')\ny = os.environ['HOME']\nz = {**os.environ}\n")
+    assert environment_reads(sample) == [2, 3]
