@@ -15,7 +15,7 @@ from kfloop.config import Settings
 from kfloop.errors import ConfigError
 from kfloop.events.outbox import Outbox
 from kfloop.rollout import actions as rollout
-from kfloop.rollout.analysis import STRATEGIES
+from kfloop.rollout.analysis import ROLLOUT_STRATEGIES
 from kfloop.rollout.targets.local import DEFAULT_GATEWAY, LocalTarget
 from kfloop.store.objects import open_store
 from kfloop.store.registry import Registry
@@ -74,7 +74,7 @@ def add_analyze_command(sub, common) -> None:
     analyze.add_argument("ref", metavar="NAME:VERSION", help="the candidate version (NAME:latest works too)")
     analyze.add_argument(
         "--strategy",
-        choices=STRATEGIES,
+        choices=ROLLOUT_STRATEGIES,
         default="canary",
         help="canary (--steps), linear (--n-steps equal steps), all-at-once, or blue-green "
         "(bake at 0%% with shadow traffic, then switch); default canary",

@@ -12,7 +12,7 @@ import argparse
 import os
 
 from kfloop.errors import ConfigError
-from kfloop.rollout.analysis import STRATEGIES, Thresholds, plan_for
+from kfloop.rollout.analysis import ROLLOUT_STRATEGIES, Thresholds, plan_for
 from kfloop.rollout.auto import AutoRollout
 from kfloop.rollout.targets.local import DEFAULT_GATEWAY
 
@@ -20,7 +20,7 @@ from kfloop.rollout.targets.local import DEFAULT_GATEWAY
 def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--auto_rollout",
-        choices=STRATEGIES,
+        choices=ROLLOUT_STRATEGIES,
         default=None,
         help="analyse and roll out every registered version with this strategy (default: off)",
     )
