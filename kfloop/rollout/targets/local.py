@@ -10,9 +10,9 @@ from __future__ import annotations
 import httpx
 
 from kfloop.errors import ConfigError, KfloopError, ModelNotFound, RegistryError
+from kfloop.rollout.factory import DEFAULT_GATEWAY
 from kfloop.store.registry import VersionRecord
 
-DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 ADMIN_PREFIX = "/kfloop/v1/models"
 
 
