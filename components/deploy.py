@@ -10,21 +10,18 @@ def deploy(model_ref: str, deploy_target: str, canary_percent: int, namespace: s
     import json
 
     from kfloop.config import Settings
-    from kfloop.errors import ConfigError
     from kfloop.rollout import actions as rollout
+    from kfloop.rollout.factory import OptionNames, RolloutOptions, make_target
     from kfloop.store.objects import open_store
     from kfloop.store.registry import Registry
 
     settings = Settings.from_env()
-    if deploy_target == "kubernetes":
-        from kfloop.rollout.targets.kubernetes import KubernetesTarget  # only the chosen target's client is imported
-
-        target = KubernetesTarget(namespace or None, image=settings.image)
-    elif deploy_target == "local":
-        from kfloop.rollout.targets.local import LocalTarget
-
-        target = LocalTarget(gateway_url)
-    else:
-        raise ConfigError(f"deploy_target {deploy_target!r}: expected 'kubernetes' or 'local'")
-    status = rollout.deploy(Registry(open_store(settings)), target, model_ref, canary_percent)
+    options = RolloutOptions(
+        target=deploy_target,
+        gateway_url=gateway_url,
+        namespace=namespace or None,
+        image=settings.image,
+        names=OptionNames("deploy_target", unknown_target="{name} {kind!r}: expected 'kubernetes' or 'local'"),
+    )
+    status = rollout.deploy(Registry(open_store(settings)), make_target(options), model_ref, canary_percent)
     return json.dumps(status, sort_keys=True)

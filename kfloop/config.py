@@ -55,6 +55,7 @@ class Settings:
     sink_url: str | None = _platform("K_SINK")  # Knative SinkBinding: where emitted events go
     ce_overrides: str | None = _platform("K_CE_OVERRIDES")  # Knative SinkBinding: extensions to add
     kfp_token_path: str | None = _platform("KF_PIPELINES_SA_TOKEN_PATH")  # KFP's projected token
+    kubeconfig: str | None = _platform("KUBECONFIG")  # outside a cluster: the Kubernetes client's config
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -91,8 +92,10 @@ class Settings:
         return out
 
 
-def env_name(field: dataclasses.Field) -> str:
-    """The environment variable a setting is read from."""
+def env_name(field: dataclasses.Field | str) -> str:
+    """The environment variable a setting (a field of ``Settings``, or its name) is read from."""
+    if isinstance(field, str):
+        field = next(f for f in dataclasses.fields(Settings) if f.name == field)
     return field.metadata.get("env") or ENV_PREFIX + field.name.upper()
 
 

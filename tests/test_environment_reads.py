@@ -9,7 +9,10 @@ import ast
 from tests.conftest import REPO
 
 PACKAGE_FOLDERS = ("kfloop", "components", "pipelines", "serving")
-ALLOWED = {"kfloop/config.py"}
+ALLOWED = {
+    "kfloop/config.py",
+    "pipelines/run_local.py",  # sets the storage variables for the steps it runs, and restores them
+}
 
 
 def environment_reads(path) -> list[int]:

@@ -7,21 +7,19 @@ cluster (``--target kubernetes``); ``KFLOOP_ROLLOUT_TARGET`` changes the default
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from kfloop.cli.main import print_json
-from kfloop.config import Settings
+from kfloop.config import Settings, env_name
 from kfloop.errors import ConfigError
 from kfloop.events.outbox import Outbox
-from kfloop.names import DEFAULT_GATEWAY
-from kfloop.names import ROLLOUT_STRATEGIES as STRATEGIES
+from kfloop.names import DEFAULT_GATEWAY, ROLLOUT_STRATEGIES
 from kfloop.rollout import actions as rollout
+from kfloop.rollout.factory import TARGET_KINDS, OptionNames, RolloutOptions, make_target
 from kfloop.store.objects import open_store
 from kfloop.store.registry import Registry
 
-TARGETS = ("local", "kubernetes")
-TARGET_ENV = "KFLOOP_ROLLOUT_TARGET"
+TARGET_ENV = env_name("rollout_target")
 
 
 def add_commands(groups) -> None:
@@ -30,7 +28,7 @@ def add_commands(groups) -> None:
     sub = group.add_subparsers(title="rollout commands", metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--target", choices=TARGETS, help=f"where revisions run (default: env {TARGET_ENV}, else local)"
+        "--target", choices=TARGET_KINDS, help=f"where revisions run (default: env {TARGET_ENV}, else local)"
     )
     common.add_argument(
         "--gateway",
@@ -65,6 +63,7 @@ def add_commands(groups) -> None:
 
 
 def add_analyze_command(sub, common) -> None:
+
     analyze = sub.add_parser(
         "analyze",
         parents=[common],
@@ -74,7 +73,7 @@ def add_analyze_command(sub, common) -> None:
     analyze.add_argument("ref", metavar="NAME:VERSION", help="the candidate version (NAME:latest works too)")
     analyze.add_argument(
         "--strategy",
-        choices=STRATEGIES,
+        choices=ROLLOUT_STRATEGIES,
         default="canary",
         help="canary (--steps), linear (--n-steps equal steps), all-at-once, or blue-green "
         "(bake at 0%% with shadow traffic, then switch); default canary",
@@ -131,25 +130,20 @@ def _percent_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected whole percentages like 10,50,100") from None
 
 
-def make_target(args):
-    """The ``RolloutTarget`` the flags (or ``KFLOOP_ROLLOUT_TARGET``) name."""
-    from kfloop.rollout.targets.local import LocalTarget
+FLAG_NAMES = OptionNames(
+    target="--target", target_env=TARGET_ENV, gateway_url="--gateway", prometheus_url="--prometheus URL"
+)
 
-    kind = args.target or os.environ.get(TARGET_ENV) or "local"
-    if kind == "local":
-        return LocalTarget(args.gateway)
-    if kind != "kubernetes":
-        raise ConfigError(f"{TARGET_ENV}={kind!r} is not a rollout target; expected one of {TARGETS}")
-    try:
-        from kfloop.rollout.targets.kubernetes import KubernetesTarget
-    except ModuleNotFoundError as e:
-        if e.name != "kfloop.rollout.targets.kubernetes":
-            raise
-        raise ConfigError(
-            "--target kubernetes needs kfloop/rollout_k8s.py (KubernetesTarget), which this "
-            "installation does not have yet; use --target local"
-        ) from None
-    return KubernetesTarget(namespace=args.namespace)
+
+def rollout_options(args, settings: Settings | None = None) -> RolloutOptions:
+    """The target (the flags, or ``KFLOOP_ROLLOUT_TARGET``) and traffic source the flags name."""
+    return RolloutOptions(
+        target=args.target or (settings or Settings.from_env()).rollout_target,
+        gateway_url=args.gateway,
+        namespace=args.namespace,
+        prometheus_url=getattr(args, "prometheus", None),
+        names=FLAG_NAMES,
+    )
 
 
 def _registry(settings: Settings) -> Registry:
@@ -157,28 +151,38 @@ def _registry(settings: Settings) -> Registry:
 
 
 def deploy_command(args, settings: Settings) -> int:
-    show(args, rollout.deploy(_registry(settings), make_target(args), args.ref, args.canary))
+    show(args, rollout.deploy(_registry(settings), make_target(rollout_options(args, settings)), args.ref, args.canary))
     return 0
 
 
 def promote_command(args, settings: Settings) -> int:
-    show(args, rollout.promote(_registry(settings), make_target(args), args.model, reason=args.reason))
+    show(
+        args,
+        rollout.promote(
+            _registry(settings), make_target(rollout_options(args, settings)), args.model, reason=args.reason
+        ),
+    )
     return 0
 
 
 def rollback_command(args, settings: Settings) -> int:
-    show(args, rollout.rollback(_registry(settings), make_target(args), args.model, reason=args.reason))
+    show(
+        args,
+        rollout.rollback(
+            _registry(settings), make_target(rollout_options(args, settings)), args.model, reason=args.reason
+        ),
+    )
     return 0
 
 
 def status_command(args, settings: Settings) -> int:
-    show(args, make_target(args).status(args.model))
+    show(args, make_target(rollout_options(args, settings)).status(args.model))
     return 0
 
 
 def shadow_command(args, settings: Settings) -> int:
     record = _registry(settings).resolve(args.ref)
-    target = make_target(args)
+    target = make_target(rollout_options(args, settings))
     if not hasattr(target, "shadow"):
         raise ConfigError(
             f"the {target.name} target cannot mirror traffic (KServe has no request mirroring, "
@@ -192,9 +196,11 @@ def shadow_command(args, settings: Settings) -> int:
 def analyze_command(args, settings: Settings) -> int:
     from kfloop.rollout.analysis import Thresholds, plan_for
     from kfloop.rollout.controller import run_analysis
+    from kfloop.rollout.factory import make_source
 
+    options = rollout_options(args, settings)
     store = open_store(settings)
-    registry, target = Registry(store), make_target(args)
+    registry, target = Registry(store), make_target(options)
     record = registry.resolve(args.ref)
     plan = plan_for(
         args.strategy,
@@ -215,7 +221,7 @@ def analyze_command(args, settings: Settings) -> int:
         result = run_analysis(
             registry,
             target,
-            make_source(args, target, store, record.name),
+            make_source(options, target, store, record.name),
             record.name,
             record.ref,
             plan,
@@ -233,18 +239,6 @@ def analyze_command(args, settings: Settings) -> int:
     else:
         print(f"{result['outcome']}: {record.ref} ({result['reason']})")
     return 0 if result["outcome"] == "promoted" else 3
-
-
-def make_source(args, target, store, model: str):
-    """Where the analysis reads traffic: Prometheus when --prometheus is given, else the gateway."""
-    from kfloop.rollout.sources import LocalStatsSource, PrometheusSource
-
-    if args.prometheus:
-        namespace = getattr(target, "namespace", None) or args.namespace or "default"
-        return PrometheusSource(args.prometheus, namespace, getattr(target, "isvc_name", None) or model, store)
-    if target.name != "local":
-        raise ConfigError(f"--target {target.name} needs --prometheus URL to read the revisions' traffic")
-    return LocalStatsSource(args.gateway, store)
 
 
 def show(args, doc: dict) -> None:

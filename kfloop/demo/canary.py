@@ -21,7 +21,7 @@ from pathlib import Path
 
 from kfloop.demo.services import Background
 from kfloop.errors import KfloopError
-from kfloop.rollout.targets.local import LocalTarget
+from kfloop.rollout.factory import RolloutOptions, make_target
 from kfloop.store.objects import ObjectStore
 from kfloop.store.registry import Registry
 from kfloop.training.samples import churn
@@ -62,7 +62,8 @@ class CanaryRunner:
             options,
             model,
         )
-        self.target = LocalTarget(gateway_url, timeout=options.timeout)
+        self.rollout = RolloutOptions(gateway_url=gateway_url, gateway_timeout=options.timeout)
+        self.target = make_target(self.rollout)
         self.running: Background | None = None
 
     def status(self) -> dict:
@@ -75,12 +76,12 @@ class CanaryRunner:
     def start(self, ref: str) -> Background:
         from kfloop.rollout.analysis import Thresholds, plan_for
         from kfloop.rollout.controller import run_analysis
-        from kfloop.rollout.sources import LocalStatsSource
+        from kfloop.rollout.factory import make_source
 
         o = self.options
         plan = plan_for("canary", steps(o), hold_requests=o.canary_hold_requests, timeout_seconds=o.timeout / 2)
         thresholds = Thresholds.parse(thresholds_text(o))
-        source = LocalStatsSource(self.gateway_url, self.store)
+        source = make_source(self.rollout, self.target, self.store, self.model)
         self.running = Background(
             "canary analysis",
             lambda: run_analysis(

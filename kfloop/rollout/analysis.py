@@ -30,7 +30,7 @@ import dataclasses
 import math
 
 from kfloop.errors import ConfigError, DataError
-from kfloop.names import ROLLOUT_STRATEGIES as STRATEGIES
+from kfloop.names import ROLLOUT_STRATEGIES
 from kfloop.rollout.divergence import prediction_divergence
 from kfloop.training.evaluate import higher_is_better
 
@@ -60,8 +60,8 @@ class AnalysisPlan:
     warmup_seconds: float = 0.0
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"rollout strategy {self.strategy!r} is not one of {STRATEGIES}")
+        if self.strategy not in ROLLOUT_STRATEGIES:
+            raise ConfigError(f"rollout strategy {self.strategy!r} is not one of {ROLLOUT_STRATEGIES}")
         steps = tuple(self.steps)
         if (
             not steps

@@ -39,7 +39,8 @@ class _Stopped(Exception):
 class AutoRollout:
     """Canary analyses of newly registered versions, one at a time per model, in background threads.
 
-    ``make_target()`` and ``make_source()`` build the rollout target and stats source for a run;
+    ``make_target()`` and ``make_source(target, model)`` build the rollout target and stats source
+    for a run (``kfloop.rollout.factory``);
     ``sink`` (the trigger's outbox) receives the decisions as CloudEvents."""
 
     def __init__(
@@ -123,10 +124,11 @@ class AutoRollout:
                 self._update(record, DECIDED_STAGES[stage], f"decided before a restart (the version is {stage})")
                 return
             self._update(record, "running", "")
+            target = self.make_target()
             result = run_analysis(
                 self.registry,
-                self.make_target(),
-                self.make_source(),
+                target,
+                self.make_source(target, record["model"]),
                 record["model"],
                 record["ref"],
                 self.plan,

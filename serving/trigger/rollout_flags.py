@@ -9,35 +9,38 @@ deployed as a canary and analysed (``kfloop.rollout.auto``): on the ``kfloop ser
 from __future__ import annotations
 
 import argparse
-import os
 
+from kfloop.config import Settings
 from kfloop.errors import ConfigError
-from kfloop.rollout.analysis import STRATEGIES, Thresholds, plan_for
+from kfloop.names import DEFAULT_GATEWAY
+from kfloop.rollout.analysis import ROLLOUT_STRATEGIES, Thresholds, plan_for
 from kfloop.rollout.auto import AutoRollout
-from kfloop.rollout.targets.local import DEFAULT_GATEWAY
+from kfloop.rollout.factory import TARGET_KINDS, OptionNames, RolloutOptions, make_source, make_target
+
+FLAG_NAMES = OptionNames(target="--rollout_target", gateway_url="--gateway_url", prometheus_url="--prometheus_url")
 
 
-def add_flags(p: argparse.ArgumentParser) -> None:
+def add_flags(p: argparse.ArgumentParser, settings: Settings) -> None:
     p.add_argument(
         "--auto_rollout",
-        choices=STRATEGIES,
+        choices=ROLLOUT_STRATEGIES,
         default=None,
         help="analyse and roll out every registered version with this strategy (default: off)",
     )
     p.add_argument(
         "--rollout_target",
-        choices=("local", "kubernetes"),
+        choices=TARGET_KINDS,
         default="local",
         help="where the rollouts happen (default local: the kfloop serve gateway)",
     )
     p.add_argument(
         "--gateway_url",
-        default=os.environ.get("KFLOOP_GATEWAY_URL", DEFAULT_GATEWAY),
+        default=settings.gateway_url,
         help=f"the kfloop serve gateway (env KFLOOP_GATEWAY_URL, default {DEFAULT_GATEWAY})",
     )
     p.add_argument(
         "--prometheus_url",
-        default=os.environ.get("KFLOOP_PROMETHEUS_URL"),
+        default=settings.prometheus_url,
         help="Prometheus to read the revisions' traffic from (env KFLOOP_PROMETHEUS_URL; "
         "needed with --rollout_target kubernetes)",
     )
@@ -68,8 +71,8 @@ def make_auto_rollout(args: argparse.Namespace, store, outbox) -> AutoRollout | 
     """The ``AutoRollout`` the flags ask for, or None when ``--auto_rollout`` is not given."""
     if not args.auto_rollout:
         return None
-    if args.rollout_target == "kubernetes" and not args.prometheus_url:
-        raise ConfigError("--rollout_target kubernetes needs --prometheus_url to read the revisions' traffic")
+    options = rollout_options(args)
+    options.check_source()  # at start-up, not at the first registered version
     steps = _steps(args.rollout_steps)
     n_steps = (steps[0] if len(steps) == 1 else len(steps)) if steps else None  # linear: "4" or "25,50,75,100"
     plan = plan_for(
@@ -81,38 +84,26 @@ def make_auto_rollout(args: argparse.Namespace, store, outbox) -> AutoRollout | 
         timeout_seconds=args.rollout_step_timeout,
         warmup_seconds=args.rollout_warmup_seconds,
     )
-
-    def make_target():
-        if args.rollout_target == "local":
-            from kfloop.rollout.targets.local import LocalTarget
-
-            return LocalTarget(args.gateway_url)
-        from kfloop.rollout.targets.kubernetes import KubernetesTarget
-
-        return KubernetesTarget(namespace=args.rollout_namespace)
-
-    def make_source():
-        from kfloop.rollout.sources import LocalStatsSource, PrometheusSource
-
-        if args.prometheus_url:
-            return PrometheusSource(args.prometheus_url, args.rollout_namespace or _pod_namespace(), store=store)
-        return LocalStatsSource(args.gateway_url, store)
-
     return AutoRollout(
         store,
         plan,
         Thresholds.parse(args.rollout_thresholds),
-        make_target,
-        make_source,
+        lambda: make_target(options),
+        lambda target, model: make_source(options, target, store, model),
         outbox,
         event_source=f"{args.event_source}/rollout",
     )
 
 
-def _pod_namespace() -> str:
-    from kfloop.rollout.targets.kubernetes import SA_NAMESPACE_FILE
-
-    return SA_NAMESPACE_FILE.read_text().strip() if SA_NAMESPACE_FILE.is_file() else "default"
+def rollout_options(args: argparse.Namespace) -> RolloutOptions:
+    """The rollout target and traffic source the flags name."""
+    return RolloutOptions(
+        target=args.rollout_target,
+        gateway_url=args.gateway_url,
+        namespace=args.rollout_namespace,
+        prometheus_url=args.prometheus_url,
+        names=FLAG_NAMES,
+    )
 
 
 def _steps(text: str | None) -> list[int] | None:

@@ -205,7 +205,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     p.add_argument("--quality_window", type=int, default=200, help="labeled rows per quality window")
     p.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="larger requests get HTTP 413")
     p.add_argument("--log_level", default=settings.log_level, help="(env KFLOOP_LOG_LEVEL, default INFO)")
-    add_rollout_flags(p)
+    add_rollout_flags(p, settings)
     return p
 
 

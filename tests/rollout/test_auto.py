@@ -20,7 +20,12 @@ PLAN = plan_for("canary", steps=[20], hold_requests=100, poll_seconds=0.01, time
 
 def auto(registry, target, traffic, sink=None) -> AutoRollout:
     return AutoRollout(
-        registry.store, PLAN, Thresholds(min_requests=20, min_predictions=50), lambda: target, lambda: traffic, sink
+        registry.store,
+        PLAN,
+        Thresholds(min_requests=20, min_predictions=50),
+        lambda: target,
+        lambda target, model: traffic,
+        sink,
     )
 
 

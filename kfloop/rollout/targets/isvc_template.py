@@ -2,7 +2,7 @@
 
 The one source of truth is ``manifests/base/inferenceservice.yaml``. The installed package (the
 pipeline image) has no ``manifests/`` folder, so the manifest's text is copied verbatim into
-``BASE_YAML`` at the end of this module; ``tests/serving/test_rollout_k8s.py`` fails when the copy
+``BASE_YAML`` at the end of this module; ``tests/rollout/targets/test_kubernetes.py`` fails when the copy
 differs, and ``python -m kfloop.rollout.targets.isvc_template`` refreshes it from a checkout after the manifest changes.
 
 The object is the base with the model's name (``metadata.name`` and ``--model_name``), its

@@ -19,9 +19,9 @@ change makes the API server answer 409 instead of one writer silently undoing th
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from kfloop.config import Settings
 from kfloop.errors import ConfigError, KfloopError, RegistryError
 from kfloop.rollout.targets import isvc_template
 from kfloop.rollout.targets.isvc_status import (
@@ -240,8 +240,8 @@ def connect():
         namespace = SA_NAMESPACE_FILE.read_text().strip() if SA_NAMESPACE_FILE.is_file() else None
     except config.ConfigException as in_cluster:
         try:
-            # KUBECONFIG is read here, not when the kubernetes package was imported
-            kubeconfig_path = os.environ.get("KUBECONFIG") or None
+            # KUBECONFIG is read now, not when the kubernetes package was imported
+            kubeconfig_path = Settings.from_env().kubeconfig
             config.load_kube_config(config_file=kubeconfig_path, client_configuration=configuration)
             _, active = config.list_kube_config_contexts(config_file=kubeconfig_path)
             namespace = (active or {}).get("context", {}).get("namespace")

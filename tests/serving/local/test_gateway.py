@@ -30,9 +30,10 @@ import pytest
 from multidict import CIMultiDict
 
 from kfloop.cli.main import main as kfloop_main
-from kfloop.cli.rollout import format_status, make_target
+from kfloop.cli.rollout import format_status, rollout_options
 from kfloop.errors import ConfigError, InvalidRequest, KfloopError, RegistryError
 from kfloop.rollout import actions as rollout
+from kfloop.rollout.factory import make_target
 from kfloop.rollout.targets.local import LocalTarget
 from kfloop.serving.local.gateway import Gateway, split_pin
 from kfloop.serving.local.routing import RouteState, load_state, pick, save_state
@@ -196,13 +197,13 @@ def test_rollout_targets_and_status_lines(monkeypatch):
     args = argparse.Namespace(target=None, gateway="http://127.0.0.1:9", namespace=None)
     monkeypatch.setenv("KFLOOP_ROLLOUT_TARGET", "nowhere")
     with pytest.raises(ConfigError, match="'nowhere' is not a rollout target"):
-        make_target(args)
+        make_target(rollout_options(args))
     monkeypatch.setenv("KFLOOP_ROLLOUT_TARGET", "kubernetes")
     monkeypatch.setitem(sys.modules, "kfloop.rollout.targets.kubernetes", None)  # as if the module were not there
-    with pytest.raises(ConfigError, match="needs kfloop/rollout_k8s.py"):
-        make_target(args)
+    with pytest.raises(ConfigError, match="needs kfloop/rollout/targets/kubernetes.py"):
+        make_target(rollout_options(args))
     monkeypatch.delenv("KFLOOP_ROLLOUT_TARGET")
-    target = make_target(args)
+    target = make_target(rollout_options(args))
     with pytest.raises(KfloopError, match="no kfloop serve at http://127.0.0.1:9; start it with `kfloop serve`"):
         target.status(MODEL)
     doc = {
