@@ -23,7 +23,7 @@ from pathlib import Path
 
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, ModelNotFound
-from kfloop.inference.codec import v2_input_metadata
+from kfloop.inference.tensors import v2_input_metadata
 from kfloop.rollout.actions import DEPLOYABLE_STAGES
 from kfloop.schema import FeatureSchema
 from kfloop.store.objects import open_store

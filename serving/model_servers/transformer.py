@@ -3,14 +3,15 @@ captures what was served, and watches the served inputs for drift.
 
 For each request (KServe V1 or V2) the transformer:
 
-1. decodes it with ``kfloop.inference.codec.RequestDecoder`` (the training schema's encoding); a malformed
-   request is HTTP 400 naming the field and never reaches the predictor;
+1. decodes it with ``kfloop.inference.requests.RequestDecoder`` (the training schema's encoding); a
+   malformed request is HTTP 400 naming the field and never reaches the predictor;
 2. forwards it to the predictor (``--predictor_host``, ``--predictor_protocol``) over pooled
    keep-alive connections (``predictor_client``, ``http_pool``): the body as received (a V2 body
    without an id gets the request id); rebuilt from the decoded matrix only when the client's
-   protocol is not the predictor's. The predictor's answer goes back as received, or converted to
-   the client's protocol. Its 4xx reach the client with their status and message (KServe's default
-   would be 500; see ``predictor_client``);
+   protocol is not the predictor's (``kfloop.inference.requests.request_in``). The predictor's answer
+   goes back as received, or converted to the client's protocol (``responses.answer_in``). Its 4xx
+   reach the client with their status and message (KServe's default would be 500; see
+   ``predictor_client``);
 3. hands one capture record per row (request id, time, features by name, unseen categories,
    prediction, model version, revision) to a ``CaptureWriter`` (buffered, written in batches from a
    thread; a full or unreachable store drops and counts records, it never slows the request);
@@ -61,14 +62,24 @@ from kfloop.config import Settings
 from kfloop.errors import ConfigError, InvalidRequest, StorageError
 from kfloop.events.cloudevents import rfc3339_now
 from kfloop.events.outbox import Outbox
-from kfloop.inference.codec import DEFAULT_MAX_BATCH, Decoded, RequestDecoder, Tensor, v2_tensors
+from kfloop.inference.requests import (
+    DEFAULT_MAX_BATCH,
+    Decoded,
+    RequestDecoder,
+    request_in,
+    v1_rows,
+    v2_rows,
+    v2_tensors,
+)
+from kfloop.inference.responses import answer_in, answer_predictions
+from kfloop.inference.tensors import Tensor
 from kfloop.monitoring.capture import CaptureWriter
 from kfloop.monitoring.capture_format import FORMATS
-from kfloop.monitoring.capture_rows import request_records, unseen_by_row, v1_rows, v2_predictions, v2_rows
+from kfloop.monitoring.capture_rows import request_records, unseen_by_row
 from kfloop.monitoring.drift import BACKENDS, load_detector
 from kfloop.monitoring.drift_monitor import DEFAULT_CPU_SHARE, DEFAULT_MAX_PENDING_ROWS, DriftMonitor
 from kfloop.monitoring.drift_window import WindowedDrift
-from kfloop.names import captures_prefix, key_segment
+from kfloop.names import REQUEST_ID_HEADER, REVISION_HEADER, captures_prefix, key_segment
 from kfloop.schema import FeatureSchema
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.model_servers import transformer_metrics as metrics
@@ -80,9 +91,6 @@ from kfloop.serving.model_servers.predictor_client import (
     PredictorRejected,
     add_error_handler,
     forwarded_headers,
-    v1_body,
-    v2_answer,
-    v2_body,
 )
 from kfloop.serving.model_servers.startup import (
     freeze_heap,
@@ -99,7 +107,6 @@ from kfloop.store.objects import ObjectStore, S3Store, open_store
 logger = logging.getLogger("kfloop.serving.model_servers.transformer")  # not "__main__" under python -m
 
 DEFAULT_MODEL_DIR = "/mnt/models"
-REVISION_HEADER = "x-kfloop-revision"  # from the local gateway: the role of the revision it forwarded to
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,7 +214,7 @@ class DriftTransformer(kserve.Model):
             raw = orjson.dumps({**body, "id": request_id})
         answer, predictor = await self._serve(protocol, body, tensors, headers, request_id, raw)
         same = protocol == self.client.protocol and predictor.content is not None
-        return Reply(predictor.content if same else orjson.dumps(answer), {"x-request-id": request_id})
+        return Reply(predictor.content if same else orjson.dumps(answer), {REQUEST_ID_HEADER: request_id})
 
     def validate(self, payload: Any) -> Any:
         """KServe's check before ``predict``; a body not sent as JSON is a 400 here (KServe's own check
@@ -235,7 +242,7 @@ class DriftTransformer(kserve.Model):
             request_id = _request_id(headers, None)
             answer, _ = await self._serve("v1", payload, None, headers, request_id, payload)
         if response_headers is not None:
-            response_headers["x-request-id"] = request_id
+            response_headers[REQUEST_ID_HEADER] = request_id
         return answer
 
     async def _serve(
@@ -255,20 +262,15 @@ class DriftTransformer(kserve.Model):
         decoded = self._decode(body, tensors)
         sent = forwarded_headers(headers, request_id)
         if protocol != self.client.protocol:
-            forward, json_length = (
-                (v1_body(decoded, self.schema) if protocol == "v2" else v2_body(decoded, self.schema, request_id)),
-                None,
-            )
+            forward, json_length = request_in(self.client.protocol, decoded, self.schema, request_id), None
         try:
             predictor = await self.client.infer(forward, sent, json_length)
         except (PredictorRejected, PredictorError) as e:
             metrics.PREDICTOR_ERRORS.labels(self.name, str(e.status)).inc()
             raise
         answer = predictor.doc
-        if protocol == "v2" and self.client.protocol == "v1":
-            answer = v2_answer(self.name, predictor.version or self.version, request_id, answer["predictions"])
-        elif protocol == "v1" and self.client.protocol == "v2":
-            answer = {"predictions": v2_predictions(answer["outputs"])}
+        if protocol != self.client.protocol:
+            answer = answer_in(protocol, answer, self.name, predictor.version or self.version, request_id)
         self._observe(body, tensors, decoded, answer, request_id, predictor.version, headers.get(REVISION_HEADER))
         return answer, predictor
 
@@ -302,7 +304,7 @@ class DriftTransformer(kserve.Model):
         try:
             names = self.schema.names
             rows = v2_rows(tensors, names) if tensors is not None else v1_rows(body, names)
-            predictions = answer["predictions"] if "predictions" in answer else v2_predictions(answer["outputs"])
+            predictions = answer_predictions(answer)
             version = str(served or answer.get("model_version") or self.version)
             self.capture.add(
                 request_records(
@@ -328,7 +330,7 @@ class DriftTransformer(kserve.Model):
 def _request_id(headers: dict[str, str], v2_id: str | None) -> str:
     """The client's ``x-request-id`` or ``ce-id`` header, else the V2 request id, else a new id.
     (A V2 id goes out in a header: one that is not printable ASCII is refused.)"""
-    given = headers.get("x-request-id") or headers.get("ce-id")
+    given = headers.get(REQUEST_ID_HEADER) or headers.get("ce-id")
     if given:
         return given
     if v2_id and not (v2_id.isascii() and v2_id.isprintable()):
