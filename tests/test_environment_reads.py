@@ -16,9 +16,13 @@ ALLOWED = {
 
 
 def environment_reads(path) -> list[int]:
-    """Line numbers of ``os.environ.get(...)``, ``os.environ[...]`` loads and ``os.getenv(...)``."""
+    """Line numbers of ``os.environ.get(...)``, ``os.environ[...]`` loads, ``os.getenv(...)`` and
+    ``os.environ`` as a parameter's default (a function that reads it later)."""
     lines = []
     for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.arguments):
+            defaults = [*node.defaults, *(d for d in node.kw_defaults if d is not None)]
+            lines += [d.lineno for d in defaults if ast.unparse(d) in ("os.environ", "environ")]
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             target = ast.unparse(node.func)
             if target in ("os.environ.get", "os.getenv", "environ.get", "getenv"):
@@ -41,5 +45,8 @@ def test_only_config_reads_the_environment():
 
 def test_the_check_finds_a_read(tmp_path):
     sample = tmp_path / "m.py"
-    sample.write_text("import os\nx = os.environ.get('KFLOOP_X')\ny = os.environ['HOME']\nz = {**os.environ}\n")
-    assert environment_reads(sample) == [2, 3]
+    sample.write_text(
+        "import os\nx = os.environ.get('KFLOOP_X')\ny = os.environ['HOME']\nz = {**os.environ}\n"
+        "def f(env=os.environ):\n    return env\n"
+    )
+    assert sorted(environment_reads(sample)) == [2, 3, 5]

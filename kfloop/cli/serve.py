@@ -218,7 +218,7 @@ def initial_version(registry: Registry, model: str, exclude: int | None = None) 
 
 def example_requests(schema: FeatureSchema) -> tuple[dict, dict]:
     """A one-row V1 and V2 request body for ``schema`` (0 for numbers, the first category)."""
-    from kfloop.inference.codec import v2_input_metadata
+    from kfloop.inference.tensors import v2_input_metadata
 
     values = [f.categories[0] if f.kind == "categorical" and f.categories else 0.0 for f in schema.features]
     v1 = {"instances": [dict(zip(schema.names, values))]}

@@ -3,11 +3,11 @@
 An adapter in the shape of KServe's xgbserver: ``load()`` verifies the bundle and loads the
 booster from UBJSON; ``infer_json()`` (plain JSON requests, through ``serving/fast_path.py``) and
 ``predict()`` (KServe's own path: binary V2 bodies, gRPC, requested V2 outputs, and every request
-with ``--request_logging``) decode the request with ``kfloop.inference.codec.RequestDecoder``
+with ``--request_logging``) decode the request with ``kfloop.inference.requests.RequestDecoder``
 (the schema's encoding, as in training), runs the booster off the event loop (by default through
 a ``MicroBatcher`` that predicts the rows of concurrent requests in one call) and encodes the
-answer. A malformed request (or a body not sent as JSON) is HTTP 400 with a message naming the
-field; unseen categorical values are served as missing and counted in
+answer with ``kfloop.inference.responses``. A malformed request (or a body not sent as JSON) is
+HTTP 400 with a message naming the field; unseen categorical values are served as missing and counted in
 ``kfloop_predictor_unseen_categories_total`` on ``/metrics``. The model version in responses (the
 V2 body, the ``x-kfloop-model-version`` header of V1 and V2 answers) and metadata is
 ``--model_version``, else the registered version of a registry reference.
@@ -36,20 +36,14 @@ from kserve.utils.utils import strtobool
 from prometheus_client import Counter
 
 from kfloop.errors import ConfigError, InvalidRequest
-from kfloop.inference.codec import (
-    DEFAULT_MAX_BATCH,
-    Decoded,
-    RequestDecoder,
-    encode_response,
-    encode_v2_output,
-    v2_input_metadata,
-    v2_output_metadata,
-)
+from kfloop.inference.requests import DEFAULT_MAX_BATCH, Decoded, RequestDecoder, requests_outputs
+from kfloop.inference.responses import encode_predictions, encode_v2_output, v1_answer, v2_answer
+from kfloop.inference.tensors import v2_input_metadata, v2_output_metadata
+from kfloop.names import MODEL_VERSION_HEADER
 from kfloop.schema import FeatureSchema
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.model_servers.batching import MicroBatcher
 from kfloop.serving.model_servers.fast_path import InferenceFastPath, Reply, UseKServePath, wrap_application
-from kfloop.serving.model_servers.predictor_client import MODEL_VERSION_HEADER
 from kfloop.serving.model_servers.startup import (
     freeze_heap,
     install_event_loop,
@@ -128,27 +122,13 @@ class XGBoostPredictor(kserve.Model):
         """A plain JSON request (``serving/fast_path.py``), answered as KServe's path answers it."""
         if protocol == "v1":
             pred = await self._predict(self._decoded(self.decoder.decode_v1, body))
-            doc = {"predictions": encode_response(self.schema, pred)}
+            doc = v1_answer(encode_predictions(self.schema, pred))
         else:
-            if _wants_requested_outputs(body):
+            if requests_outputs(body):  # KServe's path answers those
                 raise UseKServePath()
             pred = await self._predict(self._decoded(self.decoder.decode_v2, body))
-            out = encode_v2_output(self.schema, pred)
-            doc = {
-                "model_name": self.name,
-                "model_version": self.version,
-                "id": body.get("id") or str(uuid.uuid4()),
-                "parameters": None,
-                "outputs": [
-                    {
-                        "name": out.name,
-                        "shape": out.shape,
-                        "datatype": out.datatype,
-                        "parameters": None,
-                        "data": out.data.ravel().tolist(),
-                    }
-                ],
-            }
+            output = encode_v2_output(self.schema, pred)
+            doc = v2_answer(self.name, self.version, body.get("id") or str(uuid.uuid4()), output)
         return Reply(orjson.dumps(doc), self._version_header)
 
     async def predict(
@@ -169,7 +149,7 @@ class XGBoostPredictor(kserve.Model):
             response_headers.update(self._version_header)
         if isinstance(payload, InferRequest):
             return self._v2_response(payload, pred)
-        return {"predictions": encode_response(self.schema, pred)}
+        return v1_answer(encode_predictions(self.schema, pred))
 
     @property
     def _version_header(self) -> dict[str, str]:
@@ -206,14 +186,6 @@ class XGBoostPredictor(kserve.Model):
             use_binary_outputs=request.use_binary_outputs,
             requested_outputs=request.request_outputs,
         )
-
-
-def _wants_requested_outputs(body: Any) -> bool:
-    """A V2 request naming its outputs or asking for binary data: KServe's path answers it."""
-    parameters = body.get("parameters") if isinstance(body, dict) else None
-    return isinstance(body, dict) and (
-        "outputs" in body or (isinstance(parameters, dict) and "binary_data_output" in parameters)
-    )
 
 
 class VersionedDataPlane(DataPlane):

@@ -14,8 +14,8 @@ HTTP 500: a client whose request the predictor refused would be told the server 
 error body ``{"error": message}``. ``infer`` also returns the model version the predictor names in
 its ``x-kfloop-model-version`` header (V1 answers carry no version in the body) and the body as
 received, which the transformer's fast path passes on without encoding it again. When the client's
-protocol is not the predictor's, the body is rebuilt from the decoded matrix (``v1_body`` /
-``v2_body``) and the answer converted back.
+protocol is not the predictor's, the transformer sends a body rebuilt by ``kfloop.inference.requests``
+and converts the answer with ``kfloop.inference.responses``.
 
 The connections are ``serving/http_pool.py``'s (keep-alive, httptools): a call costs ~0.10 ms of
 CPU, against ~0.27 ms with aiohttp and ~0.8-1 ms with httpx, whose pool checks every pooled
@@ -25,21 +25,18 @@ connection on each request (``benchmarks/predictor_client.py``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import NamedTuple
 
-import numpy as np
 import orjson
 from fastapi.responses import JSONResponse
 from kserve.errors import InvalidInput
 
-from kfloop.inference.codec import OUTPUT_NAME, Decoded
-from kfloop.schema import FeatureSchema
+from kfloop.names import MODEL_VERSION_HEADER, REQUEST_ID_HEADER
 from kfloop.serving.model_servers.http_pool import HttpPool, UpstreamClosed, UpstreamUnreachable
 
 INFERENCE_HEADER = "inference-header-content-length"
-MODEL_VERSION_HEADER = "x-kfloop-model-version"  # set by kfloop's predictor: the version that answered
 FORWARDED_HEADERS = (
     "authorization",
     "traceparent",
@@ -150,7 +147,7 @@ class _Answer(NamedTuple):
 def forwarded_headers(headers: Mapping[str, str] | None, request_id: str) -> dict[str, str]:
     """Tracing and authorization headers of the client's request, and the request id."""
     out = {k: headers[k] for k in FORWARDED_HEADERS if headers and k in headers}
-    out["x-request-id"] = request_id
+    out[REQUEST_ID_HEADER] = request_id
     return out
 
 
@@ -191,59 +188,3 @@ async def error_handler(_, exc: PredictorError) -> JSONResponse:
 def add_error_handler(app) -> None:
     """Answer ``PredictorError`` with its status (KServe would answer 500)."""
     app.add_exception_handler(PredictorError, error_handler)
-
-
-# -- bodies for a predictor on the other protocol -----------------------------------------------
-
-
-def v1_body(decoded: Decoded, schema: FeatureSchema) -> dict:
-    """``{"instances": [...]}`` in schema order from the decoded matrix (missing/unseen as null)."""
-    return {"instances": [list(row) for row in zip(*_columns(decoded, schema))]}
-
-
-def v2_body(decoded: Decoded, schema: FeatureSchema, request_id: str) -> dict:
-    """V2 inputs, one per feature (BYTES for categorical, FP64 for numeric), from the decoded matrix."""
-    inputs = [
-        {
-            "name": f.name,
-            "shape": [decoded.n_rows],
-            "datatype": "BYTES" if f.kind == "categorical" else "FP64",
-            "data": column,
-        }
-        for f, column in zip(schema.features, _columns(decoded, schema))
-    ]
-    return {"id": request_id, "inputs": inputs}
-
-
-def v2_answer(model_name: str, version: str | None, request_id: str, predictions: Sequence) -> dict:
-    """A V2 answer with the ``predictions`` output, from V1 predictions (as KServe's V2 answers are
-    written: every field, ``parameters`` null)."""
-    values = np.asarray(predictions, dtype=np.float32)
-    return {
-        "model_name": model_name,
-        "model_version": version,
-        "id": request_id,
-        "parameters": None,
-        "outputs": [
-            {
-                "name": OUTPUT_NAME,
-                "shape": list(values.shape),
-                "datatype": "FP32",
-                "parameters": None,
-                "data": values.ravel().tolist(),
-            }
-        ],
-    }
-
-
-def _columns(decoded: Decoded, schema: FeatureSchema) -> list[list]:
-    """Each feature's values: numbers, category names, None for missing (float32 round-trips exactly)."""
-    columns = []
-    for j, feature in enumerate(schema.features):
-        values = decoded.X[:, j].tolist()
-        if feature.kind == "categorical":
-            categories = feature.categories
-            columns.append([None if v != v else categories[int(v)] for v in values])
-        else:
-            columns.append([None if v != v else v for v in values])
-    return columns

@@ -25,7 +25,7 @@ from kserve.protocol.infer_type import InferRequest
 
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, KfloopError
-from kfloop.inference.codec import Tensor
+from kfloop.inference.tensors import Tensor
 from kfloop.store.objects import open_store
 from kfloop.store.registry import ModelRef, Registry
 

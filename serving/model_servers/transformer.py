@@ -3,14 +3,15 @@ captures what was served, and watches the served inputs for drift.
 
 For each request (KServe V1 or V2) the transformer:
 
-1. decodes it with ``kfloop.inference.codec.RequestDecoder`` (the training schema's encoding); a malformed
-   request is HTTP 400 naming the field and never reaches the predictor;
+1. decodes it with ``kfloop.inference.requests.RequestDecoder`` (the training schema's encoding); a
+   malformed request is HTTP 400 naming the field and never reaches the predictor;
 2. forwards it to the predictor (``--predictor_host``, ``--predictor_protocol``) over pooled
    keep-alive connections (``predictor_client``, ``http_pool``): the body as received (a V2 body
    without an id gets the request id); rebuilt from the decoded matrix only when the client's
-   protocol is not the predictor's. The predictor's answer goes back as received, or converted to
-   the client's protocol. Its 4xx reach the client with their status and message (KServe's default
-   would be 500; see ``predictor_client``);
+   protocol is not the predictor's (``kfloop.inference.requests.request_in``). The predictor's answer
+   goes back as received, or converted to the client's protocol (``responses.answer_in``). Its 4xx
+   reach the client with their status and message (KServe's default would be 500; see
+   ``predictor_client``);
 3. hands one capture record per row (request id, time, features by name, unseen categories,
    prediction, model version, revision) to a ``CaptureWriter`` (buffered, written in batches from a
    thread; a full or unreachable store drops and counts records, it never slows the request);
@@ -44,7 +45,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -60,14 +60,24 @@ from kserve.utils.utils import strtobool
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, InvalidRequest, StorageError
 from kfloop.events.outbox import Outbox
-from kfloop.inference.codec import DEFAULT_MAX_BATCH, Decoded, RequestDecoder, Tensor, v2_tensors
+from kfloop.inference.requests import (
+    DEFAULT_MAX_BATCH,
+    Decoded,
+    RequestDecoder,
+    request_in,
+    v1_rows,
+    v2_rows,
+    v2_tensors,
+)
+from kfloop.inference.responses import answer_in, answer_predictions
+from kfloop.inference.tensors import Tensor
 from kfloop.monitoring.capture import CaptureWriter
 from kfloop.monitoring.capture_format import FORMATS
-from kfloop.monitoring.capture_rows import request_records, unseen_by_row, v1_rows, v2_predictions, v2_rows
+from kfloop.monitoring.capture_rows import request_records, unseen_by_row
 from kfloop.monitoring.drift import BACKENDS, load_detector
 from kfloop.monitoring.drift_monitor import DEFAULT_CPU_SHARE, DEFAULT_MAX_PENDING_ROWS, DriftMonitor
 from kfloop.monitoring.drift_window import WindowedDrift
-from kfloop.names import captures_prefix, key_segment
+from kfloop.names import REQUEST_ID_HEADER, REVISION_HEADER, captures_prefix, key_segment
 from kfloop.schema import FeatureSchema
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.model_servers import transformer_metrics as metrics
@@ -79,9 +89,6 @@ from kfloop.serving.model_servers.predictor_client import (
     PredictorRejected,
     add_error_handler,
     forwarded_headers,
-    v1_body,
-    v2_answer,
-    v2_body,
 )
 from kfloop.serving.model_servers.startup import (
     freeze_heap,
@@ -99,7 +106,6 @@ from kfloop.timestamps import rfc3339
 logger = logging.getLogger("kfloop.serving.model_servers.transformer")  # not "__main__" under python -m
 
 DEFAULT_MODEL_DIR = "/mnt/models"
-REVISION_HEADER = "x-kfloop-revision"  # from the local gateway: the role of the revision it forwarded to
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,7 +213,7 @@ class DriftTransformer(kserve.Model):
             raw = orjson.dumps({**body, "id": request_id})
         answer, predictor = await self._serve(protocol, body, tensors, headers, request_id, raw)
         same = protocol == self.client.protocol and predictor.content is not None
-        return Reply(predictor.content if same else orjson.dumps(answer), {"x-request-id": request_id})
+        return Reply(predictor.content if same else orjson.dumps(answer), {REQUEST_ID_HEADER: request_id})
 
     def validate(self, payload: Any) -> Any:
         """KServe's check before ``predict``; a body not sent as JSON is a 400 here (KServe's own check
@@ -235,7 +241,7 @@ class DriftTransformer(kserve.Model):
             request_id = _request_id(headers, None)
             answer, _ = await self._serve("v1", payload, None, headers, request_id, payload)
         if response_headers is not None:
-            response_headers["x-request-id"] = request_id
+            response_headers[REQUEST_ID_HEADER] = request_id
         return answer
 
     async def _serve(
@@ -255,20 +261,15 @@ class DriftTransformer(kserve.Model):
         decoded = self._decode(body, tensors)
         sent = forwarded_headers(headers, request_id)
         if protocol != self.client.protocol:
-            forward, json_length = (
-                (v1_body(decoded, self.schema) if protocol == "v2" else v2_body(decoded, self.schema, request_id)),
-                None,
-            )
+            forward, json_length = request_in(self.client.protocol, decoded, self.schema, request_id), None
         try:
             predictor = await self.client.infer(forward, sent, json_length)
         except (PredictorRejected, PredictorError) as e:
             metrics.PREDICTOR_ERRORS.labels(self.name, str(e.status)).inc()
             raise
         answer = predictor.doc
-        if protocol == "v2" and self.client.protocol == "v1":
-            answer = v2_answer(self.name, predictor.version or self.version, request_id, answer["predictions"])
-        elif protocol == "v1" and self.client.protocol == "v2":
-            answer = {"predictions": v2_predictions(answer["outputs"])}
+        if protocol != self.client.protocol:
+            answer = answer_in(protocol, answer, self.name, predictor.version or self.version, request_id)
         self._observe(body, tensors, decoded, answer, request_id, predictor.version, headers.get(REVISION_HEADER))
         return answer, predictor
 
@@ -302,7 +303,7 @@ class DriftTransformer(kserve.Model):
         try:
             names = self.schema.names
             rows = v2_rows(tensors, names) if tensors is not None else v1_rows(body, names)
-            predictions = answer["predictions"] if "predictions" in answer else v2_predictions(answer["outputs"])
+            predictions = answer_predictions(answer)
             version = str(served or answer.get("model_version") or self.version)
             self.capture.add(
                 request_records(
@@ -328,7 +329,7 @@ class DriftTransformer(kserve.Model):
 def _request_id(headers: dict[str, str], v2_id: str | None) -> str:
     """The client's ``x-request-id`` or ``ce-id`` header, else the V2 request id, else a new id.
     (A V2 id goes out in a header: one that is not printable ASCII is refused.)"""
-    given = headers.get("x-request-id") or headers.get("ce-id")
+    given = headers.get(REQUEST_ID_HEADER) or headers.get("ce-id")
     if given:
         return given
     if v2_id and not (v2_id.isascii() and v2_id.isprintable()):
@@ -418,14 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_sink(args: argparse.Namespace, env=os.environ) -> str | None:
+def resolve_sink(args: argparse.Namespace, settings: Settings) -> str | None:
     """``--sink_url``, else ``K_SINK`` (set by a Knative SinkBinding), else None (events stay in the outbox)."""
-    return args.sink_url or env.get("K_SINK") or None
+    return args.sink_url or settings.sink_url or None
 
 
-def ce_extensions(env=os.environ) -> dict:
+def ce_extensions(settings: Settings) -> dict:
     """The extension attributes of Knative's ``K_CE_OVERRIDES`` (``{"extensions": {...}}``)."""
-    raw = env.get("K_CE_OVERRIDES")
+    raw = settings.ce_overrides
     if not raw:
         return {}
     try:
@@ -461,7 +462,7 @@ def _check_args(args: argparse.Namespace) -> None:
         )
 
 
-def options_from(args: argparse.Namespace) -> TransformerOptions:
+def options_from(args: argparse.Namespace, settings: Settings) -> TransformerOptions:
     return TransformerOptions(
         revision=args.revision,
         event_source=args.event_source,
@@ -475,7 +476,7 @@ def options_from(args: argparse.Namespace) -> TransformerOptions:
         capture_flush_seconds=args.capture_flush_seconds,
         capture_max_buffer=args.capture_max_buffer,
         shutdown_seconds=args.shutdown_seconds,
-        ce_extensions=ce_extensions(),
+        ce_extensions=ce_extensions(settings),
     )
 
 
@@ -512,7 +513,7 @@ def serve(args: argparse.Namespace) -> None:
     outbox = Outbox.for_settings(
         settings,
         f"drift-{key_segment(args.model_name)}-{key_segment(args.revision)}",
-        resolve_sink(args),
+        resolve_sink(args, settings),
         backoff_max=args.outbox_backoff_max,
     )
     model = DriftTransformer(
@@ -521,7 +522,7 @@ def serve(args: argparse.Namespace) -> None:
         open_capture_store(settings),
         outbox,
         client,
-        options_from(args),
+        options_from(args, settings),
         args.model_version or registered_version,
     )
     model.load()

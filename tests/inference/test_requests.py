@@ -1,4 +1,5 @@
-"""Request decoding (kfloop.inference.codec): the same matrix as training's encoding, and errors that name the field."""
+"""Requests (kfloop.inference.requests): decoded into the same matrix as training's encoding, with errors
+that name the field; read back as rows by feature name; rebuilt in the other protocol."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import pandas as pd
 import pytest
 
 from kfloop.errors import InvalidRequest
-from kfloop.inference.codec import (
+from kfloop.inference.requests import (
     RequestDecoder,
-    Tensor,
-    encode_response,
-    encode_v2_output,
-    v2_input_metadata,
-    v2_output_metadata,
+    request_in,
+    requests_outputs,
+    v1_request,
+    v1_rows,
+    v2_request,
+    v2_rows,
 )
+from kfloop.inference.tensors import Tensor
 from kfloop.schema import Feature, FeatureSchema, infer_schema
+from kfloop.training.samples import churn
 
 FRAME = pd.DataFrame(
     {
@@ -64,6 +68,30 @@ def test_unseen_categories_are_missing_and_counted_but_missing_ones_are_not():
     )
     assert np.isnan(decoded.X[:3, 2]).all() and decoded.X[3, 2] == SCHEMA.feature("plan").categories.index("pro")
     assert decoded.unseen == {"plan": 2}
+
+
+# The decoder is the schema's encoding reimplemented for speed: these hold the two equal.
+EDGE_VALUES = [
+    ("numeric strings", {"age": ["31", " 45 ", "1e1"]}),
+    ("booleans and ints", {"age": [True, False, 7], "income": [1, 0, -3]}),
+    ("missing", {"income": [None, float("nan"), None], "plan": [None, float("nan"), None]}),
+    ("unseen categories", {"plan": ["gold", "pro", "Pro"]}),
+    ("categories as numbers", {"plan": [1, 2.0, True]}),
+]
+
+
+@pytest.mark.parametrize("columns", [c for _, c in EDGE_VALUES], ids=[i for i, _ in EDGE_VALUES])
+def test_the_decoder_encodes_edge_values_as_the_schema_does(columns):
+    values = {"age": [30, 40, 50], "income": [1.5, 2.5, 3.5], "plan": ["pro", "basic", "team"], **columns}
+    rows = [list(row) for row in zip(*(values[name] for name in SCHEMA.names))]
+    assert_same(RequestDecoder(SCHEMA).decode_v1({"instances": rows}).X, SCHEMA.encode_columns(values, 3))
+
+
+def test_the_decoder_encodes_the_churn_sample_as_training_does():
+    df = churn(500, seed=3)
+    schema = infer_schema(df, "churn")
+    rows = [[None if pd.isna(v) else v for v in row] for row in df[schema.names].itertuples(index=False)]
+    assert_same(RequestDecoder(schema).decode_v1({"instances": rows}).X, schema.encode_frame(df))
 
 
 def test_categorical_numbers_use_the_schemas_label_keys():
@@ -215,26 +243,60 @@ def test_v2_json_bodies_that_do_not_fit_the_protocol_name_the_field(body, messag
     assert message in str(error.value)
 
 
-# -- responses and metadata --------------------------------------------------------------------------
+def test_requests_naming_outputs_or_binary_output_data():
+    assert requests_outputs({"inputs": [], "outputs": [{"name": "predictions"}]})
+    assert requests_outputs({"inputs": [], "parameters": {"binary_data_output": True}})
+    assert not requests_outputs({"inputs": [], "parameters": {"content_type": "np"}})
+    assert not requests_outputs({"inputs": [], "parameters": None})
+    assert not requests_outputs([1])
 
 
-def test_responses_by_task():
-    probabilities = np.array([[0.25, 0.75], [0.5, 0.5]], np.float32)
-    assert encode_response(SCHEMA, probabilities) == [[0.25, 0.75], [0.5, 0.5]]
-    regression = FeatureSchema("y", "regression", SCHEMA.features)
-    assert encode_response(regression, np.array([1.5, 2.0], np.float32)) == [1.5, 2.0]
-    with pytest.raises(ValueError, match="2-D"):
-        encode_response(SCHEMA, np.array([0.1, 0.2]))
-    out = encode_v2_output(SCHEMA, probabilities.astype(np.float64))
-    assert (out.name, out.shape, out.datatype, out.data.dtype) == ("predictions", [2, 2], "FP32", np.float32)
+# -- rows by feature name ------------------------------------------------------------------------------
 
 
-def test_v2_metadata():
-    assert v2_input_metadata(SCHEMA) == [
-        {"name": "age", "datatype": "FP32", "shape": [-1]},
-        {"name": "income", "datatype": "FP32", "shape": [-1]},
-        {"name": "plan", "datatype": "BYTES", "shape": [-1]},
+def test_v1_rows_by_feature_name_from_lists_and_objects():
+    lists = {"instances": [[31, None, "pro"], [45, 2.5, "gold"]]}
+    expected = [{"age": 31, "income": None, "plan": "pro"}, {"age": 45, "income": 2.5, "plan": "gold"}]
+    assert v1_rows(lists, SCHEMA.names) == expected
+    assert v1_rows({"instances": expected}, SCHEMA.names) == expected
+
+
+def test_v2_rows_by_feature_name_from_inputs_per_feature():
+    rows = v2_rows(list(reversed(named_inputs(FRAME.head(2)))), SCHEMA.names)
+    assert rows == [{"age": 31, "income": 52.5, "plan": "pro"}, {"age": 45, "income": None, "plan": "basic"}]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [[31, 52.5, 45, None], [[31, 52.5], [45, None]], np.array([[31, 52.5], [45, 7]], np.float32)],
+    ids=["flat", "nested", "ndarray"],
+)
+def test_v2_rows_by_feature_name_from_one_matrix(data):
+    rows = v2_rows([Tensor("input-0", [2, 2], "FP32", data)], NUMERIC.names)
+    assert [list(r) for r in rows] == [["age", "income"]] * 2
+    assert rows[0] == {"age": 31, "income": 52.5} and rows[1]["age"] == 45
+    assert all(type(v) in (int, float, type(None)) for r in rows for v in r.values())  # JSON values
+
+
+# -- requests in the other protocol ------------------------------------------------------------------
+
+
+def test_a_v1_request_rebuilt_from_the_matrix_decodes_to_it():
+    decoded = RequestDecoder(SCHEMA).decode_v1({"instances": [[31, None, "pro"], [45.5, 2.5, "gold"]]})
+    body = request_in("v1", decoded, SCHEMA, "r-1")
+    assert body == v1_request(decoded, SCHEMA) == {"instances": [[31.0, None, "pro"], [45.5, 2.5, None]]}
+    assert_same(RequestDecoder(SCHEMA).decode_v1(body).X, decoded.X)
+
+
+def test_a_v2_request_rebuilt_from_the_matrix_decodes_to_it():
+    decoded = RequestDecoder(SCHEMA).decode_v1({"instances": rows_of(FRAME)})
+    body = request_in("v2", decoded, SCHEMA, "r-2")
+    assert body == v2_request(decoded, SCHEMA, "r-2")
+    assert body["id"] == "r-2"
+    assert [(i["name"], i["shape"], i["datatype"]) for i in body["inputs"]] == [
+        ("age", [5], "FP64"),
+        ("income", [5], "FP64"),
+        ("plan", [5], "BYTES"),
     ]
-    assert v2_output_metadata(SCHEMA) == [{"name": "predictions", "datatype": "FP32", "shape": [-1, 2]}]
-    regression = FeatureSchema("y", "regression", SCHEMA.features)
-    assert v2_output_metadata(regression)[0]["shape"] == [-1]
+    assert body["inputs"][2]["data"] == ["pro", "basic", None, "team", "pro"]
+    assert_same(RequestDecoder(SCHEMA).decode_v2(body).X, SCHEMA.encode_frame(FRAME))
