@@ -22,6 +22,7 @@ from pathlib import Path
 from kfloop.config import Settings
 from kfloop.demo.timeline import Timeline
 from kfloop.errors import KfloopError
+from kfloop.names import CAPTURES_PREFIX, EVENTS_PREFIX, FEEDBACK_PREFIX, TRIGGER_PREFIX
 from kfloop.store.registry import Registry
 
 MODEL = "churn"
@@ -92,7 +93,10 @@ def fresh_model(registry: Registry, home: Path) -> str:
         name = MODEL if n == 1 else f"{MODEL}-{n}"
         if name in taken or (home / "serving" / name).exists():
             continue
-        if not any(store.list(f"{prefix}/{name}/") for prefix in ("events", "trigger", "captures", "feedback")):
+        if not any(
+            store.list(f"{prefix}/{name}/")
+            for prefix in (EVENTS_PREFIX, TRIGGER_PREFIX, CAPTURES_PREFIX, FEEDBACK_PREFIX)
+        ):
             return name
     raise DemoFailed(f"no free model name {MODEL}-N in {store.uri('')}; use --model")
 

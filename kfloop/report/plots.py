@@ -17,16 +17,18 @@ matplotlib.use("Agg")  # no display, no GUI toolkit: must come before pyplot
 import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
+from kfloop import names  # noqa: E402
+
 P_FLOOR = 1e-16  # p-values of 0 drawn here on the log axis
 WIDTH, HEIGHT, DPI = 10.0, 3.6, 96
 MIN_SPAN = dt.timedelta(minutes=10)
 MARGINS = {"left": 0.09, "right": 0.80, "bottom": 0.2, "top": 0.9}
 LANES = [
-    ("io.kfloop.drift.detected", "drift", "tab:red", "v"),
-    ("io.kfloop.quality.degraded", "quality degraded", "tab:orange", "D"),
-    ("io.kfloop.retrain.started", "retrain started", "tab:blue", ">"),
-    ("io.kfloop.retrain.finished", "retrain finished", "tab:blue", "s"),
-    ("io.kfloop.rollout.decision", "rollout decision", "tab:green", "o"),
+    (names.DRIFT_DETECTED, "drift", "tab:red", "v"),
+    (names.QUALITY_DEGRADED, "quality degraded", "tab:orange", "D"),
+    (names.RETRAIN_STARTED, "retrain started", "tab:blue", ">"),
+    (names.RETRAIN_FINISHED, "retrain finished", "tab:blue", "s"),
+    (names.ROLLOUT_DECISION, "rollout decision", "tab:green", "o"),
     ("registry", "registry stage", "tab:purple", "*"),
 ]
 

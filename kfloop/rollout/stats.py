@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from kfloop.errors import KfloopError
 from kfloop.monitoring.capture_format import decode, parse_key
-from kfloop.names import captures_prefix
+from kfloop.names import captures_prefix, feedback_prefix
 from kfloop.store.objects import ObjectStore
 
 MAX_ROWS = 50_000  # predictions kept per revision and step (the newest)
@@ -107,7 +107,7 @@ def labeled_quality(
 ) -> dict | None:
     """The primary quality metric (accuracy / rmse) of ``version``'s labeled predictions made since
     ``since``: ``{"metric", "value", "n"}``; None when the model has no labels (or no schema)."""
-    if schema_doc is None or not store.list(f"feedback/{model}/"):
+    if schema_doc is None or not store.list(feedback_prefix(model)):
         return None
     from kfloop.monitoring import quality  # pandas and scikit-learn, only when labels exist
     from kfloop.monitoring.feedback import labeled_frame

@@ -44,7 +44,7 @@ from kfloop.config import Settings
 from kfloop.errors import ConfigError, InvalidRequest, KfloopError, ModelNotFound, StorageError
 from kfloop.events.cloudevents import parse_event
 from kfloop.events.outbox import Outbox
-from kfloop.names import HEALTH_PATH, TRIGGER_FEEDBACK_PATH, TRIGGER_STATUS_PATH
+from kfloop.names import FEEDBACK, HEALTH_PATH, TRIGGER_FEEDBACK_PATH, TRIGGER_STATUS_PATH
 from kfloop.retraining.policy import DATA_STRATEGIES, SIGNAL_TYPES, RetrainPolicy
 from kfloop.retraining.quality_signal import QualityOptions
 from kfloop.retraining.runners import DEFAULT_LOCAL_COMMAND, KfpRunner, LocalRunner
@@ -74,7 +74,7 @@ def build_app(trigger: RetrainTrigger, tick_seconds: float, max_body_bytes: int 
             body = _json_object(await request.body())
             return JSONResponse(await run_in_threadpool(trigger.handle_feedback, body.get("model"), body.get("labels")))
         except KfloopError as e:
-            return _error(e, trigger, "io.kfloop.feedback")
+            return _error(e, trigger, FEEDBACK)
 
     async def status(request: Request) -> Response:
         try:

@@ -17,7 +17,7 @@ import yaml
 
 from kfloop.pipelines.training import YAML_PATH
 from tests.conftest import REPO, free_port
-from tests.fakes.kfp_api import API, NOW, FakeKfpApi  # noqa: F401
+from tests.fakes.kfp_api import API, NOW, FakeKfpApi
 
 pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
 

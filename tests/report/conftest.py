@@ -23,7 +23,7 @@ from kfloop.schema import FeatureSchema
 from kfloop.store.event_log import record_event
 from kfloop.store.objects import LocalStore
 from kfloop.store.registry import Registry
-from tests.fakes.bundles import SCHEMA, make_bundle  # noqa: F401 (make_bundle: used by test_report)
+from tests.fakes.bundles import SCHEMA, make_bundle
 
 START = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=2)
 REQUESTS, CANARY_FROM, CANARY_EVERY = 720, 360, 5  # one request every 10 s; canary takes every 5th in hour 2

@@ -17,6 +17,7 @@ from kfloop.report.data import ModelFacts, canary, parse_time, traffic
 from kfloop.report.page import build_report, write_report
 from kfloop.store.objects import LocalStore
 from kfloop.store.registry import Registry
+from tests.fakes.bundles import make_bundle
 from tests.report.conftest import (
     CANARY_EVERY,
     CANARY_FROM,
@@ -24,7 +25,6 @@ from tests.report.conftest import (
     Page,
     at,
     drift_data,
-    make_bundle,
     record,
     traffic_rows,
     write_captures,

@@ -7,7 +7,7 @@ import pytest
 from kfloop.store.objects import LocalStore
 from kfloop.store.registry import Registry
 from tests.fakes.bundles import build_bundle, churn_frame
-from tests.fakes.rollout_target import GOOD, MODEL, Clock, MemoryTarget, SimulatedTraffic  # noqa: F401
+from tests.fakes.rollout_target import MODEL
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from kfloop.rollout.analysis import Thresholds, plan_for
 from kfloop.rollout.controller import run_analysis
 from kfloop.serving.local.routing import RouteState
 from kfloop.store.event_log import read_events
-from tests.fakes.rollout_target import GOOD, MODEL, Clock, MemoryTarget, SimulatedTraffic  # noqa: F401
+from tests.fakes.rollout_target import GOOD, MODEL, Clock, MemoryTarget, SimulatedTraffic
 
 
 def analyse(registry, behaviour, strategy="canary", target=None, rate=100, sink=None, **plan):

@@ -16,7 +16,7 @@ from kfloop.events.cloudevents import (
     to_structured,
 )
 from tests.conftest import free_port
-from tests.fakes.event_sink import EventSink  # noqa: F401
+from tests.fakes.event_sink import EventSink
 from tests.serving.conftest import ServerProcess
 
 FAKE_PIPELINE = r"""
@@ -92,7 +92,7 @@ class Trigger(ServerProcess):
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _kill_fake_runs(home: Path) -> None:
+def kill_fake_runs(home: Path) -> None:
     for record in (home / "trigger" / "runs").glob("*/run.json"):
         try:
             os.killpg(json.loads(record.read_text())["pid"], signal.SIGKILL)

@@ -53,6 +53,8 @@ from tests.fakes.event_sink import EventSink
 from tests.serving.local.conftest import ServeProcess
 from tests.serving.trigger_process import Trigger
 
+pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
+
 MODEL = "churn"
 ROWS_PER_REQUEST = 4
 # A wide latency budget: on a 2-core CI machine running four model servers, the gateway and this
@@ -313,7 +315,6 @@ import json, os, sys
 from kfloop.store.registry import Registry
 from kfloop.store.objects import LocalStore
 
-pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
 args = sys.argv[1:]
 params = dict(args[i + 1].split("=", 1) for i in range(len(args)) if args[i] == "--param")
 record = Registry(LocalStore(os.environ["KFLOOP_HOME"])).register(params["model_name"], os.environ["CANDIDATE"])

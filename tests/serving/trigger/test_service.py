@@ -28,9 +28,9 @@ from kfloop.store.objects import LocalStore
 from kfloop.store.registry import Registry
 from tests.conftest import free_port, wait_for
 from tests.fakes.bundles import build_bundle, churn_frame
-from tests.fakes.event_sink import EventSink  # noqa: F401
+from tests.fakes.event_sink import EventSink
 from tests.fakes.kfp_api import API, FakeKfpApi
-from tests.serving.trigger_process import FAKE_PIPELINE, Trigger, _kill_fake_runs  # noqa: F401
+from tests.serving.trigger_process import Trigger, kill_fake_runs
 
 pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
 
@@ -54,7 +54,7 @@ def start(tmp_path, sink):
     yield _start
     codes = [t.stop() for t in started]
     for t in started:
-        _kill_fake_runs(t.home)
+        kill_fake_runs(t.home)
     assert all(code == 0 for code in codes), [t.output() for t in started]
 
 
@@ -218,7 +218,7 @@ def test_a_run_that_vanished_while_the_trigger_was_down_is_reported_failed(start
     trigger.post(drift(0))
     wait_for(lambda: trigger.runs(), what="the run to start")
     trigger.stop()
-    _kill_fake_runs(trigger.home)
+    kill_fake_runs(trigger.home)
     start("--consecutive_windows", "1", "--original_source", "sample:churn", env=env)
     result = finished(sink)["data"]
     assert result["status"] == "failed" and "is gone and left no result" in result["reason"]
