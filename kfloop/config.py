@@ -4,7 +4,8 @@ Entry points (CLI, components, servers) call ``Settings.from_env()`` once, apply
 flags with ``settings.replace(...)`` and pass the result down. Nothing else reads the
 environment. Each setting is read from ``KFLOOP_<NAME>``, except the few that the platform sets
 under names of its own (Knative's ``K_SINK`` and ``K_CE_OVERRIDES``, KFP's
-``KF_PIPELINES_SA_TOKEN_PATH``), which say so in their field's ``env``.
+``KF_PIPELINES_SA_TOKEN_PATH``, the Kubernetes client's ``KUBECONFIG``), which say so in their
+field's ``env``. ``tests/test_environment_reads.py`` checks that no other module reads a variable.
 
 A leaf: imports nothing from kfloop but ``kfloop.names`` and ``kfloop.errors``.
 """
