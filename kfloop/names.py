@@ -18,6 +18,9 @@ from kfloop.errors import RegistryError
 REQUEST_ID_HEADER = "x-request-id"  # KServe's and Istio's request id; kfloop captures rows under it
 REVISION_HEADER = "x-kfloop-revision"  # stable|canary|shadow: the revision's role, set by the gateway
 MODEL_VERSION_HEADER = "x-kfloop-model-version"  # set by kfloop's predictor: the version that answered
+DECISION_HEADER = "x-kfloop-decision"  # the trigger's answer to an event: start|waiting|duplicate|...
+DECISION_REASON_HEADER = "x-kfloop-decision-reason"  # ... and why (ASCII, at most 200 characters)
+RUN_HEADER = "x-kfloop-run"  # ... and the name of the run in flight for the model, if any
 
 # HTTP paths of the local gateway's admin API and of the trigger service
 ADMIN_PATH = "/kfloop/v1"
@@ -26,6 +29,7 @@ ADMIN_EVENTS_PATH = f"{ADMIN_PATH}/events"  # the gateway's CloudEvents sink
 TRIGGER_FEEDBACK_PATH = "/v1/feedback"
 TRIGGER_STATUS_PATH = "/v1/status"
 HEALTH_PATH = "/healthz"
+TRIGGER_DEAD_LETTERS_PATH = "/v1/dead-letters"  # the Knative Triggers' deadLetterSink (manifests/base/trigger-*.yaml)
 
 # Where ``kfloop serve``'s gateway listens unless told otherwise; ``kfloop rollout`` and the trigger call it there
 DEFAULT_GATEWAY_PORT = 8080
@@ -49,6 +53,7 @@ CAPTURES_PREFIX = "captures"  # captures/MODEL/VERSION/DAY/STAMP-ID-SHA.{jsonl,p
 FEEDBACK_PREFIX = "feedback"  # feedback/MODEL/DAY/STAMP-ID.jsonl
 EVENTS_PREFIX = "events"  # events/MODEL/EVENT_ID.json
 RETRAINING_PREFIX = "retraining"  # retraining/MODEL/STAMP.parquet: a run's training data
+DEAD_LETTERS_PREFIX = "dead-letters"  # dead-letters/DAY/STAMP-ID.json: events Knative could not deliver
 TRIGGER_PREFIX = "trigger"  # trigger/MODEL/state.json, trigger/MODEL/rollouts/NNNNNN.json
 
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
@@ -107,3 +112,8 @@ def auto_rollouts_prefix(model: str | None = None) -> str:
 
 def auto_rollout_key(model: str, version: int) -> str:
     return f"{auto_rollouts_prefix(model)}{version:06d}.json"
+
+
+def dead_letter_key(day: str, stamp: str, event_id: str) -> str:
+    """``dead-letters/DAY/STAMP-ID.json``: one event a Knative Trigger gave up delivering."""
+    return f"{DEAD_LETTERS_PREFIX}/{key_segment(day)}/{key_segment(stamp)}-{key_segment(str(event_id))}.json"

@@ -15,7 +15,7 @@ from kfloop.errors import ConfigError
 from kfloop.events.outbox import Outbox
 from kfloop.names import DEFAULT_GATEWAY, ROLLOUT_STRATEGIES
 from kfloop.rollout import actions as rollout
-from kfloop.rollout.factory import TARGET_KINDS, OptionNames, RolloutOptions, make_target
+from kfloop.rollout.factory import QUERY_SETS, TARGET_KINDS, OptionNames, RolloutOptions, make_target
 from kfloop.store.objects import open_store
 from kfloop.store.registry import Registry
 
@@ -119,6 +119,14 @@ def add_analyze_command(sub, common) -> None:
         metavar="URL",
         help="read traffic from Prometheus (needed with --target kubernetes) instead of the gateway",
     )
+    analyze.add_argument(
+        "--prometheus-queries",
+        choices=QUERY_SETS,
+        default="knative",
+        help="the metrics --prometheus is queried for: knative (Knative 1.19+ queue-proxy, "
+        "kn_serving_invocation_duration_seconds; default), knative-legacy (revision_app_request_count, "
+        "before 1.19) or kfloop (the predictor's request_predict_seconds)",
+    )
     analyze.add_argument("--sink", metavar="URL", help="also send the decisions as CloudEvents to URL (via an outbox)")
     analyze.set_defaults(handler=analyze_command)
 
@@ -131,7 +139,11 @@ def _percent_list(text: str) -> list[int]:
 
 
 FLAG_NAMES = OptionNames(
-    target="--target", target_env=TARGET_ENV, gateway_url="--gateway", prometheus_url="--prometheus URL"
+    target="--target",
+    target_env=TARGET_ENV,
+    gateway_url="--gateway",
+    prometheus_url="--prometheus URL",
+    prometheus_queries="--prometheus-queries",
 )
 
 
@@ -142,6 +154,7 @@ def rollout_options(args, settings: Settings | None = None) -> RolloutOptions:
         gateway_url=args.gateway,
         namespace=args.namespace,
         prometheus_url=getattr(args, "prometheus", None),
+        prometheus_queries=getattr(args, "prometheus_queries", None) or "knative",
         names=FLAG_NAMES,
     )
 

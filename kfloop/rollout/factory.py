@@ -8,8 +8,10 @@ the demo each turn their flags into ``RolloutOptions`` (validated when made) and
 - target ``kubernetes``: ``KubernetesTarget`` on the InferenceServices in ``namespace`` (default: the
   pod's or the kubeconfig context's), ``image`` replacing the base manifest's when one is created;
 - source: ``PrometheusSource`` when ``prometheus_url`` is given (``prometheus_queries``: the query
-  set, ``knative`` or ``kfloop``), else ``LocalStatsSource`` on the gateway, which a
-  ``kubernetes`` target does not have.
+  set, one of ``QUERY_SETS``: ``knative``, Knative 1.19+'s OpenTelemetry names, the default;
+  ``knative-legacy``, the names before 1.19; ``kfloop``, the kfloop predictor's own metrics; see
+  ``kfloop.rollout.sources``), else ``LocalStatsSource`` on the gateway, which a ``kubernetes``
+  target does not have.
 
 Error messages name the options as the caller's users spell them (``OptionNames``: a flag, an
 environment variable, a pipeline parameter). The targets and sources are imported only when one
@@ -25,6 +27,7 @@ from kfloop.errors import ConfigError
 from kfloop.names import DEFAULT_GATEWAY
 
 TARGET_KINDS = ("local", "kubernetes")
+QUERY_SETS = ("knative", "knative-legacy", "kfloop")  # kfloop.rollout.sources.FLAVORS, without importing httpx
 DEFAULT_NAMESPACE = "default"
 
 
@@ -40,6 +43,7 @@ class OptionNames:
     target_env: str | None = None
     gateway_url: str = "gateway_url"
     prometheus_url: str = "prometheus_url"
+    prometheus_queries: str = "prometheus_queries"
     unknown_target: str = "{name}={kind!r} is not a rollout target; expected one of {kinds}"
 
 
@@ -70,6 +74,11 @@ class RolloutOptions:
             _check_url(names.gateway_url, self.gateway_url)
         if self.prometheus_url:  # "" (an empty env var) means none
             _check_url(names.prometheus_url, self.prometheus_url)
+        if self.prometheus_queries not in QUERY_SETS:
+            raise ConfigError(
+                f"{names.prometheus_queries} {self.prometheus_queries!r} is not a Prometheus query set; "
+                f"expected one of {', '.join(QUERY_SETS)}"
+            )
         for name in ("gateway_timeout", "stats_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(

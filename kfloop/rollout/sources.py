@@ -12,20 +12,35 @@ apart in the captures on a cluster too.
   differenced between the mark and now; a shadow side's numbers come from the shadow records
   (``KFLOOP_HOME/serving/<model>/shadow/v<N>.jsonl``) appended since the mark.
 - ``PrometheusSource``: Prometheus' HTTP API (``GET /api/v1/query``), over the range from the mark
-  to now. The default queries (``KNATIVE_QUERIES``) read the queue-proxy metrics Knative exports
-  for every revision of a Serverless InferenceService::
+  to now, with one of three query sets (``FLAVORS``, chosen by ``flavor``; ``--prometheus_queries``):
 
-      sum(increase(revision_app_request_count{namespace_name="NS",revision_name="REV"}[Ws]))
-      sum(increase(revision_app_request_count{namespace_name="NS",revision_name="REV",response_code_class="5xx"}[Ws]))
-      histogram_quantile(0.99, sum by (le) (increase(
-          revision_app_request_latencies_bucket{namespace_name="NS",revision_name="REV"}[Ws])))
+  - ``knative`` (the default, ``KNATIVE_QUERIES``): the OpenTelemetry metric Knative Serving 1.19+
+    exports from each revision's queue-proxy, ``kn.serving.invocation.duration`` (seconds), which
+    Prometheus names ``kn_serving_invocation_duration_seconds_{bucket,count,sum}`` with the status in
+    ``http_response_status_code``::
 
-  ``KFLOOP_QUERIES`` use the transformer's ``kfloop_transformer_requests_total`` /
-  ``kfloop_transformer_errors_total{code=~"5.."}`` and KServe's ``request_predict_seconds``
-  histogram instead, selected by a pod label carrying the revision (``revision_label``, default
-  ``serving_knative_dev_revision``, which a PodMonitor's ``podTargetLabels`` adds). Any template
-  may be replaced; placeholders: ``{namespace}``, ``{revision}``, ``{isvc}``, ``{window}``
-  (whole seconds), ``{revision_label}``. Ranges need two scrapes: hold steps for a few minutes.
+        sum(increase(kn_serving_invocation_duration_seconds_count{namespace="NS",REVLABEL="REV"}[Ws]))
+        ... the same with http_response_status_code=~"5.."
+        1000 * histogram_quantile(0.99, sum by (le) (increase(
+            kn_serving_invocation_duration_seconds_bucket{namespace="NS",REVLABEL="REV"}[Ws])))
+
+    The series are selected by the scrape's labels, not the metric's own attributes: ``namespace``
+    and the pod label ``serving.knative.dev/revision`` as ``REVLABEL`` (``revision_label``, default
+    ``serving_knative_dev_revision``), which the PodMonitor of ``manifests/overlays/auto-rollout``
+    adds (``podTargetLabels``), as does the usual annotation-based ``kubernetes-pods`` job.
+  - ``knative-legacy`` (``KNATIVE_LEGACY_QUERIES``): the OpenCensus names of Knative before 1.19,
+    ``revision_app_request_count`` / ``revision_app_request_latencies`` (milliseconds), selected by
+    their own ``namespace_name`` / ``revision_name`` labels.
+  - ``kfloop`` (``KFLOOP_QUERIES``): the kfloop predictor's own ``request_predict_seconds``
+    histogram (KServe's, observed for each answered prediction) from the revision's pods, with
+    the 5xx answers its queue-proxy counted (the predictor counts no errors of its own) added to
+    the requests. The pods' metrics reach Prometheus through KServe's metric aggregation
+    (``serving.kserve.io/enable-metric-aggregation``: queue-proxy serves its own and the
+    container's metrics on port ``aggr-metric``, 9088), which the base InferenceService turns on.
+
+  Any template may be replaced; placeholders: ``{namespace}``, ``{revision}``, ``{isvc}``,
+  ``{window}`` (whole seconds), ``{revision_label}``. Ranges need two scrapes: hold steps for a few
+  minutes.
 """
 
 from __future__ import annotations
@@ -46,7 +61,16 @@ from kfloop.store.objects import ObjectStore
 from kfloop.store.registry import Registry
 from kfloop.timestamps import rfc3339
 
+_SELECTOR = '{{namespace="{namespace}",{revision_label}="{revision}"'
+_5XX = ',http_response_status_code=~"5.."'
 KNATIVE_QUERIES = {
+    "requests": "sum(increase(kn_serving_invocation_duration_seconds_count" + _SELECTOR + "}}[{window}s]))",
+    "errors": "sum(increase(kn_serving_invocation_duration_seconds_count" + _SELECTOR + _5XX + "}}[{window}s]))",
+    "p99_ms": "1000 * histogram_quantile(0.99, sum by (le) (increase(kn_serving_invocation_duration_seconds_bucket"
+    + _SELECTOR
+    + "}}[{window}s])))",
+}
+KNATIVE_LEGACY_QUERIES = {
     "requests": 'sum(increase(revision_app_request_count{{namespace_name="{namespace}",revision_name="{revision}"}}'
     "[{window}s]))",
     "errors": 'sum(increase(revision_app_request_count{{namespace_name="{namespace}",revision_name="{revision}",'
@@ -54,15 +78,19 @@ KNATIVE_QUERIES = {
     "p99_ms": "histogram_quantile(0.99, sum by (le) (increase(revision_app_request_latencies_bucket"
     '{{namespace_name="{namespace}",revision_name="{revision}"}}[{window}s])))',
 }
+_KFLOOP_ERRORS = "sum(increase(kn_serving_invocation_duration_seconds_count" + _SELECTOR + _5XX + "}}[{window}s]))"
 KFLOOP_QUERIES = {
-    "requests": 'sum(increase(kfloop_transformer_requests_total{{namespace="{namespace}",'
-    '{revision_label}="{revision}"}}[{window}s]))',
-    "errors": 'sum(increase(kfloop_transformer_errors_total{{namespace="{namespace}",{revision_label}="{revision}",'
-    'code=~"5.."}}[{window}s]))',
+    "requests": "(sum(increase(request_predict_seconds_count"
+    + _SELECTOR
+    + "}}[{window}s])) or vector(0)) + ("
+    + _KFLOOP_ERRORS
+    + " or vector(0))",
+    "errors": _KFLOOP_ERRORS,
     "p99_ms": "1000 * histogram_quantile(0.99, sum by (le) (increase(request_predict_seconds_bucket"
-    '{{namespace="{namespace}",{revision_label}="{revision}"}}[{window}s])))',
+    + _SELECTOR
+    + "}}[{window}s])))",
 }
-FLAVORS = {"knative": KNATIVE_QUERIES, "kfloop": KFLOOP_QUERIES}
+FLAVORS = {"knative": KNATIVE_QUERIES, "knative-legacy": KNATIVE_LEGACY_QUERIES, "kfloop": KFLOOP_QUERIES}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,9 +15,14 @@ from kfloop.errors import ConfigError
 from kfloop.names import DEFAULT_GATEWAY
 from kfloop.rollout.analysis import ROLLOUT_STRATEGIES, Thresholds, plan_for
 from kfloop.rollout.auto import AutoRollout
-from kfloop.rollout.factory import TARGET_KINDS, OptionNames, RolloutOptions, make_source, make_target
+from kfloop.rollout.factory import QUERY_SETS, TARGET_KINDS, OptionNames, RolloutOptions, make_source, make_target
 
-FLAG_NAMES = OptionNames(target="--rollout_target", gateway_url="--gateway_url", prometheus_url="--prometheus_url")
+FLAG_NAMES = OptionNames(
+    target="--rollout_target",
+    gateway_url="--gateway_url",
+    prometheus_url="--prometheus_url",
+    prometheus_queries="--prometheus_queries",
+)
 
 
 def add_flags(p: argparse.ArgumentParser, settings: Settings) -> None:
@@ -43,6 +48,14 @@ def add_flags(p: argparse.ArgumentParser, settings: Settings) -> None:
         default=settings.prometheus_url,
         help="Prometheus to read the revisions' traffic from (env KFLOOP_PROMETHEUS_URL; "
         "needed with --rollout_target kubernetes)",
+    )
+    p.add_argument(
+        "--prometheus_queries",
+        choices=QUERY_SETS,
+        default="knative",
+        help="the metrics --prometheus_url is queried for: knative (Knative 1.19+ queue-proxy, "
+        "kn_serving_invocation_duration_seconds; default), knative-legacy (revision_app_request_count, "
+        "before 1.19) or kfloop (the predictor's request_predict_seconds)",
     )
     p.add_argument("--rollout_namespace", help="namespace of the InferenceServices (kubernetes; default: the pod's)")
     p.add_argument("--rollout_steps", help="canary percentages, e.g. 10,50,100 (canary); their count for linear")
@@ -102,6 +115,7 @@ def rollout_options(args: argparse.Namespace) -> RolloutOptions:
         gateway_url=args.gateway_url,
         namespace=args.rollout_namespace,
         prometheus_url=args.prometheus_url,
+        prometheus_queries=args.prometheus_queries,
         names=FLAG_NAMES,
     )
 

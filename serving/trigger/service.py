@@ -3,8 +3,18 @@
 Endpoints:
 
 - ``POST /``: one CloudEvent, binary or structured mode, of type ``io.kfloop.drift.detected``,
-  ``io.kfloop.quality.degraded`` or ``io.kfloop.feedback``; answers the policy's decision as JSON.
-  A malformed event or another type is HTTP 400 and changes nothing.
+  ``io.kfloop.quality.degraded`` or ``io.kfloop.feedback``. Answered as Knative Eventing's data
+  plane contract expects of a recipient (a broker treats a non-empty reply that is not a CloudEvent
+  as a failed delivery, HTTP 502): ``202 Accepted`` with an empty body (never a reply event), the
+  policy's decision in the headers ``x-kfloop-decision`` (start, waiting, duplicate, ...),
+  ``x-kfloop-decision-reason`` and ``x-kfloop-run``. A caller that asks with ``Accept:
+  application/json`` gets the whole decision as a JSON body with HTTP 200 instead. A malformed
+  event or another type is HTTP 400 (``{"error": ...}``, which Knative does not retry and hands
+  to the dead-letter sink) and changes nothing; a store that is down is a 503, which Knative retries.
+- ``POST /v1/dead-letters``: the Knative Triggers' ``deadLetterSink``: an event Knative gave up
+  delivering (with its ``knativeerrorcode`` / ``knativeerrordest`` / ``knativeerrordata``
+  extensions) is kept on the object store under ``dead-letters/DAY/``, counted
+  (``kfloop_trigger_events_total{outcome="dead_letter"}``) and logged; ``202``.
 - ``POST /v1/feedback``: ``{"model": NAME, "labels": [{"request_id", "label", "time"?}, ...]}``;
   unknown request ids or labels of the wrong type are HTTP 400 and nothing is stored.
 - ``GET /v1/status[?model=NAME]``: the policy, each model's state and its run in flight.
@@ -23,6 +33,7 @@ Run: ``python -m kfloop.serving.trigger.service --port 8080`` (``--target kfp`` 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import shlex
@@ -44,7 +55,17 @@ from kfloop.config import Settings
 from kfloop.errors import ConfigError, InvalidRequest, KfloopError, ModelNotFound, StorageError
 from kfloop.events.cloudevents import parse_event
 from kfloop.events.outbox import Outbox
-from kfloop.names import FEEDBACK, HEALTH_PATH, TRIGGER_FEEDBACK_PATH, TRIGGER_STATUS_PATH
+from kfloop.names import (
+    DECISION_HEADER,
+    DECISION_REASON_HEADER,
+    FEEDBACK,
+    HEALTH_PATH,
+    RUN_HEADER,
+    TRIGGER_DEAD_LETTERS_PATH,
+    TRIGGER_FEEDBACK_PATH,
+    TRIGGER_STATUS_PATH,
+    dead_letter_key,
+)
 from kfloop.retraining.policy import DATA_STRATEGIES, SIGNAL_TYPES, RetrainPolicy
 from kfloop.retraining.quality_signal import QualityOptions
 from kfloop.retraining.runners import DEFAULT_LOCAL_COMMAND, KfpRunner, LocalRunner
@@ -65,9 +86,18 @@ def build_app(trigger: RetrainTrigger, tick_seconds: float, max_body_bytes: int 
         event: dict = {}
         try:
             event = parse_event(request.headers, await request.body())
-            return JSONResponse(await run_in_threadpool(trigger.handle_event, event))
+            return _decision(await run_in_threadpool(trigger.handle_event, event), request)
         except KfloopError as e:
             return _error(e, trigger, event.get("type"))
+
+    async def dead_letter(request: Request) -> Response:
+        event: dict = {}
+        try:
+            event = parse_event(request.headers, await request.body())
+            await run_in_threadpool(_keep_dead_letter, trigger, event)
+        except KfloopError as e:
+            return _error(e, trigger, event.get("type"))
+        return Response(status_code=202)
 
     async def feedback(request: Request) -> Response:
         try:
@@ -107,6 +137,7 @@ def build_app(trigger: RetrainTrigger, tick_seconds: float, max_body_bytes: int 
 
     routes = [
         Route("/", receive_event, methods=["POST"]),
+        Route(TRIGGER_DEAD_LETTERS_PATH, dead_letter, methods=["POST"]),
         Route(TRIGGER_FEEDBACK_PATH, feedback, methods=["POST"]),
         Route(TRIGGER_STATUS_PATH, status),
         Route(HEALTH_PATH, healthz),
@@ -139,6 +170,53 @@ class RunWorker:
             except Exception:  # noqa: BLE001 - the store may be down; keep trying
                 log.exception("trigger run worker step failed")
             self.trigger.wake.wait(self.tick_seconds)
+
+
+def _decision(out: dict, request: Request) -> Response:
+    """The answer to a delivered event: the decision as JSON when the caller asks for it, else an
+    empty 202 with the decision in headers (what a Knative broker or channel accepts)."""
+    if _wants_json(request.headers.get("accept", "")):
+        return JSONResponse(out)
+    run = out.get("in_flight") or {}
+    headers = {DECISION_HEADER: str(out.get("action", "")), DECISION_REASON_HEADER: _header_text(out.get("reason"))}
+    if run.get("name"):
+        headers[RUN_HEADER] = _header_text(run["name"])
+    return Response(status_code=202, headers=headers)
+
+
+def _wants_json(accept: str) -> bool:
+    """True when ``Accept`` names application/json itself (``*/*`` or no header: Knative's senders)."""
+    for part in accept.split(","):
+        media, _, params = part.strip().partition(";")
+        if media.strip().lower() == "application/json" and "q=0" not in params.replace(" ", "").split(";"):
+            return True
+    return False
+
+
+def _header_text(value: object, limit: int = 200) -> str:
+    text = " ".join(str(value or "").split())  # no CR/LF: one header line
+    return text.encode("ascii", "replace").decode("ascii")[:limit]
+
+
+def _keep_dead_letter(trigger: RetrainTrigger, event: dict) -> None:
+    """Keep a dead-lettered event on the object store (checksummed), count and log it."""
+    from kfloop.store.objects import seal_json
+    from kfloop.timestamps import day, key_stamp
+
+    doc = dict(event)
+    if isinstance(doc.get("data"), bytes):
+        doc["data_base64"] = base64.b64encode(doc.pop("data")).decode("ascii")
+    trigger.store.put(dead_letter_key(day(), key_stamp(), event["id"]), seal_json(doc))
+    kind = event.get("type") if event.get("type") in SIGNAL_TYPES else "other"
+    trigger.events[(kind, "dead_letter")] += 1
+    log.error(
+        "dead letter %s (%s from %s): delivery to %s failed with HTTP %s",
+        event["id"],
+        event.get("type"),
+        event.get("source"),
+        event.get("knativeerrordest", "?"),
+        event.get("knativeerrorcode", "?"),
+    )
 
 
 def _json_object(body: bytes) -> dict:

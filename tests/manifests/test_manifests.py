@@ -116,7 +116,7 @@ TARGETS = kustomize_targets()
 OVERLAYS = [t for t in TARGETS if t.startswith("overlays/")]
 CRD_KINDS = {"InferenceService", "Trigger", "SinkBinding", "Broker"}
 EVENT_TYPES = {"io.kfloop.drift.detected", "io.kfloop.quality.degraded", "io.kfloop.feedback"}
-DEPLOYER_VERBS = {"get", "list", "watch", "create", "update", "patch"}
+DEPLOYER_VERBS = {"get", "create", "patch"}  # what KubernetesTarget calls (tests/rollout/targets/test_rbac.py)
 MODEL_SPEC_KEYS = (
     "model",
     "xgboost",
@@ -219,7 +219,9 @@ def arg_value(container: dict, flag: str) -> str | None:
 
 
 def test_the_expected_kustomizations_exist():
-    assert {"base", "overlays/local-dev", "overlays/canary", "overlays/xgbserver"} <= set(TARGETS)
+    assert {"base", "overlays/local-dev", "overlays/canary", "overlays/xgbserver", "overlays/auto-rollout"} <= set(
+        TARGETS
+    )
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -485,9 +487,10 @@ def test_events_flow_from_transformer_through_broker_to_trigger_service(target, 
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_inferenceservice_runs_serverless_with_the_drift_transformer(target, rendered):
+def test_inferenceservice_runs_in_knative_mode_with_the_drift_transformer(target, rendered):
     service = isvc(rendered(target))
-    assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    # KServe 0.20's name (pkg/constants: Knative; the legacy Serverless is normalized to it by the webhook)
+    assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
     (transformer,) = service["spec"]["transformer"]["containers"]
     assert transformer["command"][-1] == "kfloop.serving.model_servers.transformer"
     assert arg_value(transformer, "--predictor_protocol") in ("v1", "v2")
@@ -539,8 +542,98 @@ def test_readme_documents_secret_overlays_and_canary():
         "AWS_SECRET_ACCESS_KEY",
         "serving.kserve.io/s3-endpoint",
         "canaryTrafficPercent",
-        "Serverless",
+        "Knative",
+        "deadLetterSink",
+        "--prometheus_queries",
+        "PodMonitor",
     ]:
         assert needle in readme, needle
     for overlay in OVERLAYS:
         assert f"kubectl apply -k manifests/{overlay}" in readme, overlay
+
+
+# ---------------------------------------------------------------- the trigger in a pod (issue 10)
+
+
+def trigger_container(docs: list[dict]) -> dict:
+    (container,) = named(docs, "Deployment", "kfloop-trigger")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def trigger_args(docs: list[dict]):
+    """The rendered trigger arguments, parsed by the service's own parser (unknown flags fail), with the
+    environment the ConfigMap gives the pod."""
+    from kfloop.config import Settings
+    from kfloop.serving.trigger.service import build_parser
+
+    env = named(docs, "ConfigMap", "kfloop-config")["data"]
+    container = trigger_container(docs)
+    return build_parser(Settings.from_env(env)).parse_args(container["args"]), env
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_trigger_listens_on_the_pods_address_and_its_port(target, rendered):
+    docs = rendered(target)
+    args, _ = trigger_args(docs)
+    assert args.host == "0.0.0.0", "a pod is reached on its IP: 127.0.0.1 is unreachable for Service and probes"
+    (port,) = trigger_container(docs)["ports"]
+    assert args.port == port["containerPort"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_triggers_retry_with_backoff_then_dead_letter_to_the_trigger_service(target, rendered):
+    from kfloop.names import TRIGGER_DEAD_LETTERS_PATH
+
+    docs = rendered(target)
+    for trigger in of_kind(docs, "Trigger"):
+        delivery = trigger["spec"]["delivery"]
+        assert delivery["retry"] >= 3 and delivery["backoffPolicy"] == "exponential"
+        assert re.fullmatch(r"PT[0-9.]+S", delivery["backoffDelay"])
+        sink = delivery["deadLetterSink"]
+        assert sink["ref"] == trigger["spec"]["subscriber"]["ref"] and sink["uri"] == TRIGGER_DEAD_LETTERS_PATH
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_served_pods_expose_metrics_for_the_canary_analysis(target, rendered):
+    annotations = isvc(rendered(target))["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "true"
+    assert annotations["serving.kserve.io/enable-metric-aggregation"] == "true"
+
+
+def test_the_base_trigger_has_no_kubernetes_token_and_no_rollout(rendered):
+    docs = rendered("base")
+    args, _ = trigger_args(docs)
+    assert args.auto_rollout is None
+    pod = named(docs, "Deployment", "kfloop-trigger")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert not [r for r in named(docs, "Role", "kfloop-trigger")["rules"] if "inferenceservices" in r["resources"]]
+
+
+def test_the_auto_rollout_overlay_turns_the_analysed_rollout_on(rendered):
+    from kfloop.config import Settings
+    from kfloop.rollout.sources import PrometheusSource
+    from kfloop.serving.trigger.rollout_flags import rollout_options
+
+    docs = rendered("overlays/auto-rollout")
+    args, env = trigger_args(docs)
+    assert (args.auto_rollout, args.rollout_target, args.prometheus_queries) == ("canary", "kubernetes", "knative")
+    assert args.prometheus_url == env["KFLOOP_PROMETHEUS_URL"] == Settings.from_env(env).prometheus_url
+    rollout_options(args).check_source()  # what the trigger checks at start-up
+    pod = named(docs, "Deployment", "kfloop-trigger")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True  # KubernetesTarget needs the API token
+    role = named(docs, "Role", "kfloop-trigger-rollout")
+    assert [(r["apiGroups"], r["resources"]) for r in role["rules"]] == [(["serving.kserve.io"], ["inferenceservices"])]
+    binding = named(docs, "RoleBinding", "kfloop-trigger-rollout")
+    assert binding["roleRef"]["name"] == "kfloop-trigger-rollout"
+    assert [s["name"] for s in binding["subjects"]] == ["kfloop-trigger"]
+    (monitor,) = of_kind(docs, "PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == named(docs, "Deployment", "kfloop-trigger")["metadata"]["namespace"]
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "aggr-metric" and endpoint["path"] == "/metrics"  # KServe's aggregated metrics port
+    # the revision label the queries select by is the one the PodMonitor adds (Prometheus-sanitized)
+    revision_labels = {re.sub(r"[^a-zA-Z0-9_]", "_", label) for label in monitor["spec"]["podTargetLabels"]}
+    default_label = PrometheusSource("http://prometheus:9090", "ns").revision_label
+    assert default_label in revision_labels
+    selected = monitor["spec"]["selector"]["matchExpressions"]
+    assert {"key": "serving.kserve.io/inferenceservice", "operator": "Exists"} in selected

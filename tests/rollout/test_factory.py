@@ -23,7 +23,12 @@ from kfloop.rollout.targets.local import LocalTarget
 from kfloop.serving.trigger.rollout_flags import add_flags, make_auto_rollout
 from tests.rollout.conftest import MODEL
 
-CLI = OptionNames(target="--target", target_env="KFLOOP_ROLLOUT_TARGET", prometheus_url="--prometheus URL")
+CLI = OptionNames(
+    target="--target",
+    target_env="KFLOOP_ROLLOUT_TARGET",
+    prometheus_url="--prometheus URL",
+    prometheus_queries="--prometheus-queries",
+)
 
 
 @pytest.fixture
@@ -164,9 +169,11 @@ def test_a_cluster_analysis_needs_prometheus_and_a_known_query_set():
     with pytest.raises(ConfigError) as refused:
         make_source(options, make_target(options), None, MODEL)
     assert str(refused.value) == "--target kubernetes needs --prometheus URL to read the revisions' traffic"
-    local = RolloutOptions(prometheus_url="http://prometheus:9090", namespace="models", prometheus_queries="datadog")
-    with pytest.raises(ConfigError, match="Prometheus query flavor 'datadog' is not one of"):
-        make_source(local, make_target(local), None, MODEL)
+    with pytest.raises(ConfigError) as refused:
+        RolloutOptions(prometheus_url="http://prometheus:9090", prometheus_queries="datadog", names=CLI)
+    assert str(refused.value) == (
+        "--prometheus-queries 'datadog' is not a Prometheus query set; expected one of knative, knative-legacy, kfloop"
+    )
 
 
 def test_a_missing_kubernetes_target_module_is_reported(monkeypatch):

@@ -76,13 +76,18 @@ class Trigger(ServerProcess):
             self.stop()
             raise
 
-    def post(self, event: dict, binary: bool = False) -> httpx.Response:
+    def post(self, event: dict, binary: bool = False, accept: str | None = "application/json") -> httpx.Response:
+        """POST ``event``; with ``accept`` (default: JSON) the trigger answers its decision as JSON,
+        with ``accept=None`` as Knative is answered: an empty 202, the decision in headers."""
+        extra = {"accept": accept} if accept else {}
         if binary:
             headers = {f"ce-{k}": str(v) for k, v in event.items() if k not in ("data", "datacontenttype")}
             headers["content-type"] = "application/json"
-            return httpx.post(f"{self.url}/", content=json.dumps(event["data"]), headers=headers, timeout=30)
+            return httpx.post(
+                f"{self.url}/", content=json.dumps(event["data"]), headers={**headers, **extra}, timeout=30
+            )
         headers, body = to_structured(event)
-        return httpx.post(f"{self.url}/", content=body, headers=headers, timeout=30)
+        return httpx.post(f"{self.url}/", content=body, headers={**headers, **extra}, timeout=30)
 
     def status(self, model: str | None = None) -> dict:
         return httpx.get(f"{self.url}/v1/status", params={"model": model} if model else None, timeout=10).json()

@@ -21,7 +21,7 @@ import yaml
 from kfloop.errors import ConfigError
 from kfloop.store.bundle import MODEL_FILE
 
-MANIFEST_PATH = Path(__file__).resolve().parents[1] / "manifests" / "base" / "inferenceservice.yaml"
+MANIFEST_PATH = Path(__file__).resolve().parents[3] / "manifests" / "base" / "inferenceservice.yaml"
 PREDICTOR_CONTAINER = "kserve-container"
 STORAGE_ENV = "STORAGE_URI"
 PART_OF = {"app.kubernetes.io/part-of": "kfloop"}
@@ -130,8 +130,13 @@ if __name__ == "__main__":
 
 # Generated from manifests/base/inferenceservice.yaml by `python -m kfloop.rollout.targets.isvc_template`; do not edit.
 BASE_YAML = r"""# The served model: a kfloop predictor (kserve.ModelServer reading the model bundle) behind the kfloop
-# drift transformer, in KServe's Serverless (Knative) mode so revisions, canary traffic splitting and
-# scale-to-zero are available.
+# drift transformer, in KServe's Knative mode (called Serverless in older KServe releases; 0.20 still accepts
+# and normalizes that name) so revisions, canary traffic splitting and scale-to-zero are available.
+#
+# Metrics: KServe annotates the pods for Prometheus and has queue-proxy serve its own metrics (Knative's
+# kn_serving_invocation_duration_seconds) together with the container's (KServe's request_predict_seconds,
+# kfloop's kfloop_*) on port 9088, named aggr-metric, which the canary analysis queries
+# (kfloop.rollout.sources; the PodMonitor of overlays/auto-rollout scrapes it).
 #
 # Model: the storage initializer KServe injects downloads STORAGE_URI (a bundle folder of the kfloop
 # registry) to /mnt/models using the S3 Secret of the ServiceAccount. The pipeline's deploy step (or an
@@ -145,7 +150,9 @@ kind: InferenceService
 metadata:
   name: churn
   annotations:
-    serving.kserve.io/deploymentMode: Serverless
+    serving.kserve.io/deploymentMode: Knative
+    serving.kserve.io/enable-prometheus-scraping: "true"
+    serving.kserve.io/enable-metric-aggregation: "true"
 spec:
   predictor:
     serviceAccountName: kfloop-serving

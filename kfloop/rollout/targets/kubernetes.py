@@ -1,7 +1,8 @@
 """``KubernetesTarget``: canary rollouts of KServe InferenceServices through the Kubernetes API.
 
 The rollout target for a cluster (see ``kfloop.rollout.actions``). One InferenceService per model, named
-after it, in Serverless (Knative) mode, where KServe 0.20 honours ``canaryTrafficPercent``: when
+after it, in Knative mode (``Serverless`` in older KServe releases, which 0.20 still accepts and
+normalizes to ``Knative``), where KServe 0.20 honours ``canaryTrafficPercent``: when
 the predictor changes (a new storage URI) the new revision takes that share and the previous
 rolled-out revision the rest; removing the field gives the latest revision all traffic (promote),
 setting it to 0 gives the previous one all traffic (rollback). RawDeployment/Standard mode ignores
@@ -225,7 +226,7 @@ def refuse_canary_outside_serverless(obj: dict, percent: int) -> None:
         raise ConfigError(
             f"InferenceService {obj['metadata']['name']} runs in {mode} mode, where KServe 0.20 ignores "
             f"canaryTrafficPercent and would send all traffic to the new version at once: a {percent}% canary "
-            f"needs {MODE_ANNOTATION}: Serverless (Knative); deploy without a canary instead"
+            f"needs {MODE_ANNOTATION}: Knative (Serverless in older KServe releases); deploy without a canary instead"
         )
 
 

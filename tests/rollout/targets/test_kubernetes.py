@@ -329,7 +329,7 @@ def test_first_deploy_creates_the_service_from_the_base_manifest_with_no_canary(
     assert _storage_uri(fake).startswith("s3://") and _storage_uri(fake).endswith("/")
     assert "canaryTrafficPercent" not in created["spec"]["predictor"]
     assert created["metadata"]["annotations"]["kfloop.io/model-version"] == "1"
-    assert created["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert created["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
     base = isvc_template.base()
     assert created["spec"]["transformer"] == base["spec"]["transformer"]
     assert created["spec"]["predictor"]["containers"][0]["image"] == base["spec"]["predictor"]["containers"][0]["image"]
@@ -409,7 +409,7 @@ def test_a_canary_is_refused_where_kserve_would_not_split_traffic(registry, targ
         del obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
         obj["status"]["deploymentMode"] = mode
     writes = len(fake.writes())
-    with pytest.raises(ConfigError, match=f"{mode} mode.*ignores canaryTrafficPercent.*Serverless"):
+    with pytest.raises(ConfigError, match=f"{mode} mode.*ignores canaryTrafficPercent.*Knative"):
         rollout.deploy(registry, target, "churn:2", canary_percent=20)
     assert len(fake.writes()) == writes and _stages(registry)[2] == "staging"
     rollout.deploy(registry, target, "churn:2")  # a full deploy is fine in any mode

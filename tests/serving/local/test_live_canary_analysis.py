@@ -38,7 +38,7 @@ from kfloop.names import DRIFT_DETECTED, RETRAIN_FINISHED, ROLLOUT_DECISION
 from kfloop.rollout import actions as rollout
 from kfloop.rollout.analysis import RevisionStats, Thresholds, compare, plan_for
 from kfloop.rollout.controller import run_analysis
-from kfloop.rollout.sources import KNATIVE_QUERIES, LocalStatsSource, PrometheusSource, Side
+from kfloop.rollout.sources import KNATIVE_LEGACY_QUERIES, LocalStatsSource, PrometheusSource, Side
 from kfloop.rollout.targets.local import LocalTarget
 from kfloop.schema import infer_schema
 from kfloop.steps.baseline import fit_drift_baseline
@@ -433,11 +433,11 @@ def knative(query: str) -> tuple[int, dict]:
     return 400, {"status": "error", "errorType": "bad_data", "error": "unexpected query"}
 
 
-def test_prometheus_source_reads_knative_revision_metrics_over_the_step(tmp_path):
+def test_prometheus_source_reads_legacy_knative_revision_metrics_over_the_step(tmp_path):
     prometheus = FakePrometheus(knative)
     now = [1000.0]
     store = LocalStore(tmp_path)
-    source = PrometheusSource(prometheus.url, "models", "churn", store, clock=lambda: now[0])
+    source = PrometheusSource(prometheus.url, "models", "churn", store, flavor="knative-legacy", clock=lambda: now[0])
     try:
         mark = source.begin(MODEL)
         with CaptureWriter(store, MODEL) as writer:  # predictions come from the captures, by version
@@ -449,7 +449,9 @@ def test_prometheus_source_reads_knative_revision_metrics_over_the_step(tmp_path
     assert (stable.requests, stable.errors, stable.p99_ms) == (900, 1, 12.5)
     assert (canary.requests, canary.errors, canary.p99_ms) == (100, 9, 40.0)
     assert canary.predictions == [[0.4, 0.6]] * 3 and stable.predictions == []
-    expected = KNATIVE_QUERIES["requests"].format(namespace="models", revision="churn-predictor-00002", window=91)
+    expected = KNATIVE_LEGACY_QUERIES["requests"].format(
+        namespace="models", revision="churn-predictor-00002", window=91
+    )
     assert expected in prometheus.queries
     assert (
         expected == 'sum(increase(revision_app_request_count{namespace_name="models",'

@@ -1,0 +1,127 @@
+"""RBAC: every Kubernetes API call the cluster code paths make, recorded by the fake API server, is
+allowed by the Role of the account that makes it in manifests/, and the Roles grant nothing more.
+
+- the pipeline's deploy step (``kfloop.components.deploy``, ServiceAccount ``kfloop-pipeline``, Role
+  ``kfloop-pipeline-deployer`` of the base);
+- the trigger's automatic rollout (ServiceAccount ``kfloop-trigger``, Role ``kfloop-trigger-rollout`` of
+  ``overlays/auto-rollout``): the calls ``kfloop.rollout.controller`` makes through the target
+  (``rollout.deploy`` of a first version and of each canary step, ``status``, ``promote``, ``rollback``);
+- ``kfloop rollout shadow --target kubernetes`` is refused before any call (KubernetesTarget has no
+  ``shadow``), so it needs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import urlsplit
+
+import pytest
+
+from kfloop.rollout import actions as rollout
+from kfloop.rollout.targets.kubernetes import KubernetesTarget
+from tests.rollout.targets.test_kubernetes import NS, FakeKubeAPI, _use_kubeconfig, registry  # noqa: F401
+
+pytestmark = pytest.mark.processes  # kubectl kustomize; the fake API server on 127.0.0.1
+
+PATH = re.compile(
+    r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/[^/]+/(?P<resource>[^/]+)(?:/(?P<name>[^/]+))?$"
+)
+
+
+def api_calls(fake: FakeKubeAPI) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) of every recorded request, as the API server's authorizer sees it."""
+    calls = set()
+    for request in fake.requests:
+        match = PATH.match(urlsplit(request["path"]).path)
+        assert match, f"a request the RBAC check does not know: {request['method']} {request['path']}"
+        named = match["name"] is not None
+        verb = {"GET": "get" if named else "list", "POST": "create", "PATCH": "patch", "PUT": "update"}.get(
+            request["method"], request["method"].lower()
+        )
+        calls.add((match["group"], match["resource"], verb))
+    return calls
+
+
+def granted(role: dict) -> set[tuple[str, str, str]]:
+    return {
+        (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
+
+
+def role(target: str, name: str) -> dict:
+    from tests.manifests.test_manifests import MANIFESTS, named, render
+
+    return named(render(MANIFESTS / target), "Role", name)
+
+
+@pytest.fixture
+def fake():
+    server = FakeKubeAPI()
+    yield server
+    server.close()
+
+
+def test_the_deploy_step_calls_exactly_what_its_role_grants(registry, fake, s3_settings, tmp_path, monkeypatch):  # noqa: F811
+    from kfloop.components.deploy import deploy
+
+    _use_kubeconfig(monkeypatch, tmp_path / "config", fake, NS)
+    for key, value in s3_settings.storage_env().items():
+        monkeypatch.setenv(key, value)
+    deploy("churn:1", "kubernetes", 10, "", "unused")  # creates
+    fake.reconcile("churn")
+    deploy("churn:2", "kubernetes", 10, NS, "unused")  # patches a canary
+    assert api_calls(fake) == granted(role("base", "kfloop-pipeline-deployer"))
+
+
+def test_the_triggers_automatic_rollout_calls_exactly_what_its_role_grants(registry, fake):  # noqa: F811
+    target = KubernetesTarget(namespace=NS, api=fake.api())
+    rollout.deploy(registry, target, "churn:1")  # all-at-once / the first version: create
+    fake.reconcile("churn")
+    for percent in (10, 50):  # the controller's steps
+        rollout.deploy(registry, target, "churn:2", percent)
+        fake.reconcile("churn")
+        target.status("churn")
+    rollout.promote(registry, target, "churn")
+    fake.reconcile("churn")
+    rollout.deploy(registry, target, "churn:3", 10)
+    fake.reconcile("churn")
+    rollout.rollback(registry, target, "churn")
+    calls = api_calls(fake)
+    assert calls == granted(role("overlays/auto-rollout", "kfloop-trigger-rollout"))
+    base_trigger = role("base", "kfloop-trigger")  # the base trigger has no Kubernetes API rights
+    assert not {c for c in granted(base_trigger) if c[0] == "serving.kserve.io"}
+
+
+def test_a_role_missing_a_verb_the_code_calls_is_caught(registry, fake):  # noqa: F811
+    target = KubernetesTarget(namespace=NS, api=fake.api())
+    rollout.deploy(registry, target, "churn:1")
+    fake.reconcile("churn")
+    rollout.deploy(registry, target, "churn:2", 20)
+    narrowed = json.loads(json.dumps(role("base", "kfloop-pipeline-deployer")))
+    narrowed["rules"][0]["verbs"] = ["get", "create"]
+    assert api_calls(fake) - granted(narrowed) == {("serving.kserve.io", "inferenceservices", "patch")}
+
+
+def test_shadow_on_kubernetes_is_refused_without_any_api_call(fake, capsys, tmp_path, monkeypatch):
+    from kfloop.cli.main import main
+
+    _use_kubeconfig(monkeypatch, tmp_path / "config", fake, NS)
+    assert (
+        main(
+            [
+                "--home",
+                str(tmp_path / "home"),
+                "rollout",
+                "shadow",
+                "churn:2",
+                "--percent",
+                "50",
+                "--target",
+                "kubernetes",
+            ]
+        )
+        != 0
+    )
+    assert capsys.readouterr().err.startswith("error: ")
+    assert fake.requests == []
