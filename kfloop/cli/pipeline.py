@@ -70,6 +70,10 @@ def pipeline_arguments(args, yaml_path: Path) -> dict:
         arguments["sensitive_feature"] = defaults["sensitive_feature"]
     if args.model_name:
         arguments["model_name"] = args.model_name
+    if "threshold" in arguments:  # refused here, before anything runs, not in the evaluate step
+        from kfloop.training.evaluate import check_threshold
+
+        check_threshold(arguments["threshold"])
     return arguments
 
 

@@ -267,6 +267,7 @@ BAD_INPUTS = {
     "parameter of the wrong type": (["pipeline", "run", "--param", "seed=x"], "seed='x'"),
     "bad boolean": (["pipeline", "run", "--param", "require_approval=maybe"], "require_approval='maybe'"),
     "parameter without =": (["pipeline", "run", "--param", "seed"], "expected key=value"),
+    "negative gate threshold": (["pipeline", "run", "--param", "threshold=-0.5"], "gate threshold -0.5 must be >= 0"),
     "missing pipeline YAML": (
         ["pipeline", "run", "--pipeline", "/nonexistent/training.yaml"],
         "/nonexistent/training.yaml not found",
