@@ -34,7 +34,9 @@ out = Path(tempfile.mkdtemp())
 info = process(f"sample:churn?n_rows={sys.argv[1]}", "churn", settings, out / "train.parquet",
                      out / "valid.parquet", out / "test.parquet", out / "schema.json", out / "quality.md")
 train_model(out / "train.parquet", out / "valid.parquet", out / "schema.json", {}, out / "model")
-evaluate_model(out / "model", out / "test.parquet", "churn", settings, out / "evaluation.json", 0.7, 0.01)
+evaluate_model(
+    out / "model", out / "test.parquet", "churn", settings, out / "evaluation.json", -1.0, 0.01, out / "train.parquet"
+)
 analyze(out / "model", out / "test.parquet", "age", out / "analysis.json", out / "report.md",
               out / "evaluation.json")
 fit_drift_baseline(out / "model", out / "train.parquet", out / "drift")

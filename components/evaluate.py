@@ -1,4 +1,5 @@
-"""evaluate: test-split metrics of the candidate and of production, and the quality gate."""
+"""evaluate: test-split metrics of the candidate and of production, the naive baseline (from the training
+split's labels), and the quality gate (``threshold`` -1: derived from the baseline)."""
 
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
@@ -6,6 +7,7 @@ from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Mo
 def evaluate(
     model: Input[Model],
     test: Input[Dataset],
+    train: Input[Dataset],
     model_name: str,
     threshold: float,
     tolerance: float,
@@ -17,6 +19,9 @@ def evaluate(
     from kfloop.config import Settings
     from kfloop.steps.evaluate import evaluate_model
 
-    doc = evaluate_model(model.path, test.path, model_name, Settings.from_env(), evaluation.path, threshold, tolerance)
+    settings = Settings.from_env()
+    doc = evaluate_model(
+        model.path, test.path, model_name, settings, evaluation.path, threshold, tolerance, train_path=train.path
+    )
     log_evaluation(doc, metrics, classification_metrics)
     return doc["gate"]["passed"]  # one unnamed output: kfp.local's dsl.If resolves only "Output"

@@ -49,6 +49,7 @@ ROLLOUT_DECISION = "io.kfloop.rollout.decision"
 
 # Object-store key layout (one top-level folder per kind of object)
 MODELS_PREFIX = "models"  # models/NAME/{versions,stages}/NNNNNN.json, models/NAME/bundles/ID/...
+# models/NAME/aliases/ALIAS/NNNNNN.json: an alias's moves, numbered; the highest number is where it points
 CAPTURES_PREFIX = "captures"  # captures/MODEL/VERSION/DAY/STAMP-ID-SHA.{jsonl,parquet}
 FEEDBACK_PREFIX = "feedback"  # feedback/MODEL/DAY/STAMP-ID.jsonl
 EVENTS_PREFIX = "events"  # events/MODEL/EVENT_ID.json
@@ -57,6 +58,7 @@ DEAD_LETTERS_PREFIX = "dead-letters"  # dead-letters/DAY/STAMP-ID.json: events K
 TRIGGER_PREFIX = "trigger"  # trigger/MODEL/state.json, trigger/MODEL/rollouts/NNNNNN.json
 
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+ALIAS_PATTERN = MODEL_NAME_PATTERN  # aliases are key segments and read well in NAME@ALIAS
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
 
 
@@ -68,6 +70,16 @@ def validate_model_name(name: str) -> str:
             "starting and ending with a letter or digit (it becomes a Kubernetes name)"
         )
     return name
+
+
+def validate_alias_name(alias: str) -> str:
+    """``alias`` if it has the form of a registry alias (the registry also refuses stage names)."""
+    if not isinstance(alias, str) or not ALIAS_PATTERN.match(alias):
+        raise RegistryError(
+            f"alias {alias!r} is not valid: use 1-40 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return alias
 
 
 def key_segment(text: str) -> str:
@@ -83,6 +95,15 @@ def model_version_key(name: str, version: int) -> str:
 
 def model_stage_key(name: str, version: int) -> str:
     return f"{MODELS_PREFIX}/{name}/stages/{version:06d}.json"
+
+
+def model_aliases_prefix(name: str, alias: str | None = None) -> str:
+    prefix = f"{MODELS_PREFIX}/{name}/aliases/"
+    return prefix + (f"{alias}/" if alias is not None else "")
+
+
+def model_alias_key(name: str, alias: str, sequence: int) -> str:
+    return f"{model_aliases_prefix(name, alias)}{sequence:06d}.json"
 
 
 def captures_prefix(model: str, version: str | None = None) -> str:

@@ -71,7 +71,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
         colsample_bytree: float = 1.0,
         min_child_weight: float = 1.0,
         early_stopping_rounds: int = 20,
-        threshold: float = 0.7,
+        threshold: float = -1.0,  # evaluate.AUTO_THRESHOLD: from the naive baseline
         tolerance: float = 0.01,
         sensitive_feature: str = "",
         drift_backend: str = "alibi",
@@ -114,6 +114,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
             c.evaluate(
                 model=trained.outputs["model"],
                 test=processed.outputs["test"],
+                train=processed.outputs["train"],
                 model_name=model_name,
                 threshold=threshold,
                 tolerance=tolerance,

@@ -1,4 +1,4 @@
-"""``kfloop pipeline compile|run|submit``."""
+"""``kfloop pipeline compile|run|submit|schedule [list|delete]``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,52 @@ def add_commands(groups) -> None:
     submit.add_argument(
         "--poll-seconds", type=float, default=5.0, help="seconds between run state checks with --wait (default 5)"
     )
+    _add_schedule_commands(sub)
+
+
+def _add_kfp_flags(cmd) -> None:
+    # --host is checked by the handlers: a required flag here would also be required before 'list'/'delete'
+    cmd.add_argument("--host", help="Kubeflow Pipelines API URL, e.g. http://localhost:8888 (required)")
+    cmd.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
+    cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _add_schedule_commands(sub) -> None:
+    schedule = sub.add_parser(
+        "schedule",
+        help="retrain on a calendar: a KFP recurring run of the pipeline (--cron or --every); list, delete",
+        description="Create a KFP recurring run of the compiled training pipeline, or list/delete them. "
+        "--cron takes 5 fields (MIN HOUR DOM MON DOW), KFP's 6 (SEC first) or @hourly/@daily/@weekly/"
+        "@monthly/@yearly; --every a duration such as 30m, 6h, 1d, 1h30m (at least 60s). Both are checked "
+        "before any call to the API.",
+    )
+    when = schedule.add_mutually_exclusive_group()
+    when.add_argument("--cron", metavar="EXPR", help="cron expression, e.g. '0 3 * * *' (03:00 every day, UTC)")
+    when.add_argument("--every", metavar="DURATION", help="interval between runs, e.g. 6h, 1d, 1h30m")
+    schedule.add_argument("--data", help="source: a CSV/Parquet path, s3://bucket/key, or sample:churn|breast_cancer")
+    schedule.add_argument("--target", help="target column (default: the sample's target, else 'churn')")
+    schedule.add_argument("--model-name", help="registered model name (default churn)")
+    schedule.add_argument("--param", action="append", metavar="KEY=VALUE", help="any pipeline parameter (repeatable)")
+    schedule.add_argument("--pipeline", type=Path, help="compiled pipeline YAML (default: the packaged training.yaml)")
+    schedule.add_argument("--experiment", default="kfloop", help="experiment name (default kfloop)")
+    schedule.add_argument("--name", help="recurring run name (default kfloop-<model>-retraining)")
+    schedule.add_argument(
+        "--max-concurrency", type=int, default=1, help="runs of the schedule at once at most (default 1)"
+    )
+    schedule.add_argument(
+        "--catchup", action="store_true", help="after a pause, start every missed run (default: only the latest)"
+    )
+    _add_kfp_flags(schedule)
+    schedule.set_defaults(handler=schedule_command, schedule_parser=schedule)
+    actions = schedule.add_subparsers(title="schedule commands", metavar="COMMAND")
+    list_ = actions.add_parser("list", help="list the recurring runs on the KFP API")
+    list_.add_argument("--experiment", help="only those of this experiment")
+    _add_kfp_flags(list_)
+    list_.set_defaults(handler=schedule_list_command)
+    delete = actions.add_parser("delete", help="delete a recurring run by id (its past runs stay)")
+    delete.add_argument("id", help="recurring run id, as 'schedule list' prints it")
+    _add_kfp_flags(delete)
+    delete.set_defaults(handler=schedule_delete_command)
 
 
 def compile_command(args, settings: Settings) -> int:
@@ -70,6 +116,10 @@ def pipeline_arguments(args, yaml_path: Path) -> dict:
         arguments["sensitive_feature"] = defaults["sensitive_feature"]
     if args.model_name:
         arguments["model_name"] = args.model_name
+    if "threshold" in arguments:  # refused here, before anything runs, not in the evaluate step
+        from kfloop.training.evaluate import check_threshold
+
+        check_threshold(arguments["threshold"])
     return arguments
 
 
@@ -122,6 +172,69 @@ def submit_command(args, settings: Settings) -> int:
         print(f"run {result['run_id']} ({result['run_name']}): {result['state']}")
     if args.wait and result["state"] != "SUCCEEDED":
         raise KfloopError(f"run {result['run_id']} finished in state {result['state']}")
+    return 0
+
+
+def _host(args) -> str:
+    if not args.host:
+        raise ConfigError("--host is required: the Kubeflow Pipelines API URL, e.g. http://localhost:8888")
+    return args.host
+
+
+def schedule_command(args, settings: Settings) -> int:
+    from kfloop.pipelines.schedule import create_schedule
+
+    if args.cron is None and args.every is None:
+        raise ConfigError("pipeline schedule needs --cron EXPR or --every DURATION (or the command list or delete)")
+    host = _host(args)
+    yaml_path = _yaml_path(args)
+    arguments = pipeline_arguments(args, yaml_path)
+    result = create_schedule(
+        host,
+        yaml_path,
+        arguments,
+        cron=args.cron,
+        every=args.every,
+        experiment=args.experiment,
+        name=args.name,
+        namespace=args.namespace,
+        max_concurrency=args.max_concurrency,
+        catchup=args.catchup,
+        progress=lambda line: print(line, file=sys.stderr),
+    )
+    if args.json:
+        print_json(result)
+    else:
+        print(f"recurring run {result['id']} ({result['name']}): {result['schedule']}, {result['status']}")
+    return 0
+
+
+def schedule_list_command(args, settings: Settings) -> int:
+    from kfloop.pipelines.schedule import list_schedules
+
+    jobs = list_schedules(
+        args.host, args.experiment, args.namespace, progress=lambda line: print(line, file=sys.stderr)
+    )
+    if args.json:
+        print_json(jobs)
+        return 0
+    if not jobs:
+        print("no recurring runs")
+        return 0
+    print(f"{'ID':<38} {'NAME':<32} {'STATUS':<9} SCHEDULE")
+    for job in jobs:
+        print(f"{job['id']:<38} {job['name']:<32} {job['status'] or '-':<9} {job['schedule']}")
+    return 0
+
+
+def schedule_delete_command(args, settings: Settings) -> int:
+    from kfloop.pipelines.schedule import delete_schedule
+
+    delete_schedule(_host(args), args.id, args.namespace, progress=lambda line: print(line, file=sys.stderr))
+    if args.json:
+        print_json({"id": args.id, "deleted": True})
+    else:
+        print(f"recurring run {args.id} deleted")
     return 0
 
 

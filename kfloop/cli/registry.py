@@ -1,4 +1,4 @@
-"""``kfloop registry list|show|approve|reject``."""
+"""``kfloop registry list|show|approve|reject|alias set|alias delete``."""
 
 from __future__ import annotations
 
@@ -9,15 +9,17 @@ from kfloop.store.registry import Registry
 
 
 def add_commands(groups) -> None:
-    registry = groups.add_parser("registry", help="list, show, approve or reject model versions")
+    registry = groups.add_parser("registry", help="list, show, approve, reject or alias model versions")
     registry.set_defaults(group_parser=registry)
     sub = registry.add_subparsers(title="registry commands", metavar="COMMAND")
     list_ = sub.add_parser("list", help="list versions (all models, or one)")
     list_.add_argument("--model", help="only this model")
     list_.add_argument("--json", action="store_true", help="print JSON")
     list_.set_defaults(handler=list_command)
-    show = sub.add_parser("show", help="show one version: NAME, NAME:VERSION or NAME@STAGE")
-    show.add_argument("ref", help="NAME:VERSION, NAME:latest, NAME@STAGE (e.g. churn@production) or NAME")
+    show = sub.add_parser("show", help="show one version: NAME, NAME:VERSION, NAME@STAGE or NAME@ALIAS")
+    show.add_argument(
+        "ref", help="NAME:VERSION, NAME:latest, NAME@STAGE (e.g. churn@production), NAME@ALIAS (churn@champion) or NAME"
+    )
     show.add_argument("--json", action="store_true", help="print JSON (includes the feature schema)")
     show.set_defaults(handler=show_command)
     for name, handler in (("approve", approve_command), ("reject", reject_command)):
@@ -25,6 +27,24 @@ def add_commands(groups) -> None:
         cmd.add_argument("ref", help="NAME:VERSION")
         cmd.add_argument("--reason", default="", help="why (kept in the stage history)")
         cmd.set_defaults(handler=handler)
+
+    alias = sub.add_parser("alias", help="set or delete an alias: a named, movable pointer to a version")
+    alias.set_defaults(group_parser=alias)
+    alias_sub = alias.add_subparsers(title="alias commands", metavar="COMMAND")
+    set_ = alias_sub.add_parser(
+        "set", help="point ALIAS at the version REF names (moving it if it points at another version)"
+    )
+    set_.add_argument(
+        "ref", help="the version: NAME:VERSION, NAME@STAGE or NAME@ALIAS (e.g. churn:3, churn@production)"
+    )
+    set_.add_argument("alias", help="alias name: lowercase letters, digits and '-', not a stage name or 'latest'")
+    set_.add_argument("--reason", default="", help="why (kept in the stage history)")
+    set_.set_defaults(handler=alias_set_command)
+    delete = alias_sub.add_parser("delete", help="remove ALIAS from model NAME")
+    delete.add_argument("name", help="model name (e.g. churn)")
+    delete.add_argument("alias", help="the alias to remove")
+    delete.add_argument("--reason", default="", help="why (kept in the stage history)")
+    delete.set_defaults(handler=alias_delete_command)
 
 
 def _registry(settings: Settings) -> Registry:
@@ -45,9 +65,10 @@ def list_command(args, settings: Settings) -> int:
     if not records:
         print("no registered versions")
         return 0
-    print(f"{'MODEL':<20} {'VERSION':>7}  {'STAGE':<17} {'METRIC':<16} CREATED")
+    print(f"{'MODEL':<20} {'VERSION':>7}  {'STAGE':<17} {'METRIC':<16} {'CREATED':<25} ALIASES")
     for r in records:
-        print(f"{r.name:<20} {r.version:>7}  {r.stage:<17} {_primary(r):<16} {r.created_at}")
+        aliases = ",".join(r.aliases) or "-"
+        print(f"{r.name:<20} {r.version:>7}  {r.stage:<17} {_primary(r):<16} {r.created_at:<25} {aliases}")
     return 0
 
 
@@ -56,7 +77,7 @@ def show_command(args, settings: Settings) -> int:
     if args.json:
         print_json(record.to_dict())
         return 0
-    print(f"{record.ref}  stage={record.stage}  created={record.created_at}")
+    print(f"{record.ref}  stage={record.stage}  aliases={','.join(record.aliases) or '-'}  created={record.created_at}")
     print(f"bundle: {record.bundle_uri}")
     print(f"task: {record.schema['task']}  target: {record.schema['target']}")
     for f in record.schema["features"]:
@@ -75,4 +96,16 @@ def approve_command(args, settings: Settings) -> int:
 def reject_command(args, settings: Settings) -> int:
     record = _registry(settings).reject(args.ref, args.reason or "rejected by reviewer")
     print(f"{record.ref} rejected")
+    return 0
+
+
+def alias_set_command(args, settings: Settings) -> int:
+    record = _registry(settings).set_alias(args.ref, args.alias, args.reason)
+    print(f"{record.name}@{args.alias} -> {record.ref}")
+    return 0
+
+
+def alias_delete_command(args, settings: Settings) -> int:
+    version = _registry(settings).delete_alias(args.name, args.alias, args.reason)
+    print(f"{args.name}@{args.alias} deleted (it pointed at {args.name}:{version})")
     return 0

@@ -284,7 +284,8 @@ def _lineage_row(v) -> tuple:
     history = Html(
         "<ul class='ev'>"
         + "".join(
-            f"<li>{esc(_time(rd.parse_time(h.get('time'))))} {esc(h.get('stage'))} ({esc(h.get('reason') or '-')})</li>"
+            f"<li>{esc(_time(rd.parse_time(h.get('time'))))} {esc(_history_what(h))} "
+            f"({esc(h.get('reason') or '-')})</li>"
             for h in v.stage_history
         )
         + "</ul>"
@@ -364,3 +365,8 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "-" if value is None else str(value)
+
+
+def _history_what(entry: dict) -> str:
+    """A stage-history entry's stage, or for an alias move the alias and what happened to it."""
+    return entry.get("stage") or f"alias {entry.get('alias')} {entry.get('action')}"

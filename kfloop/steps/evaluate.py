@@ -1,4 +1,5 @@
-"""evaluate: metrics of the candidate and of production on the same test split, and the gate."""
+"""evaluate: metrics of the candidate and of production on the same test split, the naive baseline
+(fitted on the training labels), and the gate."""
 
 from __future__ import annotations
 
@@ -36,13 +37,26 @@ def evaluate_model(
     out_path: str,
     threshold: float,
     tolerance: float,
+    train_path: str,
 ) -> dict:
-    """Metrics of the candidate and of the production version (same test split) and the gate."""
+    """Metrics of the candidate and of the production version (same test split), the naive baseline
+    fitted on the training split's labels, and the gate (``threshold`` as ``decide_gate`` reads it:
+    ``evaluate.AUTO_THRESHOLD`` derives it from the baseline)."""
     test = pd.read_parquet(test_path)
     schema, _, metrics = _score(model_dir, test)
+    y_train = schema.encode_labels(pd.read_parquet(train_path, columns=[schema.target])[schema.target])
+    baseline = evaluate.naive_baseline(schema, y_train, schema.encode_labels(test[schema.target]))
     production = _production_metrics(model_name, settings, test)
-    gate = evaluate.decide_gate(schema.task, metrics, production and production["metrics"], threshold, tolerance)
-    doc = {"task": schema.task, "metrics": metrics, "production": production, "gate": gate.to_dict()}
+    gate = evaluate.decide_gate(
+        schema.task, metrics, production and production["metrics"], threshold, tolerance, baseline
+    )
+    doc = {
+        "task": schema.task,
+        "metrics": metrics,
+        "baseline": baseline.to_dict(),
+        "production": production,
+        "gate": gate.to_dict(),
+    }
     write_json(out_path, doc)
     log.info("gate %s: %s", "passed" if gate.passed else "failed", gate.reason)
     return doc

@@ -5,6 +5,7 @@ Layout below the store's root::
     models/<name>/bundles/<bundle-id>/...   the files of a model bundle (kfloop.store.bundle), immutable
     models/<name>/versions/<000001>.json    the version record, sealed JSON, created once
     models/<name>/stages/<000001>.json      the version's current stage and its history, sealed JSON
+    models/<name>/aliases/<alias>/<000001>.json   an alias's moves, numbered, sealed JSON, created once
 
 Registration uploads the bundle first, then creates the version record with an atomic
 create-if-absent (``ObjectStore.put_if_absent``) under the next free number, retrying on the
@@ -15,6 +16,15 @@ leaves an unreferenced bundle folder, never a half-registered version.
 Stages follow SageMaker's model registry: a new version is ``staging`` (or
 ``pending-approval`` until approved or rejected); rollouts make it ``production`` (the previous
 production version becomes ``archived``) or ``rejected``.
+
+Aliases (as MLflow's and Vertex's) are mutable named pointers beside the stages: ``champion``,
+``challenger`` or any valid name (``kfloop.names.validate_alias_name``) but a stage's or ``latest``,
+so ``NAME@X`` is never ambiguous: a stage when ``X`` is one, else an alias. An alias is a numbered
+log of moves (``{"version": V | null, "previous": ..., "reason", "time"}``), each created with the
+same ``put_if_absent`` as version numbers: a move claims the number after the one it read, so
+concurrent moves are serialised, none is lost, and each record's ``previous`` is exactly where
+the alias pointed before it (a compare-and-swap). The highest number is where the alias points;
+``null`` means deleted. The moves appear in the stage history of the versions they touch.
 """
 
 from __future__ import annotations
@@ -24,7 +34,15 @@ import uuid
 from pathlib import Path
 
 from kfloop.errors import ChecksumError, ModelNotFound, ObjectNotFound, RegistryError
-from kfloop.names import MODELS_PREFIX, model_stage_key, model_version_key, validate_model_name
+from kfloop.names import (
+    MODELS_PREFIX,
+    model_alias_key,
+    model_aliases_prefix,
+    model_stage_key,
+    model_version_key,
+    validate_alias_name,
+    validate_model_name,
+)
 from kfloop.store import bundle
 from kfloop.store.objects import ObjectStore, get_json, put_json, seal_json, sha256_file
 from kfloop.timestamps import rfc3339_millis
@@ -48,6 +66,7 @@ class VersionRecord:
     metrics: dict
     lineage: dict
     stage_history: tuple = ()
+    aliases: tuple = ()
 
     @property
     def ref(self) -> str:
@@ -59,21 +78,41 @@ class VersionRecord:
         return out
 
 
+RESERVED_ALIASES = (*STAGES, "latest")
+
+
+def validate_alias(alias: str) -> str:
+    """``alias`` if it can name an alias: the form of ``validate_alias_name``, not a stage, not ``latest``."""
+    if alias in RESERVED_ALIASES:
+        raise RegistryError(f"alias {alias!r} is reserved: aliases cannot be named like a stage {STAGES} or 'latest'")
+    return validate_alias_name(alias)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelRef:
-    """A parsed reference: ``NAME``, ``NAME:VERSION``, ``NAME:latest`` or ``NAME@STAGE``."""
+    """A parsed reference: ``NAME``, ``NAME:VERSION``, ``NAME:latest``, ``NAME@STAGE`` or ``NAME@ALIAS``.
+
+    After ``@``, a stage name is a stage (aliases cannot be named like stages), anything else an alias."""
 
     name: str
     version: int | None = None
     stage: str | None = None
+    alias: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> ModelRef:
-        name, version, stage = text.strip(), None, None
+        name, version, stage, alias = text.strip(), None, None, None
         if "@" in name:
-            name, stage = name.split("@", 1)
-            if stage not in STAGES:
-                raise RegistryError(f"{text!r}: stage {stage!r} is not one of {STAGES}")
+            name, pointer = name.split("@", 1)
+            if pointer in STAGES:
+                stage = pointer
+            else:
+                try:
+                    alias = validate_alias(pointer)
+                except RegistryError as e:
+                    raise RegistryError(
+                        f"{text!r}: {pointer!r} is neither a stage nor a valid alias ({e}; stages: {', '.join(STAGES)})"
+                    ) from None
         elif ":" in name:
             name, raw = name.split(":", 1)
             if raw != "latest":
@@ -81,7 +120,7 @@ class ModelRef:
                     raise RegistryError(f"{text!r}: version must be a positive whole number or 'latest'")
                 version = int(raw)
         validate_model_name(name)
-        return cls(name, version, stage)
+        return cls(name, version, stage, alias)
 
 
 class Registry:
@@ -137,9 +176,13 @@ class Registry:
             for other in self.list_versions(name):
                 if other.stage == "production" and other.version != version:
                     self._write_stage(
-                        name, other.version, "archived", f"replaced by version {version}", list(other.stage_history)
+                        name,
+                        other.version,
+                        "archived",
+                        f"replaced by version {version}",
+                        self._stages(name, other.version),
                     )
-        self._write_stage(name, version, stage, reason, list(record.stage_history))
+        self._write_stage(name, version, stage, reason, self._stages(name, record.version))
         return self.get(name, version)
 
     def approve(self, ref: str) -> VersionRecord:
@@ -154,9 +197,79 @@ class Registry:
             raise RegistryError(f"{record.ref} is {record.stage!r}, not 'pending-approval'")
         return self.set_stage(record.name, record.version, stage, reason)
 
+    def _stages(self, name: str, version: int) -> list:
+        """The stored stage changes of a version (``VersionRecord.stage_history`` adds the alias moves)."""
+        try:
+            return list(get_json(self.store, model_stage_key(name, version))["history"])
+        except ObjectNotFound:
+            return []
+
     def _write_stage(self, name: str, version: int, stage: str, reason: str, history: list) -> None:
         entry = {"stage": stage, "reason": reason, "time": rfc3339_millis()}
         put_json(self.store, model_stage_key(name, version), {**entry, "history": history + [entry]})
+
+    # -- aliases -------------------------------------------------------------------------------
+
+    def set_alias(self, ref: str | ModelRef, alias: str, reason: str = "") -> VersionRecord:
+        """Point ``alias`` of the model at the version ``ref`` names (moving it if it points elsewhere)."""
+        validate_alias(alias)
+        record = self.resolve(ref)
+        self._move_alias(record.name, alias, record.version, reason or f"alias {alias!r} set")
+        return self.get(record.name, record.version)
+
+    def delete_alias(self, name: str, alias: str, reason: str = "") -> int:
+        """Remove ``alias`` of model ``name``; returns the version it pointed at."""
+        validate_model_name(name)
+        validate_alias(alias)
+        previous = self._move_alias(name, alias, None, reason or f"alias {alias!r} deleted")
+        return previous
+
+    def _move_alias(self, name: str, alias: str, version: int | None, reason: str) -> int | None:
+        """Append the move after the last one read; another writer's move in between makes us re-read."""
+        for _ in range(MAX_CLAIM_ATTEMPTS):
+            sequence, current = self._alias_head(name, alias)
+            previous = current["version"] if current else None
+            if version is None and previous is None:
+                raise ModelNotFound(f"model {name!r} has no alias {alias!r}{self._known_aliases(name)}")
+            doc = {"alias": alias, "version": version, "previous": previous, "reason": reason, "time": rfc3339_millis()}
+            if self.store.put_if_absent(model_alias_key(name, alias, sequence + 1), seal_json(doc)):
+                return previous
+        raise RegistryError(f"could not move alias {alias!r} of {name!r} after {MAX_CLAIM_ATTEMPTS} attempts")
+
+    def _alias_head(self, name: str, alias: str) -> tuple[int, dict | None]:
+        """The number of the alias's last move and that move (0, None when it never existed)."""
+        keys = self._alias_keys(name, alias)
+        if not keys:
+            return 0, None
+        return int(keys[-1].rsplit("/", 1)[1][:-5]), get_json(self.store, keys[-1])
+
+    def _alias_keys(self, name: str, alias: str) -> list[str]:
+        return [k for k in self.store.list(model_aliases_prefix(name, alias)) if k.endswith(".json")]
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """Every alias of model ``name`` that points at a version, and that version."""
+        out = {}
+        for alias, moves in self._alias_moves(name).items():
+            if moves and moves[-1]["version"] is not None:
+                out[alias] = moves[-1]["version"]
+        return dict(sorted(out.items()))
+
+    def alias_history(self, name: str, alias: str) -> list[dict]:
+        """Every move of ``alias``, oldest first."""
+        return self._alias_moves(name).get(alias, [])
+
+    def _alias_moves(self, name: str) -> dict[str, list[dict]]:
+        prefix = model_aliases_prefix(name)
+        moves: dict[str, list[dict]] = {}
+        for key in self.store.list(prefix):
+            if key.endswith(".json"):
+                alias = key[len(prefix) :].split("/", 1)[0]
+                moves.setdefault(alias, []).append(get_json(self.store, key))
+        return moves
+
+    def _known_aliases(self, name: str) -> str:
+        known = self.aliases(name)
+        return f" (aliases: {', '.join(f'{a} -> {v}' for a, v in known.items())})" if known else " (it has no aliases)"
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -172,7 +285,7 @@ class Registry:
         numbers = self.version_numbers(name)
         return numbers[-1] if numbers else 0
 
-    def get(self, name: str, version: int) -> VersionRecord:
+    def get(self, name: str, version: int, _moves: dict | None = None) -> VersionRecord:
         try:
             doc = get_json(self.store, model_version_key(name, version))
         except ObjectNotFound:
@@ -181,20 +294,36 @@ class Registry:
             stage = get_json(self.store, model_stage_key(name, version))
         except ObjectNotFound:  # the record is created just before its first stage document
             stage = {"stage": doc["initial_stage"], "history": []}
+        moves = self._alias_moves(name) if _moves is None else _moves
+        history = list(stage["history"]) + _alias_entries(moves, version)
+        history.sort(key=lambda entry: entry.get("time", ""))  # RFC 3339 UTC millis: sorts as text
+        pointing = sorted(a for a, m in moves.items() if m and m[-1]["version"] == version)
         fields = {f.name for f in dataclasses.fields(VersionRecord)}
         return VersionRecord(
-            **{k: v for k, v in doc.items() if k in fields}, stage=stage["stage"], stage_history=tuple(stage["history"])
+            **{k: v for k, v in doc.items() if k in fields},
+            stage=stage["stage"],
+            stage_history=tuple(history),
+            aliases=tuple(pointing),
         )
 
     def list_versions(self, name: str | None = None) -> list[VersionRecord]:
         names = [name] if name else self.models()
-        return [self.get(n, v) for n in names for v in self.version_numbers(n)]
+        out = []
+        for n in names:
+            moves = self._alias_moves(n)
+            out += [self.get(n, v, moves) for v in self.version_numbers(n)]
+        return out
 
     def resolve(self, ref: str | ModelRef) -> VersionRecord:
         """The version a reference names; ``NAME`` alone (or ``NAME:latest``) means the latest version."""
         ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
         if ref.version is not None:
             return self.get(ref.name, ref.version)
+        if ref.alias is not None:
+            target = self.aliases(ref.name).get(ref.alias)
+            if target is None:
+                raise ModelNotFound(f"model {ref.name!r} has no alias {ref.alias!r}{self._known_aliases(ref.name)}")
+            return self.get(ref.name, target)
         versions = self.list_versions(ref.name)
         if not versions:
             raise ModelNotFound(f"model {ref.name!r} has no registered versions")
@@ -224,6 +353,22 @@ class Registry:
         if manifest["files"] != record.files:
             raise ChecksumError(f"{record.ref}: bundle manifest at {record.bundle_uri} differs from the version record")
         return record, dest
+
+
+def _alias_entries(moves: dict[str, list[dict]], version: int) -> list[dict]:
+    """The alias moves that touched ``version``, as stage-history entries (``stage`` is the current one's
+    business; these carry ``alias`` and ``action`` instead)."""
+    entries = []
+    for alias, log in moves.items():
+        for move in log:
+            if move["version"] == version:
+                action = "set" if move["previous"] is None else f"moved from version {move['previous']}"
+            elif move["previous"] == version:
+                action = "deleted" if move["version"] is None else f"moved to version {move['version']}"
+            else:
+                continue
+            entries.append({"alias": alias, "action": action, "reason": move["reason"], "time": move["time"]})
+    return entries
 
 
 def _read_json(path: Path) -> dict:

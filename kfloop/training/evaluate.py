@@ -10,6 +10,12 @@ The gate compares one primary metric per task (``PRIMARY_METRIC``):
   data, and a threshold on it is easy to read; macro AUC is reported alongside),
 - regression: ``rmse`` (lower is better).
 
+Every candidate is also compared with a naive baseline that ignores the features
+(``naive_baseline``: the training mean, the training majority class, a constant score): a model no
+better than it is refused whatever the threshold. The default threshold (``AUTO_THRESHOLD``) is
+derived from that baseline, so the defaults make sense for every task; a threshold that is set has
+the meaning ``THRESHOLD_MEANING`` gives per task.
+
 A failed gate is data (``GateDecision.passed``), not an exception.
 """
 
@@ -126,14 +132,112 @@ def _num(value: Any) -> float | None:
 
 
 @dataclasses.dataclass
+class NaiveBaseline:
+    """What a model that ignores the features scores on the test split: the floor every candidate must beat.
+
+    ``rule`` says what the baseline predicts (the training mean, the training majority class, a
+    constant score); ``value`` is its primary metric on the test split (``metric``).
+    """
+
+    metric: str
+    value: float | None
+    rule: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def naive_baseline(schema: FeatureSchema, y_train: np.ndarray, y_test: np.ndarray) -> NaiveBaseline:
+    """The naive baseline of ``schema.task`` fitted on the training labels and scored on the test labels.
+
+    - regression: predict the training mean; its RMSE on the test split;
+    - multiclass: predict the training majority class; its accuracy on the test split;
+    - binary: a constant score (such as always the majority class): AUC 0.5 whatever the data.
+
+    Labels as ``FeatureSchema.encode_labels`` gives them (class indices for classification).
+    """
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    if schema.task == "regression":
+        mean = float(np.mean(y_train.astype(np.float64)))
+        rmse = math.sqrt(float(np.mean((y_test.astype(np.float64) - mean) ** 2))) if len(y_test) else None
+        return NaiveBaseline("rmse", _num(rmse), f"predicting the training mean {mean:.6g}")
+    counts = np.bincount(y_train.astype(int), minlength=len(schema.classes))
+    majority = int(np.argmax(counts))
+    name = schema.classes[majority]
+    if schema.task == "binary":
+        return NaiveBaseline("auc", 0.5, f"a constant score, such as always the majority class {name!r}")
+    accuracy = float(np.mean(y_test.astype(int) == majority)) if len(y_test) else None
+    return NaiveBaseline("accuracy", _num(accuracy), f"always the training majority class {name!r}")
+
+
+AUTO_THRESHOLD = -1.0
+"""The ``threshold`` that means "derive it from the naive baseline" (KFP parameters cannot be None)."""
+MIN_SKILL = 0.1
+"""With the automatic threshold, the candidate's loss must be this fraction below the naive baseline's."""
+THRESHOLD_MEANING = {
+    "binary": "the minimum test AUC",
+    "multiclass": "the minimum test accuracy",
+    "regression": "the maximum test RMSE",
+}
+
+
+def check_threshold(threshold: float, task: str | None = None) -> float:
+    """``threshold`` if the gate can read it: >= 0 (``THRESHOLD_MEANING`` of ``task``) or ``AUTO_THRESHOLD``."""
+    threshold = _finite("threshold", threshold)
+    if threshold < 0 and threshold != AUTO_THRESHOLD:
+        meaning = (
+            THRESHOLD_MEANING[task]
+            if task in THRESHOLD_MEANING
+            else "; ".join(f"{k}: {v}" for k, v in THRESHOLD_MEANING.items())
+        )
+        raise ConfigError(
+            f"gate threshold {threshold!r} must be >= 0 ({meaning}), or {AUTO_THRESHOLD:g} for the automatic threshold"
+        )
+    return threshold
+
+
+def _loss(metric: str, value: float) -> float:
+    """The primary metric as a loss (0 is perfect): RMSE itself, 1 - accuracy, 1 - AUC."""
+    return value if metric == "rmse" else 1.0 - value
+
+
+def _from_loss(metric: str, loss: float) -> float:
+    return loss if metric == "rmse" else 1.0 - loss
+
+
+def skill(metric: str, candidate: float, baseline: float) -> float | None:
+    """``1 - loss(candidate) / loss(baseline)``: 0 is no better than the baseline, 1 is perfect, < 0 worse.
+
+    For binary AUC against the constant score's 0.5 this is the Gini coefficient 2 AUC - 1; for
+    RMSE against the training mean it is close to 1 - sqrt(1 - R2). None when the baseline is
+    already perfect (a loss of 0)."""
+    base = _loss(metric, baseline)
+    return None if base <= 0 else 1.0 - _loss(metric, candidate) / base
+
+
+def auto_threshold(baseline: NaiveBaseline) -> float | None:
+    """The primary metric's value ``MIN_SKILL`` better than the baseline's (None when it is undefined)."""
+    if baseline.value is None:
+        return None
+    return _from_loss(baseline.metric, (1.0 - MIN_SKILL) * _loss(baseline.metric, baseline.value))
+
+
+@dataclasses.dataclass
 class GateDecision:
-    """Whether a candidate passed the quality gate, on which metric, and why."""
+    """Whether a candidate passed the quality gate, on which metric, and why.
+
+    ``threshold`` is the bar actually applied (the automatic one when ``threshold_rule`` starts
+    with "auto"), ``baseline`` the naive baseline's value of ``metric`` and ``baseline_rule`` what
+    it predicts."""
 
     passed: bool
     metric: str
     candidate: float | None
     production: float | None
-    threshold: float
+    threshold: float | None
+    threshold_rule: str
+    baseline: float | None
+    baseline_rule: str
     tolerance: float
     reason: str
 
@@ -147,33 +251,91 @@ def decide_gate(
     production_metrics: Mapping[str, Any] | None,
     threshold: float,
     tolerance: float,
+    baseline: NaiveBaseline | None = None,
 ) -> GateDecision:
-    """Pass iff the primary metric meets ``threshold`` and is not worse than production by more than
-    ``tolerance`` (an absolute difference). Without a production model only the threshold applies."""
+    """Pass iff the primary metric is better than the naive ``baseline``'s, meets ``threshold`` and is
+    not worse than production by more than ``tolerance`` (an absolute difference).
+
+    ``threshold`` is, per task, ``THRESHOLD_MEANING``; ``AUTO_THRESHOLD`` (-1, the default) derives
+    it from the baseline: the candidate's loss ``MIN_SKILL`` (10%) below the baseline's (binary: AUC
+    >= 0.55; multiclass: an error rate 10% below the majority class's; regression: an RMSE 10% below
+    that of predicting the training mean). Without a production model that comparison is skipped;
+    without a baseline (``None``) only binary can derive its threshold (the constant score's AUC 0.5).
+    """
     if task not in TASKS:
         raise ConfigError(f"task {task!r} is not one of {TASKS}")
     threshold, tolerance = _finite("threshold", threshold), _finite("tolerance", tolerance)
     if tolerance < 0:
         raise ConfigError(f"gate tolerance {tolerance!r} must be >= 0")
+    check_threshold(threshold, task)
     metric = PRIMARY_METRIC[task]
+    if baseline is None and task == "binary":
+        baseline = NaiveBaseline("auc", 0.5, "a constant score")
+    if baseline is not None and baseline.metric != metric:
+        raise ConfigError(f"the naive baseline's metric {baseline.metric!r} is not the {task} gate's {metric!r}")
+    auto = threshold == AUTO_THRESHOLD
+    if auto and baseline is None:
+        raise ConfigError(f"the automatic {task} threshold needs the naive baseline (the training labels)")
+    applied = auto_threshold(baseline) if auto else threshold
+    rule = f"set: {THRESHOLD_MEANING[task]}"
+    if auto:
+        value = "undefined" if baseline.value is None else f"{baseline.value:.6g}"
+        rule = f"auto: {MIN_SKILL:.0%} less loss than the naive baseline ({baseline.rule}) {metric} {value}"
     higher = higher_is_better(metric)
     candidate = _num(candidate_metrics.get(metric))
     production = _num(production_metrics.get(metric)) if production_metrics else None
-    decision = GateDecision(False, metric, candidate, production, threshold, tolerance, "")
+    decision = GateDecision(
+        passed=False,
+        metric=metric,
+        candidate=candidate,
+        production=production,
+        threshold=applied,
+        threshold_rule=rule,
+        baseline=baseline.value if baseline else None,
+        baseline_rule=baseline.rule if baseline else "",
+        tolerance=tolerance,
+        reason="",
+    )
     if candidate is None:
         decision.reason = f"candidate {metric} is undefined (got {candidate_metrics.get(metric)!r})"
         return decision
-    failures = _threshold_failure(metric, candidate, threshold, higher)
+    failures = _baseline_failure(metric, candidate, baseline)
+    if not failures or not auto:  # the automatic bar is stricter than the baseline: name the baseline only
+        failures += _threshold_failure(metric, candidate, applied, rule, higher)
     failures += _production_failure(metric, candidate, production, tolerance, higher)
     decision.passed = not failures
-    decision.reason = "; ".join(failures) if failures else _pass_reason(metric, candidate, production, threshold)
+    decision.reason = "; ".join(failures) if failures else _pass_reason(decision)
     return decision
 
 
-def _threshold_failure(metric: str, candidate: float, threshold: float, higher: bool) -> list[str]:
+def _baseline_text(metric: str, baseline: NaiveBaseline) -> str:
+    return f"the naive baseline ({baseline.rule}) {metric} {baseline.value:.6g}"
+
+
+def _baseline_failure(metric: str, candidate: float, baseline: NaiveBaseline | None) -> list[str]:
+    if baseline is None:
+        return []
+    if baseline.value is None:
+        return [f"the naive baseline ({baseline.rule}) has no {metric} on the test split"]
+    gained = skill(metric, candidate, baseline.value)
+    if gained is None:
+        return [f"{_baseline_text(metric, baseline)} is already perfect on the test split"]
+    if gained > 0:
+        return []
+    return [
+        f"no better than the naive baseline: candidate {metric} {candidate:.6g} "
+        f"against {_baseline_text(metric, baseline)}"
+    ]
+
+
+def _threshold_failure(metric: str, candidate: float, threshold: float | None, rule: str, higher: bool) -> list[str]:
+    if threshold is None:
+        return []
     ok = candidate >= threshold if higher else candidate <= threshold
     sign = ">=" if higher else "<="
-    return [] if ok else [f"threshold failed: candidate {metric} {candidate:.6g} is not {sign} {threshold:.6g}"]
+    if ok:
+        return []
+    return [f"threshold failed: candidate {metric} {candidate:.6g} is not {sign} {threshold:.6g} ({rule})"]
 
 
 def _production_failure(
@@ -190,11 +352,13 @@ def _production_failure(
     ]
 
 
-def _pass_reason(metric: str, candidate: float, production: float | None, threshold: float) -> str:
-    base = f"candidate {metric} {candidate:.6g} meets the threshold {threshold:.6g}"
-    if production is None:
-        return base + f"; no production {metric} to compare with"
-    return base + f" and is within tolerance of production {production:.6g}"
+def _pass_reason(d: GateDecision) -> str:
+    text = f"candidate {d.metric} {d.candidate:.6g} meets the threshold {d.threshold:.6g} ({d.threshold_rule})"
+    if d.baseline is not None and not d.threshold_rule.startswith("auto"):
+        text += f" and beats the naive baseline ({d.baseline_rule}) {d.baseline:.6g}"
+    if d.production is None:
+        return text + f"; no production {d.metric} to compare with"
+    return text + f" and is within tolerance of production {d.production:.6g}"
 
 
 def _finite(name: str, value: Any) -> float:

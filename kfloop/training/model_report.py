@@ -53,7 +53,19 @@ def _confusion(metrics: dict) -> list[str]:
 
 def _gate(gate: dict) -> list[str]:
     verdict = "PASSED" if gate.get("passed") else "FAILED"
-    rows = [(key, gate.get(key)) for key in ("metric", "candidate", "production", "threshold", "tolerance")]
+    rows = [
+        (key, gate.get(key))
+        for key in (
+            "metric",
+            "candidate",
+            "production",
+            "threshold",
+            "threshold_rule",
+            "baseline",
+            "baseline_rule",
+            "tolerance",
+        )
+    ]
     return [
         f"## Quality gate: {verdict}",
         "",

@@ -97,10 +97,16 @@ def test_every_expected_command_exists():
         ("pipeline", "compile"),
         ("pipeline", "run"),
         ("pipeline", "submit"),
+        ("pipeline", "schedule"),
+        ("pipeline", "schedule", "list"),
+        ("pipeline", "schedule", "delete"),
         ("registry", "list"),
         ("registry", "show"),
         ("registry", "approve"),
         ("registry", "reject"),
+        ("registry", "alias"),
+        ("registry", "alias", "set"),
+        ("registry", "alias", "delete"),
         ("rollout", "deploy"),
         ("rollout", "promote"),
         ("rollout", "rollback"),
@@ -174,7 +180,7 @@ def test_list_shows_every_version_with_stage_and_primary_metric(registry, tmp_pa
     code, out, err = cli(capsys, "registry", "list")
     assert (code, err) == (0, "")
     header, *rows = out.splitlines()
-    assert header.split() == ["MODEL", "VERSION", "STAGE", "METRIC", "CREATED"]
+    assert header.split() == ["MODEL", "VERSION", "STAGE", "METRIC", "CREATED", "ALIASES"]
     assert [r.split()[:4] for r in rows] == [
         ["churn", "1", "staging", "auc=0.8100"],
         ["churn", "2", "pending-approval", "auc=0.8700"],
@@ -232,6 +238,33 @@ def test_approve_and_reject(registry, tmp_path, capsys):
     assert registry.get("churn", 1).stage_history[-1]["reason"] == "approved"
 
 
+def test_alias_set_move_show_list_and_delete(registry, tmp_path, capsys):
+    register(registry, tmp_path, "churn", 0.81)
+    register(registry, tmp_path, "churn", 0.87)
+    registry.set_stage("churn", 1, "production")
+    assert cli(capsys, "registry", "alias", "set", "churn@production", "champion") == (
+        0,
+        "churn@champion -> churn:1\n",
+        "",
+    )
+    assert cli(capsys, "registry", "alias", "set", "churn:2", "challenger", "--reason", "ab test")[0] == 0
+    code, out, _ = cli(capsys, "registry", "list")
+    assert [(r.split()[1], r.split()[-1]) for r in out.splitlines()[1:]] == [("1", "champion"), ("2", "challenger")]
+    code, out, _ = cli(capsys, "registry", "show", "churn@challenger")
+    assert code == 0 and out.startswith("churn:2  stage=staging  aliases=challenger")
+    assert cli(capsys, "registry", "alias", "set", "churn@challenger", "champion")[1] == "churn@champion -> churn:2\n"
+    code, out, _ = cli(capsys, "registry", "show", "churn@champion", "--json")
+    doc = json.loads(out)
+    assert doc["version"] == 2 and doc["aliases"] == ["challenger", "champion"]
+    assert [h["action"] for h in doc["stage_history"] if h.get("alias") == "champion"] == ["moved from version 1"]
+    assert cli(capsys, "registry", "alias", "delete", "churn", "challenger") == (
+        0,
+        "churn@challenger deleted (it pointed at churn:2)\n",
+        "",
+    )
+    assert registry.aliases("churn") == {"champion": 2}
+
+
 def test_reject_without_reason_records_a_default(registry, tmp_path, capsys):
     register(registry, tmp_path, "churn", 0.81, stage="pending-approval")
     assert cli(capsys, "registry", "reject", "churn:1")[0] == 0
@@ -252,7 +285,7 @@ BAD_INPUTS = {
     "unknown model": (["registry", "show", "nope"], "'nope'"),
     "unknown version": (["registry", "show", "churn:7"], "no version 7"),
     "bad reference": (["registry", "show", "Churn:x"], "'Churn:x'"),
-    "bad stage": (["registry", "show", "churn@live"], "'live'"),
+    "bad stage": (["registry", "show", "churn@Live"], "'Live' is neither a stage nor a valid alias"),
     "approve a staging version": (["registry", "approve", "churn:2"], "not 'pending-approval'"),
     "approve twice": (
         [
@@ -263,10 +296,17 @@ BAD_INPUTS = {
         "not 'pending-approval'",
     ),
     "reject unknown model": (["registry", "reject", "nope:1"], "'nope'"),
+    "unknown alias": (["registry", "show", "churn@champion"], "no alias 'champion'"),
+    "alias named like a stage": (["registry", "alias", "set", "churn:1", "production"], "'production' is reserved"),
+    "invalid alias": (["registry", "alias", "set", "churn:1", "Champ_1"], "alias 'Champ_1' is not valid"),
+    "alias of an unknown version": (["registry", "alias", "set", "churn:9", "champion"], "no version 9"),
+    "delete an unknown alias": (["registry", "alias", "delete", "churn", "champion"], "no alias 'champion'"),
+    "alias of an invalid model": (["registry", "alias", "delete", "../x", "champion"], "'../x' is not valid"),
     "unknown parameter": (["pipeline", "run", "--param", "foo=1"], "'foo' is not a pipeline parameter"),
     "parameter of the wrong type": (["pipeline", "run", "--param", "seed=x"], "seed='x'"),
     "bad boolean": (["pipeline", "run", "--param", "require_approval=maybe"], "require_approval='maybe'"),
     "parameter without =": (["pipeline", "run", "--param", "seed"], "expected key=value"),
+    "negative gate threshold": (["pipeline", "run", "--param", "threshold=-0.5"], "gate threshold -0.5 must be >= 0"),
     "missing pipeline YAML": (
         ["pipeline", "run", "--pipeline", "/nonexistent/training.yaml"],
         "/nonexistent/training.yaml not found",

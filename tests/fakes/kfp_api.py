@@ -1,5 +1,6 @@
 """A fake Kubeflow Pipelines v2beta1 REST server on 127.0.0.1 that answers the calls ``kfp.Client``
-(kfp 2.17.0) makes, and records them."""
+(kfp 2.17.0) makes, and records them: health, experiments, runs, and recurring runs (create, list
+with ``experiment_id`` and page tokens, get, delete)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class FakeKfpApi:
         self.errors: list[str] = []  # exceptions raised while answering
         self.experiments = [dict(e) for e in experiments]
         self.runs: dict[str, dict] = {}
+        self.recurring_runs: dict[str, dict] = {}  # in creation order
+        self.page_size_cap = 2  # list pages hold at most this many, so clients must follow next_page_token
         self.run_states = list(run_states)
         self._polls: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -71,7 +74,45 @@ class FakeKfpApi:
             polls = self._polls[run_id] = self._polls.get(run_id, -1) + 1
             self.runs[run_id]["state"] = self.run_states[min(polls, len(self.run_states) - 1)]
             return 200, self.runs[run_id]
+        recurring = f"{API}/recurringruns"
+        if (method, path) == ("POST", recurring):
+            if not body.get("experiment_id") or not body.get("trigger"):
+                return 400, {"error": "experiment_id and trigger are required", "code": 3, "message": "bad request"}
+            job = {
+                **body,
+                "recurring_run_id": str(uuid.uuid4()),
+                "status": "ENABLED" if body.get("mode") == "ENABLE" else "DISABLED",
+                "created_at": NOW,
+                "updated_at": NOW,
+            }
+            self.recurring_runs[job["recurring_run_id"]] = job
+            return 200, job
+        if (method, path) == ("GET", recurring):
+            return 200, self._list_recurring_runs(query)
+        if path.startswith(f"{recurring}/"):
+            job_id = path[len(recurring) + 1 :]
+            if job_id not in self.recurring_runs:
+                return 404, {"error": f"recurring run {job_id} not found", "code": 5, "message": "not found"}
+            if method == "GET":
+                return 200, self.recurring_runs[job_id]
+            if method == "DELETE":
+                del self.recurring_runs[job_id]
+                return 200, {}
         return 404, {"error": f"{method} {path} not found", "code": 5, "message": f"{method} {path} not found"}
+
+    def _list_recurring_runs(self, query: dict) -> dict:
+        found = list(self.recurring_runs.values())
+        if "experiment_id" in query:
+            found = [j for j in found if j["experiment_id"] == query["experiment_id"][0]]
+        start = int(query.get("page_token", ["0"])[0] or 0)
+        size = min(int(query.get("page_size", ["10"])[0]), self.page_size_cap)
+        page = found[start : start + size]
+        out: dict = {}
+        if page:  # gRPC gateway omits empty lists; this field's JSON name is camelCase (kfp_server_api's too)
+            out = {"recurringRuns": page, "total_size": len(found)}
+        if start + size < len(found):
+            out["next_page_token"] = str(start + size)
+        return out
 
     def _list_experiments(self, query: dict) -> dict:
         found = self.experiments
@@ -111,6 +152,9 @@ class FakeKfpApi:
 
             def do_POST(self):
                 self._serve("POST")
+
+            def do_DELETE(self):
+                self._serve("DELETE")
 
             def log_message(self, *args):
                 pass

@@ -39,6 +39,20 @@ def test_a_good_run_registers_version_1_with_lineage(local_settings, tmp_path):
     assert {"confusionMatrix", "confidenceMetrics"} <= set(classification)
 
 
+def test_a_regression_data_set_registers_with_the_default_gate(local_settings, tmp_path):
+    from tests.steps.test_evaluate import regression_data
+
+    regression_data(n=400).to_csv(tmp_path / "reg.csv", index=False)
+    params = {"source": str(tmp_path / "reg.csv"), "target": "target", "model_name": "reg"}
+    result = run_local(local_settings, params, progress=lambda _: None)
+    assert result.gate["passed"], result.gate["reason"]
+    assert result.gate["metric"] == "rmse" and result.gate["threshold_rule"].startswith("auto:")
+    assert result.gate["candidate"] < result.gate["threshold"] < result.gate["baseline"]
+    assert "naive baseline (predicting the training mean" in result.gate["reason"]
+    assert result.registered == "reg:1"
+    assert _registry(local_settings).get("reg", 1).metrics["baseline"]["metric"] == "rmse"
+
+
 def test_a_run_worse_than_production_registers_nothing(local_settings):
     run_local(local_settings, {"source": SMALL}, progress=lambda _: None)
     _registry(local_settings).set_stage("churn", 1, "production")

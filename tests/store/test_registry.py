@@ -147,7 +147,9 @@ def test_approval_flow(registry, tmp_path):
         registry.approve("churn:1")
 
 
-@pytest.mark.parametrize("ref", ["Churn", "churn:0", "churn:x", "churn@live", "-churn", ""])
+@pytest.mark.parametrize(
+    "ref", ["Churn", "churn:0", "churn:x", "churn@Live", "churn@latest", "churn@a_b", "-churn", ""]
+)
 def test_bad_references_are_rejected(ref):
     with pytest.raises(RegistryError):
         ModelRef.parse(ref)

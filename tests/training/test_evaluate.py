@@ -12,7 +12,18 @@ from sklearn import metrics as skm
 
 from kfloop.errors import ConfigError
 from kfloop.schema import Feature, FeatureSchema
-from kfloop.training.evaluate import PRIMARY_METRIC, compute_metrics, decide_gate, higher_is_better, roc_curve
+from kfloop.training.evaluate import (
+    AUTO_THRESHOLD,
+    PRIMARY_METRIC,
+    THRESHOLD_MEANING,
+    NaiveBaseline,
+    compute_metrics,
+    decide_gate,
+    higher_is_better,
+    naive_baseline,
+    roc_curve,
+    skill,
+)
 
 FEATURES = (Feature("x", "numeric"),)
 BINARY = FeatureSchema("y", "binary", FEATURES, ("no", "yes"))
@@ -108,15 +119,20 @@ def test_primary_metrics_and_their_direction():
         ("binary", 0.70, 0.90, 0.75, 0.01, False, "threshold failed"),
         ("multiclass", 0.60, 0.55, 0.5, 0.0, True, "meets the threshold 0.5"),
         ("regression", 1.2, None, 1.5, 0.0, True, "meets the threshold 1.5"),
-        ("regression", 1.6, None, 1.5, 0.0, False, "candidate rmse 1.6 is not <= 1.5"),
+        ("regression", 1.6, None, 1.5, 0.0, False, "candidate rmse 1.6 is not <= 1.5 (set: the maximum test RMSE)"),
         ("regression", 1.4, 1.0, 1.5, 0.3, False, "worse than production 1 by 0.4"),
         ("regression", 1.2, 1.0, 1.5, 0.3, True, "within tolerance"),
     ],
 )
-def test_gate_decision_table(task, candidate, production, threshold, tolerance, passed, reason):
+def test_gate_decision_table_with_a_set_threshold(task, candidate, production, threshold, tolerance, passed, reason):
     metric = PRIMARY_METRIC[task]
     prod = None if production is None else {metric: production}
-    decision = decide_gate(task, {metric: candidate}, prod, threshold, tolerance)
+    baseline = {
+        "binary": None,
+        "multiclass": NaiveBaseline("accuracy", 0.4, "m"),
+        "regression": NaiveBaseline("rmse", 3.0, "r"),
+    }
+    decision = decide_gate(task, {metric: candidate}, prod, threshold, tolerance, baseline[task])
     assert decision.passed is passed
     assert reason in decision.reason
     assert decision.to_dict() == {
@@ -125,9 +141,85 @@ def test_gate_decision_table(task, candidate, production, threshold, tolerance, 
         "candidate": candidate,
         "production": production,
         "threshold": threshold,
+        "threshold_rule": f"set: {THRESHOLD_MEANING[task]}",
+        "baseline": {"binary": 0.5, "multiclass": 0.4, "regression": 3.0}[task],
+        "baseline_rule": {"binary": "a constant score", "multiclass": "m", "regression": "r"}[task],
         "tolerance": tolerance,
         "reason": decision.reason,
     }
+
+
+@pytest.mark.parametrize(
+    "task, baseline, candidate, passed, applied",
+    [
+        # binary: the constant score's AUC 0.5; 10% less loss (1 - AUC) -> AUC >= 0.55 (Gini >= 0.1)
+        ("binary", None, 0.56, True, 0.55),
+        ("binary", None, 0.54, False, 0.55),
+        # multiclass: majority accuracy 0.6 (error 0.4); 10% less error -> accuracy >= 0.64
+        ("multiclass", NaiveBaseline("accuracy", 0.6, "always 'a'"), 0.65, True, 0.64),
+        ("multiclass", NaiveBaseline("accuracy", 0.6, "always 'a'"), 0.63, False, 0.64),
+        # regression: the training mean's RMSE 10; 10% less -> RMSE <= 9
+        ("regression", NaiveBaseline("rmse", 10.0, "the mean"), 8.9, True, 9.0),
+        ("regression", NaiveBaseline("rmse", 10.0, "the mean"), 9.5, False, 9.0),
+    ],
+)
+def test_the_automatic_threshold_is_ten_percent_better_than_the_naive_baseline(
+    task, baseline, candidate, passed, applied
+):
+    metric = PRIMARY_METRIC[task]
+    decision = decide_gate(task, {metric: candidate}, None, AUTO_THRESHOLD, 0.01, baseline)
+    assert decision.passed is passed, decision.reason
+    assert decision.threshold == pytest.approx(applied)
+    assert decision.threshold_rule.startswith("auto:")
+    expected = "meets the threshold" if passed else "threshold failed"
+    assert expected in decision.reason and "(auto:" in decision.reason
+
+
+@pytest.mark.parametrize(
+    "task, baseline, candidate",
+    [
+        ("binary", None, 0.5),
+        ("binary", None, 0.3),
+        ("multiclass", NaiveBaseline("accuracy", 0.6, "always the training majority class 'a'"), 0.6),
+        ("regression", NaiveBaseline("rmse", 10.0, "predicting the training mean 3"), 10.5),
+    ],
+)
+@pytest.mark.parametrize("threshold", [AUTO_THRESHOLD, 0.0, 100.0])
+def test_a_candidate_no_better_than_the_naive_baseline_is_refused_whatever_the_threshold(
+    task, baseline, candidate, threshold
+):
+    metric = PRIMARY_METRIC[task]
+    if threshold == 100.0 and metric != "rmse":
+        threshold = 0.0  # a set threshold the candidate meets: the baseline still refuses it
+    decision = decide_gate(task, {metric: candidate}, None, threshold, 0.0, baseline)
+    assert not decision.passed
+    assert "no better than the naive baseline" in decision.reason
+    rule = baseline.rule if baseline else "a constant score"
+    assert rule in decision.reason
+
+
+def test_a_perfect_naive_baseline_leaves_nothing_to_beat():
+    decision = decide_gate(
+        "multiclass", {"accuracy": 1.0}, None, AUTO_THRESHOLD, 0.0, NaiveBaseline("accuracy", 1.0, "a")
+    )
+    assert not decision.passed and "already perfect" in decision.reason
+
+
+def test_skill_is_gini_for_auc_and_relative_rmse_for_regression():
+    assert skill("auc", 0.8, 0.5) == pytest.approx(2 * 0.8 - 1)
+    assert skill("rmse", 6.0, 8.0) == pytest.approx(0.25)
+    assert skill("accuracy", 0.7, 0.5) == pytest.approx(0.4)
+    assert skill("rmse", 1.0, 0.0) is None
+
+
+def test_naive_baselines_from_training_labels():
+    y_train, y_test = np.array([1.0, 2.0, 3.0, 6.0]), np.array([2.0, 4.0])  # training mean 3
+    base = naive_baseline(REGRESSION, y_train, y_test)
+    assert (base.metric, base.value) == ("rmse", pytest.approx(1.0)) and "training mean 3" in base.rule
+    base = naive_baseline(MULTI, np.array([2, 2, 1, 0, 2]), np.array([2, 0, 0, 2, 1]))
+    assert (base.metric, base.value) == ("accuracy", pytest.approx(0.4)) and "'c'" in base.rule
+    base = naive_baseline(BINARY, np.array([0, 0, 1]), np.array([1, 1]))
+    assert (base.metric, base.value) == ("auc", 0.5) and "'no'" in base.rule
 
 
 def test_gate_reports_both_failures():
@@ -146,6 +238,8 @@ def test_gate_fails_when_the_candidate_metric_is_undefined():
         ({"tolerance": -0.01}, "tolerance"),
         ({"threshold": float("nan")}, "threshold"),
         ({"task": "ranking"}, "ranking"),
+        ({"threshold": -0.5}, "threshold -0.5 must be >= 0"),
+        ({"task": "regression", "threshold": AUTO_THRESHOLD}, "needs the naive baseline"),
     ],
 )
 def test_gate_rejects_bad_settings(kwargs, match):
