@@ -56,3 +56,10 @@ def test_every_package_is_declared_in_pyproject():
         for init in (REPO / folder).rglob("__init__.py"):
             package = (installed + "/" + init.parent.relative_to(REPO / folder).as_posix()).strip("/.")
             assert package.replace("/", ".") in declared, f"{init.parent} is not in pyproject's packages"
+
+
+def test_test_modules_have_unique_names():
+    """Tests mirror the packages, and no two test files share a name (a failure names the module
+    without its folder, and pytest's rootdir-relative ids stay unambiguous)."""
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
