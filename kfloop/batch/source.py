@@ -34,10 +34,7 @@ class BatchInput:
         """The input's column names (stripped, as training strips them), read from the header only."""
         try:
             if self.kind == "csv":
-                import pyarrow.csv as pacsv
-
-                with open(self.path, "rb") as f:
-                    names = pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 16)).schema.names
+                names = _csv_header(self.path)
             else:
                 import pyarrow.parquet as pq
 
@@ -58,23 +55,25 @@ class BatchInput:
     def _csv_chunks(self) -> Iterator[pa.Table]:
         import pyarrow.csv as pacsv
 
-        with open(self.path, "rb") as f:
-            raw = [str(n) for n in pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 16)).schema.names]
+        raw = _csv_header(self.path)
         names = [n.strip() for n in raw]
         convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in raw}, strings_can_be_null=True)
         reader = pacsv.open_csv(self.path, read_options=pacsv.ReadOptions(block_size=1 << 22), convert_options=convert)
         pending: list[pa.RecordBatch] = []
         held = 0
-        for batch in reader:
-            pending.append(batch)
-            held += batch.num_rows
-            while held >= self.chunk_rows:
-                table = pa.Table.from_batches(pending)
-                yield table.slice(0, self.chunk_rows).rename_columns(names)
-                rest = table.slice(self.chunk_rows)
-                pending, held = rest.to_batches(), rest.num_rows
-        if held:
-            yield pa.Table.from_batches(pending).rename_columns(names)
+        try:
+            for batch in reader:
+                pending.append(batch)
+                held += batch.num_rows
+                while held >= self.chunk_rows:
+                    table = pa.Table.from_batches(pending)
+                    yield table.slice(0, self.chunk_rows).rename_columns(names)
+                    rest = table.slice(self.chunk_rows)
+                    pending, held = rest.to_batches(), rest.num_rows
+            if held:
+                yield pa.Table.from_batches(pending).rename_columns(names)
+        finally:
+            reader.close()  # an open reader's threads abort the interpreter at exit (apache/arrow#34314)
 
     def _parquet_chunks(self) -> Iterator[pa.Table]:
         import pyarrow.parquet as pq
@@ -103,6 +102,17 @@ def open_input(source: str, settings: Settings, chunk_rows: int) -> Iterator[Bat
     if not path.is_file():
         raise DataError(f"input {str(path)!r} does not exist" if not path.exists() else f"{str(path)!r} is not a file")
     yield BatchInput(path, kind, path.resolve().as_uri(), chunk_rows)
+
+
+def _csv_header(path: Path) -> list[str]:
+    """A CSV file's column names, as Arrow's reader reads them (one thread, closed at once)."""
+    import pyarrow.csv as pacsv
+
+    reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16, use_threads=False))
+    try:
+        return [str(n) for n in reader.schema.names]
+    finally:
+        reader.close()
 
 
 def _first_line(error: Exception) -> str:
