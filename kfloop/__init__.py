@@ -7,7 +7,7 @@ The package is layered; each subpackage's docstring says what it owns and what i
     demo                                     ``kfloop demo``: the loop on one machine
     serving                                  KServe model servers, trigger service, local platform
     pipelines -> components -> steps         KFP pipelines, their components, the steps as functions
-    report | retraining | rollout            what the loop decides and shows
+    report | retraining | rollout | batch    what the loop decides and shows; batch inference
     monitoring                               capture, drift, feedback, quality of served traffic
     training | inference | events            models and data; the V1/V2 codec; CloudEvents
     store                                    object storage, model registry, bundles, event log

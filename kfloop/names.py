@@ -39,6 +39,17 @@ DEFAULT_GATEWAY = f"http://127.0.0.1:{DEFAULT_GATEWAY_PORT}"
 # and the ``strategy`` of stored rollout records and decision events; the plans are ``kfloop.rollout.analysis``'s
 ROLLOUT_STRATEGIES = ("canary", "linear", "all-at-once", "blue-green")
 
+# Batch inference (``kfloop batch``): the columns of its prediction and rejects files, the revision its
+# capture records carry, and the marker of the progress lines its pipeline step prints (``kfloop batch
+# run`` shows them)
+BATCH_ROW_COLUMN = "row"  # the row number in the input (0-based), when the input has no id column
+BATCH_REQUEST_ID_COLUMN = "request_id"  # the row's capture id, "<batch id>:<row>": feedback labels use it
+BATCH_PREDICTION_COLUMN = "prediction"  # the predicted class label, or the value for regression
+BATCH_PROBABILITY_PREFIX = "probability_"  # + class label: the class probabilities, as the predictor answers
+BATCH_REASON_COLUMN = "reason"  # in the rejects file: why the row was not predicted
+BATCH_REVISION = "batch"  # the ``revision`` of batch capture records (online: stable, canary)
+PROGRESS_MARKER = "kfloop-progress: "  # a pipeline step's progress line, shown by the CLI
+
 # CloudEvent types
 DRIFT_DETECTED = "io.kfloop.drift.detected"
 QUALITY_DEGRADED = "io.kfloop.quality.degraded"

@@ -1,7 +1,8 @@
 """Run the compiled pipeline on this machine with ``kfp.local.SubprocessRunner``.
 
 Every step runs in its own Python process, as on a cluster (without the container). KFP's
-verbose output goes to ``<run folder>/kfp.log``; the caller sees one progress line per step.
+verbose output goes to ``<run folder>/kfp.log``; the caller sees one progress line per step, and the
+lines a step prints after ``kfloop.names.PROGRESS_MARKER`` (the batch step's chunks).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from kfloop.config import Settings
 from kfloop.errors import KfloopError
+from kfloop.names import PROGRESS_MARKER
 from kfloop.pipelines.training import YAML_PATH
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -62,6 +64,10 @@ class _ProgressWriter(io.TextIOBase):
         return len(text)
 
     def _scan(self, line: str) -> None:
+        marked = line.find(PROGRESS_MARKER)
+        if marked >= 0:
+            self.progress(f"    {line[marked + len(PROGRESS_MARKER) :]}")
+            return
         for pattern, event in STEP_EVENTS:
             match = pattern.search(line)
             if match:

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--s3-bucket", help="bucket for registry and captures (env KFLOOP_S3_BUCKET, default kfloop)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     groups = parser.add_subparsers(title="commands", metavar="COMMAND")
+    from kfloop.cli import batch as cli_batch
     from kfloop.cli import demo as cli_demo
     from kfloop.cli import pipeline as cli_pipeline
     from kfloop.cli import registry as cli_registry
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_demo.add_commands(groups)
     cli_pipeline.add_commands(groups)
+    cli_batch.add_commands(groups)
     cli_registry.add_commands(groups)
     cli_report.add_commands(groups)
     cli_serve.add_commands(groups)

@@ -178,6 +178,15 @@ class RequestDecoder:
             values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values]
         return values
 
+    # -- columns (batch inference) ---------------------------------------------------------------
+
+    def category_codes(self, name: str, values: Sequence) -> tuple[list[float], int]:
+        """The codes of categorical feature ``name`` for ``values`` as a request's values are encoded
+        (NaN for missing and unseen), and how many were unseen. Batch inference encodes each distinct
+        value of a column once through here, so a file's rows are encoded exactly as served rows."""
+        unseen: dict[str, int] = {}
+        return _categories(name, self._codes[name], values, unseen), unseen.get(name, 0)
+
     # -- shared ----------------------------------------------------------------------------------
 
     def _check_rows(self, n: int, what: str) -> None:
@@ -217,7 +226,7 @@ def _numeric(what: str, values: Sequence, unit: str = "row") -> np.ndarray:
     except (ValueError, TypeError, OverflowError):
         pass
     for i, value in enumerate(values):
-        if not _is_number(value):
+        if not is_number(value):
             raise InvalidRequest(f"{what} at {unit} {i}: expected a number or null; got {value!r}")
     raise InvalidRequest(f"{what}: expected numbers or null")
 
@@ -255,7 +264,7 @@ def _float_matrix(rows: list) -> np.ndarray | None:
         return None
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     """Whether numpy converts this one value to float32 (as it does for the whole column)."""
     if isinstance(value, (list, tuple, dict)):
         return False

@@ -207,9 +207,7 @@ class CaptureWriter:
         except (TypeError, ValueError) as e:
             log.error("capture records of %s cannot be encoded as %s: %s", self.model, self.format, e)
             return False
-        stamp = timestamps.key_stamp()
-        name = f"{stamp}-{uuid.uuid4().hex[:12]}-{sha256_bytes(data)}.{self.format}"
-        key = f"{captures_prefix(self.model, version)}{day}/{name}"
+        key = capture_key(self.model, version, day, data, self.format)
         attempt = 0
         while not self._stop.is_set():
             try:
@@ -238,6 +236,12 @@ class CaptureWriter:
                 self.pending,
                 error,
             )
+
+
+def capture_key(model: str, version: str, day: str, data: bytes, format: str) -> str:
+    """The key of a capture object holding ``data`` (the layout in the module docstring)."""
+    name = f"{timestamps.key_stamp()}-{uuid.uuid4().hex[:12]}-{sha256_bytes(data)}.{format}"
+    return f"{captures_prefix(model, version)}{key_segment(day)}/{name}"
 
 
 def _partition(batch: list[dict]) -> dict[tuple[str, str], list[dict]]:

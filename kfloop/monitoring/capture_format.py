@@ -10,6 +10,10 @@ Keys are ``captures/<model>/<version>/<YYYY-MM-DD>/<time>-<uid>-<sha256>.<format
   unseen...) is a column of JSON text, so values of any type round-trip, and the file
   metadata ``kfloop.json_columns`` lists those columns. A field a record lacks reads back
   as absent (a text field stored as None also reads back as absent).
+  Batch inference writes the same records column by column (``encode_parquet_table``): there
+  ``features`` is a struct column (one field per feature, the values as read) and ``prediction``
+  a float or fixed-size list column, which read back as the same dicts and lists; only the
+  columns named in ``kfloop.json_columns`` are JSON text.
 """
 
 from __future__ import annotations
@@ -75,6 +79,21 @@ def _encode_parquet(records: list[dict]) -> bytes:
     json_columns = [c for c in columns if c not in TEXT_FIELDS]
     arrays = {c: pa.array([_cell(r, c, c in json_columns) for r in records], pa.string()) for c in columns}
     table = pa.table(arrays).replace_schema_metadata({"kfloop.json_columns": json.dumps(json_columns)})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def encode_parquet_table(table, json_columns: list[str]) -> bytes:
+    """A Parquet capture object from an Arrow table of records (one row each): the text fields as
+    strings, ``json_columns`` as JSON text, any other column as a typed Arrow column (struct, list,
+    number) that ``decode`` reads back as the same Python values."""
+    import pyarrow.parquet as pq
+
+    missing = [c for c in TEXT_FIELDS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"capture table lacks the text fields {missing}")
+    table = table.replace_schema_metadata({"kfloop.json_columns": json.dumps(list(json_columns))})
     sink = io.BytesIO()
     pq.write_table(table, sink)
     return sink.getvalue()

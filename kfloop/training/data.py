@@ -56,7 +56,7 @@ def load_source(source: str, settings: Settings) -> LoadedData:
     elif source.startswith("s3://"):
         loaded = _load_s3(source, settings)
     else:
-        loaded = _load_file(_local_path(source))
+        loaded = _load_file(local_path(source))
     if len(loaded.frame) == 0:
         raise DataError(f"{loaded.uri} has no rows")
     loaded.frame.columns = _clean_columns(loaded.frame.columns, loaded.uri)
@@ -80,7 +80,8 @@ def _load_sample(spec: str) -> LoadedData:
     return LoadedData(frame, f"sample:{canonical}", digest)
 
 
-def _local_path(source: str) -> Path:
+def local_path(source: str) -> Path:
+    """The local path of a path or ``file://`` source; ConfigError for any other scheme."""
     if source.startswith("file://"):
         url = urlparse(source)
         host = "" if url.netloc in ("", "localhost") else url.netloc  # file://data.csv means ./data.csv
@@ -90,7 +91,8 @@ def _local_path(source: str) -> Path:
     return Path(source).expanduser()
 
 
-def _format_of(name: str) -> str:
+def format_of(name: str) -> str:
+    """``csv`` or ``parquet`` from a file name's suffix; ConfigError for any other."""
     suffix = Path(name).suffix.lower()
     if suffix not in FORMATS:
         raise ConfigError(
@@ -100,7 +102,7 @@ def _format_of(name: str) -> str:
 
 
 def _load_file(path: Path) -> LoadedData:
-    kind = _format_of(path.name)
+    kind = format_of(path.name)
     if not path.is_file():
         raise DataError(
             f"data file {str(path)!r} does not exist" if not path.exists() else f"{str(path)!r} is not a file"
@@ -113,15 +115,25 @@ def _load_file(path: Path) -> LoadedData:
     return LoadedData(read_table(path, kind, uri), uri, digest)
 
 
-def _load_s3(source: str, settings: Settings) -> LoadedData:
+def s3_location(source: str, settings: Settings) -> tuple[S3Store, str]:
+    """The store (the bucket of ``s3://BUCKET/KEY``, on the configured endpoint) and the key."""
     bucket, _, key = source[len("s3://") :].partition("/")
     if not bucket or not key:
-        raise ConfigError(f"S3 source {source!r} must look like s3://BUCKET/KEY")
-    kind = _format_of(key)
+        raise ConfigError(f"S3 location {source!r} must look like s3://BUCKET/KEY")
     if not settings.uses_s3:
-        raise ConfigError(f"cannot read {source}: no S3 endpoint configured (set KFLOOP_S3_ENDPOINT)")
+        raise ConfigError(f"cannot use {source}: no S3 endpoint configured (set KFLOOP_S3_ENDPOINT)")
     try:
-        store = S3Store.from_settings(settings, bucket=bucket, create_bucket=False)
+        return S3Store.from_settings(settings, bucket=bucket, create_bucket=False), key
+    except ValueError as e:  # minio checks bucket and key names before any request
+        raise ConfigError(f"S3 location {source!r}: {e}") from e
+
+
+def _load_s3(source: str, settings: Settings) -> LoadedData:
+    key = source[len("s3://") :].partition("/")[2]
+    kind = format_of(key) if key else None  # an unsupported file type is named before the endpoint
+    store, key = s3_location(source, settings)
+    kind = kind or format_of(key)
+    try:
         data = store.get(key)
     except ValueError as e:  # minio checks bucket and key names before any request
         raise ConfigError(f"S3 source {source!r}: {e}") from e

@@ -113,6 +113,10 @@ def test_every_expected_command_exists():
         ("rollout", "status"),
         ("rollout", "shadow"),
         ("rollout", "analyze"),
+        ("batch",),
+        ("batch", "compile"),
+        ("batch", "run"),
+        ("batch", "submit"),
     }
 
 

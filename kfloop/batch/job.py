@@ -1,0 +1,340 @@
+"""A batch job: a registered version predicts an input file chunk by chunk.
+
+For each chunk of at most ``chunk_rows`` rows (memory holds one chunk): the rows are encoded as the
+servers encode a request (``kfloop.batch.encode``), predicted with the predictor's own function
+(``kfloop.training.booster.predict``), written to the predictions file with the input's id column (or
+the row number) and the row's capture id, the rows that cannot be predicted go to the rejects file with
+their reason, the predicted rows become capture records (revision ``batch``; row ``i`` is
+``<batch id>:<i>``, so feedback labels join them as they join served rows) and a seeded sample of the
+chunk's rows (``drift_rows``) is checked against the version's drift baseline. One progress line per
+chunk. Everything is committed at the end: the capture objects, then the rejects and predictions files;
+a failure leaves neither file and no capture.
+
+The model reference is resolved first, then the input's columns are checked against the schema: an
+unknown version or stage, or an input that lacks feature columns, fails before any row is predicted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kfloop import timestamps
+from kfloop.batch.encode import ChunkEncoder, EncodedChunk, check_columns
+from kfloop.batch.outputs import Spool, TableFile, sibling
+from kfloop.batch.source import open_input
+from kfloop.config import Settings
+from kfloop.errors import ConfigError
+from kfloop.monitoring.capture import capture_key
+from kfloop.monitoring.capture_format import encode_parquet_table
+from kfloop.monitoring.drift import load_detector
+from kfloop.names import (
+    BATCH_PREDICTION_COLUMN,
+    BATCH_PROBABILITY_PREFIX,
+    BATCH_REASON_COLUMN,
+    BATCH_REQUEST_ID_COLUMN,
+    BATCH_REVISION,
+    BATCH_ROW_COLUMN,
+    captures_prefix,
+)
+from kfloop.schema import FeatureSchema
+from kfloop.store import bundle
+from kfloop.store.objects import open_store
+from kfloop.store.registry import Registry, VersionRecord
+from kfloop.training.booster import load_model, predict
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_ROWS = 100_000
+DEFAULT_DRIFT_ROWS = 5_000
+REJECTS_SUFFIX = ".rejects.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchOptions:
+    """What a batch job predicts and where it writes. ``rejects`` defaults to ``<output>.rejects.csv``."""
+
+    model: str  # NAME, NAME:VERSION or NAME@STAGE
+    input: str
+    output: str
+    rejects: str = ""
+    id_column: str = ""
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    capture: bool = True
+    drift: bool = True
+    drift_rows: int = DEFAULT_DRIFT_ROWS
+    seed: int = 0
+
+    @property
+    def rejects_location(self) -> str:
+        return self.rejects or sibling(self.output, REJECTS_SUFFIX)
+
+    def check(self) -> None:
+        if self.chunk_rows < 1:
+            raise ConfigError(f"chunk_rows={self.chunk_rows}: expected at least 1 row per chunk")
+        if self.drift_rows < 1:
+            raise ConfigError(f"drift_rows={self.drift_rows}: expected at least 1 row checked per chunk")
+        if not self.input.strip() or not self.output.strip():
+            raise ConfigError("a batch job needs an input and an output location")
+        places = {"input": self.input.strip(), "output": self.output.strip(), "rejects": self.rejects_location}
+        if len(set(places.values())) < len(places):
+            raise ConfigError(f"input, output and rejects must be three different locations; got {places}")
+
+
+def resolve_model(settings: Settings, ref: str) -> VersionRecord:
+    """The registered version ``ref`` names; ModelNotFound / RegistryError when there is none."""
+    return Registry(open_store(settings)).resolve(ref)
+
+
+def check_input(options: BatchOptions, settings: Settings, schema: FeatureSchema) -> None:
+    """Refuse an input that lacks feature columns (or the id column), reading its header only."""
+    with open_input(options.input, settings, options.chunk_rows) as source:
+        check_columns(source.columns(), schema, source.uri, options.id_column)
+
+
+def run_batch(options: BatchOptions, settings: Settings, progress: Callable[[str], None] = print) -> dict:
+    """Run the job; returns its summary (counts, drift per chunk, locations)."""
+    options.check()
+    started = time.monotonic()
+    store = open_store(settings)
+    with tempfile.TemporaryDirectory(prefix="kfloop-batch-") as tmp:
+        record, model_dir = Registry(store).fetch_bundle(options.model, Path(tmp) / "bundle")
+        schema = bundle.load_schema(model_dir)
+        booster = load_model(model_dir / bundle.MODEL_FILE)
+        detector = None
+        if options.drift and (model_dir / bundle.DRIFT_DIR).is_dir():
+            detector = load_detector(model_dir / bundle.DRIFT_DIR)
+        with open_input(options.input, settings, options.chunk_rows) as source:
+            check_columns(source.columns(), schema, source.uri, options.id_column)
+            job = _Job(options, settings, record, schema, booster, detector, store, Path(tmp), progress)
+            summary = job.run(source)
+    summary["seconds"] = round(time.monotonic() - started, 3)
+    summary["rows_per_s"] = round(summary["rows"] / summary["seconds"], 1) if summary["seconds"] else None
+    return summary
+
+
+class _Job:
+    def __init__(self, options, settings, record, schema, booster, detector, store, workdir, progress):
+        self.options, self.record, self.schema = options, record, schema
+        self.booster, self.detector, self.store, self.progress = booster, detector, store, progress
+        self.encoder = ChunkEncoder(schema)
+        self.batch_id = uuid.uuid4().hex
+        self.predictions = TableFile(options.output, settings, workdir)
+        self.rejects = TableFile(options.rejects_location, settings, workdir)
+        self.spool = Spool(store) if options.capture else None
+        self.rng = np.random.default_rng(options.seed)
+        self.counts = {"rows": 0, "predicted": 0, "rejected": 0, "captured": 0}
+        self.unseen: dict[str, int] = {}
+        self.drift: list[dict] = []
+        self.id_type: pa.DataType | None = None
+
+    def run(self, source) -> dict:
+        try:
+            chunk_index = -1
+            for chunk_index, table in enumerate(source.chunks()):
+                self._chunk(chunk_index, table)
+            self.predictions.close(self._prediction_schema())
+            self.rejects.close(self._rejects_schema(source.columns()))
+            if self.spool is not None:
+                self.spool.commit()
+            self.rejects.commit()
+            self.predictions.commit()
+        except BaseException:
+            self.predictions.abort()
+            self.rejects.abort()
+            if self.spool is not None:
+                self.spool.close()
+            raise
+        return {
+            "model": self.record.ref,
+            "batch_id": self.batch_id,
+            "input": source.uri,
+            "output": self.predictions.uri,
+            "rejects_output": self.rejects.uri,
+            "chunks": chunk_index + 1,
+            **self.counts,
+            "unseen": self.unseen,
+            "capture_location": self.store.uri(captures_prefix(self.record.name, str(self.record.version)))
+            if self.spool is not None
+            else None,
+            "drift": {
+                "chunks_checked": len(self.drift),
+                "chunks_drifted": sum(d["is_drift"] for d in self.drift),
+                "per_chunk": self.drift,
+            },
+        }
+
+    def _chunk(self, index: int, table: pa.Table) -> None:
+        began = time.monotonic()
+        offset = self.counts["rows"]
+        encoded = self.encoder.encode(table)
+        pred = predict(self.booster, self.schema, encoded.X)
+        rows = offset + encoded.accepted
+        request_ids = pc.binary_join_element_wise(
+            pa.scalar(f"{self.batch_id}:"), pc.cast(pa.array(rows), pa.string()), ""
+        )
+        self.predictions.write(self._prediction_table(table, encoded, rows, request_ids, pred))
+        if encoded.rejected:
+            self.rejects.write(self._rejects_table(table, encoded, offset))
+        if self.spool is not None and len(rows):
+            self._capture(table, encoded, request_ids, pred)
+        drift = self._check_drift(index, encoded.X)
+        for name, count in encoded.unseen.items():
+            self.unseen[name] = self.unseen.get(name, 0) + count
+        self.counts["rows"] += table.num_rows
+        self.counts["predicted"] += len(rows)
+        self.counts["rejected"] += len(encoded.rejected)
+        took = time.monotonic() - began
+        self.progress(
+            f"chunk {index}: rows {offset}-{offset + table.num_rows - 1}: {len(rows)} predicted, "
+            f"{len(encoded.rejected)} rejected"
+            + (f", unseen categories {encoded.unseen}" if encoded.unseen else "")
+            + (_drift_text(drift) if drift else "")
+            + f" ({table.num_rows / took if took else 0:,.0f} rows/s)"
+        )
+
+    # -- the tables ------------------------------------------------------------------------------
+
+    def _id_column(self, table: pa.Table, encoded: EncodedChunk, rows: np.ndarray) -> tuple[str, pa.Array]:
+        if not self.options.id_column:
+            return BATCH_ROW_COLUMN, pa.array(rows, pa.int64())
+        ids = table.column(self.options.id_column).take(pa.array(encoded.accepted)).combine_chunks()
+        return self.options.id_column, ids
+
+    def _prediction_table(self, table, encoded, rows, request_ids, pred) -> pa.Table:
+        id_name, ids = self._id_column(table, encoded, rows)
+        columns = {id_name: ids, BATCH_REQUEST_ID_COLUMN: request_ids}
+        if self.schema.task == "regression":
+            columns[BATCH_PREDICTION_COLUMN] = pa.array(np.asarray(pred, dtype=np.float32))
+        else:
+            labels = np.asarray(self.schema.classes, dtype=object)
+            columns[BATCH_PREDICTION_COLUMN] = pa.array(
+                labels[np.argmax(pred, axis=1)] if len(pred) else [], pa.string()
+            )
+            for k, label in enumerate(self.schema.classes):
+                columns[f"{BATCH_PROBABILITY_PREFIX}{label}"] = pa.array(np.asarray(pred[:, k], dtype=np.float32))
+        return pa.table(columns)
+
+    def _prediction_schema(self) -> pa.Schema:
+        id_field = (
+            pa.field(BATCH_ROW_COLUMN, pa.int64())
+            if not self.options.id_column
+            else pa.field(self.options.id_column, pa.string())
+        )
+        fields = [id_field, pa.field(BATCH_REQUEST_ID_COLUMN, pa.string())]
+        if self.schema.task == "regression":
+            fields.append(pa.field(BATCH_PREDICTION_COLUMN, pa.float32()))
+        else:
+            fields.append(pa.field(BATCH_PREDICTION_COLUMN, pa.string()))
+            fields += [pa.field(f"{BATCH_PROBABILITY_PREFIX}{c}", pa.float32()) for c in self.schema.classes]
+        return pa.schema(fields)
+
+    def _rejects_table(self, table: pa.Table, encoded: EncodedChunk, offset: int) -> pa.Table:
+        positions = np.fromiter(sorted(encoded.rejected), dtype=np.int64)
+        taken = table.take(pa.array(positions))
+        columns = {BATCH_ROW_COLUMN: pa.array(offset + positions, pa.int64())}
+        columns[BATCH_REASON_COLUMN] = pa.array([encoded.rejected[i] for i in positions.tolist()], pa.string())
+        for name in taken.column_names:
+            if name not in columns:
+                columns[name] = _as_text(taken.column(name))
+        return pa.table(columns)
+
+    def _rejects_schema(self, input_columns: list[str]) -> pa.Schema:
+        fixed = [BATCH_ROW_COLUMN, BATCH_REASON_COLUMN]
+        return pa.schema(
+            [pa.field(BATCH_ROW_COLUMN, pa.int64()), pa.field(BATCH_REASON_COLUMN, pa.string())]
+            + [pa.field(n, pa.string()) for n in input_columns if n not in fixed]
+        )
+
+    def _capture(self, table: pa.Table, encoded: EncodedChunk, request_ids: pa.Array, pred: np.ndarray) -> None:
+        n = len(encoded.accepted)
+        take = pa.array(encoded.accepted)
+        features = pa.StructArray.from_arrays(
+            [_received(table.column(f.name).take(take), f.kind) for f in self.schema.features], names=self.schema.names
+        )
+        if self.schema.task == "regression":
+            prediction = pa.array(np.asarray(pred, dtype=np.float32))
+        else:
+            flat = pa.array(np.ascontiguousarray(pred, dtype=np.float32).ravel())
+            prediction = pa.FixedSizeListArray.from_arrays(flat, len(self.schema.classes))
+        unseen = np.full(n, "{}", dtype=object)
+        if encoded.unseen_rows:
+            where = np.searchsorted(encoded.accepted, list(encoded.unseen_rows))
+            for i, values in zip(where.tolist(), encoded.unseen_rows.values()):
+                unseen[i] = orjson.dumps(values, default=str).decode()
+        now = timestamps.rfc3339()
+        captured = pa.table(
+            {
+                "request_id": request_ids,
+                "time": _constant(now, n),
+                "model": _constant(self.record.name, n),
+                "model_version": _constant(str(self.record.version), n),
+                "revision": _constant(BATCH_REVISION, n),
+                "features": features,
+                "prediction": prediction,
+                "unseen": pa.array(unseen, pa.string()),
+            }
+        )
+        data = encode_parquet_table(captured, json_columns=["unseen"])
+        self.spool.add(capture_key(self.record.name, str(self.record.version), now[:10], data, "parquet"), data)
+        self.counts["captured"] += n
+
+    def _check_drift(self, index: int, X: np.ndarray) -> dict | None:
+        if self.detector is None or len(X) == 0:
+            return None
+        sample = X
+        if len(X) > self.options.drift_rows:
+            sample = X[np.sort(self.rng.choice(len(X), self.options.drift_rows, replace=False))]
+        data = self.detector.predict(sample)["data"]
+        result = {
+            "chunk": index,
+            "rows_checked": len(sample),
+            "is_drift": bool(data["is_drift"]),
+            "threshold": data["threshold"],
+            "p_val_by_feature": dict(zip(self.schema.names, data["p_val"])),
+        }
+        self.drift.append(result)
+        return result
+
+
+def _drift_text(drift: dict) -> str:
+    p_values = {k: v for k, v in drift["p_val_by_feature"].items() if v is not None}
+    worst = min(p_values, key=p_values.get) if p_values else None
+    if drift["is_drift"]:
+        return f", DRIFT in {drift['rows_checked']} checked rows ({worst} p={p_values[worst]:.2g})"
+    return f", no drift in {drift['rows_checked']} checked rows" + (
+        f" (lowest p {p_values[worst]:.2g}, {worst})" if worst else ""
+    )
+
+
+def _received(column: pa.ChunkedArray, kind: str) -> pa.Array:
+    """A feature's values as captured: numbers for a numeric feature read as text (CSV), else as read."""
+    column = column.combine_chunks()
+    if kind == "numeric" and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        try:
+            return pc.cast(column, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    return column
+
+
+def _constant(value: str, n: int) -> pa.Array:
+    """``n`` copies of one string, dictionary-encoded (one copy in memory)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value]))
+
+
+def _as_text(column: pa.ChunkedArray) -> pa.Array:
+    try:
+        return pc.cast(column, pa.string()).combine_chunks()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
