@@ -1,4 +1,5 @@
-"""Log an evaluation to KFP's Metrics and ClassificationMetrics artifacts (drawn by the dashboard)."""
+"""Log an evaluation to KFP's Metrics and ClassificationMetrics artifacts (drawn by the dashboard), and
+the tune step's trials to its Metrics artifact."""
 
 from __future__ import annotations
 
@@ -20,3 +21,20 @@ def log_evaluation(doc: dict, metrics, classification_metrics) -> None:
     roc = doc["metrics"].get("roc")
     if roc:
         classification_metrics.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
+
+
+def log_tuning(doc: dict, metrics) -> None:
+    """Every trial's validation loss (``trial_007_valid_logloss``; pruned trials at the round they
+    stopped), the given parameters' (``baseline_...``) and the chosen one's (``best_...``)."""
+    tuning = doc.get("tuning")
+    metrics.log_metric("tuning_trials", float(tuning["trials_run"] if tuning else 0))
+    if not tuning:
+        return
+    name = f"valid_{tuning['metric']}"
+    for trial in tuning["trials"]:
+        metrics.log_metric(f"trial_{trial['number']:03d}_{name}", float(trial["value"]))
+    metrics.log_metric(f"baseline_{name}", float(tuning["baseline"]["value"]))
+    metrics.log_metric(f"best_{name}", float(tuning["best"]["value"]))
+    metrics.log_metric("tuning_trials_pruned", float(tuning["trials_pruned"]))
+    metrics.log_metric("tuning_improved", float(tuning["improved"]))
+    metrics.log_metric("tuning_seconds", float(tuning["seconds"]))

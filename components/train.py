@@ -1,4 +1,4 @@
-"""train: fit an XGBoost model with early stopping on the validation split."""
+"""train: fit an XGBoost model with early stopping on the validation split, with the tune step's parameters."""
 
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
@@ -7,27 +7,10 @@ def train(
     train: Input[Dataset],
     valid: Input[Dataset],
     schema: Input[Artifact],
-    n_estimators: int,
-    max_depth: int,
-    learning_rate: float,
-    subsample: float,
-    colsample_bytree: float,
-    min_child_weight: float,
-    early_stopping_rounds: int,
-    seed: int,
+    params: Input[Artifact],
     model: Output[Model],
 ) -> int:
-    from kfloop.steps.train import train_model
+    from kfloop.steps.train import train_with_chosen
 
-    params = dict(
-        n_estimators=n_estimators,
-        max_depth=max_depth,
-        learning_rate=learning_rate,
-        subsample=subsample,
-        colsample_bytree=colsample_bytree,
-        min_child_weight=min_child_weight,
-        early_stopping_rounds=early_stopping_rounds,
-        seed=seed,
-    )
     model.metadata["framework"] = "xgboost"
-    return train_model(train.path, valid.path, schema.path, params, model.path)["rounds"]
+    return train_with_chosen(train.path, valid.path, schema.path, params.path, model.path)["rounds"]

@@ -1,7 +1,8 @@
 """A compiled pipeline's parameters: their types, read from the YAML, and ``key=value`` strings typed by them.
 
 ``kfloop pipeline run|submit --param`` and the retraining trigger's ``--pipeline_params`` both go through
-``parse_params``, so a value is refused the same way before anything runs, wherever it comes from.
+``parse_params``, so a value is refused the same way before anything runs, wherever it comes from:
+its type, and for the training and tuning parameters its value (``check_values``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,26 @@ def parse_params(pairs: list[str] | None, types: dict[str, str]) -> dict:
         if key not in types:
             raise ConfigError(f"--param {key!r} is not a pipeline parameter; known: {', '.join(sorted(types))}")
         out[key] = _typed(key, raw, types[key])
+    check_values(out)
     return out
+
+
+TUNING_PARAMETERS = {"tuning_trials": "trials", "tuning_budget_seconds": "budget_seconds", "tuning_ranges": "ranges"}
+
+
+def check_values(arguments: dict) -> None:
+    """ConfigError naming the value when a training parameter (``TrainParams``) or the tuning
+    options (``TuningOptions``: trials, budget, ranges) among ``arguments`` make no sense."""
+    from kfloop.training.booster import TrainParams, check_param  # only when running: keeps --help light
+
+    trainable = {f for f in TrainParams.__dataclass_fields__}
+    for key, value in arguments.items():
+        if key in trainable:
+            check_param(key, value)
+    if options := {TUNING_PARAMETERS[k]: v for k, v in arguments.items() if k in TUNING_PARAMETERS}:
+        from kfloop.training.tuning import TuningOptions
+
+        TuningOptions(**options)
 
 
 def _typed(key: str, raw: str, kind: str) -> object:

@@ -90,7 +90,11 @@ def run_local(
     root.mkdir(parents=True, exist_ok=True)
     before = set(root.iterdir())
     pipeline = components.load_component_from_file(str(yaml_path))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    # kfp.local's task cache stays off: every run reads its source afresh and writes its outputs into
+    # its own run folder (where the gate and the registered version are read from). The compiled
+    # caching options apply on a cluster only.
+    runner = local.SubprocessRunner(use_venv=False)
+    local.init(runner=runner, pipeline_root=str(root), raise_on_error=True, enable_caching=False)
     started = time.monotonic()
     with open(root / f".log-{os.getpid()}-{time.time_ns()}", "w") as log:
         writer = _ProgressWriter(log, progress)

@@ -58,12 +58,34 @@ def training_data(
     return {**data, "target": record.schema["target"]}
 
 
-def pipeline_arguments(policy: RetrainPolicy, model: str, data: dict) -> dict:
-    """The run's pipeline arguments: the data source, model name, target, then the policy's parameters."""
+def pipeline_arguments(policy: RetrainPolicy, model: str, data: dict, record: VersionRecord | None = None) -> dict:
+    """The run's pipeline arguments: the data source, model name, target, the tuning arguments from
+    the current version (``tuning_arguments``), then the policy's parameters (which win)."""
     arguments = {"source": data["source"], "model_name": model}
     if data.get("target"):
         arguments["target"] = data["target"]
-    return {**arguments, **policy.pipeline_params}
+    return {**arguments, **tuning_arguments(policy.tuning, record), **policy.pipeline_params}
+
+
+def tuning_arguments(choice: str, record: VersionRecord | None) -> dict:
+    """For a version whose parameters were tuned (lineage ``tuning``): ``reuse`` passes the tuned
+    values of the searched parameters and no tuning; ``retune`` passes the same search again (trials,
+    budget, ranges). Nothing for a version that was not tuned, or no version."""
+    tuning = (record.lineage.get("tuning") if record else None) or {}
+    space = tuning.get("space") or {}
+    if not space:
+        return {}
+    if choice == "reuse":
+        parameters = record.lineage.get("parameters") or {}
+        return {**{name: parameters[name] for name in space if name in parameters}, "tuning_trials": 0}
+    from kfloop.training.tuning import DEFAULT_RANGES
+
+    ranges = {name: [space[name]["low"], space[name]["high"]] if name in space else None for name in DEFAULT_RANGES}
+    return {
+        "tuning_trials": tuning["trials_requested"],
+        "tuning_budget_seconds": tuning["budget_seconds"],
+        "tuning_ranges": ranges,
+    }
 
 
 def registered_by(registry: Registry, model: str, run_id: str, started: float) -> tuple[str | None, str]:

@@ -31,6 +31,7 @@ from kfloop.retraining.run_state import RunInFlight
 from kfloop.store.objects import ObjectStore, get_json, put_json
 
 DATA_STRATEGIES = ("combined", "recent", "window")  # what a run trains on: kfloop.retraining.training_data
+TUNING_CHOICES = ("reuse", "retune")  # a tuned version's parameters: kfloop.retraining.inputs.tuning_arguments
 ACTIONS = ("ignore", "start", "duplicate", "cooldown", "in_flight", "waiting")
 SIGNAL_TYPES = (DRIFT_DETECTED, QUALITY_DEGRADED, FEEDBACK)
 MAX_PROCESSED = 10_000
@@ -39,13 +40,15 @@ MAX_HISTORY = 20
 
 @dataclasses.dataclass(frozen=True)
 class RetrainPolicy:
-    """How many drifted windows in a row start a run, the pause after a run, and the data to train on."""
+    """How many drifted windows in a row start a run, the pause after a run, the data to train on, and
+    whether a run reuses the current version's tuned parameters or tunes again (``tuning``)."""
 
     consecutive_windows: int = 2
     cooldown_seconds: float = 600
     strategy: str = "combined"
     window_days: int = 7
     pipeline_params: dict = dataclasses.field(default_factory=dict)
+    tuning: str = "reuse"
 
     def __post_init__(self):
         if not isinstance(self.consecutive_windows, int) or self.consecutive_windows < 1:
@@ -56,6 +59,8 @@ class RetrainPolicy:
             raise ConfigError(f"retraining strategy {self.strategy!r} is not one of {DATA_STRATEGIES}")
         if not isinstance(self.window_days, int) or self.window_days < 1:
             raise ConfigError(f"window_days is {self.window_days!r}: expected a whole number >= 1")
+        if self.tuning not in TUNING_CHOICES:
+            raise ConfigError(f"tuning {self.tuning!r} is not one of {TUNING_CHOICES}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

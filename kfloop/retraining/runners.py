@@ -50,10 +50,13 @@ class RunStatus:
 
 
 def run_params(arguments: dict) -> list[str]:
-    """Pipeline arguments as ``--param key=value`` flags (booleans as true/false)."""
+    """Pipeline arguments as ``--param key=value`` flags (booleans as true/false, objects and lists as JSON)."""
     flags = []
     for key, value in arguments.items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if isinstance(value, (dict, list)):
+            text = json.dumps(value)
+        else:
+            text = str(value).lower() if isinstance(value, bool) else str(value)
         flags += ["--param", f"{key}={text}"]
     return flags
 

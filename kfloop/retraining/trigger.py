@@ -177,11 +177,10 @@ class RetrainTrigger:
 
     def _launch(self, model: str, run: RunInFlight) -> None:
         try:
-            data = run.data
+            data, record = run.data, current_version(self.registry, model)
             if data is None:
-                record = current_version(self.registry, model)
                 data = training_data(self.settings, self.policy, record, model, run.name, self.original_source)
-            run.prepare(data, pipeline_arguments(self.policy, model, data))
+            run.prepare(data, pipeline_arguments(self.policy, model, data, record))
             run_id = self.runner.launch(run.name, model, run.arguments)
         except Exception as e:  # noqa: BLE001 - every failure is retried or reported, never lost
             self._launch_failed(model, run, e)

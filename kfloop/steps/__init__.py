@@ -5,7 +5,8 @@ these functions; the benchmark calls them directly in one process (the floor the
 measured against), and tests call them without KFP. Artifacts:
 
 - process: train/valid/test Parquet files, ``schema.json``, a Markdown data-quality report
-- train: a model folder with ``model.ubj`` (UBJSON), ``schema.json`` and ``params.json``
+- tune: ``{"parameters", "tuning"}`` JSON: the parameters train uses (searched, or as given) and the search's record
+- train: a model folder with ``model.ubj`` (UBJSON), ``schema.json``, ``params.json`` (and ``tuning.json`` when tuned)
 - evaluate: ``evaluation.json`` (metrics of candidate and production, gate decision)
 - analyze: ``bias.json`` (bias and feature importance) and a Markdown report
 - baseline: the drift detector folder (``kfloop.monitoring.drift``)

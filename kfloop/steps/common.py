@@ -9,6 +9,7 @@ from kfloop.schema import FeatureSchema
 from kfloop.store import bundle
 
 PARAMS_FILE = "params.json"
+TUNING_FILE = "tuning.json"  # the tune step's record, when the parameters were tuned
 
 
 def write_json(path: str | Path, doc: dict) -> None:

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from kfloop.config import Settings
-from kfloop.steps.common import PARAMS_FILE, read_json
+from kfloop.steps.common import PARAMS_FILE, TUNING_FILE, read_json
 from kfloop.store import bundle
 from kfloop.store.objects import open_store
 from kfloop.store.registry import Registry
@@ -48,8 +48,18 @@ def register(
         lineage = {
             **lineage,
             "parameters": read_json(Path(model_dir) / PARAMS_FILE),
+            "tuning": _tuning_summary(Path(model_dir) / TUNING_FILE),
             "parent_version": getattr(registry.production(model_name), "version", None),
         }
         record = registry.register(model_name, path, lineage=lineage, stage=stage)
     log.info("registered %s (%s) at %s", record.ref, record.stage, record.bundle_uri)
     return record
+
+
+def _tuning_summary(path: Path) -> dict | None:
+    """The lineage's record of the tuning that chose the parameters (None: not tuned); every
+    trial stays in the bundle's ``tuning.json``."""
+    if not path.is_file():
+        return None
+    doc = read_json(path)
+    return {k: v for k, v in doc.items() if k != "trials"}

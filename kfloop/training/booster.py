@@ -51,7 +51,7 @@ class TrainParams:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            _check(f.name, getattr(self, f.name))
+            check_param(f.name, getattr(self, f.name))
 
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any] | None) -> TrainParams:
@@ -102,7 +102,8 @@ _RANGES: dict[str, tuple[type, float, float, bool]] = {
 }
 
 
-def _check(name: str, value: Any) -> None:
+def check_param(name: str, value: Any) -> None:
+    """ConfigError unless ``value`` is a valid value of the training parameter ``name``."""
     kind, low, high, low_inclusive = _RANGES[name]
     allowed = (int,) if kind is int else (int, float)
     if isinstance(value, bool) or not isinstance(value, allowed) or not math.isfinite(value):
@@ -117,11 +118,30 @@ def train(
     schema: FeatureSchema, train_df: pd.DataFrame, valid_df: pd.DataFrame | None, params: TrainParams
 ) -> xgboost.Booster:
     """Train a booster; early stopping watches ``valid_df`` (when given and non-empty)."""
+    return fit(schema, *matrices(schema, train_df, valid_df), params)
+
+
+def matrices(
+    schema: FeatureSchema, train_df: pd.DataFrame, valid_df: pd.DataFrame | None
+) -> tuple[xgboost.QuantileDMatrix, xgboost.QuantileDMatrix | None]:
+    """The training matrix and the validation matrix (None without validation rows), built once
+    so that several fits (``kfloop.training.tuning``) share them."""
     dtrain = _matrix(schema, train_df, "training")
-    evals, stopping = [], None
-    if valid_df is not None and len(valid_df):
-        evals = [(_matrix(schema, valid_df, "validation", ref=dtrain), "valid")]
-        stopping = params.early_stopping_rounds or None
+    if valid_df is None or not len(valid_df):
+        return dtrain, None
+    return dtrain, _matrix(schema, valid_df, "validation", ref=dtrain)
+
+
+def fit(
+    schema: FeatureSchema,
+    dtrain: xgboost.QuantileDMatrix,
+    dvalid: xgboost.QuantileDMatrix | None,
+    params: TrainParams,
+    callbacks: list[xgboost.callback.TrainingCallback] | None = None,
+) -> xgboost.Booster:
+    """Train on prepared matrices; early stopping (and ``callbacks``) watch ``dvalid``, named "valid"."""
+    evals = [(dvalid, "valid")] if dvalid is not None else []
+    stopping = (params.early_stopping_rounds or None) if evals else None
     booster = xgboost.train(
         params.booster_params(schema),
         dtrain,
@@ -129,6 +149,7 @@ def train(
         evals=evals,
         early_stopping_rounds=stopping,
         verbose_eval=False,
+        callbacks=callbacks,
     )
     if stopping:
         booster = _cut_to_best(booster)

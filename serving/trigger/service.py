@@ -66,7 +66,7 @@ from kfloop.names import (
     TRIGGER_STATUS_PATH,
     dead_letter_key,
 )
-from kfloop.retraining.policy import DATA_STRATEGIES, SIGNAL_TYPES, RetrainPolicy
+from kfloop.retraining.policy import DATA_STRATEGIES, SIGNAL_TYPES, TUNING_CHOICES, RetrainPolicy
 from kfloop.retraining.quality_signal import QualityOptions
 from kfloop.retraining.runners import DEFAULT_LOCAL_COMMAND, KfpRunner, LocalRunner
 from kfloop.retraining.trigger import RetrainTrigger
@@ -257,6 +257,12 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     p.add_argument("--cooldown_seconds", type=float, default=600, help="no run starts this soon after the last ended")
     p.add_argument("--strategy", choices=DATA_STRATEGIES, default="combined", help="retraining data (default combined)")
     p.add_argument("--window_days", type=int, default=7, help="days of labeled traffic for --strategy window")
+    p.add_argument(
+        "--tuning",
+        choices=TUNING_CHOICES,
+        default="reuse",
+        help="for a version whose parameters were tuned: reuse them (default) or retune with the same search",
+    )
     p.add_argument("--original_source", help="original training data (default: the production version's data_uri)")
     p.add_argument(
         "--pipeline_params",
@@ -301,6 +307,7 @@ def make_trigger(args: argparse.Namespace, settings: Settings) -> RetrainTrigger
         args.strategy,
         args.window_days,
         parse_params(args.pipeline_params, parameter_types(yaml_path)),
+        tuning=args.tuning,
     )
     if target == "kfp":
         runner = KfpRunner(

@@ -26,7 +26,7 @@ def test_each_component_body_is_thin_glue_over_kfloop(fn):
 
 def test_components_use_the_requested_image_and_do_not_pip_install():
     built = build_components("registry.example/kfloop:test")
-    for name in ("process", "train", "evaluate", "analyze", "baseline", "register", "deploy"):
+    for name in ("process", "tune", "train", "evaluate", "analyze", "baseline", "register", "deploy"):
         container = getattr(built, name).component_spec.implementation.container
         assert container.image == "registry.example/kfloop:test"
         assert "pip install" not in " ".join(container.command)

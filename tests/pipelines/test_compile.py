@@ -14,7 +14,7 @@ from kfloop.config import DEFAULT_IMAGE
 from kfloop.pipelines.training import YAML_PATH, compile_pipeline
 from tests.conftest import REPO
 
-STEPS = {"process", "train", "evaluate", "analyze", "baseline", "register", "deploy"}
+STEPS = {"process", "tune", "train", "evaluate", "analyze", "baseline", "register", "deploy"}
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,12 @@ def test_yaml_loads_as_a_component_with_the_pipeline_parameters():
         "canary_percent",
         "namespace",
         "gateway_url",
+        "tuning_trials",
+        "tuning_budget_seconds",
+        "tuning_ranges",
     } <= set(params)
     assert params["deploy_target"].default == ""  # deploying is opt-in
+    assert params["tuning_trials"].default == 0  # and so is tuning
 
 
 def test_register_runs_only_when_the_gate_passes(documents):
@@ -113,3 +117,29 @@ def test_the_config_map_the_steps_read_is_the_one_the_manifests_generate(documen
         (config_map,) = config["configMapAsEnv"]
         assert config_map["configMapName"] == CONFIG_MAP_NAME
         assert {e["configMapKey"] for e in config_map["keyToEnv"]} == set(CONFIG_MAP_KEYS)
+
+
+def _tasks(spec: dict, dag: dict | None = None):
+    """Every task of the pipeline, inside conditions too: (name, task spec)."""
+    for name, task in (dag or spec["root"]["dag"])["tasks"].items():
+        component = spec["components"][task["componentRef"]["name"]]
+        if "dag" in component:
+            yield from _tasks(spec, component["dag"])
+        else:
+            yield name, task
+
+
+def test_only_the_steps_that_are_pure_functions_of_their_inputs_are_cached(documents):
+    caching = {name: task.get("cachingOptions", {}).get("enableCache", False) for name, task in _tasks(documents[0])}
+    assert set(caching) == STEPS
+    assert {name for name, cached in caching.items() if cached} == {"tune", "train", "analyze", "baseline"}
+    # process (a moving source), evaluate (production), register and deploy (they write) read live state
+    assert not any(caching[name] for name in ("process", "evaluate", "register", "deploy"))
+
+
+def test_train_takes_its_parameters_from_the_tune_step(documents):
+    tasks = dict(_tasks(documents[0]))
+    params = tasks["train"]["inputs"]["artifacts"]["params"]["taskOutputArtifact"]
+    assert params == {"outputArtifactKey": "params", "producerTask": "tune"}
+    assert "triggerPolicy" not in tasks["tune"]  # always runs: with tuning_trials 0 it passes the parameters through
+    assert tasks["tune"]["inputs"]["parameters"]["tuning_trials"]["componentInputParameter"] == "tuning_trials"

@@ -86,3 +86,27 @@ def test_an_unknown_sample_fails_with_progress_and_a_clear_message(local_setting
     with pytest.raises(PipelineRunFailed, match="nope"):
         run_local(local_settings, {"source": "sample:nope"}, progress=lines.append)
     assert any("process" in line and "FAILED" in line for line in lines)
+
+
+def test_a_tuned_run_trains_with_the_best_trial_and_records_the_search(local_settings, tmp_path):
+    from tests.training.test_tuning import noisy  # small noisy data: the default parameters overfit it
+
+    path = tmp_path / "noisy.csv"
+    noisy(1000, seed=5).to_csv(path, index=False)
+    arguments = {"source": str(path), "target": "target", "model_name": "noisy", "tuning_trials": 6}
+    result = run_local(local_settings, {**arguments, "tuning_budget_seconds": 120.0}, progress=lambda _: None)
+    assert result.registered == "noisy:1"
+    record = _registry(local_settings).get("noisy", 1)
+    tuning = record.lineage["tuning"]
+    assert tuning["trials_run"] == 6 and tuning["improved"]
+    assert tuning["best"]["value"] < tuning["baseline"]["value"]
+    for name, value in tuning["best"]["params"].items():  # train used the best trial's values
+        assert record.lineage["parameters"][name] == value
+    assert "tuning.json" in record.files  # every trial, kept in the bundle
+    # each trial is a KFP metric of the tune step
+    outputs = json.loads((result.run_dir / "tune" / "executor_output.json").read_text())["artifacts"]
+    metrics = outputs["metrics"]["artifacts"][0]["metadata"]
+    assert {f"trial_{i:03d}_valid_logloss" for i in range(6)} <= set(metrics)
+    assert metrics["best_valid_logloss"] == pytest.approx(tuning["best"]["value"])
+    assert metrics["tuning_trials"] == 6
+    assert not (local_settings.home / "runs" / ".kfp_cache").exists()  # kfp.local's cache stays off

@@ -91,14 +91,16 @@ def clock() -> FakeClock:
 def make_trigger(settings, clock):
     """A RetrainTrigger on ``settings``'s store; several made in one test share the store (a restart)."""
 
-    def _make(runner: ScriptedRunner, cooldown_seconds: float = 600, **options) -> RetrainTrigger:
-        policy = RetrainPolicy(consecutive_windows=1, cooldown_seconds=cooldown_seconds)
+    def _make(
+        runner: ScriptedRunner, cooldown_seconds: float = 600, tuning="reuse", source="sample:churn", **options
+    ) -> RetrainTrigger:
+        policy = RetrainPolicy(consecutive_windows=1, cooldown_seconds=cooldown_seconds, tuning=tuning)
         return RetrainTrigger(
             settings,
             policy,
             runner,
             Outbox.for_settings(settings, "trigger", None),
-            original_source="sample:churn",
+            original_source=source,
             retry_seconds=10,
             retry_max_seconds=60,
             poll_seconds=5,
@@ -295,6 +297,28 @@ def test_the_version_a_cluster_run_registered_is_found_by_its_run_id(make_trigge
     trigger.step()
     (finished,) = emitted(trigger, RETRAIN_FINISHED)
     assert finished["data"]["registered"] == "churn:2" and finished["data"]["reason"] == ""
+
+
+@pytest.mark.parametrize("tuning", ["reuse", "retune"])
+def test_a_run_reuses_the_production_versions_tuned_parameters_or_retunes(make_trigger, tmp_path, settings, tuning):
+    source = tmp_path / "original.csv"  # the fake bundle's schema: tenure, plan -> churn
+    source.write_text("tenure,plan,churn\n1,basic,0\n30,premium,1\n4,basic,0\n")
+    lineage = {
+        "data_uri": str(source),
+        "parameters": {"max_depth": 3, "learning_rate": 0.05},
+        "tuning": {"trials_requested": 12, "budget_seconds": 60.0, "space": {"max_depth": {"low": 2, "high": 8}}},
+    }
+    registry = Registry(LocalStore(settings.home))
+    registry.register("churn", make_bundle(tmp_path / "b1", 0.8), lineage=lineage)
+    registry.set_stage("churn", 1, "production")
+    runner = ScriptedRunner()
+    started_run(make_trigger(runner, tuning=tuning, source=str(source)), runner, drift(0))
+    ((_, _, arguments),) = runner.launched
+    if tuning == "reuse":
+        assert (arguments["max_depth"], arguments["tuning_trials"]) == (3, 0) and "learning_rate" not in arguments
+    else:
+        assert (arguments["tuning_trials"], arguments["tuning_budget_seconds"]) == (12, 60.0)
+        assert arguments["tuning_ranges"]["max_depth"] == [2, 8] and "max_depth" not in arguments
 
 
 def test_a_backend_that_cannot_be_read_is_retried_then_the_run_is_reported_failed(make_trigger, clock):

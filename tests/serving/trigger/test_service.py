@@ -452,6 +452,21 @@ def test_bad_settings_stop_the_service_with_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == ["error: --target kfp needs --kfp_host or KFLOOP_KFP_HOST"]
 
 
+def test_tuning_ranges_that_make_no_sense_stop_the_service_before_it_starts(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "kfloop.serving.trigger.service", "--port", "1", "--tuning", "retune"]
+        + ["--pipeline_params", "tuning_trials=5", 'tuning_ranges={"max_depth": [9, 3]}'],
+        env={**os.environ, "KFLOOP_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: tuning range for max_depth: [9, 3] is empty (low must be below high)"
+    ]
+
+
 def test_state_on_s3_survives_a_restart_on_a_fresh_disk(start, sink, s3_settings, tmp_path):
     s3 = {k: v for k, v in s3_settings.storage_env().items() if k != "KFLOOP_HOME"}
     trigger = start(
