@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from kfloop import __version__
-from kfloop.cli.main import build_parser, main
+from kfloop.cli.main import main
 from kfloop.store.objects import LocalStore
 from kfloop.store.registry import Registry
+from tests.cli.conftest import COMMANDS
 from tests.fakes.bundles import make_bundle
 
 pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
@@ -70,19 +71,6 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 # -- entry point and help -------------------------------------------------------------------------
-
-
-def command_paths(parser: argparse.ArgumentParser, prefix=()) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
-    """Every (sub)command of the parser, depth first, with its own parser."""
-    found = [(prefix, parser)]
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                found += command_paths(sub, prefix + (name,))
-    return found
-
-
-COMMANDS = {path: p for path, p in command_paths(build_parser())}
 
 
 def test_every_expected_command_exists():

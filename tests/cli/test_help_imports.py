@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 
-from tests.cli.test_cli import COMMANDS
+from tests.cli.conftest import COMMANDS
 
 HEAVY = (
     "pandas",

@@ -81,3 +81,27 @@ def build_bundle(
     (root / SCHEMA_FILE).write_text(json.dumps(schema.to_dict()))
     write_manifest(root)
     return root, schema, booster
+
+
+def minimal_bundle(root: Path, marker: str = "a") -> Path:
+    """A minimal bundle: the registry only needs a schema and checksummed files."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / bundle.MODEL_FILE).write_bytes(f"model-{marker}".encode())
+    (root / bundle.SCHEMA_FILE).write_text(
+        json.dumps(
+            {
+                "target": "y",
+                "task": "binary",
+                "classes": ["0", "1"],
+                "features": [
+                    {"name": "x", "kind": "numeric"},
+                    {"name": "c", "kind": "categorical", "categories": ["a", "b"]},
+                ],
+            }
+        )
+    )
+    (root / bundle.METRICS_FILE).write_text(json.dumps({"auc": 0.9}))
+    (root / bundle.DRIFT_DIR).mkdir(exist_ok=True)
+    (root / bundle.DRIFT_DIR / "x_ref.npy").write_bytes(b"ref")
+    bundle.write_manifest(root)
+    return root

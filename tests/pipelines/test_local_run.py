@@ -11,6 +11,7 @@ from kfloop.store import bundle
 from kfloop.store.objects import open_store
 from kfloop.store.registry import Registry
 from kfloop.training import samples
+from tests.fakes.datasets import noisy, regression_data
 
 pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
 
@@ -40,8 +41,6 @@ def test_a_good_run_registers_version_1_with_lineage(local_settings, tmp_path):
 
 
 def test_a_regression_data_set_registers_with_the_default_gate(local_settings, tmp_path):
-    from tests.steps.test_evaluate import regression_data
-
     regression_data(n=400).to_csv(tmp_path / "reg.csv", index=False)
     params = {"source": str(tmp_path / "reg.csv"), "target": "target", "model_name": "reg"}
     result = run_local(local_settings, params, progress=lambda _: None)
@@ -89,7 +88,6 @@ def test_an_unknown_sample_fails_with_progress_and_a_clear_message(local_setting
 
 
 def test_a_tuned_run_trains_with_the_best_trial_and_records_the_search(local_settings, tmp_path):
-    from tests.training.test_tuning import noisy  # small noisy data: the default parameters overfit it
 
     path = tmp_path / "noisy.csv"
     noisy(1000, seed=5).to_csv(path, index=False)

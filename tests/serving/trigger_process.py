@@ -12,9 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from kfloop.events.cloudevents import (
-    to_structured,
-)
+from kfloop.events.cloudevents import make_event, to_structured
+from kfloop.names import DRIFT_DETECTED
 from tests.conftest import free_port
 from tests.fakes.event_sink import EventSink
 from tests.serving.conftest import ServerProcess
@@ -103,3 +102,20 @@ def kill_fake_runs(home: Path) -> None:
             os.killpg(json.loads(record.read_text())["pid"], signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def drift(window: int, id: str | None = None, model: str = "churn", is_drift: int = 1) -> dict:
+    data = {
+        "meta": {"name": "TabularDrift"},
+        "data": {
+            "is_drift": is_drift,
+            "p_val": [0.001, 0.2],
+            "threshold": 0.05,
+            "window_index": window,
+            "window_size": 100,
+        },
+        "model": model,
+        "model_version": "1",
+        "revision": "stable",
+    }
+    return make_event(DRIFT_DETECTED, "kfloop/churn-transformer", data, subject=model, id=id)

@@ -20,6 +20,7 @@ from kfloop.steps.register import register
 from kfloop.steps.train import train_model
 from kfloop.store.objects import open_store
 from kfloop.store.registry import Registry
+from tests.fakes.datasets import binary_data, multiclass_data, noise_data, regression_data
 
 
 def _defaults() -> dict:
@@ -30,30 +31,6 @@ def _defaults() -> dict:
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert parameter_types(YAML_PATH)["threshold"] == "NUMBER_DOUBLE"
     return {key: params[key]["defaultValue"] for key in ("threshold", "tolerance")}
-
-
-def regression_data(n: int = 600, seed: int = 0, signal: float = 1.0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    x1, x2 = rng.normal(size=n), rng.uniform(-2, 2, size=n)
-    region = rng.choice(["north", "south", "east"], size=n)
-    y = signal * (3 * x1 + x2**2 + np.where(region == "south", 2.0, 0.0)) + rng.normal(scale=1.0, size=n) + 50
-    return pd.DataFrame({"x1": x1, "x2": x2, "region": region, "target": y})
-
-
-def binary_data(n: int = 600, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    x1, x2 = rng.normal(size=n), rng.normal(size=n)
-    plan = rng.choice(["basic", "pro"], size=n)
-    logit = 1.5 * x1 - x2 + np.where(plan == "pro", 1.0, -0.5) - 1.0  # about 30% positives
-    y = np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "yes", "no")
-    return pd.DataFrame({"x1": x1, "x2": x2, "plan": plan, "label": y})
-
-
-def multiclass_data(n: int = 600, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    x1, x2 = rng.normal(size=n), rng.normal(size=n)
-    species = np.select([x1 + 0.3 * rng.normal(size=n) > 0.5, x2 + 0.3 * rng.normal(size=n) > 0.0], ["a", "b"], "c")
-    return pd.DataFrame({"x1": x1, "x2": x2, "species": species})
 
 
 def _run_steps(frame: pd.DataFrame, target: str, settings, tmp: Path, name: str, **gate) -> dict:
@@ -117,14 +94,6 @@ def test_the_regression_baseline_is_the_training_mean(local_settings, tmp_path):
     expected = np.sqrt(np.mean((test["target"] - train["target"].mean()) ** 2))
     assert doc["baseline"]["value"] == pytest.approx(expected)
     assert f"{train['target'].mean():.6g}" in doc["baseline"]["rule"]
-
-
-def noise_data(n: int = 300, seed: int = 0) -> pd.DataFrame:
-    """Six features and a heavy-tailed target that ignores them: the trees fit noise."""
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({f"x{i}": rng.normal(size=n) for i in range(6)})
-    frame["target"] = rng.standard_t(3, size=n) + 50
-    return frame
 
 
 def test_a_candidate_no_better_than_the_training_mean_is_refused_naming_it(local_settings, tmp_path):

@@ -16,7 +16,7 @@ from kfloop.steps.tune import tune_params
 from kfloop.store import bundle
 from kfloop.store.objects import open_store
 from kfloop.store.registry import Registry
-from tests.training.test_tuning import noisy
+from tests.fakes.datasets import noisy
 
 OFF = {"trials": 0, "budget_seconds": 600.0, "ranges": {}, "seed": 0}
 

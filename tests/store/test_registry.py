@@ -13,30 +13,7 @@ from kfloop.errors import ChecksumError, ModelNotFound, RegistryError
 from kfloop.store import bundle
 from kfloop.store.objects import LocalStore, S3Store, open_store
 from kfloop.store.registry import ModelRef, Registry
-
-
-def make_bundle(root: Path, marker: str = "a") -> Path:
-    """A minimal bundle: the registry only needs a schema and checksummed files."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / bundle.MODEL_FILE).write_bytes(f"model-{marker}".encode())
-    (root / bundle.SCHEMA_FILE).write_text(
-        json.dumps(
-            {
-                "target": "y",
-                "task": "binary",
-                "classes": ["0", "1"],
-                "features": [
-                    {"name": "x", "kind": "numeric"},
-                    {"name": "c", "kind": "categorical", "categories": ["a", "b"]},
-                ],
-            }
-        )
-    )
-    (root / bundle.METRICS_FILE).write_text(json.dumps({"auc": 0.9}))
-    (root / bundle.DRIFT_DIR).mkdir(exist_ok=True)
-    (root / bundle.DRIFT_DIR / "x_ref.npy").write_bytes(b"ref")
-    bundle.write_manifest(root)
-    return root
+from tests.fakes.bundles import minimal_bundle
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -47,8 +24,8 @@ def registry(request, tmp_path) -> Registry:
 
 
 def test_versions_are_numbered_from_one_and_round_trip(registry, tmp_path):
-    first = registry.register("churn", make_bundle(tmp_path / "b1", "1"), lineage={"run": "r1"})
-    second = registry.register("churn", make_bundle(tmp_path / "b2", "2"))
+    first = registry.register("churn", minimal_bundle(tmp_path / "b1", "1"), lineage={"run": "r1"})
+    second = registry.register("churn", minimal_bundle(tmp_path / "b2", "2"))
     assert (first.version, second.version) == (1, 2)
     assert first.stage == "staging" and first.lineage == {"run": "r1"}
     assert first.schema["features"][1]["categories"] == ["a", "b"]
@@ -60,14 +37,14 @@ def test_versions_are_numbered_from_one_and_round_trip(registry, tmp_path):
 
 
 def test_tampered_object_fails_checksum_on_load(registry, tmp_path):
-    record = registry.register("churn", make_bundle(tmp_path / "b1"))
+    record = registry.register("churn", minimal_bundle(tmp_path / "b1"))
     registry.store.put(f"{record.bundle_key}/{bundle.MODEL_FILE}", b"tampered")
     with pytest.raises(ChecksumError, match="checksum mismatch"):
         registry.fetch_bundle("churn:1", tmp_path / "out")
 
 
 def test_tampered_version_record_fails_checksum(registry, tmp_path):
-    registry.register("churn", make_bundle(tmp_path / "b1"))
+    registry.register("churn", minimal_bundle(tmp_path / "b1"))
     key = "models/churn/versions/000001.json"
     doc = json.loads(registry.store.get(key))
     doc["metrics"]["auc"] = 1.0
@@ -85,16 +62,16 @@ def test_crash_before_the_version_record_leaves_no_visible_version(tmp_path):
             raise OSError("simulated crash while committing")
 
     with pytest.raises(OSError):
-        Registry(CrashingStore(tmp_path / "home")).register("churn", make_bundle(tmp_path / "b1"))
+        Registry(CrashingStore(tmp_path / "home")).register("churn", minimal_bundle(tmp_path / "b1"))
     assert store.list("models/churn/bundles/")  # the bundle was uploaded...
     assert registry.list_versions("churn") == []  # ...but no version is visible
-    assert registry.register("churn", make_bundle(tmp_path / "b2")).version == 1
+    assert registry.register("churn", minimal_bundle(tmp_path / "b2")).version == 1
 
 
 def _register_many(home: str, n: int, tag: str, out) -> None:
     registry = Registry(LocalStore(home))
     root = Path(home).parent / f"bundle-{tag}"
-    make_bundle(root, tag)
+    minimal_bundle(root, tag)
     out.put([registry.register("churn", root).version for _ in range(n)])
 
 
@@ -117,7 +94,7 @@ def test_concurrent_registration_has_no_gaps_or_duplicates(tmp_path):
 def test_concurrent_registration_on_s3_has_no_gaps(s3_settings, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    roots = [make_bundle(tmp_path / f"b{i}", str(i)) for i in range(4)]
+    roots = [minimal_bundle(tmp_path / f"b{i}", str(i)) for i in range(4)]
 
     def worker(root):  # each thread its own client, as separate runs would have
         return [Registry(S3Store.from_settings(s3_settings)).register("churn", root).version for _ in range(3)]
@@ -128,8 +105,8 @@ def test_concurrent_registration_on_s3_has_no_gaps(s3_settings, tmp_path):
 
 
 def test_stages_promotion_archives_previous(registry, tmp_path):
-    registry.register("churn", make_bundle(tmp_path / "b1"))
-    registry.register("churn", make_bundle(tmp_path / "b2"))
+    registry.register("churn", minimal_bundle(tmp_path / "b1"))
+    registry.register("churn", minimal_bundle(tmp_path / "b2"))
     registry.set_stage("churn", 1, "production")
     registry.set_stage("churn", 2, "production", reason="canary passed")
     stages = {r.version: r.stage for r in registry.list_versions("churn")}
@@ -139,8 +116,8 @@ def test_stages_promotion_archives_previous(registry, tmp_path):
 
 
 def test_approval_flow(registry, tmp_path):
-    registry.register("churn", make_bundle(tmp_path / "b1"), stage="pending-approval")
-    registry.register("churn", make_bundle(tmp_path / "b2"), stage="pending-approval")
+    registry.register("churn", minimal_bundle(tmp_path / "b1"), stage="pending-approval")
+    registry.register("churn", minimal_bundle(tmp_path / "b2"), stage="pending-approval")
     assert registry.approve("churn:1").stage == "staging"
     assert registry.reject("churn:2").stage == "rejected"
     with pytest.raises(RegistryError, match="not 'pending-approval'"):
@@ -158,7 +135,7 @@ def test_bad_references_are_rejected(ref):
 def test_unknown_model_and_version(registry, tmp_path):
     with pytest.raises(ModelNotFound):
         registry.resolve("nope")
-    registry.register("churn", make_bundle(tmp_path / "b1"))
+    registry.register("churn", minimal_bundle(tmp_path / "b1"))
     with pytest.raises(ModelNotFound):
         registry.resolve("churn:7")
     with pytest.raises(ModelNotFound):

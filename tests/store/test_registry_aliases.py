@@ -12,7 +12,7 @@ from kfloop.errors import ModelNotFound, RegistryError
 from kfloop.names import model_alias_key
 from kfloop.store.objects import LocalStore, S3Store, open_store
 from kfloop.store.registry import STAGES, ModelRef, Registry
-from tests.store.test_registry import make_bundle
+from tests.fakes.bundles import minimal_bundle as make_bundle
 
 
 @pytest.fixture(params=["local", "s3"])

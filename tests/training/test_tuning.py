@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from kfloop.errors import ConfigError, DataError
@@ -13,17 +11,7 @@ from kfloop.schema import infer_schema
 from kfloop.training.booster import TrainParams, predict, train
 from kfloop.training.evaluate import compute_metrics
 from kfloop.training.tuning import DEFAULT_RANGES, TuningOptions, search_space, tune
-
-
-def noisy(n: int, seed: int = 0) -> pd.DataFrame:
-    """Two weak informative features among 18 noise features, noisy labels: the defaults (depth 6,
-    no subsampling) overfit the small training split."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 20))
-    y = np.where(X[:, 0] + 0.5 * X[:, 1] + rng.normal(0, 1.0, n) > 0, "yes", "no")
-    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(20)])
-    frame["target"] = y
-    return frame
+from tests.fakes.datasets import noisy
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 
 from kfloop.rollout import actions as rollout
 from kfloop.rollout.targets.kubernetes import KubernetesTarget
-from tests.rollout.targets.test_kubernetes import NS, FakeKubeAPI, _use_kubeconfig, registry  # noqa: F401
+from tests.fakes.kube_api import NS, FakeKubeAPI, use_kubeconfig
 
 pytestmark = pytest.mark.processes  # kubectl kustomize; the fake API server on 127.0.0.1
 
@@ -50,7 +50,7 @@ def granted(role: dict) -> set[tuple[str, str, str]]:
 
 
 def role(target: str, name: str) -> dict:
-    from tests.manifests.test_manifests import MANIFESTS, named, render
+    from tests.fakes.manifests import MANIFESTS, named, render
 
     return named(render(MANIFESTS / target), "Role", name)
 
@@ -65,7 +65,7 @@ def fake():
 def test_the_deploy_step_calls_exactly_what_its_role_grants(registry, fake, s3_settings, tmp_path, monkeypatch):  # noqa: F811
     from kfloop.components.deploy import deploy
 
-    _use_kubeconfig(monkeypatch, tmp_path / "config", fake, NS)
+    use_kubeconfig(monkeypatch, tmp_path / "config", fake, NS)
     for key, value in s3_settings.storage_env().items():
         monkeypatch.setenv(key, value)
     deploy("churn:1", "kubernetes", 10, "", "unused")  # creates
@@ -106,7 +106,7 @@ def test_a_role_missing_a_verb_the_code_calls_is_caught(registry, fake):  # noqa
 def test_shadow_on_kubernetes_is_refused_without_any_api_call(fake, capsys, tmp_path, monkeypatch):
     from kfloop.cli.main import main
 
-    _use_kubeconfig(monkeypatch, tmp_path / "config", fake, NS)
+    use_kubeconfig(monkeypatch, tmp_path / "config", fake, NS)
     assert (
         main(
             [

@@ -40,8 +40,7 @@ from kfloop.names import (
 from kfloop.store.objects import LocalStore, get_json
 from tests.conftest import REPO, free_port
 from tests.fakes.event_sink import EventSink
-from tests.serving.trigger.test_service import drift
-from tests.serving.trigger_process import Trigger, kill_fake_runs
+from tests.serving.trigger_process import Trigger, drift, kill_fake_runs
 
 pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
 

@@ -30,7 +30,11 @@ from tests.conftest import free_port, wait_for
 from tests.fakes.bundles import build_bundle, churn_frame
 from tests.fakes.event_sink import EventSink
 from tests.fakes.kfp_api import API, FakeKfpApi
-from tests.serving.trigger_process import Trigger, kill_fake_runs
+from tests.serving.trigger_process import (
+    Trigger,
+    drift,  # noqa: F401
+    kill_fake_runs,
+)
 
 pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
 
@@ -56,23 +60,6 @@ def start(tmp_path, sink):
     for t in started:
         kill_fake_runs(t.home)
     assert all(code == 0 for code in codes), [t.output() for t in started]
-
-
-def drift(window: int, id: str | None = None, model: str = "churn", is_drift: int = 1) -> dict:
-    data = {
-        "meta": {"name": "TabularDrift"},
-        "data": {
-            "is_drift": is_drift,
-            "p_val": [0.001, 0.2],
-            "threshold": 0.05,
-            "window_index": window,
-            "window_size": 100,
-        },
-        "model": model,
-        "model_version": "1",
-        "revision": "stable",
-    }
-    return make_event(DRIFT_DETECTED, "kfloop/churn-transformer", data, subject=model, id=id)
 
 
 def finished(sink: EventSink, timeout: float = 20.0) -> dict:
