@@ -137,11 +137,13 @@ FLAG_NAMES = OptionNames(
 
 def rollout_options(args, settings: Settings | None = None) -> RolloutOptions:
     """The target (the flags, or ``KFLOOP_ROLLOUT_TARGET``) and traffic source the flags name."""
+    settings = settings or Settings.from_env()
     return RolloutOptions(
-        target=args.target or (settings or Settings.from_env()).rollout_target,
+        target=args.target or settings.rollout_target,
         gateway_url=args.gateway,
         namespace=args.namespace,
         prometheus_url=getattr(args, "prometheus", None),
+        gateway_token_file=settings.control_token_path,
         names=FLAG_NAMES,
     )
 

@@ -157,7 +157,7 @@ def served(tmp_path_factory):
         home, "--no-trigger", "--transformer-args", "--capture_flush_seconds 0.2 --drift_window 100000", seed=3
     )
     try:
-        target = LocalTarget(serve.url)
+        target = LocalTarget(serve.url, token_file=serve.token_file)
         rollout.deploy(registry, target, f"{MODEL}:1")
         yield type(
             "Served",
@@ -183,7 +183,7 @@ def analyse(served, ref: str, strategy: str = "canary", progress=None, **plan) -
     return run_analysis(
         served.registry,
         served.target,
-        LocalStatsSource(served.url, served.registry.store),
+        LocalStatsSource(served.url, served.registry.store, token_file=served.serve.token_file),
         MODEL,
         ref,
         plan,
