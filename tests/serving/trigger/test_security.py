@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from kfloop.events.cloudevents import make_event, to_structured
-from kfloop.names import CONTROL_TOKEN_FILE, DRIFT_DETECTED
+from kfloop.names import CONTROL_TOKEN_FILE, DRIFT_DETECTED, RETRAIN_FINISHED
+from tests.conftest import wait_for
 from tests.fakes.event_sink import EventSink
 from tests.serving.trigger_process import Trigger, kill_fake_runs
 
@@ -108,3 +109,21 @@ def test_feedback_and_status_want_the_token_and_the_event_route_stays_open(trigg
     assert httpx.post(trigger.url + "/", content=event, headers=headers).status_code != 401
     assert httpx.get(trigger.url + "/healthz").status_code == 200
     assert httpx.get(trigger.url + "/metrics").status_code == 200
+
+
+@pytest.mark.parametrize("sink_auth", [True, False])
+def test_emitted_events_carry_the_token_only_with_sink_auth(tmp_path, sink_auth):
+    sink = EventSink()
+    flags = ["--consecutive_windows", "1", "--original_source", "sample:churn?n_rows=200"]
+    trigger = Trigger(tmp_path, sink, *flags, *(["--sink_auth"] if sink_auth else []))
+    try:
+        headers, body = drift_body("3f1d2c4b-0000-4000-8000-00000000000a")
+        assert httpx.post(trigger.url + "/", content=body, headers=headers, timeout=30).json()["action"] == "start"
+        wait_for(lambda: sink.of_type(RETRAIN_FINISHED), 20, "retrain.finished")
+        expected = trigger.auth["authorization"] if sink_auth else None
+        assert sink.authorizations and set(sink.authorizations) == {expected}
+    finally:
+        code = trigger.stop()
+        kill_fake_runs(trigger.home)
+        sink.close()
+    assert code == 0, trigger.output()
