@@ -12,7 +12,8 @@ The package is layered; each subpackage's docstring says what it owns and what i
     training | inference | events            models and data; the V1/V2 codec; CloudEvents
     store                                    object storage, model registry, bundles, event log
     schema, config, names, timestamps,       leaves: the feature schema, settings, names that cross
-    processes, retry, errors                 processes, RFC 3339 times, child processes, errors
+    processes, retry, auth, errors           processes, RFC 3339 times, child processes, the
+                                             control token, errors
 
 ``components/``, ``pipelines/`` and ``serving/`` sit at the top of the repository and are installed as
 ``kfloop.components``, ``kfloop.pipelines`` and ``kfloop.serving``: thin glue over the core below them.

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from kfloop.errors import ConfigError
-from kfloop.names import DEFAULT_GATEWAY
+from kfloop.names import CONTROL_TOKEN_FILE, DEFAULT_GATEWAY
 
 ENV_PREFIX = "KFLOOP_"
 DEFAULT_IMAGE = "ghcr.io/kfloop/kfloop:0.1.0"
@@ -52,6 +52,8 @@ class Settings:
     prometheus_url: str | None = None  # where a canary analysis on a cluster reads its metrics
     rollout_target: str = "local"  # where kfloop rollout drives revisions: local or kubernetes
     trigger_runner_cmd: str | None = None  # the trigger's local retraining command (default kfloop pipeline run)
+    # the control plane's bearer token file (default <home>/control-token; on a cluster, a mounted Secret)
+    control_token_file: Path | None = None
     # set by the platform
     sink_url: str | None = _platform("K_SINK")  # Knative SinkBinding: where emitted events go
     ce_overrides: str | None = _platform("K_CE_OVERRIDES")  # Knative SinkBinding: extensions to add
@@ -74,12 +76,20 @@ class Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @property
+    def control_token_path(self) -> Path:
+        """Where the control plane's bearer token is (``kfloop.auth``): ``control_token_file``, else
+        ``<home>/control-token``."""
+        return Path(self.control_token_file or Path(self.home) / CONTROL_TOKEN_FILE).resolve()
+
+    @property
     def uses_s3(self) -> bool:
         return bool(self.s3_endpoint)
 
     def storage_env(self) -> dict[str, str]:
         """The ``KFLOOP_*`` variables that point a child process at the same storage."""
         out = {"KFLOOP_HOME": str(Path(self.home).resolve())}
+        if self.control_token_file:
+            out["KFLOOP_CONTROL_TOKEN_FILE"] = str(self.control_token_path)
         if self.uses_s3:
             out.update(
                 KFLOOP_S3_ENDPOINT=self.s3_endpoint or "",

@@ -10,9 +10,10 @@ A leaf: imports nothing from kfloop but ``kfloop.errors``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
-from kfloop.errors import RegistryError
+from kfloop.errors import InvalidRequest, RegistryError
 
 # HTTP headers
 REQUEST_ID_HEADER = "x-request-id"  # KServe's and Istio's request id; kfloop captures rows under it
@@ -21,6 +22,20 @@ MODEL_VERSION_HEADER = "x-kfloop-model-version"  # set by kfloop's predictor: th
 DECISION_HEADER = "x-kfloop-decision"  # the trigger's answer to an event: start|waiting|duplicate|...
 DECISION_REASON_HEADER = "x-kfloop-decision-reason"  # ... and why (ASCII, at most 200 characters)
 RUN_HEADER = "x-kfloop-run"  # ... and the name of the run in flight for the model, if any
+
+# HMAC-SHA256 of the REVISION_HEADER value with the control token: a transformer trusts REVISION_HEADER
+# only when this matches (the gateway signs it), so a client reaching a transformer directly cannot set it
+REVISION_SIGNATURE_HEADER = "x-kfloop-revision-signature"
+AUTHORIZATION_HEADER = "authorization"  # ``Bearer <control token>`` on the control plane (kfloop.auth)
+
+# Limits on ids that clients choose (request ids are echoed in a response header; event ids become keys)
+MAX_REQUEST_ID_BYTES = 256  # x-request-id, ce-id and the V2 body "id": longer is HTTP 400
+MAX_EVENT_ID_BYTES = 256  # a CloudEvent's id: longer is HTTP 400
+MAX_SEGMENT_CHARS = 128  # key_segment: a longer segment keeps a prefix and gets a hash of the whole
+
+# The control plane's bearer token: ``kfloop serve`` writes it (mode 0600) as this file in KFLOOP_HOME
+# unless KFLOOP_CONTROL_TOKEN_FILE names another (kfloop.config.Settings.control_token_path)
+CONTROL_TOKEN_FILE = "control-token"
 
 # HTTP paths of the local gateway's admin API and of the trigger service
 ADMIN_PATH = "/kfloop/v1"
@@ -93,11 +108,57 @@ def validate_alias_name(alias: str) -> str:
     return alias
 
 
-def key_segment(text: str) -> str:
+def key_segment(text: str, limit: int = MAX_SEGMENT_CHARS) -> str:
     """``text`` made usable as one path or key segment: anything but ``[A-Za-z0-9._=-]`` becomes ``_``,
-    and a segment of only dots (``.``, ``..``) becomes ``_``, so it can never leave its folder."""
+    a segment of only dots (``.``, ``..``) becomes ``_``, so it can never leave its folder, and one
+    longer than ``limit`` (default ``MAX_SEGMENT_CHARS``) keeps its first ``limit - 17`` characters and
+    gets ``-`` and 16 hex digits of the SHA-256 of ``text`` (file systems refuse names over 255 bytes)."""
     cleaned = _UNSAFE.sub("_", text)
-    return cleaned if cleaned.strip(".") else "_"
+    cleaned = cleaned if cleaned.strip(".") else "_"
+    if len(cleaned) > limit:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        cleaned = f"{cleaned[: limit - 17]}-{digest}"
+    return cleaned
+
+
+def validate_request_id(value: str, what: str = "x-request-id") -> str:
+    """``value`` if it can be a request id: printable ASCII (it is echoed in a response header) of at
+    most ``MAX_REQUEST_ID_BYTES``; ``InvalidRequest`` naming ``what`` otherwise."""
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"{what} must be a non-empty string; got {value!r}")
+    if len(value) > MAX_REQUEST_ID_BYTES:
+        raise InvalidRequest(
+            f"{what} is {len(value.encode('utf-8', 'surrogatepass'))} bytes long: the limit is "
+            f"{MAX_REQUEST_ID_BYTES} bytes ({value[:40]!r}...)"
+        )
+    if not (value.isascii() and value.isprintable()):
+        raise InvalidRequest(f"{what} {value[:100]!r} is not printable ASCII; send an id that fits an HTTP header")
+    return value
+
+
+def validate_event_id(value: str) -> str:
+    """``value`` if it can be a CloudEvent id kfloop keeps: 1 to ``MAX_EVENT_ID_BYTES`` printable ASCII
+    characters, no ``/`` or ``\\``, not only dots; ``InvalidRequest`` naming it otherwise. (The id
+    becomes part of an event-log key and of a run name: ``key_segment`` maps it too.)"""
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"CloudEvent id must be a non-empty string; got {value!r}")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_EVENT_ID_BYTES:
+        raise InvalidRequest(
+            f"CloudEvent id is {size} bytes long: the limit is {MAX_EVENT_ID_BYTES} bytes ({value[:40]!r}...)"
+        )
+    if not (value.isascii() and value.isprintable()) or "/" in value or "\\" in value or not value.strip("."):
+        raise InvalidRequest(
+            f"CloudEvent id {value[:100]!r} is not valid: use printable ASCII without '/' or '\\', "
+            "not only dots (a UUID is fine)"
+        )
+    return value
+
+
+def run_name(model: str, event_id: str) -> str:
+    """The name of the retraining run an event starts: one safe key segment (it names the run's folder
+    and data file), at most 120 characters."""
+    return key_segment(f"kfloop-{model}-{event_id}", limit=120)
 
 
 def model_version_key(name: str, version: int) -> str:

@@ -61,3 +61,11 @@ def test_service_settings_have_defaults_and_are_read_from_kfloop_variables():
     assert Settings.from_env({}).gateway_url == "http://127.0.0.1:8080"
     settings = Settings.from_env({"KFLOOP_KFP_HOST": "http://kfp:8888", "KFLOOP_ROLLOUT_TARGET": "kubernetes"})
     assert (settings.kfp_host, settings.rollout_target) == ("http://kfp:8888", "kubernetes")
+
+
+def test_the_control_token_is_in_home_unless_a_file_is_named(tmp_path):
+    assert Settings.from_env({"KFLOOP_HOME": str(tmp_path)}).control_token_path == tmp_path.resolve() / "control-token"
+    named = Settings.from_env({"KFLOOP_HOME": str(tmp_path), "KFLOOP_CONTROL_TOKEN_FILE": str(tmp_path / "s" / "t")})
+    assert named.control_token_path == tmp_path.resolve() / "s" / "t"
+    assert named.storage_env()["KFLOOP_CONTROL_TOKEN_FILE"] == str(tmp_path.resolve() / "s" / "t")
+    assert "KFLOOP_CONTROL_TOKEN_FILE" not in Settings.from_env({"KFLOOP_HOME": str(tmp_path)}).storage_env()

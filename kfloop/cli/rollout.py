@@ -149,12 +149,14 @@ FLAG_NAMES = OptionNames(
 
 def rollout_options(args, settings: Settings | None = None) -> RolloutOptions:
     """The target (the flags, or ``KFLOOP_ROLLOUT_TARGET``) and traffic source the flags name."""
+    settings = settings or Settings.from_env()
     return RolloutOptions(
-        target=args.target or (settings or Settings.from_env()).rollout_target,
+        target=args.target or settings.rollout_target,
         gateway_url=args.gateway,
         namespace=args.namespace,
         prometheus_url=getattr(args, "prometheus", None),
         prometheus_queries=getattr(args, "prometheus_queries", None) or "knative",
+        gateway_token_file=settings.control_token_path,
         names=FLAG_NAMES,
     )
 

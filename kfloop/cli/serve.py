@@ -6,7 +6,10 @@ saved by the previous ``kfloop serve`` of the model, and optionally a canary. Un
 runs) and wires the loop's events: every drift transformer sends its drift events to the trigger,
 labels are posted to the trigger's ``/v1/feedback``, and the trigger's own events (retraining
 started/finished, quality degraded, rollout decisions) go to the gateway's event sink, which
-records them in the event log and prints a line for each. Ctrl-C or SIGTERM stops the gateway,
+records them in the event log and prints a line for each. At start it writes a new control token
+(``kfloop.auth``, a 0600 file at ``KFLOOP_CONTROL_TOKEN_FILE``, by default ``<KFLOOP_HOME>/control-token``):
+the gateway's admin API and the trigger's feedback and status routes want it, ``kfloop rollout`` and
+the trigger read it there. Every server it starts listens on 127.0.0.1 only. Ctrl-C or SIGTERM stops the gateway,
 every model server process, the trigger and the retraining run it has in flight; so does any
 error, in a ``finally``.
 """
@@ -85,12 +88,14 @@ def add_commands(groups) -> None:
 
 
 def serve_command(args, settings: Settings) -> int:
+    from kfloop.auth import write_token
     from kfloop.serving.local.controller import LocalController
     from kfloop.serving.local.gateway import bind
 
     registry = Registry(open_store(settings))
     model = args.model or (ModelRef.parse(args.canary).name if args.canary else None) or only_model(registry)
     sock = bind(args.port)
+    token = write_token(settings.control_token_path)  # before the trigger and the transformers read it
     trigger = None if args.no_trigger else make_trigger(args, settings)
     controller = LocalController(
         settings,
@@ -102,7 +107,7 @@ def serve_command(args, settings: Settings) -> int:
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        _run(_serve(args, registry, controller, model, sock, trigger))
+        _run(_serve(args, registry, controller, model, sock, token, settings.control_token_path, trigger))
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
     finally:
@@ -123,13 +128,14 @@ def make_trigger(args, settings: Settings):
     env = {**os.environ, **settings.storage_env(), "PYTHONUNBUFFERED": "1"}
     root = Path(settings.home).resolve()
     gateway = f"http://127.0.0.1:{args.port}"
-    flags = ("--gateway_url", gateway, *shlex.split(args.trigger_args))  # for --auto_rollout; the user's flags win
+    # --gateway_url for --auto_rollout, --sink_auth: the gateway's event sink wants the token; the user's flags win
+    flags = ("--gateway_url", gateway, "--sink_auth", *shlex.split(args.trigger_args))
     return TriggerProcess(
         args.trigger_port or free_port(), gateway + PATH, root / "serving" / "trigger.log", env, root, flags
     )
 
 
-async def _serve(args, registry: Registry, controller, model: str, sock, trigger=None) -> None:
+async def _serve(args, registry: Registry, controller, model: str, sock, token: str, token_path, trigger=None) -> None:
     from kfloop.schema import FeatureSchema
     from kfloop.serving.local.events_sink import EventSink, describe
     from kfloop.serving.local.gateway import Gateway
@@ -151,12 +157,10 @@ async def _serve(args, registry: Registry, controller, model: str, sock, trigger
         controller.server_args["transformer_args"] = (*sink, *controller.server_args["transformer_args"])
     await controller.apply(state)
     sink = EventSink(registry.store, on_event=lambda event: print(describe(event), flush=True))
-    gateway = Gateway(controller, seed=args.seed, events=sink)
+    gateway = Gateway(controller, token=token, seed=args.seed, events=sink)
     schema = FeatureSchema.from_dict(registry.get(model, state.stable).schema)
-    print(
-        banner(f"http://127.0.0.1:{args.port}", model, schema, state.describe(), trigger.url if trigger else None),
-        flush=True,
-    )
+    url, trigger_url = f"http://127.0.0.1:{args.port}", trigger.url if trigger else None
+    print(banner(url, model, schema, state.describe(), trigger_url, token_path), flush=True)
     await gateway.server(args.port).serve(sockets=[sock])
 
 
@@ -235,9 +239,12 @@ def example_label(schema: FeatureSchema) -> dict:
     return {"model": None, "labels": [{"request_id": "<x-request-id of a prediction>", "label": label}]}
 
 
-def banner(url: str, model: str, schema: FeatureSchema, split: str, trigger_url: str | None = None) -> str:
+def banner(
+    url: str, model: str, schema: FeatureSchema, split: str, trigger_url: str | None = None, token_path=None
+) -> str:
     v1, v2 = example_requests(schema)
     curl = "curl -s -H 'Content-Type: application/json'"
+    auth = f'-H "Authorization: Bearer $(cat {shlex.quote(str(token_path))})"' if token_path else ""
     lines = [
         f"gateway on {url}: {model} ({split})",
         f"  V1 predict  POST {url}/v1/models/{model}:predict",
@@ -246,13 +253,15 @@ def banner(url: str, model: str, schema: FeatureSchema, split: str, trigger_url:
         f"  pinned      {url}/latest/... (newest revision), {url}/prev/... (stable)",
         f"  status      GET  {url}{ADMIN_MODELS_PATH}/{model}  (kfloop rollout status {model})",
     ]
+    if token_path:
+        lines.append(f"control plane (admin API, trigger feedback and status) wants the bearer token in {token_path}")
     if trigger_url:
         label = {**example_label(schema), "model": model}
         lines += [
             f"trigger on {trigger_url}: drift events from the transformers start retraining runs (local)",
             f"  feedback    POST {trigger_url}/v1/feedback  (ground truth for served predictions, named by "
             f"their x-request-id response header), e.g.",
-            f"  label:      {curl} {trigger_url}/v1/feedback -d {shlex.quote(json.dumps(label))}",
+            f"  label:      {curl} {auth} {trigger_url}/v1/feedback -d {shlex.quote(json.dumps(label))}",
             f"  status      GET  {trigger_url}/v1/status",
             f"  events      POST {url}{ADMIN_EVENTS_PATH}  (the trigger's events, recorded in the event log)",
         ]

@@ -54,7 +54,7 @@ def trigger_flags(options, gateway_url: str) -> str:
 class CanaryRunner:
     """Canary analyses started by the demo, of versions of ``model`` on the gateway at ``gateway_url``."""
 
-    def __init__(self, registry: Registry, store: ObjectStore, gateway_url: str, options, model: str):
+    def __init__(self, registry: Registry, store: ObjectStore, gateway_url: str, options, model: str, token_file=None):
         self.registry, self.store, self.gateway_url, self.options, self.model = (
             registry,
             store,
@@ -62,7 +62,9 @@ class CanaryRunner:
             options,
             model,
         )
-        self.rollout = RolloutOptions(gateway_url=gateway_url, gateway_timeout=options.timeout)
+        self.rollout = RolloutOptions(
+            gateway_url=gateway_url, gateway_timeout=options.timeout, gateway_token_file=token_file
+        )
         self.target = make_target(self.rollout)
         self.running: Background | None = None
 

@@ -99,7 +99,8 @@ class DemoRun:
             except DemoFailed:
                 if o.port or attempt == 2 or not self.serve.port_taken():
                     raise
-        self.canary = CanaryRunner(self.registry, self.store, self.serve.url, o, self.model)
+        token = self.settings.control_token_path  # written by kfloop serve: its control plane wants it
+        self.canary = CanaryRunner(self.registry, self.store, self.serve.url, o, self.model, token_file=token)
         self.timeline.add(
             "serving",
             f"serving v{self.production().version} on {self.serve.url} (predictor + drift "
@@ -119,6 +120,7 @@ class DemoRun:
             requests_per_second=o.requests_per_second,
             label_delay=o.label_delay,
             id_prefix=f"demo{int(time.time())}",
+            token_file=self.settings.control_token_path,
         )
         self.traffic.start()
         self.timeline.add(

@@ -21,6 +21,7 @@ import time
 
 import httpx
 
+from kfloop.auth import TokenFile
 from kfloop.names import MODEL_VERSION_HEADER, REQUEST_ID_HEADER, REVISION_HEADER
 from kfloop.training.samples import churn
 
@@ -83,9 +84,11 @@ class TrafficReplay:
         label_delay: float = 3.0,
         label_every: float = 2.0,
         id_prefix: str = "demo",
+        token_file=None,
     ):
         self.predict_url = f"{gateway_url.rstrip('/')}/v1/models/{model}:predict"
         self.feedback_url, self.model, self.seed = feedback_url, model, seed
+        self.token = TokenFile(token_file)  # the trigger's feedback route wants the control token
         self.rows_per_request, self.interval = rows_per_request, 1.0 / requests_per_second
         self.label_delay, self.label_every, self.id_prefix = label_delay, label_every, id_prefix
         self.phase = Phase("baseline")
@@ -183,7 +186,8 @@ class TrafficReplay:
             return
         labels = [label for _, batch, _ in due for label in batch]
         try:
-            response = client.post(self.feedback_url, json={"model": self.model, "labels": labels})
+            body = {"model": self.model, "labels": labels}
+            response = client.post(self.feedback_url, json=body, headers=self.token.headers())
             ok = response.status_code == 200
         except httpx.HTTPError:
             ok = False

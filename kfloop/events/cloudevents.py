@@ -19,6 +19,7 @@ from urllib.parse import unquote
 
 from kfloop import timestamps
 from kfloop.errors import InvalidRequest, KfloopError
+from kfloop.names import validate_event_id
 
 SPECVERSION = "1.0"
 STRUCTURED_TYPE = "application/cloudevents+json"
@@ -80,9 +81,9 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> dict:
     media = lowered.get("content-type", "").split(";")[0].strip().lower()
     if media == BATCH_TYPE:
         raise InvalidRequest(f"batched CloudEvents ({BATCH_TYPE}) are not supported: send one event per request")
-    if "ce-specversion" in lowered:
-        return _parse_binary(lowered, media, body)
-    return _parse_structured(body, media)
+    event = _parse_binary(lowered, media, body) if "ce-specversion" in lowered else _parse_structured(body, media)
+    validate_event_id(event["id"])  # the id becomes part of keys and run names: kfloop.names bounds it
+    return event
 
 
 def _parse_binary(headers: dict[str, str], media: str, body: bytes) -> dict:
@@ -148,19 +149,23 @@ def to_structured(event: Mapping) -> tuple[dict[str, str], bytes]:
     return {"content-type": f"{STRUCTURED_TYPE}; charset=utf-8"}, json.dumps(body, default=str).encode()
 
 
-def post_event(url: str, event: Mapping | bytes, timeout: float = 2.0, client=None) -> int:
+def post_event(
+    url: str, event: Mapping | bytes, timeout: float = 2.0, client=None, headers: Mapping[str, str] | None = None
+) -> int:
     """POST one event in structured mode; returns the 2xx status or raises DeliveryError.
 
     ``event`` is an event dict, or bytes already in structured form (``to_structured``'s
     body, as the outbox stores them). ``client`` is an optional ``httpx.Client`` to reuse
-    connections.
+    connections; ``headers`` are sent too (a sink's bearer token).
     """
     import httpx
 
+    extra = dict(headers or {})
     if isinstance(event, (bytes, bytearray)):
         headers, body = {"content-type": f"{STRUCTURED_TYPE}; charset=utf-8"}, bytes(event)
     else:
         headers, body = to_structured(event)
+    headers = {**headers, **extra}
     try:
         if client is None:
             response = httpx.post(url, content=body, headers=headers, timeout=timeout)

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from kfloop.events.cloudevents import DeliveryError, post_event, to_structured, validate_event
@@ -43,8 +43,10 @@ class Outbox:
         backoff_max: float = 60.0,
         jitter: float = 0.2,
         idle_poll_s: float = 1.0,
+        headers: Callable[[], Mapping[str, str]] | None = None,
     ):
         self.folder, self.sink_url = Path(folder), sink_url or None
+        self.headers = headers  # called per delivery: extra request headers (a sink's bearer token)
         self.dead_folder = self.folder / "dead"
         self.timeout, self.backoff_base, self.backoff_max, self.jitter = timeout, backoff_base, backoff_max, jitter
         self.idle_poll_s = idle_poll_s
@@ -155,7 +157,7 @@ class Outbox:
         except FileNotFoundError:
             return True
         try:
-            post_event(self.sink_url, body, self.timeout, client)
+            post_event(self.sink_url, body, self.timeout, client, self.headers() if self.headers else None)
         except DeliveryError as e:
             if e.permanent:
                 self._bury(path, str(e))

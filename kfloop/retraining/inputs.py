@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kfloop.config import Settings
 from kfloop.errors import DataError, ModelNotFound
+from kfloop.names import key_segment
 from kfloop.retraining.policy import RetrainPolicy
 from kfloop.store.registry import Registry, VersionRecord
 from kfloop.timestamps import epoch_seconds
@@ -45,7 +46,7 @@ def training_data(
     from kfloop.retraining.training_data import build_training_data
     from kfloop.schema import FeatureSchema
 
-    out = Path(settings.home).resolve() / "trigger" / "data" / f"{run_name}.parquet"
+    out = Path(settings.home).resolve() / "trigger" / "data" / f"{key_segment(run_name)}.parquet"
     data = build_training_data(
         policy.strategy,
         settings,

@@ -25,7 +25,14 @@ import time
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, DataError, InvalidRequest, KfloopError, ModelNotFound, RegistryError
 from kfloop.events.cloudevents import make_event
-from kfloop.names import FEEDBACK, QUALITY_DEGRADED, RETRAIN_FINISHED, RETRAIN_STARTED, validate_model_name
+from kfloop.names import (
+    FEEDBACK,
+    QUALITY_DEGRADED,
+    RETRAIN_FINISHED,
+    RETRAIN_STARTED,
+    run_name,
+    validate_model_name,
+)
 from kfloop.retraining.inputs import current_version, pipeline_arguments, registered_by, training_data
 from kfloop.retraining.policy import (
     RetrainPolicy,
@@ -47,10 +54,6 @@ from kfloop.timestamps import rfc3339
 log = logging.getLogger(__name__)
 
 PERMANENT = (ConfigError, DataError, ModelNotFound, InvalidRequest)  # retrying cannot help
-
-
-def run_name(model: str, event_id: str) -> str:
-    return f"kfloop-{model}-{event_id}"[:120]
 
 
 class RetrainTrigger:

@@ -21,6 +21,7 @@ is built, so making options stays cheap (no HTTP or Kubernetes client).
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from kfloop.errors import ConfigError
@@ -63,6 +64,7 @@ class RolloutOptions:
     prometheus_queries: str = "knative"
     gateway_timeout: float = 300.0
     stats_timeout: float = 10.0
+    gateway_token_file: Path | None = None  # the control token for the gateway's admin API (kfloop.auth)
     names: OptionNames = OptionNames()
 
     def __post_init__(self) -> None:
@@ -99,7 +101,7 @@ def make_target(options: RolloutOptions):
     if options.target == "local":
         from kfloop.rollout.targets.local import LocalTarget
 
-        return LocalTarget(options.gateway_url, timeout=options.gateway_timeout)
+        return LocalTarget(options.gateway_url, timeout=options.gateway_timeout, token_file=options.gateway_token_file)
     try:
         from kfloop.rollout.targets.kubernetes import KubernetesTarget
     except ModuleNotFoundError as e:
@@ -131,7 +133,9 @@ def make_source(options: RolloutOptions, target, store, model: str):
             flavor=options.prometheus_queries,
             timeout=options.stats_timeout,
         )
-    return LocalStatsSource(options.gateway_url, store, timeout=options.stats_timeout)
+    return LocalStatsSource(
+        options.gateway_url, store, timeout=options.stats_timeout, token_file=options.gateway_token_file
+    )
 
 
 def pod_namespace() -> str:

@@ -53,6 +53,7 @@ from pathlib import Path
 
 import httpx
 
+from kfloop.auth import TokenFile
 from kfloop.errors import ConfigError, KfloopError, ModelNotFound
 from kfloop.names import ADMIN_MODELS_PATH
 from kfloop.rollout.analysis import RevisionStats
@@ -136,8 +137,11 @@ class LocalStatsSource:
 
     name = "local"
 
-    def __init__(self, gateway_url: str, store: ObjectStore | None, timeout: float = 10.0):
+    def __init__(
+        self, gateway_url: str, store: ObjectStore | None, timeout: float = 10.0, token_file: Path | None = None
+    ):
         self.gateway_url, self.timeout = gateway_url.rstrip("/"), timeout
+        self.token = TokenFile(token_file)  # the gateway's admin API wants the control token
         self._store = _StoreStats(store)
 
     def begin(self, model: str) -> dict:
@@ -181,7 +185,7 @@ class LocalStatsSource:
     def _status(self, model: str) -> dict:
         url = f"{self.gateway_url}{ADMIN_MODELS_PATH}/{model}"
         try:
-            response = httpx.get(url, timeout=self.timeout, trust_env=False)
+            response = httpx.get(url, headers=self.token.headers(), timeout=self.timeout, trust_env=False)
         except httpx.HTTPError as e:
             raise KfloopError(f"cannot read the gateway's counters at {url}: {type(e).__name__}: {e}") from e
         if response.status_code != 200:

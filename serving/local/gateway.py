@@ -17,12 +17,19 @@ label starts with ``latest-`` or ``prev-`` (``latest-churn.example.com``). Healt
 ``/v2/health/live``, ``/v2/health/ready`` (503 until every model has a ready revision), and
 ``GET /v1/models`` (the served names). An unknown model is a 404 JSON error, no ready revision 503.
 
-If a revision fails (connection refused or reset, process died, HTTP 502/503/504) the request is
-retried once on the other revision and the failed one is marked unhealthy until the controller's
-watcher finds it ready again. Shadow mode mirrors a share of the POST requests to a third
-revision in the background (``kfloop.serving.local.shadow``).
+If a revision fails (connection refused or reset, no answer, HTTP 502/503/504) the request is retried
+once on the other revision. Only a refused connection (nothing listens: the process is gone) marks the
+revision unhealthy until the controller's watcher finds it ready again; an answer to one request, however
+bad, never does (the watcher sees processes that exit). A request whose ``x-request-id`` is over
+``kfloop.names.MAX_REQUEST_ID_BYTES`` (or not printable ASCII) is a 400 here and reaches no revision.
+Shadow mode mirrors a share of the POST requests to a third revision in the background
+(``kfloop.serving.local.shadow``).
 
-Admin API (JSON) under ``/kfloop/v1``: ``GET models``, ``GET models/NAME`` (status),
+Admin API (JSON) under ``/kfloop/v1``, the control plane: every request wants ``Authorization: Bearer
+<control token>`` (``kfloop.auth``; 401 without), no foreign ``Origin`` (403) and JSON bodies (415
+otherwise): ``kfloop.serving.control_plane``. The ``x-kfloop-revision`` header sent to a revision is
+signed with the token (``x-kfloop-revision-signature``), so its transformer trusts it from the gateway
+only. Routes: ``GET models``, ``GET models/NAME`` (status),
 ``POST models/NAME/deploy {"version", "canary_percent"}``, ``POST models/NAME/promote``,
 ``POST models/NAME/rollback``, ``POST models/NAME/shadow {"version", "percent"}`` (deploying the
 canary's version again with another ``canary_percent`` changes its share without restarting it;
@@ -52,9 +59,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kfloop.auth import sign
 from kfloop.errors import ConfigError, InvalidRequest, KfloopError, ModelNotFound, RegistryError
 from kfloop.names import ADMIN_EVENTS_PATH as EVENTS_PATH
-from kfloop.names import ADMIN_MODELS_PATH, MODEL_VERSION_HEADER, REVISION_HEADER
+from kfloop.names import (
+    ADMIN_MODELS_PATH,
+    ADMIN_PATH,
+    MODEL_VERSION_HEADER,
+    REQUEST_ID_HEADER,
+    REVISION_HEADER,
+    REVISION_SIGNATURE_HEADER,
+    validate_model_name,
+    validate_request_id,
+)
+from kfloop.serving.control_plane import ControlPlaneGuard
 from kfloop.serving.local.controller import LocalController
 from kfloop.serving.local.events_sink import EventSink
 from kfloop.serving.local.revision_window import RevisionWindows
@@ -80,6 +98,7 @@ REQUEST_HOP_HEADERS = frozenset(
         "trailer",
         "accept-encoding",
         REVISION_HEADER,
+        REVISION_SIGNATURE_HEADER,
     }
 )
 RESPONSE_DROP_HEADERS = frozenset(
@@ -94,6 +113,7 @@ class Gateway:
         self,
         controller: LocalController,
         *,
+        token: str,
         seed: int | None = None,
         timeout: float = 60.0,
         max_connections: int = 256,
@@ -106,8 +126,10 @@ class Gateway:
         self.shadow = ShadowRecorder(controller.root, shadow_in_flight)
         self.windows = RevisionWindows()  # per-revision counts and latencies, for canary analysis
         self.client: aiohttp.ClientSession | None = None
+        self.token = token
+        self.signatures = {role: sign(token, role) for role in ("stable", "canary", "shadow")}
         admin = ADMIN_MODELS_PATH
-        self.app = Starlette(
+        self.routes = Starlette(
             lifespan=self._lifespan,
             routes=[
                 Route("/", self.alive),
@@ -121,6 +143,7 @@ class Gateway:
                 Route("/{path:path}", self.proxy, methods=["GET", "POST"]),
             ],
         )
+        self.app = ControlPlaneGuard(self.routes, token, is_admin_path)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
@@ -151,6 +174,12 @@ class Gateway:
                 },
             )
         name = match.group(1)
+        request_id = request.headers.get(REQUEST_ID_HEADER)
+        if request_id is not None:
+            try:
+                validate_request_id(request_id, REQUEST_ID_HEADER)
+            except InvalidRequest as e:
+                return _json(400, {"error": str(e)})
         state = self.controller.route(name)
         if state is None:
             served = ", ".join(sorted(self.controller.routes)) or "none"
@@ -166,15 +195,14 @@ class Gateway:
         for rev in ready[:2]:
             started = time.perf_counter()
             try:
-                sent = [*headers, (REVISION_HEADER, state.role(rev.version))]
-                response = await self._send(request.method, rev.url + target, sent, body)
+                response = await self._send(request.method, rev.url + target, self._signed(headers, state, rev), body)
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                 self.windows.observe(name, rev.version, started, True)
-                self._failed(rev, f"{type(e).__name__}: {e or 'no answer'}")
+                self._failed(rev, e)
                 continue
             self.windows.observe(name, rev.version, started, response.status >= 500)
             if response.status in RETRY_STATUSES and rev is not ready[-1]:
-                self._failed(rev, f"answered HTTP {response.status}")
+                rev.failures += 1  # retried on the other revision; one answer never marks a revision unhealthy
                 continue
             rev.requests += 1
             role = state.role(rev.version)
@@ -187,9 +215,20 @@ class Gateway:
         async with self.client.request(method, url, data=body, headers=headers) as response:
             return Answer(response.status, response.headers, await response.read())
 
-    def _failed(self, rev: Revision, reason: str) -> None:
+    def _signed(self, headers: list, state: RouteState, rev: Revision, role: str | None = None) -> list:
+        """``headers`` with the revision's role and its signature (a transformer trusts only a signed role)."""
+        role = role or state.role(rev.version)
+        return [*headers, (REVISION_HEADER, role), (REVISION_SIGNATURE_HEADER, self.signatures[role])]
+
+    def _failed(self, rev: Revision, error: BaseException) -> None:
+        """A request to ``rev`` failed without an answer: counted; only a refused connection (nothing
+        listens on the port) takes it out of the routing, since a client can make any other failure
+        happen (an answer the client refuses, a reset on a malformed request)."""
         rev.failures += 1
-        self.controller.mark_unhealthy(rev, reason)
+        if isinstance(error, aiohttp.ClientConnectorError):
+            self.controller.mark_unhealthy(rev, f"{type(error).__name__}: {error}")
+        else:
+            log.warning("%s v%d: request failed (%s: %s)", rev.model, rev.version, type(error).__name__, error)
 
     def _mirror(
         self, state: RouteState, target: str, headers: list, body: bytes, role: str, rev: Revision, response: Answer
@@ -199,7 +238,7 @@ class Gateway:
         shadow = self.controller.revision(state.model, state.shadow)
         if shadow is not None and shadow.healthy:
             primary = {"revision": role, "version": rev.version, "status": response.status}
-            sent = [*headers, (REVISION_HEADER, "shadow")]
+            sent = self._signed(headers, state, shadow, role="shadow")
             self.shadow.mirror(self.client, shadow, target, sent, body, primary, response.content)
 
     async def alive(self, request: Request) -> Response:
@@ -219,12 +258,13 @@ class Gateway:
         return _json(200, {"models": [self.status(name) for name in sorted(self.controller.routes)]})
 
     async def admin_status(self, request: Request) -> Response:
-        return await _admin(lambda: self.status(request.path_params["name"]))
+        return await _admin(lambda: self.status(_model_name(request.path_params["name"])))
 
     async def admin_action(self, request: Request) -> Response:
         name, action = request.path_params["name"], request.path_params["action"]
 
         async def run():
+            _model_name(name)  # it becomes a folder under KFLOOP_HOME/serving
             body = await _body(request)
             if action == "deploy":
                 await self.controller.deploy(name, _version(body), body.get("canary_percent"))
@@ -279,6 +319,18 @@ def bind(port: int, host: str = "127.0.0.1") -> socket.socket:
         ) from e
     sock.listen(2048)
     return sock
+
+
+def is_admin_path(path: str) -> bool:
+    """The control plane: the admin API and the event sink, everything under ``/kfloop/v1``."""
+    return path == ADMIN_PATH or path.startswith(ADMIN_PATH + "/")
+
+
+def _model_name(name: str) -> str:
+    try:
+        return validate_model_name(name)
+    except RegistryError as e:
+        raise InvalidRequest(str(e)) from None
 
 
 def split_pin(path: str, host: str) -> tuple[str | None, str]:

@@ -36,6 +36,8 @@ class ServerProcess:
             "-m",
             f"kfloop.serving.model_servers.{kind}",
             *args,
+            "--http_host",
+            "127.0.0.1",  # reachable through the gateway only (KServe itself listens on every address)
             "--http_port",
             str(port),
             "--enable_grpc",

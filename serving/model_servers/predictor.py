@@ -7,7 +7,9 @@ with ``--request_logging``) decode the request with ``kfloop.inference.requests.
 (the schema's encoding, as in training), runs the booster off the event loop (by default through
 a ``MicroBatcher`` that predicts the rows of concurrent requests in one call) and encodes the
 answer with ``kfloop.inference.responses``. A malformed request (or a body not sent as JSON) is
-HTTP 400 with a message naming the field; unseen categorical values are served as missing and counted in
+HTTP 400 with a message naming the field (and so is a request id, ``x-request-id`` or the V2 ``id``,
+over ``kfloop.names.MAX_REQUEST_ID_BYTES`` or not printable ASCII); unseen categorical values are
+served as missing and counted in
 ``kfloop_predictor_unseen_categories_total`` on ``/metrics``. The model version in responses (the
 V2 body, the ``x-kfloop-model-version`` header of V1 and V2 answers) and metadata is
 ``--model_version``, else the registered version of a registry reference.
@@ -45,9 +47,11 @@ from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.model_servers.batching import MicroBatcher
 from kfloop.serving.model_servers.fast_path import InferenceFastPath, Reply, UseKServePath, wrap_application
 from kfloop.serving.model_servers.startup import (
+    add_listen_flags,
     freeze_heap,
     install_event_loop,
     model_server,
+    request_id_of,
     request_tensors,
     require_json,
     resolve_model,
@@ -120,6 +124,7 @@ class XGBoostPredictor(kserve.Model):
 
     async def infer_json(self, protocol: str, body: Any, raw: bytes, headers: dict[str, str]) -> Reply:
         """A plain JSON request (``serving/fast_path.py``), answered as KServe's path answers it."""
+        request_id_of(headers, body.get("id") if protocol == "v2" and isinstance(body, dict) else None)  # 400: too long
         if protocol == "v1":
             pred = await self._predict(self._decoded(self.decoder.decode_v1, body))
             doc = v1_answer(encode_predictions(self.schema, pred))
@@ -140,6 +145,7 @@ class XGBoostPredictor(kserve.Model):
         """KServe's path: binary V2 bodies, gRPC, requested outputs, and every request with
         ``--request_logging``."""
         require_json(payload)
+        request_id_of(headers, payload.id if isinstance(payload, InferRequest) else None)  # a 400 when too long
         if isinstance(payload, InferRequest):
             decoded = self._decoded(self.decoder.decode_v2_inputs, request_tensors(payload))
         else:
@@ -201,6 +207,7 @@ class VersionedDataPlane(DataPlane):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(parents=[kserve.model_server.parser], description=__doc__.split("\n")[0])
+    add_listen_flags(parser)
     parser.add_argument(
         "--model_dir",
         default="/mnt/models",

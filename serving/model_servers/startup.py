@@ -1,7 +1,8 @@
 """What the entry points of kfloop's KServe servers (the predictor and the drift transformer) share:
 the entry point itself (flags, logging, a ``KfloopError`` as one line), the model bundle to serve
-and its version, the event loop, the ``kserve.ModelServer`` built from the common flags, and on
-KServe's request path the answer to a body not sent as JSON and the V2 inputs as ``Tensor``s.
+and its version, the event loop, the ``kserve.ModelServer`` built from the common flags (and the address
+it listens on: ``--http_host``), request ids, and on KServe's request path the answer to a body not sent
+as JSON and the V2 inputs as ``Tensor``s.
 
 Nothing here imports XGBoost, so the transformer can use it without the predictor's dependencies.
 """
@@ -20,17 +21,21 @@ from typing import Any
 
 import kserve
 import kserve.logging
+import kserve.model_server
+import kserve.protocol.rest.server
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest
 
 from kfloop.config import Settings
-from kfloop.errors import ConfigError, KfloopError
+from kfloop.errors import ConfigError, InvalidRequest, KfloopError
 from kfloop.inference.tensors import Tensor
+from kfloop.names import REQUEST_ID_HEADER, validate_request_id
 from kfloop.store.objects import open_store
 from kfloop.store.registry import ModelRef, Registry
 
 logger = logging.getLogger(__name__)
 
+ALL_ADDRESSES = ("0.0.0.0", "::", "")
 _REGISTRY_REFERENCE = re.compile(r"^[a-z0-9][-a-z0-9]*(:(\d+|latest)|@[a-z-]+)$")
 
 
@@ -107,9 +112,42 @@ def install_event_loop(choice: str) -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())  # ModelServer.setup_event_loop needs a current loop
 
 
+def add_listen_flags(parser: argparse.ArgumentParser) -> None:
+    """``--http_host``: KServe 0.20 has no flag for the address its REST server listens on."""
+    parser.add_argument(
+        "--http_host",
+        default="0.0.0.0",
+        help="Address the HTTP server listens on (default 0.0.0.0, as KServe's, for a pod; kfloop serve "
+        "passes 127.0.0.1). KServe's gRPC server always listens on every address: with another "
+        "address, pass --enable_grpc false",
+    )
+
+
+def listen_on(host: str) -> None:
+    """Make KServe's REST server listen on ``host``: kserve 0.20's ``RESTServer`` hard-codes
+    ``0.0.0.0`` in its uvicorn config, and ``ModelServer.start`` builds it by its name in
+    ``kserve.model_server``, so a subclass that sets the host takes that name's place."""
+    base = kserve.protocol.rest.server.RESTServer
+
+    class BoundRESTServer(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.config.host = host
+
+    kserve.model_server.RESTServer = BoundRESTServer
+
+
 def model_server(args: argparse.Namespace, **extra: Any) -> kserve.ModelServer:
-    """A ``kserve.ModelServer`` configured by KServe's common flags (``extra``: more keyword arguments);
-    KServe's latency log lines only with ``--request_logging``."""
+    """A ``kserve.ModelServer`` configured by KServe's common flags (``extra``: more keyword arguments),
+    listening on ``--http_host``; KServe's latency log lines only with ``--request_logging``."""
+    host = getattr(args, "http_host", "0.0.0.0")
+    if host not in ALL_ADDRESSES:
+        if args.enable_grpc:
+            raise ConfigError(
+                f"--http_host {host}: KServe's gRPC server listens on every address ([::]); "
+                f"pass --enable_grpc false to listen on {host} only"
+            )
+        listen_on(host)
     return kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
@@ -142,6 +180,28 @@ def request_tensors(request: InferRequest) -> list[Tensor]:
         raw = getattr(i, "_raw_data", None) is not None or i.data is None
         tensors.append(Tensor(i.name, i.shape, i.datatype, i.as_numpy() if raw else i.data))
     return tensors
+
+
+def request_id_of(headers: dict[str, str] | None, body_id: Any = None) -> str | None:
+    """The client's request id (``x-request-id`` or ``ce-id`` header, else the V2 body ``id``), checked
+    against ``kfloop.names.validate_request_id`` (a 400 naming it when too long or not printable ASCII);
+    None when the client sent none."""
+    headers = headers or {}
+    if body_id is not None and body_id != "":
+        if not isinstance(body_id, str):
+            raise InvalidInput(f'"id" must be a string; got {type(body_id).__name__}')
+        body_id = _checked(body_id, '"id"')
+    for name in (REQUEST_ID_HEADER, "ce-id"):
+        if headers.get(name):
+            return _checked(headers[name], name)
+    return body_id or None
+
+
+def _checked(value: str, what: str) -> str:
+    try:
+        return validate_request_id(value, what)
+    except InvalidRequest as e:
+        raise InvalidInput(str(e)) from None
 
 
 def require_json(payload: Any) -> None:

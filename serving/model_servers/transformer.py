@@ -22,9 +22,11 @@ For each request (KServe V1 or V2) the transformer:
 
 The request id is the ``x-request-id`` or ``ce-id`` header, else the V2 request id, else a new one;
 it is forwarded to the predictor and returned in the ``x-request-id`` response header, and row ``i``
-is captured as ``<id>:<i>``. Captures name the version the predictor's ``x-kfloop-model-version``
+is captured as ``<id>:<i>``; an id over ``kfloop.names.MAX_REQUEST_ID_BYTES`` (256 bytes) or not
+printable ASCII is a 400. Captures name the version the predictor's ``x-kfloop-model-version``
 header names and the revision the gateway's ``x-kfloop-revision`` header names (a promoted canary
-captures as ``stable``), else ``--model_version`` and ``--revision``.
+captures as ``stable``) when the gateway signed it with the control token (``kfloop.auth``), else
+``--model_version`` and ``--revision``.
 
 Plain JSON requests take the fast path (``serving/fast_path.py``: ``infer_json``, none of FastAPI's
 middlewares, routing or pydantic: about half the transformer's CPU per one-row request); KServe's
@@ -57,6 +59,7 @@ from kserve.predictor_config import PredictorConfig
 from kserve.protocol.infer_type import InferRequest
 from kserve.utils.utils import strtobool
 
+from kfloop.auth import read_token, signature_matches
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, InvalidRequest, StorageError
 from kfloop.events.outbox import Outbox
@@ -77,7 +80,7 @@ from kfloop.monitoring.capture_rows import request_records, unseen_by_row
 from kfloop.monitoring.drift import BACKENDS, load_detector
 from kfloop.monitoring.drift_monitor import DEFAULT_CPU_SHARE, DEFAULT_MAX_PENDING_ROWS, DriftMonitor
 from kfloop.monitoring.drift_window import WindowedDrift
-from kfloop.names import REQUEST_ID_HEADER, REVISION_HEADER, captures_prefix, key_segment
+from kfloop.names import REQUEST_ID_HEADER, REVISION_HEADER, REVISION_SIGNATURE_HEADER, captures_prefix, key_segment
 from kfloop.schema import FeatureSchema
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.model_servers import transformer_metrics as metrics
@@ -91,9 +94,11 @@ from kfloop.serving.model_servers.predictor_client import (
     forwarded_headers,
 )
 from kfloop.serving.model_servers.startup import (
+    add_listen_flags,
     freeze_heap,
     install_event_loop,
     model_server,
+    request_id_of,
     request_tensors,
     require_json,
     resolve_model,
@@ -139,8 +144,10 @@ class DriftTransformer(kserve.Model):
         client: PredictorClient,
         options: TransformerOptions = TransformerOptions(),
         model_version: str | None = None,
+        token: str | None = None,
     ):
         super().__init__(name, return_response_headers=True)
+        self.token = token  # the control token: an x-kfloop-revision header counts only when signed with it
         self.model_dir, self.store, self.outbox, self.client = Path(model_dir), store, outbox, client
         self.options, self.version = options, model_version
         self.schema: FeatureSchema | None = None
@@ -270,8 +277,14 @@ class DriftTransformer(kserve.Model):
         answer = predictor.doc
         if protocol != self.client.protocol:
             answer = answer_in(protocol, answer, self.name, predictor.version or self.version, request_id)
-        self._observe(body, tensors, decoded, answer, request_id, predictor.version, headers.get(REVISION_HEADER))
+        self._observe(body, tensors, decoded, answer, request_id, predictor.version, self._gateway_revision(headers))
         return answer, predictor
+
+    def _gateway_revision(self, headers: dict[str, str]) -> str | None:
+        """The role the gateway gave this request (``x-kfloop-revision``), when the gateway signed it
+        with the control token; from anyone else the header is ignored."""
+        role = headers.get(REVISION_HEADER)
+        return role if signature_matches(self.token, role, headers.get(REVISION_SIGNATURE_HEADER)) else None
 
     def _v2_tensors(self, body: Any) -> list[Tensor]:
         try:
@@ -327,14 +340,9 @@ class DriftTransformer(kserve.Model):
 
 
 def _request_id(headers: dict[str, str], v2_id: str | None) -> str:
-    """The client's ``x-request-id`` or ``ce-id`` header, else the V2 request id, else a new id.
-    (A V2 id goes out in a header: one that is not printable ASCII is refused.)"""
-    given = headers.get(REQUEST_ID_HEADER) or headers.get("ce-id")
-    if given:
-        return given
-    if v2_id and not (v2_id.isascii() and v2_id.isprintable()):
-        raise InvalidInput(f'"id" {v2_id[:100]!r} is not printable ASCII; send an id that fits an HTTP header')
-    return v2_id or uuid.uuid4().hex
+    """The client's ``x-request-id`` or ``ce-id`` header, else the V2 request id, else a new id. An id
+    goes out in a header: one over ``kfloop.names.MAX_REQUEST_ID_BYTES`` or not printable ASCII is a 400."""
+    return request_id_of(headers, v2_id) or uuid.uuid4().hex
 
 
 def _prefix_uri(store: ObjectStore, prefix: str) -> str:
@@ -356,6 +364,7 @@ def _close_soon(client: PredictorClient) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(parents=[kserve.model_server.parser], description=__doc__.split("\n")[0])
     add = parser.add_argument
+    add_listen_flags(parser)
     add(
         "--model_dir",
         default=None,
@@ -524,6 +533,7 @@ def serve(args: argparse.Namespace) -> None:
         client,
         options_from(args, settings),
         args.model_version or registered_version,
+        token=read_token(settings.control_token_path),
     )
     model.load()
     metrics.register_collector(metrics.TransformerCollector(model.name, model.parts))

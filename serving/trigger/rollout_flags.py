@@ -9,6 +9,7 @@ deployed as a canary and analysed (``kfloop.rollout.auto``): on the ``kfloop ser
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from kfloop.config import Settings
 from kfloop.errors import ConfigError
@@ -80,11 +81,12 @@ def add_flags(p: argparse.ArgumentParser, settings: Settings) -> None:
     )
 
 
-def make_auto_rollout(args: argparse.Namespace, store, outbox) -> AutoRollout | None:
-    """The ``AutoRollout`` the flags ask for, or None when ``--auto_rollout`` is not given."""
+def make_auto_rollout(args: argparse.Namespace, store, outbox, token_file=None) -> AutoRollout | None:
+    """The ``AutoRollout`` the flags ask for, or None when ``--auto_rollout`` is not given; ``token_file``:
+    the control token for the gateway's admin API."""
     if not args.auto_rollout:
         return None
-    options = rollout_options(args)
+    options = dataclasses.replace(rollout_options(args), gateway_token_file=token_file)
     options.check_source()  # at start-up, not at the first registered version
     steps = _steps(args.rollout_steps)
     n_steps = (steps[0] if len(steps) == 1 else len(steps)) if steps else None  # linear: "4" or "25,50,75,100"

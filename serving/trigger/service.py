@@ -20,6 +20,13 @@ Endpoints:
 - ``GET /v1/status[?model=NAME]``: the policy, each model's state and its run in flight.
 - ``GET /healthz``, ``GET /metrics`` (Prometheus).
 
+Feedback and status are the control plane: they want ``Authorization: Bearer <control token>``
+(``kfloop.auth``; the token file ``KFLOOP_CONTROL_TOKEN_FILE``, by default ``<KFLOOP_HOME>/control-token``,
+is written at start when there is none), same-origin requests and JSON bodies
+(``kfloop.serving.control_plane``). ``/`` stays open: locally the transformers on 127.0.0.1 post to it,
+on a cluster the Knative broker, admitted by a NetworkPolicy. With ``--sink_auth`` the emitted events
+carry the token too (``kfloop serve``'s sink is its gateway's authenticated ``/kfloop/v1/events``).
+
 With ``--auto_rollout STRATEGY`` each registered version is then rolled out through a canary
 analysis (``kfloop.serving.trigger.rollout_flags``); ``/v1/status?model=NAME`` lists those rollouts.
 
@@ -51,6 +58,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kfloop import pipelines
+from kfloop.auth import TokenFile, ensure_token
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, InvalidRequest, KfloopError, ModelNotFound, StorageError
 from kfloop.events.cloudevents import parse_event
@@ -71,6 +79,7 @@ from kfloop.retraining.quality_signal import QualityOptions
 from kfloop.retraining.runners import DEFAULT_LOCAL_COMMAND, KfpRunner, LocalRunner
 from kfloop.retraining.trigger import RetrainTrigger
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from kfloop.serving.control_plane import ControlPlaneGuard
 from kfloop.serving.trigger.metrics import metrics_response
 from kfloop.serving.trigger.rollout_flags import add_flags as add_rollout_flags
 from kfloop.serving.trigger.rollout_flags import make_auto_rollout
@@ -79,8 +88,11 @@ log = logging.getLogger(__name__)
 STATUS = ((InvalidRequest, 400), (ModelNotFound, 404), (StorageError, 503), (KfloopError, 500))
 
 
-def build_app(trigger: RetrainTrigger, tick_seconds: float, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
-    """The ASGI app around ``trigger``, with its background run worker in the lifespan."""
+def build_app(
+    trigger: RetrainTrigger, tick_seconds: float, token: str, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> Starlette:
+    """The ASGI app around ``trigger``, with its background run worker in the lifespan; the feedback and
+    status routes want ``token``."""
 
     async def receive_event(request: Request) -> Response:
         event: dict = {}
@@ -143,7 +155,15 @@ def build_app(trigger: RetrainTrigger, tick_seconds: float, max_body_bytes: int 
         Route(HEALTH_PATH, healthz),
         Route("/metrics", metrics),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(BodySizeLimit, max_bytes=max_body_bytes)])
+    guarded = (TRIGGER_FEEDBACK_PATH, TRIGGER_STATUS_PATH)
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(ControlPlaneGuard, token=token, protects=lambda path: path.rstrip("/") in guarded),
+            Middleware(BodySizeLimit, max_bytes=max_body_bytes),
+        ],
+    )
 
 
 class RunWorker:
@@ -275,6 +295,12 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     p.add_argument("--sink_url", default=settings.sink_url, help="where emitted events go (env K_SINK)")
     p.add_argument("--event_source", default="kfloop/trigger", help="CloudEvents source of emitted events")
     p.add_argument(
+        "--sink_auth",
+        action="store_true",
+        help="send the control token (Authorization: Bearer) with emitted events: for a sink that wants it, "
+        "as kfloop serve's gateway does; never for a broker",
+    )
+    p.add_argument(
         "--runner_cmd",
         default=settings.trigger_runner_cmd,
         help="local run command, given --param KEY=VALUE flags (env KFLOOP_TRIGGER_RUNNER_CMD; "
@@ -324,7 +350,12 @@ def make_trigger(args: argparse.Namespace, settings: Settings) -> RetrainTrigger
         settings,
         policy,
         runner,
-        Outbox.for_settings(settings, "trigger", args.sink_url),
+        Outbox.for_settings(
+            settings,
+            "trigger",
+            args.sink_url,
+            headers=TokenFile(settings.control_token_path).headers if args.sink_auth else None,
+        ),
         original_source=args.original_source,
         source=args.event_source,
         quality=quality,
@@ -332,7 +363,7 @@ def make_trigger(args: argparse.Namespace, settings: Settings) -> RetrainTrigger
         retry_seconds=args.retry_seconds,
         poll_seconds=args.poll_seconds,
     )
-    trigger.auto_rollout = make_auto_rollout(args, trigger.store, trigger.outbox)
+    trigger.auto_rollout = make_auto_rollout(args, trigger.store, trigger.outbox, settings.control_token_path)
     return trigger
 
 
@@ -345,17 +376,19 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         trigger = make_trigger(args, settings)
+        token = ensure_token(settings.control_token_path)
     except KfloopError as e:
         raise SystemExit(f"error: {e}") from None
     log.info(
-        "trigger on %s:%d: target %s, policy %s, sink %s",
+        "trigger on %s:%d: target %s, policy %s, sink %s; feedback and status want the token in %s",
         args.host,
         args.port,
         trigger.runner.target,
         trigger.policy.to_dict(),
         args.sink_url or "none (events stay in the outbox)",
+        settings.control_token_path,
     )
-    app = build_app(trigger, min(args.poll_seconds, args.retry_seconds), args.max_body_bytes)
+    app = build_app(trigger, min(args.poll_seconds, args.retry_seconds), token, args.max_body_bytes)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, workers=1, log_level=args.log_level.lower(), timeout_graceful_shutdown=10
     )

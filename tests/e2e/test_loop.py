@@ -52,7 +52,8 @@ def watch_descendants(pid: int, seen: dict, stop: threading.Event) -> None:
         try:
             for child in psutil.Process(pid).children(recursive=True):
                 try:
-                    seen.setdefault(child.pid, (child.create_time(), " ".join(child.cmdline())))
+                    # the latest command line: one read between fork and exec is the parent's
+                    seen[child.pid] = (child.create_time(), " ".join(child.cmdline()))
                 except psutil.Error:
                     pass
         except psutil.Error:

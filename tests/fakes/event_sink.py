@@ -15,12 +15,14 @@ class EventSink:
 
     def __init__(self):
         self.events: list[dict] = []
+        self.authorizations: list[str | None] = []  # each POST's Authorization header
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 sink.events.append(parse_event(dict(self.headers), body))
+                sink.authorizations.append(self.headers.get("Authorization"))
                 self.send_response(202)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import httpx
 
+from kfloop.auth import bearer, read_token
 from kfloop.events.cloudevents import make_event, to_structured
-from kfloop.names import DRIFT_DETECTED
+from kfloop.names import CONTROL_TOKEN_FILE, DRIFT_DETECTED
 from tests.conftest import free_port
 from tests.fakes.event_sink import EventSink
 from tests.serving.conftest import ServerProcess
@@ -88,8 +89,17 @@ class Trigger(ServerProcess):
         headers, body = to_structured(event)
         return httpx.post(f"{self.url}/", content=body, headers={**headers, **extra}, timeout=30)
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The control token's header (the trigger wrote the token file in its home at start)."""
+        return bearer(read_token(self.home / CONTROL_TOKEN_FILE))
+
+    def feedback(self, body: dict, **kwargs) -> httpx.Response:
+        return httpx.post(f"{self.url}/v1/feedback", json=body, headers=self.auth, timeout=30, **kwargs)
+
     def status(self, model: str | None = None) -> dict:
-        return httpx.get(f"{self.url}/v1/status", params={"model": model} if model else None, timeout=10).json()
+        params = {"model": model} if model else None
+        return httpx.get(f"{self.url}/v1/status", params=params, headers=self.auth, timeout=10).json()
 
     def runs(self) -> list[dict]:
         path = self.tmp / "runs.jsonl"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psutil
 
+from kfloop.auth import bearer, read_token
+from kfloop.names import CONTROL_TOKEN_FILE
 from tests.conftest import free_port
 
 
@@ -59,6 +61,15 @@ class ServeProcess:
 
     def output(self) -> str:
         return "\n".join(self.lines)
+
+    @property
+    def token_file(self) -> Path:
+        """The control token kfloop serve wrote at start."""
+        return self.home / CONTROL_TOKEN_FILE
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return bearer(read_token(self.token_file))
 
     def children(self) -> list[psutil.Process]:
         return psutil.Process(self.proc.pid).children(recursive=True)

@@ -73,7 +73,7 @@ class Served:
 
     @property
     def target(self) -> LocalTarget:
-        return LocalTarget(self.url)
+        return LocalTarget(self.url, token_file=self.serve.token_file)
 
     def status(self) -> dict:
         return self.target.status(MODEL)
@@ -271,12 +271,13 @@ def test_kserve_paths_health_and_errors(served):
     assert unknown.status_code == 404 and "'nope' is not served" in unknown.json()["error"]
     assert httpx.get(f"{served.url}/v2/models/nope/ready").status_code == 404
     assert httpx.get(f"{served.url}/elsewhere").status_code == 404
-    assert httpx.get(f"{served.url}/kfloop/v1/models/nope").status_code == 404
+    auth = served.serve.auth
+    assert httpx.get(f"{served.url}/kfloop/v1/models/nope", headers=auth).status_code == 404
     assert served.target.status("nope")["served"] is False
-    bad_deploy = httpx.post(f"{served.url}/kfloop/v1/models/{MODEL}/deploy", json={"version": "two"})
+    bad_deploy = httpx.post(f"{served.url}/kfloop/v1/models/{MODEL}/deploy", json={"version": "two"}, headers=auth)
     assert bad_deploy.status_code == 400 and "'two'" in bad_deploy.json()["error"]
     bad_percent = httpx.post(
-        f"{served.url}/kfloop/v1/models/{MODEL}/deploy", json={"version": 3, "canary_percent": 101}
+        f"{served.url}/kfloop/v1/models/{MODEL}/deploy", json={"version": 3, "canary_percent": 101}, headers=auth
     )
     assert bad_percent.status_code == 400 and "101" in bad_percent.json()["error"]
 

@@ -18,6 +18,7 @@ import collections
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -27,8 +28,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+import httpx
 import numpy as np
 import orjson
+import psutil
 import pytest
 
 from kfloop.errors import ConfigError, KfloopError
@@ -157,7 +160,7 @@ def served(tmp_path_factory):
         home, "--no-trigger", "--transformer-args", "--capture_flush_seconds 0.2 --drift_window 100000", seed=3
     )
     try:
-        target = LocalTarget(serve.url)
+        target = LocalTarget(serve.url, token_file=serve.token_file)
         rollout.deploy(registry, target, f"{MODEL}:1")
         yield type(
             "Served",
@@ -183,7 +186,7 @@ def analyse(served, ref: str, strategy: str = "canary", progress=None, **plan) -
     return run_analysis(
         served.registry,
         served.target,
-        LocalStatsSource(served.url, served.registry.store),
+        LocalStatsSource(served.url, served.registry.store, token_file=served.serve.token_file),
         MODEL,
         ref,
         plan,
@@ -479,3 +482,119 @@ def test_prometheus_source_reports_empty_results_errors_and_missing_revisions():
     finally:
         empty.close()
         broken.close()
+
+
+# -- security: loopback only, the control plane, bounded request ids -------------------------------
+
+
+def listening_addresses(pid: int) -> list[tuple[str, int]]:
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    found = []
+    for proc in procs:
+        try:
+            connections = getattr(proc, "net_connections", None) or proc.connections  # psutil < 6: connections
+            found += [c.laddr for c in connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def captured(home: Path, request_id: str, timeout: float = 20.0) -> dict:
+    def find():
+        for path in (home / "captures").rglob("*.jsonl"):
+            for line in path.read_text().splitlines():
+                if request_id in line:
+                    return json.loads(line)
+        return None
+
+    return wait_for(find, timeout, f"the capture of {request_id}")
+
+
+def test_kfloop_serve_listens_on_loopback_only_and_guards_its_control_plane(served):
+    addresses = listening_addresses(served.serve.proc.pid)
+    assert len(addresses) >= 3 and {ip for ip, _ in addresses} == {"127.0.0.1"}, (
+        addresses
+    )  # gateway, predictor, transformer
+    token_file = served.serve.token_file
+    assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+    admin, auth = f"{served.url}/kfloop/v1/models/{MODEL}", served.serve.auth
+    assert httpx.get(admin).status_code == 401
+    assert httpx.get(admin, headers={"authorization": "Bearer " + "x" * 43}).status_code == 401
+    assert httpx.get(admin, headers={**auth, "origin": "http://attacker.example"}).status_code == 403
+    before = httpx.get(admin, headers=auth).json()
+    # what a page in a browser can send: a text/plain POST from a foreign origin, with or without a token
+    csrf = {"content-type": "text/plain", "origin": "http://attacker.example"}
+    deploy = f"{admin}/deploy"
+    body = json.dumps({"version": before["stable"]["version"], "canary_percent": 50})
+    assert httpx.post(deploy, content=body, headers=csrf).status_code == 403
+    assert httpx.post(deploy, content=body, headers={"content-type": "text/plain"}).status_code == 401
+    refused = httpx.post(deploy, content=body, headers={**auth, "content-type": "text/plain"})
+    assert refused.status_code == 415 and "error" in refused.json()
+    events = httpx.post(f"{served.url}/kfloop/v1/events", json={"specversion": "1.0"})
+    assert events.status_code == 401
+    assert httpx.post(f"{admin}/rollback").status_code == 401
+    assert httpx.get(admin, headers=auth).json()["canary"] == before["canary"]
+    hostile = httpx.post(f"{served.url}/kfloop/v1/models/%2E%2E/deploy", json={"version": 1}, headers=auth)
+    assert hostile.status_code == 400 and "model name '..' is not valid" in hostile.json()["error"]
+    assert not (served.home / "state.json").exists()
+    # inference stays open, as KServe's is
+    assert httpx.post(f"{served.url}/v1/models/{MODEL}:predict", content=served.bodies[0]).status_code == 200
+    # a client's x-kfloop-revision reaching a transformer directly is not trusted (the gateway signs its own)
+    stable = httpx.get(admin, headers=auth).json()["stable"]
+    spoofed = httpx.post(
+        stable["url"] + f"/v1/models/{MODEL}:predict",
+        content=served.bodies[1],
+        headers={"content-type": "application/json", "x-kfloop-revision": "canary", "x-request-id": "spoof-1"},
+        trust_env=False,
+    )
+    assert spoofed.status_code == 200
+    via_gateway = httpx.post(
+        f"{served.url}/v1/models/{MODEL}:predict",
+        content=served.bodies[1],
+        headers={"content-type": "application/json", "x-kfloop-revision": "canary", "x-request-id": "gateway-1"},
+    )
+    assert via_gateway.status_code == 200 and via_gateway.headers["x-kfloop-revision"] == "stable"
+    assert captured(served.home, "spoof-1:0")["revision"] == "stable"
+    assert captured(served.home, "gateway-1:0")["revision"] == "stable"
+
+
+def test_an_8kb_request_id_is_a_400_and_never_takes_a_revision_down(served):
+    stable = stable_version(served)
+    candidate = served.registry.register(MODEL, served.bundles.build("long-ids", seed=21))
+    rollout.deploy(served.registry, served.target, candidate.ref, canary_percent=50)
+    long_id = "i" * 8200
+    v2 = {"id": long_id, "inputs": [{"name": "age", "datatype": "FP32", "shape": [1], "data": [40]}]}
+    predict = f"{served.url}/v1/models/{MODEL}:predict"
+    try:
+        with Traffic(served.url, served.bodies) as traffic:
+            for _ in range(40):
+                by_header = httpx.post(
+                    predict,
+                    content=served.bodies[0],
+                    headers={"content-type": "application/json", "x-request-id": long_id},
+                )
+                assert by_header.status_code == 400 and "the limit is 256 bytes" in by_header.json()["error"]
+                by_body = httpx.post(f"{served.url}/v2/models/{MODEL}/infer", json=v2)
+                assert by_body.status_code == 400 and "256 bytes" in by_body.json()["error"], by_body.text
+            time.sleep(0.5)
+        status = served.target.status(MODEL)
+        assert status["stable"]["healthy"] and status["canary"]["healthy"], status
+        assert traffic.counts and all(code == 200 for code, _ in traffic.counts), traffic.counts
+        assert set(traffic.by_version()) == {str(stable), str(candidate.version)}
+        for pinned in ("/prev", "/latest"):  # each revision itself refuses the id with a 400 too
+            answer = httpx.post(
+                f"{status['stable' if pinned == '/prev' else 'canary']['url']}/v1/models/{MODEL}:predict",
+                content=served.bodies[0],
+                headers={"content-type": "application/json", "x-request-id": long_id},
+                trust_env=False,
+            )
+            assert answer.status_code == 400 and "256 bytes" in answer.json()["error"]
+        pinned = httpx.post(
+            f"{served.url}/latest/v1/models/{MODEL}:predict",
+            content=served.bodies[2],
+            headers={"content-type": "application/json", "x-request-id": "pinned-canary-1"},
+        )
+        assert pinned.status_code == 200 and pinned.headers["x-kfloop-revision"] == "canary"
+        assert captured(served.home, "pinned-canary-1:0")["revision"] == "canary"  # the gateway's signed role
+    finally:
+        rollout.rollback(served.registry, served.target, MODEL, reason="test of long request ids")

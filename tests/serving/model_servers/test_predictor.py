@@ -272,7 +272,25 @@ SAME_ANSWERS = [  # (what, path, body): answered alike by both paths
     ("over the row limit", "v1", {"instances": [[5, 70.5, "pro"]] * (MAX_BATCH + 1)}),
     ("v2 wrong datatype", "v2", {"inputs": [{**i, "datatype": "FP32"} for i in v2_named(1)["inputs"]]}),
     ("v2 missing input", "v2", {"inputs": v2_named(1)["inputs"][:2]}),
+    ("v2 id over 256 bytes", "v2", v2_named(1, id="i" * 8200)),
 ]
+
+
+def test_a_request_id_over_256_bytes_is_a_400_on_both_paths(churn, kserve_path):
+    for server in (churn, kserve_path):
+        for protocol, body in (("v1", {"instances": [[5, 70.5, "pro"]]}), ("v2", v2_named(1))):
+            path = "/v1/models/churn:predict" if protocol == "v1" else "/v2/models/churn/infer"
+            headers = {"content-type": "application/json", "x-request-id": "r" * 8200}
+            answer = httpx.post(server.url + path, content=orjson.dumps(body), headers=headers, timeout=10)
+            assert answer.status_code == 400, answer.text
+            assert "x-request-id is 8200 bytes long: the limit is 256 bytes" in answer.json()["error"]
+        ok = httpx.post(
+            server.url + "/v1/models/churn:predict",
+            json={"instances": [[5, 70.5, "pro"]]},
+            headers={"x-request-id": "r" * 256},
+            timeout=10,
+        )
+        assert ok.status_code == 200
 
 
 def post(server, protocol: str, body) -> httpx.Response:

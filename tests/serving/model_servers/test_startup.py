@@ -10,7 +10,8 @@ import pytest
 from kserve.errors import InvalidInput
 
 from kfloop.errors import ConfigError
-from kfloop.serving.model_servers.startup import install_event_loop, require_json
+from kfloop.serving.model_servers import startup
+from kfloop.serving.model_servers.startup import install_event_loop, request_id_of, require_json
 
 uvloop = pytest.importorskip("uvloop")
 
@@ -51,3 +52,30 @@ def test_a_body_not_sent_as_json_is_invalid_input(payload):
     with pytest.raises(InvalidInput, match="content-type: application/json"):
         require_json(payload)
     require_json({"instances": []})
+
+
+def test_request_ids_come_from_the_header_else_the_body_and_are_bounded():
+    assert request_id_of({"x-request-id": "h"}, "b") == "h"
+    assert request_id_of({"ce-id": "c"}, None) == "c"
+    assert request_id_of({}, "b") == "b" and request_id_of({}, None) is None and request_id_of(None, "") is None
+    for headers, body_id in (({"x-request-id": "h" * 257}, None), ({}, "b" * 8200), ({"x-request-id": "h"}, "b" * 300)):
+        with pytest.raises(InvalidInput, match="the limit is 256 bytes"):
+            request_id_of(headers, body_id)
+    with pytest.raises(InvalidInput, match="not printable ASCII"):
+        request_id_of({}, "caf\u00e9")
+    with pytest.raises(InvalidInput, match='"id" must be a string'):
+        request_id_of({}, 7)
+
+
+def test_http_host_binds_kserves_rest_server_and_refuses_grpc_on_every_address(monkeypatch):
+    import kserve.model_server
+
+    monkeypatch.setattr(kserve.model_server, "RESTServer", kserve.model_server.RESTServer)  # restored after
+    parser = startup.argparse.ArgumentParser(parents=[kserve.model_server.parser])
+    startup.add_listen_flags(parser)
+    assert parser.parse_args([]).http_host == "0.0.0.0"
+    with pytest.raises(ConfigError, match="pass --enable_grpc false"):
+        startup.model_server(parser.parse_args(["--http_host", "127.0.0.1"]))
+    startup.listen_on("127.0.0.1")
+    server = kserve.model_server.RESTServer("kserve.model_server:app", None, None, 12345)
+    assert server.config.host == "127.0.0.1" and server.config.port == 12345

@@ -561,14 +561,15 @@ def test_captures_land_in_the_local_store(local, rows, predictor):
     assert by_row[3]["unseen"] == {"payment_method": "cheque"}
     assert by_row[2]["unseen"] == {} and by_row[0]["unseen"] == {}
 
-    as_canary = {"x-request-id": "cap-canary", "x-kfloop-revision": "canary"}  # as the gateway forwards it
-    assert (
-        httpx.post(
-            f"{local.url}/v1/models/{MODEL}:predict", json={"instances": rows[:1]}, headers=as_canary, timeout=30
-        ).status_code
-        == 200
-    )
-    assert [r["revision"] for r in captures_with(LocalStore(local.home), "cap-canary:", 1)] == ["canary"]
+    # a role the gateway did not sign (this transformer has no control token) is ignored: the gateway's
+    # signed roles are checked through kfloop serve (tests/serving/local/test_live_canary_analysis.py)
+    for request_id, signature in (("cap-canary", None), ("cap-forged", "0" * 64)):
+        spoofed = {"x-request-id": request_id, "x-kfloop-revision": "canary"}
+        if signature:
+            spoofed["x-kfloop-revision-signature"] = signature
+        answer = httpx.post(f"{local.url}/v1/models/{MODEL}:predict", json={"instances": rows[:1]}, headers=spoofed)
+        assert answer.status_code == 200
+        assert [r["revision"] for r in captures_with(LocalStore(local.home), f"{request_id}:", 1)] == ["stable"]
 
 
 def test_the_s3_transformer_fetched_its_bundle_from_the_registry(s3_module_settings, servers):

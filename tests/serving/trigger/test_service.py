@@ -254,13 +254,14 @@ def test_feedback_with_unknown_ids_or_wrong_labels_stores_nothing(start, sink, t
     home, ids = registered_with_captures(tmp_path, 5)
     trigger = start()
     url = f"{trigger.url}/v1/feedback"
-    unknown = httpx.post(
-        url, json={"model": "churn", "labels": [{"request_id": ids[0], "label": 1}, {"request_id": "nope", "label": 0}]}
+    unknown = trigger.feedback(
+        {"model": "churn", "labels": [{"request_id": ids[0], "label": 1}, {"request_id": "nope", "label": 0}]}
     )
-    wrong = httpx.post(url, json={"model": "churn", "labels": [{"request_id": ids[0], "label": "maybe"}]})
-    no_model = httpx.post(url, json={"model": "other", "labels": [{"request_id": ids[0], "label": 1}]})
-    not_json = httpx.post(url, content=b"labels")
-    assert [r.status_code for r in (unknown, wrong, no_model, not_json)] == [400, 400, 404, 400]
+    wrong = trigger.feedback({"model": "churn", "labels": [{"request_id": ids[0], "label": "maybe"}]})
+    no_model = trigger.feedback({"model": "other", "labels": [{"request_id": ids[0], "label": 1}]})
+    not_json = httpx.post(url, content=b"labels", headers=trigger.auth)
+    bad_json = httpx.post(url, content=b"labels", headers={**trigger.auth, "content-type": "application/json"})
+    assert [r.status_code for r in (unknown, wrong, no_model, not_json, bad_json)] == [400, 400, 404, 415, 400]
     assert "'nope'" in unknown.json()["error"] and "nothing was stored" in unknown.json()["error"]
     assert "maybe" in wrong.json()["error"]
     as_event = make_event(FEEDBACK, "client", {"model": "churn", "labels": [{"request_id": "nope", "label": 0}]})
@@ -272,7 +273,7 @@ def test_feedback_showing_degraded_quality_starts_a_run(start, sink, tmp_path):
     home, ids = registered_with_captures(tmp_path, 30)
     trigger = start("--quality_window", "20", "--quality_threshold", "0.5", "--consecutive_windows", "9")
     half = [{"request_id": i, "label": 0} for i in ids[:15]]  # the model said 'churned' (0.9): all wrong
-    first = httpx.post(f"{trigger.url}/v1/feedback", json={"model": "churn", "labels": half})
+    first = trigger.feedback({"model": "churn", "labels": half})
     assert first.status_code == 200 and first.json()["feedback"] == {"accepted": 15}
     assert first.json()["quality"] == []  # no complete window of 20 labeled rows yet
     event = make_event(
