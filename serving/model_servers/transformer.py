@@ -39,8 +39,10 @@ own request path (``predict``) serves the rest (V2 binary bodies, binary CloudEv
 request when ``--request_logging`` is on. Both do the same work.
 
 Metrics: ``serving/transformer_metrics.py``. When the server stops, KServe unloads the model and
-``stop`` checks the queued rows, flushes the captures and stops the outbox (undelivered events stay
-on disk for the next start).
+``stop`` checks the queued rows, flushes the captures, tries to deliver the pending events for
+``--shutdown_seconds`` and stops the outbox (undelivered events stay on disk for the next start; with
+S3 storage they move to the object store, where the next transformer of the same name and revision
+adopts them: ``kfloop.events.outbox``).
 
 Run: ``python -m kfloop.serving.model_servers.transformer --model_name churn --predictor_host churn-predictor``.
 """
@@ -240,7 +242,7 @@ class DriftTransformer(kserve.Model):
             self.monitor.stop(timeout)
         if self.capture is not None and not self.capture.close(timeout):
             logger.warning("capture records still unwritten at shutdown: %d dropped in all", self.capture.dropped)
-        self.outbox.stop()
+        self.outbox.stop(timeout, drain_s=timeout)  # with S3, what stays undelivered moves to the store
         _close_soon(self.client)
         super().stop()
 
@@ -572,16 +574,18 @@ def serve(args: argparse.Namespace) -> None:
         config.retries,
         args.predictor_max_connections,
     )
+    store = open_capture_store(settings)
     outbox = Outbox.for_settings(
         settings,
         f"drift-{key_segment(args.model_name)}-{key_segment(args.revision)}",
         resolve_sink(args, settings),
         backoff_max=args.outbox_backoff_max,
+        spill=store if settings.uses_s3 else None,  # on a cluster KFLOOP_HOME is an emptyDir
     )
     model = DriftTransformer(
         args.model_name,
         model_dir,
-        open_capture_store(settings),
+        store,
         outbox,
         client,
         options_from(args, settings),
