@@ -82,6 +82,7 @@ EVENTS_PREFIX = "events"  # events/MODEL/EVENT_ID.json
 RETRAINING_PREFIX = "retraining"  # retraining/MODEL/STAMP.parquet: a run's training data
 DEAD_LETTERS_PREFIX = "dead-letters"  # dead-letters/DAY/STAMP-ID.json: events Knative could not deliver
 TRIGGER_PREFIX = "trigger"  # trigger/MODEL/state.json, trigger/MODEL/rollouts/NNNNNN.json
+OUTBOX_PREFIX = "outbox"  # outbox/NAME/STAMP-UID.json: events a stopping pod could not deliver (sealed)
 
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 ALIAS_PATTERN = MODEL_NAME_PATTERN  # aliases are key segments and read well in NAME@ALIAS
@@ -176,6 +177,10 @@ def model_aliases_prefix(name: str, alias: str | None = None) -> str:
 
 def model_alias_key(name: str, alias: str, sequence: int) -> str:
     return f"{model_aliases_prefix(name, alias)}{sequence:06d}.json"
+
+
+def outbox_prefix(name: str) -> str:
+    return f"{OUTBOX_PREFIX}/{key_segment(name)}/"
 
 
 def captures_prefix(model: str, version: str | None = None) -> str:

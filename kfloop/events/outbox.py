@@ -9,14 +9,27 @@ with exponential backoff, holding back later events to keep the order. A 4xx oth
 408/429 is permanent: the event is moved to ``dead/`` (with a ``.reason`` note) and
 counted, never dropped. Without a sink URL events stay in the folder.
 
+On a cluster the folder is an ``emptyDir`` that dies with the pod, so an outbox may be given an
+object store (``spill``): ``stop`` first tries to deliver what is pending for ``drain_s`` seconds,
+then moves every event still pending (the sink down, or none configured) to the store as a sealed
+object ``outbox/<name>/<file>`` (``kfloop.names.outbox_prefix``), and ``start`` adopts the events
+stopped outboxes of that name left there (the next pod of the same deployment: a scale-down, a
+rollback, a restart), checksums verified, before delivering anything. What a pod deletion can
+lose is thus bounded: nothing on a graceful stop (SIGTERM within the grace period) with the store
+reachable; on a kill without it (SIGKILL, a lost node) the events pending at that moment, which
+with a reachable sink are those appended within the last delivery attempt. Events adopted twice
+(two pods starting at once) are delivered twice: receivers deduplicate on the event ``id``.
+
 One process at a time may deliver from a folder. Counters for Prometheus: ``delivered``,
-``failed_attempts``, ``dead_letters`` and ``depth`` (pending events).
+``failed_attempts``, ``dead_letters``, ``depth`` (pending events), ``spilled`` and ``adopted``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -25,7 +38,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from kfloop.events.cloudevents import DeliveryError, post_event, to_structured, validate_event
+from kfloop.names import outbox_prefix
 from kfloop.retry import Throttle, backoff_delay
+from kfloop.store.objects import ObjectStore, seal_json, unseal_json
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +59,8 @@ class Outbox:
         jitter: float = 0.2,
         idle_poll_s: float = 1.0,
         headers: Callable[[], Mapping[str, str]] | None = None,
+        spill: ObjectStore | None = None,
+        spill_prefix: str | None = None,
     ):
         self.folder, self.sink_url = Path(folder), sink_url or None
         self.headers = headers  # called per delivery: extra request headers (a sink's bearer token)
@@ -51,6 +68,9 @@ class Outbox:
         self.timeout, self.backoff_base, self.backoff_max, self.jitter = timeout, backoff_base, backoff_max, jitter
         self.idle_poll_s = idle_poll_s
         self.delivered = self.failed_attempts = self.dead_letters = 0
+        self.spill = spill  # an ObjectStore: where stop() leaves undelivered events, start() adopts them
+        self.spill_prefix = spill_prefix or outbox_prefix(self.folder.name)
+        self.spilled = self.adopted = 0
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._last_stamp = max((_stamp(p) for p in self.pending()), default=0)
@@ -80,6 +100,59 @@ class Outbox:
             "depth": self.depth,
         }
 
+    def spill_pending(self) -> int:
+        """Move every pending event to the spill store (stop does this); returns how many moved.
+        An event the store does not take stays in the folder (and is logged)."""
+        moved = 0
+        for path in self.pending():
+            try:
+                doc = {"file": path.name, "event": json.loads(path.read_bytes())}
+                self.spill.put(self.spill_prefix + path.name, seal_json(doc))
+            except FileNotFoundError:
+                continue
+            except Exception as e:
+                log.error(
+                    "could not keep %d undelivered events in the object store (%s): they stay in %s",
+                    self.depth,
+                    e,
+                    self.folder,
+                )
+                break
+            path.unlink(missing_ok=True)
+            moved += 1
+        if moved:
+            self.spilled += moved
+            log.warning("%d undelivered events kept in %s for the next start", moved, self.spill.uri(self.spill_prefix))
+        return moved
+
+    def adopt(self) -> int:
+        """Take over the events stopped outboxes of this name left in the spill store (start does
+        this); returns how many. A stored event whose checksum fails stays in the store (logged)."""
+        try:
+            keys = sorted(self.spill.list(self.spill_prefix))
+        except Exception as e:
+            log.error("could not list undelivered events in the object store (%s); they stay there", e)
+            return 0
+        taken = 0
+        for key in keys:
+            try:
+                doc = unseal_json(self.spill.get(key), key)
+                name = str(doc["file"])
+                if not _EVENT_FILE.match(name):
+                    raise ValueError(f"{key}: {name!r} is not an outbox file name")
+                self._write(self.folder / name, json.dumps(doc["event"]).encode())
+                self.spill.delete(key)
+            except Exception as e:
+                log.error("could not adopt undelivered event %s (it stays in the store): %s", key, e)
+                continue
+            taken += 1
+        if taken:
+            self.adopted += taken
+            with self._lock:
+                self._last_stamp = max([self._last_stamp, *(_stamp(p) for p in self.pending())])
+            log.info("adopted %d undelivered events from %s", taken, self.spill.uri(self.spill_prefix))
+        return taken
+
     def append(self, event: Mapping) -> Path:
         """Store ``event`` durably and wake the delivery thread; returns the event's file.
 
@@ -87,6 +160,13 @@ class Outbox:
         """
         _, body = to_structured(validate_event(event))
         path = self.folder / f"{self._next_stamp():020d}-{uuid.uuid4().hex[:8]}.json"
+        self._write(path, body)
+        if self.sink_url is None:
+            self._note_no_sink()
+        self._wake.set()
+        return path
+
+    def _write(self, path: Path, body: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
         with os.fdopen(fd, "wb") as f:
             f.write(body)
@@ -94,13 +174,12 @@ class Outbox:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(self.folder)
-        if self.sink_url is None:
-            self._note_no_sink()
-        self._wake.set()
-        return path
 
     def start(self) -> None:
-        """Start delivering (pending events from earlier runs first); idempotent."""
+        """Start delivering (pending events from earlier runs and, with a spill store, those stopped
+        outboxes of this name left there, first); idempotent."""
+        if self.spill is not None and (self._thread is None or not self._thread.is_alive()):
+            self.adopt()
         if self.sink_url is None:
             self._note_no_sink()
             return
@@ -111,15 +190,21 @@ class Outbox:
         self._thread = threading.Thread(target=self._run, name=f"outbox-{self.folder.name}", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> bool:
-        """Stop the delivery thread; True when it has stopped within ``timeout``.
-        Undelivered events stay on disk for the next ``start``."""
+    def stop(self, timeout: float = 5.0, drain_s: float = 0.0) -> bool:
+        """Stop the delivery thread, after trying for ``drain_s`` seconds to deliver what is pending;
+        True when it has stopped within ``timeout``. Undelivered events stay on disk for the next
+        ``start`` or, with a spill store, move to it."""
+        if drain_s > 0 and self._thread is not None and self._thread.is_alive():
+            self.drain(drain_s)
         self._stopping.set()
         self._wake.set()
+        stopped = True
         if self._thread is not None:
             self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
+            stopped = not self._thread.is_alive()
+        if self.spill is not None and stopped:
+            self.spill_pending()
+        return stopped
 
     def drain(self, timeout: float) -> bool:
         """Wait until no event is pending; True when the outbox emptied within ``timeout``."""
@@ -198,6 +283,9 @@ class Outbox:
                     tmp.unlink()
             except FileNotFoundError:
                 pass
+
+
+_EVENT_FILE = re.compile(r"^[0-9]{1,20}-[0-9a-f]{1,32}\.json$")
 
 
 def _stamp(path: Path) -> int:

@@ -26,8 +26,29 @@ def assemble_bundle(
     if analysis_path and Path(analysis_path).is_file():
         shutil.copyfile(analysis_path, out / bundle.BIAS_FILE)
     shutil.copytree(drift_dir, out / bundle.DRIFT_DIR, dirs_exist_ok=True)
+    write_stock_booster(out)
     bundle.write_manifest(out)
     return out
+
+
+def write_stock_booster(root: str | Path) -> Path | None:
+    """For an all-numeric model, the bundle's booster without feature names and types as
+    ``stock/model.ubj``, which KServe's stock xgbserver loads and predicts from lists of encoded
+    rows (in schema order); None for a model with categorical features (the stock runtime cannot
+    mark a column categorical)."""
+    import xgboost
+
+    root = Path(root)
+    schema = bundle.load_schema(root)
+    if any(f.kind == "categorical" for f in schema.features):
+        log.info("no stock-runtime booster: %s has categorical features", root)
+        return None
+    booster = xgboost.Booster(model_file=str(root / bundle.MODEL_FILE))
+    booster.feature_names, booster.feature_types = None, None
+    path = root / bundle.STOCK_MODEL_FILE
+    path.parent.mkdir(exist_ok=True)
+    booster.save_model(str(path))
+    return path
 
 
 def register(

@@ -7,6 +7,10 @@ Layout (every file is listed with its SHA-256 in ``MANIFEST.json``)::
     metrics.json       evaluation metrics and the gate decision
     bias.json          bias and explainability results (when computed)
     drift/             the drift detector reference (kfloop.monitoring.drift, Alibi Detect's save_detector)
+    stock/model.ubj    all-numeric models only: the same trees without feature names and types, for
+                       KServe's stock ``kserve-xgbserver`` runtime (it builds an unnamed ``DMatrix``
+                       from the request's lists, which a booster with names refuses); its storageUri
+                       is the ``stock/`` folder (the runtime wants exactly one booster file there)
     MANIFEST.json      {"files": {relative path: {"sha256", "size"}}}
 
 ``verify_bundle`` checks every file before a model is used; a missing, extra or changed
@@ -32,6 +36,8 @@ SCHEMA_FILE = "schema.json"
 METRICS_FILE = "metrics.json"
 BIAS_FILE = "bias.json"
 DRIFT_DIR = "drift"
+STOCK_DIR = "stock"
+STOCK_MODEL_FILE = f"{STOCK_DIR}/{MODEL_FILE}"
 
 
 def bundle_files(root: str | Path) -> list[str]:

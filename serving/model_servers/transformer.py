@@ -18,7 +18,12 @@ For each request (KServe V1 or V2) the transformer:
 4. hands the decoded rows to a ``DriftMonitor`` (bounded queue, background thread, windows of
    ``--drift_window`` rows, at most ``--drift_cpu_share`` of a core: at high row rates the checked
    windows are a sample of the traffic); a drifted window becomes an ``io.kfloop.drift.detected`` CloudEvent
-   in a durable outbox, delivered to ``--sink_url`` or ``K_SINK`` (Knative SinkBinding).
+   in a durable outbox, delivered to ``--sink_url`` or ``K_SINK`` (Knative SinkBinding). Rows are
+   checked per answering version (``kfloop.monitoring.versions``): a rollout changes the predictor,
+   not the transformer, so each version the predictor names is checked against its own schema and
+   drift reference (loaded from the registry off the request path when it first answers; until
+   then its rows are counted in ``kfloop_drift_rows_unreferenced_total``, not checked), in its own
+   windows, and its events name it; at most ``--drift_versions`` versions at once.
 
 The request id is the ``x-request-id`` or ``ce-id`` header, else the V2 request id, else a new one;
 it is forwarded to the predictor and returned in the ``x-request-id`` response header, and row ``i``
@@ -34,8 +39,10 @@ own request path (``predict``) serves the rest (V2 binary bodies, binary CloudEv
 request when ``--request_logging`` is on. Both do the same work.
 
 Metrics: ``serving/transformer_metrics.py``. When the server stops, KServe unloads the model and
-``stop`` checks the queued rows, flushes the captures and stops the outbox (undelivered events stay
-on disk for the next start).
+``stop`` checks the queued rows, flushes the captures, tries to deliver the pending events for
+``--shutdown_seconds`` and stops the outbox (undelivered events stay on disk for the next start; with
+S3 storage they move to the object store, where the next transformer of the same name and revision
+adopts them: ``kfloop.events.outbox``).
 
 Run: ``python -m kfloop.serving.model_servers.transformer --model_name churn --predictor_host churn-predictor``.
 """
@@ -48,6 +55,7 @@ import dataclasses
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +88,7 @@ from kfloop.monitoring.capture_rows import request_records, unseen_by_row
 from kfloop.monitoring.drift import BACKENDS, load_detector
 from kfloop.monitoring.drift_monitor import DEFAULT_CPU_SHARE, DEFAULT_MAX_PENDING_ROWS, DriftMonitor
 from kfloop.monitoring.drift_window import WindowedDrift
+from kfloop.monitoring.versions import DEFAULT_MAX_VERSIONS, VersionedDrift, VersionReference, load_reference
 from kfloop.names import REQUEST_ID_HEADER, REVISION_HEADER, REVISION_SIGNATURE_HEADER, captures_prefix, key_segment
 from kfloop.schema import FeatureSchema
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
@@ -95,6 +104,7 @@ from kfloop.serving.model_servers.predictor_client import (
 )
 from kfloop.serving.model_servers.startup import (
     add_listen_flags,
+    fetch_registered,
     freeze_heap,
     install_event_loop,
     model_server,
@@ -123,6 +133,8 @@ class TransformerOptions:
     drift_backend: str | None = None  # None: the backend the detector was saved with
     drift_queue_rows: int = DEFAULT_MAX_PENDING_ROWS
     drift_cpu_share: float = DEFAULT_CPU_SHARE
+    drift_versions: int = DEFAULT_MAX_VERSIONS
+    encoded_rows: bool = False  # forward rows as encoded lists in schema order (KServe's stock xgbserver)
     max_batch_size: int = DEFAULT_MAX_BATCH
     capture_format: str = "jsonl"
     capture_batch_size: int = 500
@@ -145,15 +157,17 @@ class DriftTransformer(kserve.Model):
         options: TransformerOptions = TransformerOptions(),
         model_version: str | None = None,
         token: str | None = None,
+        references: Callable[[str], Path] | None = None,
     ):
         super().__init__(name, return_response_headers=True)
         self.token = token  # the control token: an x-kfloop-revision header counts only when signed with it
         self.model_dir, self.store, self.outbox, self.client = Path(model_dir), store, outbox, client
         self.options, self.version = options, model_version
+        self.references = references  # version -> its bundle folder (the registry's), for versions that answer
         self.schema: FeatureSchema | None = None
         self.decoder: RequestDecoder | None = None
         self.capture: CaptureWriter | None = None
-        self.monitor: DriftMonitor | None = None
+        self.monitor: VersionedDrift | None = None
 
     def load(self) -> bool:
         verify_bundle(self.model_dir)
@@ -170,21 +184,16 @@ class DriftTransformer(kserve.Model):
             opts.capture_max_buffer,
             opts.capture_format,
         )
-        context = {
-            "model": self.name,
-            "model_version": self.version,
-            "revision": opts.revision,
-            "capture_location": _prefix_uri(self.store, captures_prefix(key_segment(self.name), self.version)),
-        }
-        self.monitor = DriftMonitor(
-            WindowedDrift(detector, opts.drift_window),
-            self.outbox,
-            opts.event_source or f"kfloop/{self.name}",
-            context,
-            max_pending_rows=opts.drift_queue_rows,
-            extensions=opts.ce_extensions,
-            cpu_share=opts.drift_cpu_share,
+        self.monitor = VersionedDrift(
+            self.schema,
+            self._load_reference,
+            self._version_monitor,
+            max_versions=opts.drift_versions,
+            max_batch=opts.max_batch_size,
+            stop_timeout_s=opts.shutdown_seconds,
         )
+        self.monitor.add(VersionReference(self.version, self.schema, detector))
+        capture_location = _prefix_uri(self.store, captures_prefix(key_segment(self.name), self.version))
         self.outbox.start()
         self.ready = True
         logger.info(
@@ -197,9 +206,34 @@ class DriftTransformer(kserve.Model):
             opts.drift_window,
             detector.backend,
             self.client.url,
-            context["capture_location"],
+            capture_location,
         )
         return self.ready
+
+    def _version_monitor(self, reference: VersionReference) -> DriftMonitor:
+        """The drift monitor of one answering version: its own windows, its events naming it."""
+        opts, version = self.options, reference.version
+        context = {
+            "model": self.name,
+            "model_version": version,
+            "revision": opts.revision,
+            "capture_location": _prefix_uri(self.store, captures_prefix(key_segment(self.name), version)),
+        }
+        return DriftMonitor(
+            WindowedDrift(reference.detector, opts.drift_window),
+            self.outbox,
+            opts.event_source or f"kfloop/{self.name}",
+            context,
+            max_pending_rows=opts.drift_queue_rows,
+            extensions=opts.ce_extensions,
+            cpu_share=opts.drift_cpu_share,
+        )
+
+    def _load_reference(self, version: str) -> VersionReference:
+        """The schema and drift reference of ``version`` from its registered bundle (on the loader thread)."""
+        if self.references is None:
+            raise ConfigError(f"version {version!r} answered, but this transformer has no registry to load it from")
+        return load_reference(self.references(version), version, self.options.drift_backend)
 
     def stop(self) -> None:
         """Check the queued rows, write the buffered captures, stop the outbox (KServe calls this on unload)."""
@@ -208,7 +242,7 @@ class DriftTransformer(kserve.Model):
             self.monitor.stop(timeout)
         if self.capture is not None and not self.capture.close(timeout):
             logger.warning("capture records still unwritten at shutdown: %d dropped in all", self.capture.dropped)
-        self.outbox.stop()
+        self.outbox.stop(timeout, drain_s=timeout)  # with S3, what stays undelivered moves to the store
         _close_soon(self.client)
         super().stop()
 
@@ -267,7 +301,7 @@ class DriftTransformer(kserve.Model):
         protocol and the predictor's own answer."""
         decoded = self._decode(body, tensors)
         sent = forwarded_headers(headers, request_id)
-        if protocol != self.client.protocol:
+        if protocol != self.client.protocol or self.options.encoded_rows:
             forward, json_length = request_in(self.client.protocol, decoded, self.schema, request_id), None
         try:
             predictor = await self.client.infer(forward, sent, json_length)
@@ -313,11 +347,11 @@ class DriftTransformer(kserve.Model):
         """Capture the rows (as of the version that answered, ``served``, and the gateway's
         ``revision``; else this transformer's) and queue them for drift detection; never raises
         into the request."""
+        version = str(served or answer.get("model_version") or self.version)
         try:
             names = self.schema.names
             rows = v2_rows(tensors, names) if tensors is not None else v1_rows(body, names)
             predictions = answer_predictions(answer)
-            version = str(served or answer.get("model_version") or self.version)
             self.capture.add(
                 request_records(
                     self.name,
@@ -332,7 +366,11 @@ class DriftTransformer(kserve.Model):
             )
         except Exception:  # capture is best effort: the client already has its answer
             logger.exception("could not capture request %s", request_id)
-        self.monitor.submit(decoded.X)
+        self.monitor.submit(
+            version,
+            decoded,
+            lambda decoder: decoder.decode_v2_inputs(tensors) if tensors is not None else decoder.decode_v1(body),
+        )
 
     def parts(self) -> tuple:
         """The drift monitor, capture writer and outbox (for the metrics collector)."""
@@ -397,6 +435,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CPU_SHARE,
         help="Most of a core drift checks take: after a check, rows are not checked for (1/share - 1) times "
         "its duration (counted as skipped); 1 checks every row",
+    )
+    add(
+        "--drift_versions",
+        type=int,
+        default=DEFAULT_MAX_VERSIONS,
+        help="Answering model versions drift-checked at once, each against its own schema and drift reference "
+        "(loaded from the registry when a version first answers; the least recently served is retired)",
+    )
+    add(
+        "--predictor_rows",
+        choices=("as_sent", "encoded"),
+        default="as_sent",
+        help="What the predictor gets: the request as sent (kfloop's predictor), or every request rebuilt "
+        "from the decoded rows; with --predictor_protocol v1, rows of numbers in schema order (KServe's stock "
+        "kserve-xgbserver runtime, all-numeric models)",
     )
     add("--sink_url", default=None, help="CloudEvents sink for drift events (default: $K_SINK)")
     add("--event_source", default=None, help="CloudEvents source of drift events (default: kfloop/<model_name>)")
@@ -479,6 +532,8 @@ def options_from(args: argparse.Namespace, settings: Settings) -> TransformerOpt
         drift_backend=args.drift_backend,
         drift_queue_rows=args.drift_queue_rows,
         drift_cpu_share=args.drift_cpu_share,
+        drift_versions=args.drift_versions,
+        encoded_rows=args.predictor_rows == "encoded",
         max_batch_size=args.max_batch_size,
         capture_format=args.capture_format,
         capture_batch_size=args.capture_batch_size,
@@ -519,21 +574,24 @@ def serve(args: argparse.Namespace) -> None:
         config.retries,
         args.predictor_max_connections,
     )
+    store = open_capture_store(settings)
     outbox = Outbox.for_settings(
         settings,
         f"drift-{key_segment(args.model_name)}-{key_segment(args.revision)}",
         resolve_sink(args, settings),
         backoff_max=args.outbox_backoff_max,
+        spill=store if settings.uses_s3 else None,  # on a cluster KFLOOP_HOME is an emptyDir
     )
     model = DriftTransformer(
         args.model_name,
         model_dir,
-        open_capture_store(settings),
+        store,
         outbox,
         client,
         options_from(args, settings),
         args.model_version or registered_version,
         token=read_token(settings.control_token_path),
+        references=lambda version: fetch_registered(f"{args.model_name}:{version}", settings)[0],
     )
     model.load()
     metrics.register_collector(metrics.TransformerCollector(model.name, model.parts))

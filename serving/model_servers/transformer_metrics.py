@@ -86,6 +86,18 @@ class TransformerCollector:
             yield _counter(
                 "kfloop_drift_rows_checked", "Served rows through drift detection", labels, monitor.rows_checked
             )
+            yield _counter(
+                "kfloop_drift_rows_unreferenced",
+                "Served rows not checked for drift (their version's drift reference not loaded, or not loadable)",
+                labels,
+                getattr(monitor, "rows_unreferenced", 0),
+            )
+            yield _gauge(
+                "kfloop_drift_versions",
+                "Answering model versions drift-checked now, each against its own reference",
+                labels,
+                len(getattr(monitor, "versions", ())),
+            )
             yield _gauge("kfloop_drift_queue_rows", "Rows waiting for the drift thread", labels, monitor.pending_rows)
             yield _gauge(
                 "kfloop_drift_window_rows",

@@ -13,7 +13,9 @@ import pytest
 from kfloop.errors import InvalidRequest
 from kfloop.events.cloudevents import DeliveryError, make_event, parse_event, post_event
 from kfloop.events.outbox import Outbox
+from kfloop.names import outbox_prefix
 from kfloop.retry import backoff_delay
+from kfloop.store.objects import LocalStore, open_store
 from tests.conftest import wait_for
 
 FAST = {"backoff_base": 0.05, "backoff_max": 0.2, "timeout": 2.0, "idle_poll_s": 0.1}
@@ -202,3 +204,62 @@ def test_backoff_grows_to_its_cap_with_bounded_jitter():
     for n in range(1, 100):
         exact = min(1.0, 0.05 * 2 ** (n - 1))
         assert 0.5 * exact <= backoff_delay(n, 0.05, 1.0, jitter=0.5) <= exact
+
+
+# -- a pod's outbox folder dies with it: what is left goes to the object store -----------------------
+
+
+def test_a_stopped_pods_undelivered_events_reach_the_sink_from_the_next_pod(tmp_path, sink, s3_settings):
+    """Each pod has its own emptyDir; the store (moto S3 here) is shared. A graceful stop while the
+    sink is down loses nothing: the next pod of the same name delivers the events, ids unchanged."""
+    store = open_store(s3_settings)
+    first = Outbox(tmp_path / "pod-1" / "drift-churn-stable", sink.url, spill=store, **FAST)
+    first.start()
+    sent = events(3, "spill")
+    for event in sent:
+        first.append(event)
+    wait_for(lambda: first.failed_attempts >= 1)  # the sink is down
+    assert first.stop(5.0, drain_s=0.3)
+    assert (first.depth, first.spilled) == (0, 3)
+    assert len(store.list(outbox_prefix("drift-churn-stable"))) == 3
+
+    sink.up()
+    second = Outbox(tmp_path / "pod-2" / "drift-churn-stable", sink.url, spill=store, **FAST)
+    later = events(1, "later")
+    second.start()
+    second.append(later[0])
+    assert second.drain(5.0)
+    second.stop()
+    assert second.adopted == 3 and second.spilled == 0
+    assert sink.ids() == [e["id"] for e in sent + later]  # in order, the adopted ones first
+    assert store.list(outbox_prefix("drift-churn-stable")) == []
+
+
+def test_a_stop_delivers_what_it_can_before_spilling(tmp_path, sink):
+    sink.up()
+    store = LocalStore(tmp_path / "store")
+    box = Outbox(tmp_path / "pod" / "box", sink.url, spill=store, **FAST)
+    box.start()
+    for event in events(2, "drained"):
+        box.append(event)
+    assert box.stop(5.0, drain_s=5.0)
+    assert sink.ids() == ["drained-0", "drained-1"] and box.spilled == 0
+    assert store.list(outbox_prefix("box")) == []
+
+
+def test_a_spilled_event_whose_checksum_fails_stays_in_the_store(tmp_path, sink):
+    store = LocalStore(tmp_path / "store")
+    box = Outbox(tmp_path / "pod-1" / "box", None, spill=store)
+    box.append(events(1, "bad")[0])
+    box.append(events(1, "good")[0])
+    assert box.stop() and box.spilled == 2
+    bad, good = sorted(store.list(outbox_prefix("box")))
+    store.put(bad, store.get(bad).replace(b"bad-0", b"bad-X"))
+
+    sink.up()
+    second = Outbox(tmp_path / "pod-2" / "box", sink.url, spill=store, **FAST)
+    second.start()
+    assert second.drain(5.0)
+    second.stop()
+    assert sink.ids() == ["good-0"] and second.adopted == 1
+    assert store.list(outbox_prefix("box")) == [bad]  # kept, not lost, not delivered altered

@@ -12,12 +12,12 @@ import base64
 import copy
 import os
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
 from kfloop.config import DEFAULT_IMAGE
+from kfloop.store.bundle import STOCK_DIR
 from tests.fakes.manifests import (
     MANIFESTS,
     SCHEMAS,
@@ -432,9 +432,11 @@ def test_xgbserver_overlay_serves_the_booster_on_the_stock_runtime(rendered):
     assert "containers" not in predictor
     model = predictor["model"]
     assert model["modelFormat"]["name"] == "xgboost" and model["runtime"] == "kserve-xgbserver"
-    assert Path(model["storageUri"]).suffix in (".ubj", ".json", ".bst")
+    # the bundle's stock/ folder: one booster without feature names (kfloop.store.bundle.STOCK_MODEL_FILE)
+    assert model["storageUri"].endswith(f"/{STOCK_DIR}/")
     (transformer,) = service["spec"]["transformer"]["containers"]
-    assert arg_value(transformer, "--predictor_protocol") == model["protocolVersion"]
+    assert arg_value(transformer, "--predictor_protocol") == model["protocolVersion"] == "v1"
+    assert arg_value(transformer, "--predictor_rows") == "encoded"
     runtime_file = SCHEMAS / "kserve-v0.20.0" / "kserve-xgbserver.yaml"
     if not runtime_file.is_file():
         pytest.skip(f"{runtime_file} not found: cannot compare with the stock runtime")

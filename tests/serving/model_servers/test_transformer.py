@@ -207,7 +207,10 @@ def servers(bundle, sink, s3_module_settings, tmp_path_factory):
             "true",
             env={"KFLOOP_HOME": str(homes["kserve_path"])},
         )
-        record = Registry(open_store(s3_module_settings)).register(MODEL, bundle)
+        # the transformer starts on churn:1 while the predictor answers as version 3 (the same files
+        # registered again): it loads version 3's reference from the registry when 3 first answers
+        registry = Registry(open_store(s3_module_settings))
+        record, _, _ = (registry.register(MODEL, bundle) for _ in range(3))
         started["s3"] = Server(
             "kfloop.serving.model_servers.transformer",
             "--model_dir",
@@ -631,16 +634,17 @@ def test_clean_window_emits_nothing_and_drifted_window_emits_a_cloudevent(local,
     assert local.metric("kfloop_drift_p_value", feature="age") < 1e-6
 
 
-def test_scipy_backend_on_s3_transformer_reports_drift(s3, sink):
+def test_scipy_backend_on_s3_transformer_reports_drift(s3, sink, s3_module_settings):
     start_new_window(s3, seed=50)
     send_rows(s3, instances(churn(WINDOW, seed=51, age_shift=15)))
     wait_for(lambda: sink.received("kfloop/churn-s3"), what="drift event from the s3 transformer")
     data = sink.received("kfloop/churn-s3")[-1]["data"]
     assert data["meta"]["backend"] == "scipy"
-    assert data["model_version"] == "1"  # the registered version of the reference it was started with
+    assert data["model_version"] == "3"  # the version that answered, checked against its own reference
     assert data["capture_location"].startswith("s3://kfloop-") and data["capture_location"].endswith(
-        "/captures/churn/1/"
+        "/captures/churn/3/"
     )
+    assert (Path(s3_module_settings.home) / "serving" / "bundles" / MODEL / "3" / "drift").is_dir()
 
 
 def test_outbox_keeps_events_while_the_sink_is_down_and_delivers_them_after(local, sink):
