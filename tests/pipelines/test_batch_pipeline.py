@@ -88,7 +88,7 @@ def test_batch_run_predicts_locally_through_kfp_local_with_progress_per_chunk(ho
     [
         ("churn:9", None, "error: no version 9 of model 'churn'"),
         ("churn@production", None, "error: model 'churn' has no version in stage 'production'"),
-        ("churn@champion", None, "error: 'churn@champion': stage 'champion' is not one of"),
+        ("churn@champion", None, "error: model 'churn' has no alias 'champion'"),
         ("Bad/Name", None, "error: model name 'Bad/Name' is not valid"),
         ("churn", ["tenure", "plan"], "error: input file://{dir}/in.csv lacks the feature columns ['charges']"),
     ],

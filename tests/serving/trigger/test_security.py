@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from kfloop.events.cloudevents import make_event, to_structured
-from kfloop.names import CONTROL_TOKEN_FILE, DRIFT_DETECTED, RETRAIN_FINISHED
+from kfloop.names import CONTROL_TOKEN_FILE, DECISION_HEADER, DRIFT_DETECTED, RETRAIN_FINISHED
 from tests.conftest import wait_for
 from tests.fakes.event_sink import EventSink
 from tests.serving.trigger_process import Trigger, kill_fake_runs
@@ -80,7 +80,8 @@ def test_hostile_event_ids_and_model_names_are_refused_and_write_nothing_outside
     assert all(len(name) < 200 for name in stored), stored
     # and a well-formed event still works after all that
     headers, body = drift_body("0b6f2c1e-7a43-4c2d-9a7e-2f1d8c3b5a60")
-    assert httpx.post(trigger.url + "/", content=body, headers=headers, timeout=30).status_code == 200
+    answer = httpx.post(trigger.url + "/", content=body, headers=headers, timeout=30)
+    assert answer.status_code == 202 and answer.headers[DECISION_HEADER] == "start"  # Knative's reply: empty
 
 
 def test_feedback_and_status_want_the_token_and_the_event_route_stays_open(trigger):
@@ -118,7 +119,8 @@ def test_emitted_events_carry_the_token_only_with_sink_auth(tmp_path, sink_auth)
     trigger = Trigger(tmp_path, sink, *flags, *(["--sink_auth"] if sink_auth else []))
     try:
         headers, body = drift_body("3f1d2c4b-0000-4000-8000-00000000000a")
-        assert httpx.post(trigger.url + "/", content=body, headers=headers, timeout=30).json()["action"] == "start"
+        answer = httpx.post(trigger.url + "/", content=body, headers=headers, timeout=30)
+        assert answer.headers[DECISION_HEADER] == "start"
         wait_for(lambda: sink.of_type(RETRAIN_FINISHED), 20, "retrain.finished")
         expected = trigger.auth["authorization"] if sink_auth else None
         assert sink.authorizations and set(sink.authorizations) == {expected}
