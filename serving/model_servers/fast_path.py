@@ -17,11 +17,19 @@ the model is not ready, the status of an exception that carries one (``status`` 
 for anything else (logged). KServe's ``request_predict_seconds`` histogram is observed as
 ``Model.__call__`` observes it.
 
-Everything else goes to KServe's application unchanged: other paths and models, metadata,
-health and metrics routes, V2 binary bodies (``inference-header-content-length``), binary-mode
-CloudEvents (``ce-*`` headers), bodies sent as another content type (KServe answers those), and
-every request when per-request logging is on (``enabled=False``), so KServe's access and latency
-logs stay whole.
+Everything else goes to KServe's application: other paths and models, metadata, health and metrics
+routes, V2 binary bodies (``inference-header-content-length``), CloudEvents (binary mode, ``ce-*``
+headers, and structured, ``application/cloudevents+json``: KServe unwraps their ``data`` and answers
+with a CloudEvent), bodies sent as another content type (KServe answers those), and every request
+when per-request logging is on (``enabled=False``), so KServe's access and latency logs stay whole.
+
+On both paths, whether or not the fast path is enabled, so that a flag never changes which requests
+are accepted: an inference request without a content-type is read as JSON (tritonclient's JSON mode,
+``curl -d``); a compressed body (``content-encoding`` gzip, deflate, ...) is a 415; the version
+routes ``/v2/models/<name>/versions/<v>/...`` are served for the model's own version (404 for any
+other); and KServe's V2 JSON answers lose the ``null`` fields the OIP schema types as objects or
+strings. A V2 request for binary outputs (``binary_data_output``, an output's ``binary_data``) gets
+them (``binary_reply``); an unknown requested output is the model's 400.
 """
 
 from __future__ import annotations

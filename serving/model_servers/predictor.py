@@ -1,9 +1,10 @@
 """The KServe predictor for kfloop model bundles, on the V1 and V2 (open inference) protocols.
 
 An adapter in the shape of KServe's xgbserver: ``load()`` verifies the bundle and loads the
-booster from UBJSON; ``infer_json()`` (plain JSON requests, through ``serving/fast_path.py``) and
-``predict()`` (KServe's own path: binary V2 bodies, gRPC, requested V2 outputs, and every request
-with ``--request_logging``) decode the request with ``kfloop.inference.requests.RequestDecoder``
+booster from UBJSON; ``infer_json()`` (plain JSON requests, through ``serving/fast_path.py``, with
+requested outputs and binary output data) and ``predict()`` (KServe's own path: binary V2 bodies,
+CloudEvents, gRPC when ``--enable_grpc true`` (off by default), and every request with
+``--request_logging``) decode the request with ``kfloop.inference.requests.RequestDecoder``
 (the schema's encoding, as in training), runs the booster off the event loop (by default through
 a ``MicroBatcher`` that predicts the rows of concurrent requests in one call) and encodes the
 answer with ``kfloop.inference.responses``. A malformed request (or a body not sent as JSON) is

@@ -22,11 +22,17 @@ For each request (KServe V1 or V2) the transformer:
 
 The request id is the ``x-request-id`` or ``ce-id`` header, else the V2 request id, else a new one;
 it is forwarded to the predictor and returned in the ``x-request-id`` response header, and row ``i``
-is captured as ``<id>:<i>``; an id over ``kfloop.names.MAX_REQUEST_ID_BYTES`` (256 bytes) or not
+is captured as ``<id>:<i>``; a V2 answer's ``id`` is the request's own ``id`` when it has one (behind
+Istio every request carries an ``x-request-id``); an id over ``kfloop.names.MAX_REQUEST_ID_BYTES`` (256 bytes) or not
 printable ASCII is a 400. Captures name the version the predictor's ``x-kfloop-model-version``
 header names and the revision the gateway's ``x-kfloop-revision`` header names (a promoted canary
 captures as ``stable``) when the gateway signed it with the control token (``kfloop.auth``), else
 ``--model_version`` and ``--revision``.
+
+Protocol: the V2 model metadata is the predictor's (inputs, outputs, ``versions``); requested
+outputs are checked (an unknown name is a 400) and binary output data is answered in the binary
+extension; the transformer serves HTTP only (``--enable_grpc true`` is refused: kfloop's
+InferenceService routes HTTP).
 
 Plain JSON requests take the fast path (``serving/fast_path.py``: ``infer_json``, none of FastAPI's
 middlewares, routing or pydantic: about half the transformer's CPU per one-row request); KServe's
