@@ -4,7 +4,8 @@ it forwarding V1 and V2 (one of them with ``--request_logging``).
 
 Every JSON answer these tests get is validated against the OIP REST OpenAPI
 (``open_inference_rest.yaml`` beside this file, KServe's copy of the specification), and the servers are driven with
-tritonclient's HTTP client (JSON and binary modes) and KServe's ``InferenceRESTClient``.
+tritonclient's HTTP client (JSON and binary modes), KServe's ``InferenceRESTClient`` and, on a
+predictor started with ``--enable_grpc true``, tritonclient's gRPC client.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 from tests.conftest import free_port
 from tests.fakes.bundles import churn_frame, servable_bundle
+from tests.fakes.oip_clients import tritonclient_infer
 from tests.serving.conftest import ServerProcess
 
 pytestmark = pytest.mark.processes  # starts servers on 127.0.0.1
@@ -296,45 +298,37 @@ def test_grpc_is_off_unless_asked_for_and_the_transformer_refuses_it(servers):
 
 # -- real clients --------------------------------------------------------------------------------------------
 
-TRITON_CLIENT = """
-import json, sys
-import numpy as np
-import tritonclient.http as http
-
-url, binary, rows = sys.argv[1], sys.argv[2] == "binary", json.loads(sys.argv[3])
-client = http.InferenceServerClient(url)
-meta = client.get_model_metadata("churn")
-inputs = []
-for spec in meta["inputs"]:
-    dtype = object if spec["datatype"] == "BYTES" else np.float32
-    values = np.array([r[spec["name"]] for r in rows], dtype=dtype)
-    tensor = http.InferInput(spec["name"], [len(rows)], spec["datatype"])
-    tensor.set_data_from_numpy(values, binary_data=binary)
-    inputs.append(tensor)
-outputs = None if binary else [http.InferRequestedOutput("predictions", binary_data=False)]
-result = client.infer("churn", inputs, outputs=outputs, request_id="triton-1")
-response = result.get_response()
-print(json.dumps({
-    "id": response["id"],
-    "predictions": result.as_numpy("predictions").tolist(),
-    "server_live": client.is_server_live(),
-    "model_ready": client.is_model_ready("churn"),
-    "server": client.get_server_metadata()["name"],
-}))
-"""
-
 
 @pytest.mark.parametrize("name", SERVERS)
 @pytest.mark.parametrize("mode", ["json", "binary"])
 def test_tritonclient_http_works_unchanged(servers, rows, expected, name, mode):
-    """tritonclient in its own process (its gRPC half and KServe register the same protobuf names)."""
-    url = f"127.0.0.1:{servers[name].port}"
-    data = v1(rows)
-    result = subprocess.run(
-        [sys.executable, "-c", TRITON_CLIENT, url, mode, json.dumps(data)], capture_output=True, text=True, timeout=60
+    answer = tritonclient_infer("http", f"127.0.0.1:{servers[name].port}", MODEL, v1(rows), mode)
+    assert answer["id"] == "triton-1" and answer["server_live"] and answer["model_ready"]
+    np.testing.assert_allclose(np.asarray(answer["predictions"], np.float32), expected, rtol=1e-6)
+
+
+def test_tritonclient_grpc_works_with_a_predictor_that_serves_grpc(tmp_path, frame, rows, expected, servers):
+    """gRPC is off unless asked for; a predictor started with --enable_grpc true serves tritonclient.grpc."""
+    bundle = servable_bundle(tmp_path, frame, "churned")
+    grpc_port = free_port()
+    predictor = Server(
+        "predictor",
+        "--model_dir",
+        str(bundle),
+        "--model_version",
+        VERSION,
+        "--http_host",
+        "0.0.0.0",
+        "--enable_grpc",
+        "true",
+        "--grpc_port",
+        str(grpc_port),
     )
-    assert result.returncode == 0, result.stderr
-    answer = json.loads(result.stdout)
+    try:
+        predictor.wait_ready()
+        answer = tritonclient_infer("grpc", f"127.0.0.1:{grpc_port}", MODEL, v1(rows))
+    finally:
+        predictor.stop()
     assert answer["id"] == "triton-1" and answer["server_live"] and answer["model_ready"]
     np.testing.assert_allclose(np.asarray(answer["predictions"], np.float32), expected, rtol=1e-6)
 

@@ -11,12 +11,15 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 
 from kfloop.store.objects import LocalStore
 from kfloop.store.registry import Registry
 from kfloop.training.samples import churn
 from tests.fakes.bundles import servable_bundle
+from tests.fakes.oip_clients import tritonclient_infer
 from tests.serving.local.conftest import ServeProcess
 
 pytestmark = pytest.mark.processes  # starts kfloop serve on 127.0.0.1
@@ -94,3 +97,29 @@ def test_the_readme_serving_examples_run_verbatim(served):
             assert shape(answer) == shape(expected), (args, answer)
             if "predictions" in expected:  # class probabilities, in the order of the schema's classes
                 assert all(abs(sum(row) - 1) < 1e-5 for row in answer["predictions"])
+
+
+def test_real_clients_through_kfloop_serve_get_the_predictors_answers(served):
+    """Through the gateway and the drift transformer: tritonclient (JSON and binary modes) and a V2
+    request carrying its own id behind an x-request-id (as Istio sets on every request)."""
+    rows = json.loads(churn(4, seed=9).drop(columns=["churn"]).dropna().to_json(orient="records"))
+    direct = httpx.post(f"{served.url}/v1/models/churn:predict", json={"instances": rows}).json()["predictions"]
+    for mode in ("json", "binary"):
+        answer = tritonclient_infer("http", served.url.removeprefix("http://"), "churn", rows, mode)
+        assert answer["id"] == "triton-1" and answer["model_ready"]
+        np.testing.assert_allclose(answer["predictions"], direct, rtol=1e-6)
+    body = {
+        "id": "client-7",
+        "inputs": [
+            {
+                "name": k,
+                "shape": [len(rows)],
+                "datatype": "BYTES" if isinstance(v, str) else "FP64",
+                "data": [r[k] for r in rows],
+            }
+            for k, v in rows[0].items()
+        ],
+    }
+    answer = httpx.post(f"{served.url}/v2/models/churn/infer", json=body, headers={"x-request-id": "istio-1"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["id"] == "client-7" and answer.headers["x-request-id"] == "istio-1"
