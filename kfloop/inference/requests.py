@@ -17,7 +17,7 @@ holds the two equal on the values both accept (an empty string is NaN in trainin
 
 ``v1_rows`` and ``v2_rows`` give an accepted request's rows as ``{feature: value}`` for capture;
 ``request_in`` rebuilds a request from the decoded matrix for a predictor on the other protocol
-(``v1_request``, ``v2_request``); ``requests_outputs`` tells a V2 request that names its outputs.
+(``v1_request``, ``v2_request``). The outputs a V2 request asks for are ``responses``' concern.
 """
 
 from __future__ import annotations
@@ -335,14 +335,6 @@ _KINDS = {dict: "an object", list: "a list", str: "a string", type(None): "null"
 def _kind(value: Any) -> str:
     """How a JSON value is named in error messages."""
     return _KINDS.get(type(value), type(value).__name__)
-
-
-def requests_outputs(body: Any) -> bool:
-    """Whether a V2 JSON request names its outputs or asks for binary output data."""
-    parameters = body.get("parameters") if isinstance(body, dict) else None
-    return isinstance(body, dict) and (
-        "outputs" in body or (isinstance(parameters, dict) and "binary_data_output" in parameters)
-    )
 
 
 # -- rows by feature name ------------------------------------------------------------------------------

@@ -10,8 +10,11 @@ transformer captures as ``stable``; a client's own header of that name is droppe
 
 Inference routes (anything under ``/v1/models/NAME`` or ``/v2/models/NAME`` is forwarded):
 ``POST /v1/models/NAME:predict``, ``POST /v2/models/NAME/infer``, ``GET /v2/models/NAME``,
-``GET /v2/models/NAME/ready``, ``GET /v1/models/NAME``. Pinned routes, like KServe's tags: the
-path prefix ``/latest`` (the newest revision: the canary if any) or ``/prev`` (the stable one),
+``GET /v2/models/NAME/ready``, ``GET /v1/models/NAME``; the version routes
+``/v2/models/NAME/versions/V/...`` go to the revision serving version V (the stable or the canary;
+any other version is a 404), whatever the canary split. ``GET /v2`` is the server metadata.
+Pinned routes, like KServe's tags: the path prefix ``/latest`` (the newest revision: the canary if
+any) or ``/prev`` (the stable one),
 e.g. ``/latest/v1/models/churn:predict``; or KServe's host style, a ``Host`` header whose first
 label starts with ``latest-`` or ``prev-`` (``latest-churn.example.com``). Health: ``GET /``,
 ``/v2/health/live``, ``/v2/health/ready`` (503 until every model has a ready revision), and
@@ -59,6 +62,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kfloop import __version__
 from kfloop.auth import sign
 from kfloop.errors import ConfigError, InvalidRequest, KfloopError, ModelNotFound, RegistryError
 from kfloop.names import ADMIN_EVENTS_PATH as EVENTS_PATH
@@ -83,6 +87,8 @@ from kfloop.serving.local.shadow import ShadowRecorder
 log = logging.getLogger(__name__)
 
 MODEL_PATH = re.compile(r"^/v[12]/models/([^/:]+)")
+VERSIONED_PATH = re.compile(r"^/v2/models/[^/:]+/versions/([^/]+)")
+SERVER_METADATA = {"name": "kfloop", "version": __version__, "extensions": []}
 PIN_PREFIXES = (("/latest/", "latest"), ("/prev/", "prev"))
 RETRY_STATUSES = frozenset({502, 503, 504})
 REQUEST_HOP_HEADERS = frozenset(
@@ -135,6 +141,8 @@ class Gateway:
                 Route("/", self.alive),
                 Route("/v2/health/live", self.alive),
                 Route("/v2/health/ready", self.ready),
+                Route("/v2", self.server_metadata),
+                Route("/v2/", self.server_metadata),
                 Route("/v1/models", self.models),
                 Route(admin, self.admin_list),
                 Route(admin + "/{name}", self.admin_status),
@@ -184,7 +192,18 @@ class Gateway:
         if state is None:
             served = ", ".join(sorted(self.controller.routes)) or "none"
             return _json(404, {"error": f"model {name!r} is not served here (served: {served})"})
-        revisions = [self.controller.revision(name, version) for version in pick(state, self.rng, pin)]
+        versioned = VERSIONED_PATH.match(path)
+        if versioned is not None:  # /v2/models/NAME/versions/V/...: the revision that serves V
+            version = versioned.group(1)
+            served = sorted(v for v in (state.stable, state.canary) if v is not None)
+            if not version.isdigit() or int(version) not in served:
+                return _json(
+                    404, {"error": f"model {name!r} version {version!r} is not served here (served: {served})"}
+                )
+            chosen = [int(version)]
+        else:
+            chosen = pick(state, self.rng, pin)
+        revisions = [self.controller.revision(name, version) for version in chosen]
         ready = [rev for rev in revisions if rev is not None and rev.healthy]
         if not ready:
             what = f"the {pin} revision" if pin else "a revision"
@@ -243,6 +262,10 @@ class Gateway:
 
     async def alive(self, request: Request) -> Response:
         return _json(200, {"status": "alive", "live": True})
+
+    async def server_metadata(self, request: Request) -> Response:
+        """The Open Inference Protocol's server metadata (``GET /v2``)."""
+        return _json(200, SERVER_METADATA)
 
     async def models(self, request: Request) -> Response:
         return _json(200, {"models": sorted(self.controller.routes)})

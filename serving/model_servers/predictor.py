@@ -1,9 +1,10 @@
 """The KServe predictor for kfloop model bundles, on the V1 and V2 (open inference) protocols.
 
 An adapter in the shape of KServe's xgbserver: ``load()`` verifies the bundle and loads the
-booster from UBJSON; ``infer_json()`` (plain JSON requests, through ``serving/fast_path.py``) and
-``predict()`` (KServe's own path: binary V2 bodies, gRPC, requested V2 outputs, and every request
-with ``--request_logging``) decode the request with ``kfloop.inference.requests.RequestDecoder``
+booster from UBJSON; ``infer_json()`` (plain JSON requests, through ``serving/fast_path.py``, with
+requested outputs and binary output data) and ``predict()`` (KServe's own path: binary V2 bodies,
+CloudEvents, gRPC when ``--enable_grpc true`` (off by default), and every request with
+``--request_logging``) decode the request with ``kfloop.inference.requests.RequestDecoder``
 (the schema's encoding, as in training), runs the booster off the event loop (by default through
 a ``MicroBatcher`` that predicts the rows of concurrent requests in one call) and encodes the
 answer with ``kfloop.inference.responses``. A malformed request (or a body not sent as JSON) is
@@ -32,22 +33,24 @@ import numpy as np
 import orjson
 import xgboost as xgb
 from kserve.errors import InvalidInput
-from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.utils.utils import strtobool
 from prometheus_client import Counter
 
 from kfloop.errors import ConfigError, InvalidRequest
-from kfloop.inference.requests import DEFAULT_MAX_BATCH, Decoded, RequestDecoder, requests_outputs
-from kfloop.inference.responses import encode_predictions, encode_v2_output, v1_answer, v2_answer
+from kfloop.inference.requests import DEFAULT_MAX_BATCH, Decoded, RequestDecoder
+from kfloop.inference.responses import encode_predictions, encode_v2_output, requested_binary, v1_answer, v2_answer
 from kfloop.inference.tensors import v2_input_metadata, v2_output_metadata
 from kfloop.names import MODEL_VERSION_HEADER
 from kfloop.schema import FeatureSchema
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.model_servers.batching import MicroBatcher
-from kfloop.serving.model_servers.fast_path import InferenceFastPath, Reply, UseKServePath, wrap_application
+from kfloop.serving.model_servers.fast_path import InferenceFastPath, Reply, binary_reply, wrap_application
 from kfloop.serving.model_servers.startup import (
+    VersionedDataPlane,
+    add_error_handlers,
     add_listen_flags,
+    check_requested_outputs,
     freeze_heap,
     install_event_loop,
     model_server,
@@ -129,11 +132,12 @@ class XGBoostPredictor(kserve.Model):
             pred = await self._predict(self._decoded(self.decoder.decode_v1, body))
             doc = v1_answer(encode_predictions(self.schema, pred))
         else:
-            if requests_outputs(body):  # KServe's path answers those
-                raise UseKServePath()
+            binary = _checked_outputs(body)
             pred = await self._predict(self._decoded(self.decoder.decode_v2, body))
             output = encode_v2_output(self.schema, pred)
             doc = v2_answer(self.name, self.version, body.get("id") or str(uuid.uuid4()), output)
+            if binary:
+                return binary_reply(doc, self._version_header)
         return Reply(orjson.dumps(doc), self._version_header)
 
     async def predict(
@@ -147,6 +151,7 @@ class XGBoostPredictor(kserve.Model):
         require_json(payload)
         request_id_of(headers, payload.id if isinstance(payload, InferRequest) else None)  # a 400 when too long
         if isinstance(payload, InferRequest):
+            check_requested_outputs(payload)
             decoded = self._decoded(self.decoder.decode_v2_inputs, request_tensors(payload))
         else:
             decoded = self._decoded(self.decoder.decode_v1, payload)
@@ -194,15 +199,12 @@ class XGBoostPredictor(kserve.Model):
         )
 
 
-class VersionedDataPlane(DataPlane):
-    """KServe's data plane, with the model's ``versions`` in the V2 model metadata."""
-
-    async def model_metadata(self, model_name: str) -> dict:
-        metadata = await super().model_metadata(model_name)
-        version = getattr(self.get_model_from_registry(model_name), "version", None)
-        if version:
-            metadata["versions"] = [str(version)]
-        return metadata
+def _checked_outputs(body: Any) -> bool:
+    """Whether the V2 request asks for binary outputs; an unknown requested output is a 400."""
+    try:
+        return requested_binary(body)
+    except InvalidRequest as e:
+        raise InvalidInput(str(e)) from e
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,6 +282,7 @@ def serve(args: argparse.Namespace) -> None:
     install_event_loop(args.event_loop)
     server = model_server(args)
     server.dataplane = VersionedDataPlane(model_registry=server.registered_models)
+    add_error_handlers(kserve.model_server.app)
     freeze_heap()
     server.start([model])
 

@@ -94,7 +94,8 @@ class PredictorClient:
         """The predictor's answer to ``body``; raises ``PredictorRejected``/``PredictorError``."""
         content = body if isinstance(body, bytes) else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
         sent = {"content-type": "application/json", **headers}
-        if json_length is not None:
+        if json_length is not None:  # a binary V2 body: KServe refuses one sent as application/json
+            sent["content-type"] = "application/octet-stream"
             sent[INFERENCE_HEADER] = str(json_length)
         try:
             response = await self._pool.post(self.path, content, sent, self.timeout)

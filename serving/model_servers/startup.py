@@ -23,11 +23,16 @@ import kserve
 import kserve.logging
 import kserve.model_server
 import kserve.protocol.rest.server
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from kserve.errors import InvalidInput
+from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferRequest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, InvalidRequest, KfloopError
+from kfloop.inference.responses import requested_binary
 from kfloop.inference.tensors import Tensor
 from kfloop.names import REQUEST_ID_HEADER, validate_request_id
 from kfloop.store.objects import open_store
@@ -113,7 +118,10 @@ def install_event_loop(choice: str) -> None:
 
 
 def add_listen_flags(parser: argparse.ArgumentParser) -> None:
-    """``--http_host``: KServe 0.20 has no flag for the address its REST server listens on."""
+    """``--http_host`` (KServe 0.20 has no flag for the address its REST server listens on), and gRPC
+    off by default: kfloop's InferenceService routes HTTP only (a Knative revision exposes one port,
+    and the transformer, the gateway and canary analysis speak HTTP), so a gRPC server in every pod
+    would listen, on every address, for requests nothing can route to it."""
     parser.add_argument(
         "--http_host",
         default="0.0.0.0",
@@ -121,6 +129,48 @@ def add_listen_flags(parser: argparse.ArgumentParser) -> None:
         "passes 127.0.0.1). KServe's gRPC server always listens on every address: with another "
         "address, pass --enable_grpc false",
     )
+    parser.set_defaults(enable_grpc=False)
+
+
+class VersionedDataPlane(DataPlane):
+    """KServe's data plane, with the model's ``versions`` in the V2 model metadata (the one version the
+    server serves, on ``/v2/models/NAME/versions/VERSION/...`` too: ``fast_path``)."""
+
+    async def model_metadata(self, model_name: str) -> dict:
+        metadata = await super().model_metadata(model_name)
+        version = getattr(self.get_model_from_registry(model_name), "version", None)
+        if version:
+            metadata["versions"] = [str(version)]
+        return metadata
+
+
+def check_requested_outputs(request: InferRequest) -> None:
+    """HTTP 400 for a KServe ``InferRequest`` naming an output the model does not have (KServe's path
+    would answer it without that output)."""
+    body = {"outputs": [{"name": o.name, "parameters": o.parameters} for o in request.request_outputs or []]}
+    try:
+        requested_binary(body if request.request_outputs else {})
+    except InvalidRequest as e:
+        raise InvalidInput(str(e)) from None
+
+
+async def _http_error(_, exc: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _validation_error(_, exc: RequestValidationError) -> JSONResponse:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}" for e in exc.errors()
+    )
+    return JSONResponse({"error": f"invalid request: {problems}"}, status_code=400)
+
+
+def add_error_handlers(app) -> None:
+    """KServe's error body ``{"error": message}`` on every status: FastAPI answers an unknown route
+    (404), a wrong method (405) and a body its pydantic models refuse (422, answered 400 here as every
+    other malformed request) with ``{"detail": ...}``."""
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
 
 
 def listen_on(host: str) -> None:

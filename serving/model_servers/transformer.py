@@ -27,11 +27,17 @@ For each request (KServe V1 or V2) the transformer:
 
 The request id is the ``x-request-id`` or ``ce-id`` header, else the V2 request id, else a new one;
 it is forwarded to the predictor and returned in the ``x-request-id`` response header, and row ``i``
-is captured as ``<id>:<i>``; an id over ``kfloop.names.MAX_REQUEST_ID_BYTES`` (256 bytes) or not
+is captured as ``<id>:<i>``; a V2 answer's ``id`` is the request's own ``id`` when it has one (behind
+Istio every request carries an ``x-request-id``); an id over ``kfloop.names.MAX_REQUEST_ID_BYTES`` (256 bytes) or not
 printable ASCII is a 400. Captures name the version the predictor's ``x-kfloop-model-version``
 header names and the revision the gateway's ``x-kfloop-revision`` header names (a promoted canary
 captures as ``stable``) when the gateway signed it with the control token (``kfloop.auth``), else
 ``--model_version`` and ``--revision``.
+
+Protocol: the V2 model metadata is the predictor's (inputs, outputs, ``versions``); requested
+outputs are checked (an unknown name is a 400) and binary output data is answered in the binary
+extension; the transformer serves HTTP only (``--enable_grpc true`` is refused: kfloop's
+InferenceService routes HTTP).
 
 Plain JSON requests take the fast path (``serving/fast_path.py``: ``infer_json``, none of FastAPI's
 middlewares, routing or pydantic: about half the transformer's CPU per one-row request); KServe's
@@ -64,7 +70,7 @@ import kserve.model_server
 import orjson
 from kserve.errors import InvalidInput
 from kserve.predictor_config import PredictorConfig
-from kserve.protocol.infer_type import InferRequest
+from kserve.protocol.infer_type import InferRequest, InferResponse
 from kserve.utils.utils import strtobool
 
 from kfloop.auth import read_token, signature_matches
@@ -80,8 +86,8 @@ from kfloop.inference.requests import (
     v2_rows,
     v2_tensors,
 )
-from kfloop.inference.responses import answer_in, answer_predictions
-from kfloop.inference.tensors import Tensor
+from kfloop.inference.responses import answer_in, answer_predictions, requested_binary
+from kfloop.inference.tensors import Tensor, v2_input_metadata, v2_output_metadata
 from kfloop.monitoring.capture import CaptureWriter
 from kfloop.monitoring.capture_format import FORMATS
 from kfloop.monitoring.capture_rows import request_records, unseen_by_row
@@ -93,7 +99,7 @@ from kfloop.names import REQUEST_ID_HEADER, REVISION_HEADER, REVISION_SIGNATURE_
 from kfloop.schema import FeatureSchema
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.model_servers import transformer_metrics as metrics
-from kfloop.serving.model_servers.fast_path import InferenceFastPath, Reply, wrap_application
+from kfloop.serving.model_servers.fast_path import InferenceFastPath, Reply, binary_reply, wrap_application
 from kfloop.serving.model_servers.predictor_client import (
     PredictorAnswer,
     PredictorClient,
@@ -103,7 +109,10 @@ from kfloop.serving.model_servers.predictor_client import (
     forwarded_headers,
 )
 from kfloop.serving.model_servers.startup import (
+    VersionedDataPlane,
+    add_error_handlers,
     add_listen_flags,
+    check_requested_outputs,
     fetch_registered,
     freeze_heap,
     install_event_loop,
@@ -250,11 +259,22 @@ class DriftTransformer(kserve.Model):
         """A plain JSON request (``serving/fast_path.py``): ``body`` as parsed, ``raw`` as received."""
         tensors = self._v2_tensors(body) if protocol == "v2" else None
         request_id = _request_id(headers, body.get("id") if tensors is not None else None)
+        binary = _checked(requested_binary, body) if tensors is not None else False
         if protocol == "v2" == self.client.protocol and not body.get("id"):  # answered with this request id
             raw = orjson.dumps({**body, "id": request_id})
         answer, predictor = await self._serve(protocol, body, tensors, headers, request_id, raw)
+        reply_headers = {REQUEST_ID_HEADER: request_id}
+        if binary:  # a binary answer of the predictor came back decoded: its version is the header's
+            version = answer.get("model_version") or predictor.version or self.version
+            return binary_reply({**answer, "model_version": str(version)}, reply_headers)
         same = protocol == self.client.protocol and predictor.content is not None
-        return Reply(predictor.content if same else orjson.dumps(answer), {REQUEST_ID_HEADER: request_id})
+        return Reply(predictor.content if same else orjson.dumps(answer), reply_headers)
+
+    def get_input_types(self) -> list[dict]:
+        return v2_input_metadata(self.schema)
+
+    def get_output_types(self) -> list[dict]:
+        return v2_output_metadata(self.schema)
 
     def validate(self, payload: Any) -> Any:
         """KServe's check before ``predict``; a body not sent as JSON is a 400 here (KServe's own check
@@ -272,12 +292,23 @@ class DriftTransformer(kserve.Model):
         per-request logging on); the same work as ``infer_json``."""
         headers = headers or {}
         if isinstance(payload, InferRequest):
+            check_requested_outputs(payload)
             request_id = _request_id(headers, payload.id)
             payload.id = payload.id or request_id
             body, json_length = payload.to_rest()
-            answer, _ = await self._serve(
+            answer, predictor = await self._serve(
                 "v2", payload, request_tensors(payload), headers, request_id, body, json_length
             )
+            if response_headers is not None:
+                response_headers[REQUEST_ID_HEADER] = request_id
+            version = answer.get("model_version") or predictor.version or self.version
+            response = InferResponse.from_rest({**answer, "model_version": str(version)})
+            # KServe encodes the outputs as the client asked (binary or JSON, per requested output)
+            response._use_binary_outputs, response._requested_outputs = (
+                payload.use_binary_outputs,
+                payload.request_outputs,
+            )
+            return response
         else:
             request_id = _request_id(headers, None)
             answer, _ = await self._serve("v1", payload, None, headers, request_id, payload)
@@ -310,7 +341,8 @@ class DriftTransformer(kserve.Model):
             raise
         answer = predictor.doc
         if protocol != self.client.protocol:
-            answer = answer_in(protocol, answer, self.name, predictor.version or self.version, request_id)
+            answer_id = _v2_id(body) or request_id  # the client's V2 id, whatever x-request-id says
+            answer = answer_in(protocol, answer, self.name, predictor.version or self.version, answer_id)
         self._observe(body, tensors, decoded, answer, request_id, predictor.version, self._gateway_revision(headers))
         return answer, predictor
 
@@ -381,6 +413,19 @@ def _request_id(headers: dict[str, str], v2_id: str | None) -> str:
     """The client's ``x-request-id`` or ``ce-id`` header, else the V2 request id, else a new id. An id
     goes out in a header: one over ``kfloop.names.MAX_REQUEST_ID_BYTES`` or not printable ASCII is a 400."""
     return request_id_of(headers, v2_id) or uuid.uuid4().hex
+
+
+def _v2_id(body: Any) -> str | None:
+    """The V2 request's own ``id`` (a parsed body or a KServe ``InferRequest``), None without one."""
+    value = body.id if isinstance(body, InferRequest) else body.get("id") if isinstance(body, dict) else None
+    return value or None
+
+
+def _checked(check, body: Any):
+    try:
+        return check(body)
+    except InvalidRequest as e:
+        raise InvalidInput(str(e)) from e
 
 
 def _prefix_uri(store: ObjectStore, prefix: str) -> str:
@@ -517,6 +562,11 @@ def _check_args(args: argparse.Namespace) -> None:
         )
     if args.protocol != "v1" and args.predictor_protocol == "v1":
         logger.warning("--protocol %s is ignored by KServe 0.20; use --predictor_protocol", args.protocol)
+    if args.enable_grpc:
+        raise ConfigError(
+            "--enable_grpc true: the drift transformer serves HTTP only (kfloop's InferenceService routes "
+            "HTTP: a Knative revision exposes one port); send gRPC to a predictor started with --enable_grpc true"
+        )
     if args.workers != 1:
         raise ConfigError(
             f"--workers {args.workers}: the transformer runs one process (its drift window and "
@@ -597,6 +647,7 @@ def serve(args: argparse.Namespace) -> None:
     metrics.register_collector(metrics.TransformerCollector(model.name, model.parts))
     app = kserve.model_server.app
     add_error_handler(app)
+    add_error_handlers(app)
     wrap_application(
         app,
         lambda stack: BodySizeLimit(
@@ -606,6 +657,7 @@ def serve(args: argparse.Namespace) -> None:
     )
     install_event_loop(args.event_loop)
     server = model_server(args, predictor_config=config)
+    server.dataplane = VersionedDataPlane(model_registry=server.registered_models)
     freeze_heap()
     server.start([model])
 

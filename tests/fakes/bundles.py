@@ -105,3 +105,15 @@ def minimal_bundle(root: Path, marker: str = "a") -> Path:
     (root / bundle.DRIFT_DIR / "x_ref.npy").write_bytes(b"ref")
     bundle.write_manifest(root)
     return root
+
+
+def servable_bundle(root: Path, df: pd.DataFrame, target: str) -> Path:
+    """``build_bundle`` with a drift detector (scipy backend): a bundle both the predictor and the
+    drift transformer serve."""
+    from kfloop.steps.baseline import fit_drift_baseline
+
+    out, _, _ = build_bundle(root / "bundle", df, target)
+    df.to_parquet(root / "train.parquet")
+    fit_drift_baseline(str(out), str(root / "train.parquet"), str(out / "drift"), backend="scipy")
+    write_manifest(out)
+    return out

@@ -11,7 +11,6 @@ from kfloop.errors import InvalidRequest
 from kfloop.inference.requests import (
     RequestDecoder,
     request_in,
-    requests_outputs,
     v1_request,
     v1_rows,
     v2_request,
@@ -241,14 +240,6 @@ def test_v2_json_bodies_that_do_not_fit_the_protocol_name_the_field(body, messag
     with pytest.raises(InvalidRequest) as error:
         RequestDecoder(SCHEMA).decode_v2(body)
     assert message in str(error.value)
-
-
-def test_requests_naming_outputs_or_binary_output_data():
-    assert requests_outputs({"inputs": [], "outputs": [{"name": "predictions"}]})
-    assert requests_outputs({"inputs": [], "parameters": {"binary_data_output": True}})
-    assert not requests_outputs({"inputs": [], "parameters": {"content_type": "np"}})
-    assert not requests_outputs({"inputs": [], "parameters": None})
-    assert not requests_outputs([1])
 
 
 # -- rows by feature name ------------------------------------------------------------------------------

@@ -7,13 +7,16 @@ import numpy as np
 import orjson
 import pytest
 
+from kfloop.errors import InvalidRequest
 from kfloop.inference.responses import (
     answer_in,
     answer_predictions,
+    binary_answer,
     encode_predictions,
     encode_v2_output,
     output_predictions,
     predictions_output,
+    requested_binary,
     v1_answer,
     v2_answer,
 )
@@ -37,19 +40,17 @@ def test_responses_by_task():
         encode_v2_output(REGRESSION, PROBABILITIES)
 
 
-def test_a_v2_answer_has_every_field_kserve_writes():
+def test_a_v2_answer_has_the_protocols_fields_and_no_null_objects():
     doc = v2_answer("churn", "7", "r-1", encode_v2_output(BINARY, PROBABILITIES))
     assert doc == {
         "model_name": "churn",
         "model_version": "7",
         "id": "r-1",
-        "parameters": None,
         "outputs": [
             {
                 "name": "predictions",
                 "shape": [2, 2],
                 "datatype": "FP32",
-                "parameters": None,
                 "data": [0.25, 0.75, 0.5, 0.5],
             }
         ],
@@ -96,3 +97,70 @@ def test_answers_convert_between_protocols_and_back():
 def test_a_v2_answer_takes_the_output_it_is_given():
     out = Tensor("predictions", [2], "FP32", np.array([1.5, 2.5], np.float32))
     assert v2_answer("m", None, "r", out)["outputs"][0]["data"] == [1.5, 2.5]
+
+
+# -- requested outputs and binary answers -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, binary",
+    [
+        ({"inputs": []}, False),
+        ({"inputs": [], "parameters": {"content_type": "np"}}, False),
+        ({"inputs": [], "parameters": {"binary_data_output": True}}, True),
+        ({"inputs": [], "outputs": [{"name": "predictions"}]}, False),
+        ({"inputs": [], "outputs": [{"name": "predictions", "parameters": {"binary_data": True}}]}, True),
+        ({"inputs": [], "outputs": [{"name": "predictions", "parameters": {"binary_data": False}}]}, False),
+        (  # a requested output's own flag wins over the request's
+            {
+                "parameters": {"binary_data_output": True},
+                "outputs": [{"name": "predictions", "parameters": {"binary_data": False}}],
+            },
+            False,
+        ),
+        ({"parameters": {"binary_data_output": True}, "outputs": [{"name": "predictions"}]}, True),
+    ],
+)
+def test_requested_binary_follows_the_binary_tensor_extension(body, binary):
+    assert requested_binary(body) is binary
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"outputs": [{"name": "probabilities"}]}, "outputs[0]: unknown output 'probabilities'"),
+        ({"outputs": [{"name": "predictions"}, {"name": "x"}]}, "outputs[1]: unknown output 'x'"),
+        ({"outputs": {"name": "predictions"}}, '"outputs" must be a list'),
+        ({"outputs": [{"parameters": {}}]}, "outputs[0] must be an object with a string name"),
+        ({"outputs": ["predictions"]}, "outputs[0] must be an object with a string name"),
+        ({"parameters": {"binary_data_output": "yes"}}, "parameters.binary_data_output must be true or false"),
+        ({"parameters": [1]}, '"parameters" must be an object'),
+        (
+            {"outputs": [{"name": "predictions", "parameters": {"binary_data": 1}}]},
+            "outputs[0].parameters.binary_data must be true or false",
+        ),
+    ],
+)
+def test_requested_outputs_that_the_model_does_not_have_are_refused(body, message):
+    with pytest.raises(InvalidRequest) as error:
+        requested_binary(body)
+    assert message in str(error.value)
+
+
+def test_a_binary_answer_is_the_json_header_then_the_raw_little_endian_outputs():
+    answer = v2_answer("churn", "3", "req-1", encode_v2_output(BINARY, PROBABILITIES))
+    content, json_length = binary_answer(answer)
+    header = orjson.loads(content[:json_length])
+    assert header["id"] == "req-1" and header["model_version"] == "3"
+    (output,) = header["outputs"]
+    assert "data" not in output
+    assert output["parameters"] == {"binary_data_size": PROBABILITIES.nbytes}
+    assert output["shape"] == [2, 2] and output["datatype"] == "FP32"
+    data = np.frombuffer(content[json_length:], dtype="<f4").reshape(output["shape"])
+    np.testing.assert_array_equal(data, PROBABILITIES)
+
+
+def test_v2_answers_carry_no_null_fields():
+    answer = v2_answer("churn", None, "req-1", encode_v2_output(BINARY, PROBABILITIES))
+    assert None not in answer.values() and "model_version" not in answer
+    assert None not in answer["outputs"][0].values()

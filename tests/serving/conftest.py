@@ -83,7 +83,9 @@ class PredictorProcess(ServerProcess):
     def __init__(self, model_dir: Path, model_name: str, *extra: str, grpc: bool = False):
         self.model_name = model_name
         self.grpc_port = free_port() if grpc else None
-        grpc_args = ["--grpc_port", str(self.grpc_port)] if grpc else ["--enable_grpc", "false"]
+        grpc_args = (
+            ["--enable_grpc", "true", "--grpc_port", str(self.grpc_port)] if grpc else ["--enable_grpc", "false"]
+        )
         port = free_port()
         super().__init__(
             "kfloop.serving.model_servers.predictor",

@@ -252,6 +252,33 @@ def test_pinned_routes_reach_one_revision(served):
     assert revisions_of(by_host) == {("canary", "2"): 10}
 
 
+def test_version_routes_reach_the_revision_serving_that_version_and_v2_is_the_server_metadata(served):
+    v2 = {
+        "id": "by-version",
+        "inputs": [
+            {"name": "tenure", "datatype": "FP32", "shape": [1], "data": [12]},
+            {"name": "charges", "datatype": "FP32", "shape": [1], "data": [70.5]},
+            {"name": "plan", "datatype": "BYTES", "shape": [1], "data": ["basic"]},
+        ],
+    }
+    for version, role in (("1", "stable"), ("2", "canary")):
+        base = f"{served.url}/v2/models/{MODEL}/versions/{version}"
+        for _ in range(10):  # whatever the 80/20 split
+            answer = httpx.post(f"{base}/infer", json=v2)
+            assert answer.status_code == 200, answer.text
+            assert (answer.headers["x-kfloop-revision"], answer.headers["x-kfloop-model-version"]) == (role, version)
+            assert answer.json()["id"] == "by-version" and answer.json()["model_version"] == version
+        assert httpx.get(f"{base}/ready").status_code == 200
+        assert httpx.get(base).json()["versions"] == [version]
+    for version in ("3", "x", "0"):  # registered but not served, not a number
+        missing = httpx.post(f"{served.url}/v2/models/{MODEL}/versions/{version}/infer", json=v2)
+        assert missing.status_code == 404 and f"version '{version}' is not served" in missing.json()["error"]
+    for path in ("/v2", "/v2/"):
+        metadata = httpx.get(served.url + path)
+        assert metadata.status_code == 200 and metadata.json()["name"] == "kfloop"
+        assert isinstance(metadata.json()["version"], str) and metadata.json()["extensions"] == []
+
+
 def test_kserve_paths_health_and_errors(served):
     assert httpx.get(f"{served.url}/v2/models/{MODEL}/ready").status_code == 200
     assert httpx.get(f"{served.url}/v1/models/{MODEL}").json()["ready"] is True

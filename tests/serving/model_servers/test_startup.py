@@ -74,8 +74,9 @@ def test_http_host_binds_kserves_rest_server_and_refuses_grpc_on_every_address(m
     parser = startup.argparse.ArgumentParser(parents=[kserve.model_server.parser])
     startup.add_listen_flags(parser)
     assert parser.parse_args([]).http_host == "0.0.0.0"
+    assert parser.parse_args([]).enable_grpc is False  # off unless asked for: the manifests route HTTP only
     with pytest.raises(ConfigError, match="pass --enable_grpc false"):
-        startup.model_server(parser.parse_args(["--http_host", "127.0.0.1"]))
+        startup.model_server(parser.parse_args(["--http_host", "127.0.0.1", "--enable_grpc", "true"]))
     startup.listen_on("127.0.0.1")
     server = kserve.model_server.RESTServer("kserve.model_server:app", None, None, 12345)
     assert server.config.host == "127.0.0.1" and server.config.port == 12345
