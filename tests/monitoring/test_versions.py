@@ -62,7 +62,9 @@ def test_rows_of_a_version_not_loaded_yet_are_counted_then_checked_by_its_own_mo
     loop.drift.add(VersionReference("1", schema, detector))
     assert loop.submit("1", body(30, 1))
     assert not loop.submit("2", body(20, 2)) and not loop.submit("2", body(5, 3))
-    assert loop.drift.rows_unreferenced == 25 and loop.asked == ["2"]  # asked once, loaded off this thread
+    assert loop.drift.rows_unreferenced == 25
+    wait_for(lambda: loop.asked, what="the loader asked for version 2")  # loaded off this thread ...
+    assert loop.asked == ["2"]  # ... and asked once, though two requests of version 2 came before it
     loop.release.set()
     wait_for(lambda: loop.drift.versions == ["1", "2"], what="version 2 loaded")
     assert loop.submit("2", body(40, 4))
