@@ -31,12 +31,14 @@ from kfloop.steps.evaluate import evaluate_model
 from kfloop.steps.process import process
 from kfloop.steps.register import register
 from kfloop.steps.train import train_model
+from kfloop.training.evaluate import AUTO_THRESHOLD
 from kfloop.training.samples import load_sample
 settings, out = Settings(home=Path(sys.argv[1])), Path(tempfile.mkdtemp())
 process("sample:churn", "churn", settings, out / "train.parquet", out / "valid.parquet", out / "test.parquet",
         out / "schema.json", out / "quality.md")
 train_model(out / "train.parquet", out / "valid.parquet", out / "schema.json", {}, out / "model")
-evaluate_model(out / "model", out / "test.parquet", "churn", settings, out / "evaluation.json", 0.7, 0.01)
+evaluate_model(out / "model", out / "test.parquet", "churn", settings, out / "evaluation.json", AUTO_THRESHOLD, 0.01,
+               out / "train.parquet")
 fit_drift_baseline(out / "model", out / "train.parquet", out / "drift")
 print(register("churn", settings, str(out / "model"), str(out / "evaluation.json"), None, str(out / "drift"), {}).ref)
 for rows in map(int, sys.argv[3].split(",")):

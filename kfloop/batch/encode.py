@@ -48,6 +48,9 @@ class EncodedChunk:
     rejected: dict[int, str]  # position in the chunk -> reason
     unseen: dict[str, int]  # per feature, unseen categorical values among the accepted rows
     unseen_rows: dict[int, dict]  # position in the chunk -> {feature: unseen value}, accepted rows only
+    # numeric features read as text (CSV) that converted as a whole: their float64 values, all rows,
+    # so capture records carry numbers without converting the text again
+    numbers: dict[str, pa.ChunkedArray] = dataclasses.field(default_factory=dict)
 
 
 class ChunkEncoder:
@@ -62,6 +65,7 @@ class ChunkEncoder:
         X = np.empty((n, len(self.schema.features)), dtype=np.float32)
         rejected: dict[int, str] = {}
         unseen_at: dict[str, np.ndarray] = {}
+        numbers: dict[str, pa.ChunkedArray] = {}
         for j, feature in enumerate(self.schema.features):
             column = table.column(feature.name)
             if feature.kind == "categorical":
@@ -69,7 +73,7 @@ class ChunkEncoder:
                 if mask is not None:
                     unseen_at[feature.name] = mask
             else:
-                X[:, j] = self._numeric(feature.name, column, rejected)
+                X[:, j] = self._numeric(feature.name, column, rejected, numbers)
         if not rejected:
             accepted = np.arange(n)
         else:
@@ -86,9 +90,11 @@ class ChunkEncoder:
                 unseen[name] = len(rows)
                 for i, value in zip(rows.tolist(), table.column(name).take(pa.array(rows)).to_pylist()):
                     unseen_rows.setdefault(i, {})[name] = value
-        return EncodedChunk(X, accepted, rejected, unseen, unseen_rows)
+        return EncodedChunk(X, accepted, rejected, unseen, unseen_rows, numbers)
 
-    def _numeric(self, name: str, column: pa.ChunkedArray, rejected: dict[int, str]) -> np.ndarray:
+    def _numeric(
+        self, name: str, column: pa.ChunkedArray, rejected: dict[int, str], numbers: dict[str, pa.ChunkedArray]
+    ) -> np.ndarray:
         kind = column.type
         if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
             # a request's numbers are Python floats/ints converted by numpy: through float64, as here
@@ -97,7 +103,8 @@ class ChunkEncoder:
             return np.full(len(column), np.nan, dtype=np.float32)
         if pa.types.is_string(kind) or pa.types.is_large_string(kind):
             try:  # numeric text, as the decoder reads "1.5": through float64 to float32
-                return pc.cast(column, pa.float64()).to_numpy().astype(np.float32)
+                numbers[name] = pc.cast(column, pa.float64())
+                return numbers[name].to_numpy().astype(np.float32)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 pass
         values = column.to_pylist()

@@ -58,7 +58,10 @@ class BatchInput:
         raw = _csv_header(self.path)
         names = [n.strip() for n in raw]
         convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in raw}, strings_can_be_null=True)
-        reader = pacsv.open_csv(self.path, read_options=pacsv.ReadOptions(block_size=1 << 22), convert_options=convert)
+        # one thread, no readahead: Arrow's threaded reader parses blocks ahead of the consumer, holding tens of MB
+        # more than a chunk; this reader runs on its own thread (kfloop.batch.overlap) beside the prediction
+        options = pacsv.ReadOptions(block_size=1 << 20, use_threads=False)
+        reader = pacsv.open_csv(self.path, read_options=options, convert_options=convert)
         pending: list[pa.RecordBatch] = []
         held = 0
         try:
@@ -78,7 +81,7 @@ class BatchInput:
     def _parquet_chunks(self) -> Iterator[pa.Table]:
         import pyarrow.parquet as pq
 
-        with pq.ParquetFile(self.path) as f:
+        with pq.ParquetFile(self.path, buffer_size=1 << 20) as f:  # streamed: not a whole row group at once
             for batch in f.iter_batches(batch_size=self.chunk_rows, use_threads=True):
                 table = pa.Table.from_batches([batch])
                 yield table.rename_columns([str(c).strip() for c in table.column_names])
