@@ -29,6 +29,8 @@ class BatchInput:
         if chunk_rows < 1:
             raise DataError(f"chunk_rows must be at least 1, got {chunk_rows}")
         self.path, self.kind, self.uri, self.chunk_rows = path, kind, uri, chunk_rows
+        # Parquet text columns read as dictionary arrays (categories: cheaper to read, encode and capture)
+        self.dictionary_columns: set[str] = set()
 
     def columns(self) -> list[str]:
         """The input's column names (stripped, as training strips them), read from the header only."""
@@ -81,7 +83,15 @@ class BatchInput:
     def _parquet_chunks(self) -> Iterator[pa.Table]:
         import pyarrow.parquet as pq
 
-        with pq.ParquetFile(self.path, buffer_size=1 << 20) as f:  # streamed: not a whole row group at once
+        with pq.ParquetFile(self.path) as probe:
+            text = [
+                c.name
+                for c in probe.schema
+                if c.physical_type == "BYTE_ARRAY" and c.max_repetition_level == 0 and c.path == c.name
+            ]
+        dictionary = [n for n in text if str(n).strip() in self.dictionary_columns]
+        # streamed (buffer_size): not a whole row group's column chunks at once
+        with pq.ParquetFile(self.path, buffer_size=1 << 20, read_dictionary=dictionary or None) as f:
             for batch in f.iter_batches(batch_size=self.chunk_rows, use_threads=True):
                 table = pa.Table.from_batches([batch])
                 yield table.rename_columns([str(c).strip() for c in table.column_names])
