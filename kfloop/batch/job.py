@@ -134,7 +134,8 @@ class _Predicted:
 
     index: int
     offset: int  # the input row number of the chunk's first row
-    table: pa.Table
+    num_rows: int
+    table: pa.Table  # the columns the writer needs
     encoded: EncodedChunk
     pred: np.ndarray
     drift: dict | None
@@ -226,7 +227,12 @@ class _Job:
         self.counts["predicted"] += len(encoded.accepted)
         self.counts["rejected"] += len(encoded.rejected)
         encoded.X = None  # not needed by the writer: free it now
-        return _Predicted(index, offset, table, encoded, pred, drift)
+        if not encoded.rejected:  # the writer needs the id column and the features as captured, no more
+            columns = {n: table.column(n) for n in self.schema.names if n not in encoded.received}
+            if self.options.id_column:  # one piece of its own, not a view of the chunk's CSV blocks
+                columns[self.options.id_column] = table.column(self.options.id_column).combine_chunks()
+            table = pa.table(columns)
+        return _Predicted(index, offset, self.counts["rows"] - offset, table, encoded, pred, drift)
 
     def _write(self, chunk: _Predicted) -> None:
         """On the writer thread: the chunk's predictions, rejects and capture object, then its progress line."""
@@ -241,12 +247,12 @@ class _Job:
         if self.spool is not None and len(rows):
             self._capture(table, encoded, request_ids, pred)
         line = (
-            f"chunk {chunk.index}: rows {offset}-{offset + table.num_rows - 1}: {len(rows)} predicted, "
+            f"chunk {chunk.index}: rows {offset}-{offset + chunk.num_rows - 1}: {len(rows)} predicted, "
             f"{len(encoded.rejected)} rejected"
             + (f", unseen categories {encoded.unseen}" if encoded.unseen else "")
             + (_drift_text(chunk.drift) if chunk.drift else "")
         )
-        n = table.num_rows
+        n = chunk.num_rows
         del request_ids, table, encoded, pred, chunk
         pa.default_memory_pool().release_unused()  # give the chunk's memory back (see _system_memory_pool)
         now = time.monotonic()
@@ -366,19 +372,20 @@ def _drift_text(drift: dict) -> str:
     )
 
 
-def _accepted(column: pa.ChunkedArray, encoded: EncodedChunk) -> pa.Array:
+def _accepted(column: pa.Array | pa.ChunkedArray, encoded: EncodedChunk) -> pa.Array:
     """The accepted rows of a chunk's column, as one array (no copy when all rows were accepted and the
     column is one piece, as a Parquet chunk's columns are)."""
     if encoded.rejected:
         column = column.take(pa.array(encoded.accepted))
-    return column.combine_chunks()
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def _received(table: pa.Table, encoded: EncodedChunk, name: str, kind: str) -> pa.Array:
     """A feature's values in the accepted rows as captured: numbers for a numeric feature read as text
-    (CSV; converted once, by the encoder, when the whole chunk's text converts), else as read."""
-    if name in encoded.numbers:
-        return _accepted(encoded.numbers[name], encoded)
+    (CSV; converted once, by the encoder, when the whole chunk's text converts), categories
+    dictionary-encoded (by the encoder), else as read."""
+    if name in encoded.received:
+        return _accepted(encoded.received[name], encoded)
     column = _accepted(table.column(name), encoded)
     if kind == "numeric" and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         try:  # the rows the encoder rejected held the text that did not convert
