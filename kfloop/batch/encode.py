@@ -48,6 +48,10 @@ class EncodedChunk:
     rejected: dict[int, str]  # position in the chunk -> reason
     unseen: dict[str, int]  # per feature, unseen categorical values among the accepted rows
     unseen_rows: dict[int, dict]  # position in the chunk -> {feature: unseen value}, accepted rows only
+    # features as captured, computed on the way, all rows: the float64 values of numeric text (CSV) that
+    # converted as a whole, the dictionary-encoded categories; so capture records need neither the text
+    # converted again nor the chunk's text columns (a CSV chunk's text columns share its parsed blocks)
+    received: dict[str, pa.Array | pa.ChunkedArray] = dataclasses.field(default_factory=dict)
 
 
 class ChunkEncoder:
@@ -62,14 +66,15 @@ class ChunkEncoder:
         X = np.empty((n, len(self.schema.features)), dtype=np.float32)
         rejected: dict[int, str] = {}
         unseen_at: dict[str, np.ndarray] = {}
+        received: dict[str, pa.Array | pa.ChunkedArray] = {}
         for j, feature in enumerate(self.schema.features):
             column = table.column(feature.name)
             if feature.kind == "categorical":
-                X[:, j], mask = self._categorical(feature.name, column, rejected)
+                X[:, j], mask = self._categorical(feature.name, column, rejected, received)
                 if mask is not None:
                     unseen_at[feature.name] = mask
             else:
-                X[:, j] = self._numeric(feature.name, column, rejected)
+                X[:, j] = self._numeric(feature.name, column, rejected, received)
         if not rejected:
             accepted = np.arange(n)
         else:
@@ -86,9 +91,9 @@ class ChunkEncoder:
                 unseen[name] = len(rows)
                 for i, value in zip(rows.tolist(), table.column(name).take(pa.array(rows)).to_pylist()):
                     unseen_rows.setdefault(i, {})[name] = value
-        return EncodedChunk(X, accepted, rejected, unseen, unseen_rows)
+        return EncodedChunk(X, accepted, rejected, unseen, unseen_rows, received)
 
-    def _numeric(self, name: str, column: pa.ChunkedArray, rejected: dict[int, str]) -> np.ndarray:
+    def _numeric(self, name: str, column: pa.ChunkedArray, rejected: dict[int, str], received: dict) -> np.ndarray:
         kind = column.type
         if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
             # a request's numbers are Python floats/ints converted by numpy: through float64, as here
@@ -97,7 +102,8 @@ class ChunkEncoder:
             return np.full(len(column), np.nan, dtype=np.float32)
         if pa.types.is_string(kind) or pa.types.is_large_string(kind):
             try:  # numeric text, as the decoder reads "1.5": through float64 to float32
-                return pc.cast(column, pa.float64()).to_numpy().astype(np.float32)
+                received[name] = pc.cast(column, pa.float64())
+                return received[name].to_numpy().astype(np.float32)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 pass
         values = column.to_pylist()
@@ -116,7 +122,7 @@ class ChunkEncoder:
         return out
 
     def _categorical(
-        self, name: str, column: pa.ChunkedArray, rejected: dict[int, str]
+        self, name: str, column: pa.ChunkedArray, rejected: dict[int, str], received: dict
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Codes, and a mask of the rows holding unseen values (None when there are none)."""
         if pa.types.is_nested(column.type):
@@ -127,6 +133,8 @@ class ChunkEncoder:
         encoded = column.combine_chunks()
         if not pa.types.is_dictionary(encoded.type):
             encoded = pc.dictionary_encode(encoded)
+        if pa.types.is_string(encoded.dictionary.type) or pa.types.is_large_string(encoded.dictionary.type):
+            received[name] = encoded
         distinct = encoded.dictionary.to_pylist()
         codes, n_unseen = self.decoder.category_codes(name, distinct)
         lookup = np.append(np.asarray(codes, dtype=np.float32), np.float32(np.nan))  # last: null

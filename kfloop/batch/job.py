@@ -16,6 +16,7 @@ unknown version or stage, or an input that lacks feature columns, fails before a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import tempfile
@@ -32,6 +33,7 @@ import pyarrow.compute as pc
 from kfloop import timestamps
 from kfloop.batch.encode import ChunkEncoder, EncodedChunk, check_columns
 from kfloop.batch.outputs import Spool, TableFile, sibling
+from kfloop.batch.overlap import Drain, prefetch
 from kfloop.batch.source import open_input
 from kfloop.config import Settings
 from kfloop.errors import ConfigError
@@ -58,6 +60,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK_ROWS = 100_000
 DEFAULT_DRIFT_ROWS = 5_000
 REJECTS_SUFFIX = ".rejects.csv"
+READ_AHEAD = 1  # chunks read ahead of the one being predicted
+WRITE_AHEAD = 1  # predicted chunks waiting for the writer besides the one being written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,11 +120,39 @@ def run_batch(options: BatchOptions, settings: Settings, progress: Callable[[str
             detector = load_detector(model_dir / bundle.DRIFT_DIR)
         with open_input(options.input, settings, options.chunk_rows) as source:
             check_columns(source.columns(), schema, source.uri, options.id_column)
+            source.dictionary_columns = {f.name for f in schema.features if f.kind == "categorical"}
             job = _Job(options, settings, record, schema, booster, detector, store, Path(tmp), progress)
             summary = job.run(source)
     summary["seconds"] = round(time.monotonic() - started, 3)
     summary["rows_per_s"] = round(summary["rows"] / summary["seconds"], 1) if summary["seconds"] else None
     return summary
+
+
+@dataclasses.dataclass
+class _Predicted:
+    """A chunk on its way from prediction to the writer."""
+
+    index: int
+    offset: int  # the input row number of the chunk's first row
+    num_rows: int
+    table: pa.Table  # the columns the writer needs
+    encoded: EncodedChunk
+    pred: np.ndarray
+    drift: dict | None
+
+
+@contextlib.contextmanager
+def _system_memory_pool():
+    """Arrow allocates from the C allocator while the job runs, and the writer gives each chunk's memory
+    back (``release_unused``, malloc_trim): with Arrow's default mimalloc pool, freed chunks stay with the
+    process and its memory grows with the number of chunks (1M rows took ~60 MB more than 100k). Buffers
+    remember their pool, so ones allocated before or after the job are freed where they came from."""
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
 
 
 class _Job:
@@ -129,32 +161,41 @@ class _Job:
         self.booster, self.detector, self.store, self.progress = booster, detector, store, progress
         self.encoder = ChunkEncoder(schema)
         self.batch_id = uuid.uuid4().hex
-        self.predictions = TableFile(options.output, settings, workdir)
+        self.predictions = TableFile(options.output, settings, workdir, dictionary_columns=[BATCH_PREDICTION_COLUMN])
         self.rejects = TableFile(options.rejects_location, settings, workdir)
         self.spool = Spool(store) if options.capture else None
         self.rng = np.random.default_rng(options.seed)
         self.counts = {"rows": 0, "predicted": 0, "rejected": 0, "captured": 0}
         self.unseen: dict[str, int] = {}
         self.drift: list[dict] = []
-        self.id_type: pa.DataType | None = None
+        self._last_progress = time.monotonic()
 
     def run(self, source) -> dict:
-        try:
-            chunk_index = -1
-            for chunk_index, table in enumerate(source.chunks()):
-                self._chunk(chunk_index, table)
-            self.predictions.close(self._prediction_schema())
-            self.rejects.close(self._rejects_schema(source.columns()))
-            if self.spool is not None:
-                self.spool.commit()
-            self.rejects.commit()
-            self.predictions.commit()
-        except BaseException:
-            self.predictions.abort()
-            self.rejects.abort()
-            if self.spool is not None:
-                self.spool.close()
-            raise
+        chunk_index = -1
+        with _system_memory_pool():
+            writer: Drain[_Predicted] = Drain(self._write, depth=WRITE_AHEAD, name="batch-write")
+            try:
+                chunks = prefetch(source.chunks(), depth=READ_AHEAD, name="batch-read")
+                try:
+                    for chunk_index, table in enumerate(chunks):
+                        writer.put(self._predict(chunk_index, table))
+                        del table
+                finally:
+                    chunks.close()
+                writer.close()
+                self.predictions.close(self._prediction_schema())
+                self.rejects.close(self._rejects_schema(source.columns()))
+                if self.spool is not None:
+                    self.spool.commit()
+                self.rejects.commit()
+                self.predictions.commit()
+            except BaseException:
+                writer.abort()
+                self.predictions.abort()
+                self.rejects.abort()
+                if self.spool is not None:
+                    self.spool.close()
+                raise
         return {
             "model": self.record.ref,
             "batch_id": self.batch_id,
@@ -174,11 +215,28 @@ class _Job:
             },
         }
 
-    def _chunk(self, index: int, table: pa.Table) -> None:
-        began = time.monotonic()
+    def _predict(self, index: int, table: pa.Table) -> _Predicted:
+        """On the job's thread: encode, predict and check drift (the rows stay in order)."""
         offset = self.counts["rows"]
         encoded = self.encoder.encode(table)
         pred = predict(self.booster, self.schema, encoded.X)
+        drift = self._check_drift(index, encoded.X)
+        for name, count in encoded.unseen.items():
+            self.unseen[name] = self.unseen.get(name, 0) + count
+        self.counts["rows"] += table.num_rows
+        self.counts["predicted"] += len(encoded.accepted)
+        self.counts["rejected"] += len(encoded.rejected)
+        encoded.X = None  # not needed by the writer: free it now
+        if not encoded.rejected:  # the writer needs the id column and the features as captured, no more
+            columns = {n: table.column(n) for n in self.schema.names if n not in encoded.received}
+            if self.options.id_column:  # one piece of its own, not a view of the chunk's CSV blocks
+                columns[self.options.id_column] = table.column(self.options.id_column).combine_chunks()
+            table = pa.table(columns)
+        return _Predicted(index, offset, self.counts["rows"] - offset, table, encoded, pred, drift)
+
+    def _write(self, chunk: _Predicted) -> None:
+        """On the writer thread: the chunk's predictions, rejects and capture object, then its progress line."""
+        table, encoded, pred, offset = chunk.table, chunk.encoded, chunk.pred, chunk.offset
         rows = offset + encoded.accepted
         request_ids = pc.binary_join_element_wise(
             pa.scalar(f"{self.batch_id}:"), pc.cast(pa.array(rows), pa.string()), ""
@@ -188,28 +246,25 @@ class _Job:
             self.rejects.write(self._rejects_table(table, encoded, offset))
         if self.spool is not None and len(rows):
             self._capture(table, encoded, request_ids, pred)
-        drift = self._check_drift(index, encoded.X)
-        for name, count in encoded.unseen.items():
-            self.unseen[name] = self.unseen.get(name, 0) + count
-        self.counts["rows"] += table.num_rows
-        self.counts["predicted"] += len(rows)
-        self.counts["rejected"] += len(encoded.rejected)
-        took = time.monotonic() - began
-        self.progress(
-            f"chunk {index}: rows {offset}-{offset + table.num_rows - 1}: {len(rows)} predicted, "
+        line = (
+            f"chunk {chunk.index}: rows {offset}-{offset + chunk.num_rows - 1}: {len(rows)} predicted, "
             f"{len(encoded.rejected)} rejected"
             + (f", unseen categories {encoded.unseen}" if encoded.unseen else "")
-            + (_drift_text(drift) if drift else "")
-            + f" ({table.num_rows / took if took else 0:,.0f} rows/s)"
+            + (_drift_text(chunk.drift) if chunk.drift else "")
         )
+        n = chunk.num_rows
+        del request_ids, table, encoded, pred, chunk
+        pa.default_memory_pool().release_unused()  # give the chunk's memory back (see _system_memory_pool)
+        now = time.monotonic()
+        took, self._last_progress = now - self._last_progress, now
+        self.progress(f"{line} ({n / took if took else 0:,.0f} rows/s)")
 
     # -- the tables ------------------------------------------------------------------------------
 
     def _id_column(self, table: pa.Table, encoded: EncodedChunk, rows: np.ndarray) -> tuple[str, pa.Array]:
         if not self.options.id_column:
             return BATCH_ROW_COLUMN, pa.array(rows, pa.int64())
-        ids = table.column(self.options.id_column).take(pa.array(encoded.accepted)).combine_chunks()
-        return self.options.id_column, ids
+        return self.options.id_column, _accepted(table.column(self.options.id_column), encoded)
 
     def _prediction_table(self, table, encoded, rows, request_ids, pred) -> pa.Table:
         id_name, ids = self._id_column(table, encoded, rows)
@@ -217,10 +272,8 @@ class _Job:
         if self.schema.task == "regression":
             columns[BATCH_PREDICTION_COLUMN] = pa.array(np.asarray(pred, dtype=np.float32))
         else:
-            labels = np.asarray(self.schema.classes, dtype=object)
-            columns[BATCH_PREDICTION_COLUMN] = pa.array(
-                labels[np.argmax(pred, axis=1)] if len(pred) else [], pa.string()
-            )
+            labels = pa.array([str(c) for c in self.schema.classes], pa.string())
+            columns[BATCH_PREDICTION_COLUMN] = labels.take(pa.array(np.argmax(pred, axis=1)))
             for k, label in enumerate(self.schema.classes):
                 columns[f"{BATCH_PROBABILITY_PREFIX}{label}"] = pa.array(np.asarray(pred[:, k], dtype=np.float32))
         return pa.table(columns)
@@ -258,20 +311,22 @@ class _Job:
 
     def _capture(self, table: pa.Table, encoded: EncodedChunk, request_ids: pa.Array, pred: np.ndarray) -> None:
         n = len(encoded.accepted)
-        take = pa.array(encoded.accepted)
         features = pa.StructArray.from_arrays(
-            [_received(table.column(f.name).take(take), f.kind) for f in self.schema.features], names=self.schema.names
+            [_received(table, encoded, f.name, f.kind) for f in self.schema.features],
+            names=self.schema.names,
         )
         if self.schema.task == "regression":
             prediction = pa.array(np.asarray(pred, dtype=np.float32))
         else:
             flat = pa.array(np.ascontiguousarray(pred, dtype=np.float32).ravel())
             prediction = pa.FixedSizeListArray.from_arrays(flat, len(self.schema.classes))
-        unseen = np.full(n, "{}", dtype=object)
+        unseen = _constant("{}", n)
         if encoded.unseen_rows:
+            texts = np.full(n, "{}", dtype=object)
             where = np.searchsorted(encoded.accepted, list(encoded.unseen_rows))
             for i, values in zip(where.tolist(), encoded.unseen_rows.values()):
-                unseen[i] = orjson.dumps(values, default=str).decode()
+                texts[i] = orjson.dumps(values, default=str).decode()
+            unseen = pa.array(texts, pa.string())
         now = timestamps.rfc3339()
         captured = pa.table(
             {
@@ -282,7 +337,7 @@ class _Job:
                 "revision": _constant(BATCH_REVISION, n),
                 "features": features,
                 "prediction": prediction,
-                "unseen": pa.array(unseen, pa.string()),
+                "unseen": unseen,
             }
         )
         data = encode_parquet_table(captured, json_columns=["unseen"])
@@ -317,11 +372,23 @@ def _drift_text(drift: dict) -> str:
     )
 
 
-def _received(column: pa.ChunkedArray, kind: str) -> pa.Array:
-    """A feature's values as captured: numbers for a numeric feature read as text (CSV), else as read."""
-    column = column.combine_chunks()
+def _accepted(column: pa.Array | pa.ChunkedArray, encoded: EncodedChunk) -> pa.Array:
+    """The accepted rows of a chunk's column, as one array (no copy when all rows were accepted and the
+    column is one piece, as a Parquet chunk's columns are)."""
+    if encoded.rejected:
+        column = column.take(pa.array(encoded.accepted))
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _received(table: pa.Table, encoded: EncodedChunk, name: str, kind: str) -> pa.Array:
+    """A feature's values in the accepted rows as captured: numbers for a numeric feature read as text
+    (CSV; converted once, by the encoder, when the whole chunk's text converts), categories
+    dictionary-encoded (by the encoder), else as read."""
+    if name in encoded.received:
+        return _accepted(encoded.received[name], encoded)
+    column = _accepted(table.column(name), encoded)
     if kind == "numeric" and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        try:
+        try:  # the rows the encoder rejected held the text that did not convert
             return pc.cast(column, pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass

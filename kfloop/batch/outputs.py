@@ -32,8 +32,11 @@ def sibling(location: str, suffix: str) -> str:
 class TableFile:
     """One output table written chunk by chunk to a temporary file, moved into place by ``commit``."""
 
-    def __init__(self, location: str, settings: Settings, workdir: Path):
+    def __init__(self, location: str, settings: Settings, workdir: Path, dictionary_columns: list[str] | None = None):
+        """``dictionary_columns``: when given, a Parquet file gets dictionaries for those columns only and no
+        column statistics (what makes writing one cheap next to predicting it); else Arrow's defaults."""
         self.location = location.strip()
+        self.dictionary_columns = dictionary_columns
         if self.location.startswith("s3://"):
             self._s3 = s3_location(self.location, settings)
             name = self._s3[1]
@@ -77,7 +80,9 @@ class TableFile:
         else:
             import pyarrow.parquet as pq
 
-            self._writer = pq.ParquetWriter(str(self.tmp), schema)
+            fast = {} if self.dictionary_columns is None else {"write_statistics": False}
+            dictionary = True if self.dictionary_columns is None else list(self.dictionary_columns)
+            self._writer = pq.ParquetWriter(str(self.tmp), schema, use_dictionary=dictionary, **fast)
 
     def close(self, empty_schema: pa.Schema) -> None:
         """Finish the temporary file (with ``empty_schema``'s header when no rows were written)."""

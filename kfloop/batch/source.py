@@ -29,6 +29,8 @@ class BatchInput:
         if chunk_rows < 1:
             raise DataError(f"chunk_rows must be at least 1, got {chunk_rows}")
         self.path, self.kind, self.uri, self.chunk_rows = path, kind, uri, chunk_rows
+        # Parquet text columns read as dictionary arrays (categories: cheaper to read, encode and capture)
+        self.dictionary_columns: set[str] = set()
 
     def columns(self) -> list[str]:
         """The input's column names (stripped, as training strips them), read from the header only."""
@@ -58,7 +60,10 @@ class BatchInput:
         raw = _csv_header(self.path)
         names = [n.strip() for n in raw]
         convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in raw}, strings_can_be_null=True)
-        reader = pacsv.open_csv(self.path, read_options=pacsv.ReadOptions(block_size=1 << 22), convert_options=convert)
+        # one thread, no readahead: Arrow's threaded reader parses blocks ahead of the consumer, holding tens of MB
+        # more than a chunk; this reader runs on its own thread (kfloop.batch.overlap) beside the prediction
+        options = pacsv.ReadOptions(block_size=1 << 20, use_threads=False)
+        reader = pacsv.open_csv(self.path, read_options=options, convert_options=convert)
         pending: list[pa.RecordBatch] = []
         held = 0
         try:
@@ -78,7 +83,15 @@ class BatchInput:
     def _parquet_chunks(self) -> Iterator[pa.Table]:
         import pyarrow.parquet as pq
 
-        with pq.ParquetFile(self.path) as f:
+        with pq.ParquetFile(self.path) as probe:
+            text = [
+                c.name
+                for c in probe.schema
+                if c.physical_type == "BYTE_ARRAY" and c.max_repetition_level == 0 and c.path == c.name
+            ]
+        dictionary = [n for n in text if str(n).strip() in self.dictionary_columns]
+        # streamed (buffer_size): not a whole row group's column chunks at once
+        with pq.ParquetFile(self.path, buffer_size=1 << 20, read_dictionary=dictionary or None) as f:
             for batch in f.iter_batches(batch_size=self.chunk_rows, use_threads=True):
                 table = pa.Table.from_batches([batch])
                 yield table.rename_columns([str(c).strip() for c in table.column_names])

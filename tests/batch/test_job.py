@@ -87,7 +87,11 @@ def test_bad_rows_go_to_the_rejects_file_with_their_reason_and_are_counted(churn
     assert rejects["tenure"].tolist() == ["about ten", "n/a years"]
     out = pd.read_parquet(tmp_path / "out.parquet")
     assert 17 not in set(out.row) and 250 not in set(out.row) and len(out) == 398
-    unseen = [r for r in read_captures(open_store(settings), "churn") if r["unseen"]]
+    records = read_captures(open_store(settings), "churn")
+    by_row = {int(r["request_id"].split(":")[1]): r for r in records}
+    assert len(records) == 398 and 17 not in by_row  # the chunk with rejects still captures numbers, not text
+    assert by_row[18]["features"]["tenure"] == int(churn_frame(400, seed=3)["tenure"][18])
+    unseen = [r for r in records if r["unseen"]]
     assert [(r["request_id"].split(":")[1], r["unseen"]) for r in unseen] == [("40", {"plan": "platinum"})]
 
 
