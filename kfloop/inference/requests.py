@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import operator
 from collections.abc import Sequence
@@ -523,3 +524,95 @@ def _columns(decoded: Decoded, schema: FeatureSchema) -> list[list]:
         else:
             columns.append([None if v != v else v for v in values])
     return columns
+
+
+# -- V2 binary bodies (the binary tensor extension) --------------------------------------------------
+
+BINARY_ITEM_BYTES = {
+    "BOOL": 1,
+    "INT8": 1,
+    "UINT8": 1,
+    "INT16": 2,
+    "UINT16": 2,
+    "FP16": 2,
+    "INT32": 4,
+    "UINT32": 4,
+    "FP32": 4,
+    "INT64": 8,
+    "UINT64": 8,
+    "FP64": 8,
+}
+
+
+def check_binary_request(body: bytes, json_length: str | None) -> None:
+    """InvalidRequest naming what is wrong with a V2 body in the binary tensor extension (the JSON
+    header of ``json_length`` bytes, the ``inference-header-content-length`` value, then each input's
+    ``binary_data_size`` bytes), before a parser trusts it: a length that is not a byte count or runs
+    past the body, a JSON header that is not a V2 request, a ``binary_data_size`` that is not a byte
+    count, sizes that do not add up to the body, a fixed-size tensor whose size is not its shape's,
+    and a BYTES element whose 4-byte length prefix runs past its input (a prefix of 1e9)."""
+    text = (json_length or "").strip()
+    if not text.isdigit() or not text.isascii():
+        raise InvalidRequest(
+            f"inference-header-content-length {json_length!r} is not a byte count (a non-negative integer)"
+        )
+    header_size = int(text)
+    if header_size > len(body):
+        raise InvalidRequest(f"inference-header-content-length {header_size} is more than the body's {len(body)} bytes")
+    try:
+        doc = json.loads(body[:header_size])
+    except (ValueError, RecursionError) as e:
+        raise InvalidRequest(
+            f"the JSON header of the binary body (its first {header_size} bytes) is not JSON: {e}"
+        ) from None
+    tensors = _body_list(doc, "inputs")
+    offset = header_size
+    for i, t in enumerate(tensors):
+        if not isinstance(t, dict):
+            raise InvalidRequest(f"inputs[{i}] must be an object; got {_kind(t)}")
+        parameters = t.get("parameters")
+        if not isinstance(parameters, dict) or "binary_data_size" not in parameters:
+            continue
+        name, size = t.get("name"), parameters["binary_data_size"]
+        if type(size) is not int or size < 0:
+            raise InvalidRequest(f"input {name!r}: binary_data_size {size!r} is not a byte count")
+        if offset + size > len(body):
+            raise InvalidRequest(
+                f"input {name!r}: binary_data_size {size} runs past the body ({len(body) - offset} bytes left)"
+            )
+        _check_binary_tensor(name, t.get("datatype"), t.get("shape"), body[offset : offset + size])
+        offset += size
+    if offset != len(body):
+        raise InvalidRequest(
+            f"the binary body has {len(body) - offset} bytes after its inputs' binary_data_size "
+            f"({len(body)} bytes in all, {header_size} of JSON header)"
+        )
+
+
+def _check_binary_tensor(name: Any, datatype: Any, shape: Any, data: bytes) -> None:
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise InvalidRequest(f"input {name!r}: shape must be a list of non-negative integers; got {shape!r}")
+    count = math.prod(shape)
+    kind = datatype.upper() if isinstance(datatype, str) else datatype
+    if kind == "BYTES":
+        position, elements = 0, 0
+        while position < len(data):
+            if position + 4 > len(data):
+                raise InvalidRequest(f"input {name!r}: a BYTES element's 4-byte length prefix is cut off")
+            length = int.from_bytes(data[position : position + 4], "little")
+            position += 4
+            if position + length > len(data):
+                raise InvalidRequest(
+                    f"input {name!r}: a BYTES element's length prefix {length} runs past the input's {len(data)} bytes"
+                )
+            position, elements = position + length, elements + 1
+        if elements != count:
+            raise InvalidRequest(f"input {name!r} has {elements} BYTES elements; shape {shape} needs {count}")
+        return
+    item = BINARY_ITEM_BYTES.get(kind)
+    if item is None:
+        raise InvalidRequest(f"input {name!r} has datatype {datatype!r}; expected a V2 datatype")
+    if len(data) != count * item:
+        raise InvalidRequest(
+            f"input {name!r}: binary_data_size {len(data)} does not fit shape {shape} of {kind} ({count * item} bytes)"
+        )

@@ -35,6 +35,8 @@ import orjson
 from kserve.errors import InvalidInput
 from kserve.metrics import PREDICT_HIST_TIME
 
+from kfloop.errors import InvalidRequest
+from kfloop.inference.requests import check_binary_request
 from kfloop.serving.body_limit import replay_body
 
 logger = logging.getLogger(__name__)
@@ -71,10 +73,13 @@ class InferenceFastPath:
         self._histogram = PREDICT_HIST_TIME.labels(model_name=model.name)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if self.enabled and scope["type"] == "http" and scope["method"] == "POST":
-            protocol = self.routes.get(scope["path"])
-            if protocol is not None and _plain_json(scope["headers"]):
-                return await self._serve(protocol, scope, receive, send)
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.routes:
+            if self.enabled and _plain_json(scope["headers"]):
+                return await self._serve(self.routes[scope["path"]], scope, receive, send)
+            if (length := dict(scope["headers"]).get(b"inference-header-content-length")) is not None:
+                receive = await _checked_binary(length, receive, send)  # a malformed one: 400, not 500
+                if receive is None:
+                    return
         await self.app(scope, receive, send)
 
     async def _serve(self, protocol: str, scope: dict, receive: Callable, send: Callable) -> None:
@@ -147,6 +152,20 @@ async def _read_body(receive: Callable) -> bytes | None:
         chunks.append(message.get("body", b""))
         more = message.get("more_body", False)
     return b"".join(chunks)
+
+
+async def _checked_binary(length: bytes, receive: Callable, send: Callable) -> Callable | None:
+    """A V2 binary body checked before KServe parses it (``check_binary_request``): the body replayed,
+    or None once a malformed one was answered with a 400 (or the client went away)."""
+    raw = await _read_body(receive)
+    if raw is None:
+        return None
+    try:
+        check_binary_request(raw, length.decode("latin-1"))
+    except InvalidRequest as e:
+        await _send_json(send, 400, Reply(orjson.dumps({"error": str(e)}), {}))
+        return None
+    return replay_body(raw, receive)
 
 
 def _error_reply(e: Exception) -> tuple[int, Reply]:

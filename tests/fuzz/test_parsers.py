@@ -196,3 +196,35 @@ def test_feedback_gives_a_count_or_invalid_request(feedback, model, labels):
         assert str(e)
         return
     raise AssertionError(f"no capture exists, yet {labels!r} was accepted: {out}")
+
+
+@FUZZ
+@given(
+    header=st.fixed_dictionaries(
+        {
+            "inputs": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "name": names,
+                        "shape": shapes,
+                        "datatype": datatypes,
+                        "parameters": st.fixed_dictionaries({"binary_data_size": json_values | st.integers(0, 40)}),
+                    }
+                )
+                | json_values,
+                max_size=3,
+            )
+        }
+    )
+    | json_values,
+    tail=st.binary(max_size=60),
+    length=st.none() | st.text(max_size=4) | st.integers(-5, 200).map(str),
+)
+def test_binary_bodies_are_checked_or_refused(header, tail, length):
+    from kfloop.inference.requests import check_binary_request
+
+    text = json.dumps(header).encode()
+    try:
+        check_binary_request(text + tail, str(len(text)) if length is None else length)
+    except InvalidRequest as e:
+        assert str(e)

@@ -517,3 +517,57 @@ def test_a_v2_value_that_does_not_fit_its_datatype_is_a_400_on_both_paths(churn,
         answer = post(server, "v2", body)
         assert answer.status_code == 400, answer.text
         assert message in answer.json()["error"], server.url
+
+
+def binary_body(plan_bytes: bytes | None = None, **changes) -> tuple[bytes, int]:
+    """A V2 binary body for one churn row: tenure INT64, charges FP32, plan BYTES (length-prefixed)."""
+    plan = plan_bytes if plan_bytes is not None else (3).to_bytes(4, "little") + b"pro"
+    blobs = [np.int64(5).tobytes(), np.float32(70.5).tobytes(), plan]
+    header = {
+        "inputs": [
+            {"name": n, "shape": [1], "datatype": d, "parameters": {"binary_data_size": len(b)}}
+            for n, d, b in zip(("tenure", "charges", "plan"), ("INT64", "FP32", "BYTES"), blobs)
+        ]
+    }
+    for i, params in changes.get("sizes", {}).items():
+        header["inputs"][i]["parameters"]["binary_data_size"] = params
+    text = orjson.dumps(header)
+    return text + b"".join(blobs), len(text)
+
+
+BAD_BINARY = {
+    "BYTES length prefix 1e9": (
+        *binary_body((10**9).to_bytes(4, "little") + b"pro"),
+        "length prefix 1000000000 runs past",
+    ),
+    "binary_data_size too big": (*binary_body(sizes={0: 9}), "binary_data_size 9 does not fit shape [1] of INT64"),
+    "binary_data_size past the body": (*binary_body(sizes={2: 99}), "binary_data_size 99 runs past the body"),
+    "binary_data_size not a number": (*binary_body(sizes={1: "four"}), "binary_data_size 'four' is not a byte count"),
+    "bytes left over": (binary_body()[0] + b"xx", binary_body()[1], "2 bytes after its inputs"),
+}
+
+
+@pytest.mark.parametrize("what", list(BAD_BINARY) + ["non-numeric header", "header past the body"])
+def test_a_malformed_v2_binary_body_is_a_400_on_both_paths(churn, kserve_path, what):
+    if what in BAD_BINARY:
+        body, length, message = BAD_BINARY[what]
+    else:
+        body, _ = binary_body()
+        length, message = ("abc", "'abc' is not a byte count") if what.startswith("non") else (10**6, "is more than")
+    for server in (churn, kserve_path):
+        answer = httpx.post(
+            f"{server.url}/v2/models/churn/infer",
+            content=body,
+            headers={"content-type": "application/octet-stream", "inference-header-content-length": str(length)},
+            timeout=10,
+        )
+        assert answer.status_code == 400, answer.text
+        assert message in answer.json()["error"]
+    good, length = binary_body()
+    ok = httpx.post(
+        f"{churn.url}/v2/models/churn/infer",
+        content=good,
+        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(length)},
+        timeout=10,
+    )
+    assert ok.status_code == 200, ok.text
