@@ -2,7 +2,8 @@
 
 A capture record is one predicted row::
 
-    {"request_id": "9f0c...:0",   # unique per row; a request with n rows uses "<id>:<i>"
+    {"request_id": "9f0c...:0",   # the client's id for the row; a request with n rows uses "<id>:<i>"
+     "capture_id": "5b1e...:0",   # unique per record, even when a client reuses its x-request-id
      "time": "2024-05-01T12:00:00.123456Z",   # RFC 3339, UTC, when the prediction was made
      "model": "churn", "model_version": "3",
      "revision": "stable",        # which deployment answered: "stable" or "canary"
@@ -64,10 +65,14 @@ def capture_record(
     unseen: dict | None = None,
     request_id: str | None = None,
     time: str | None = None,
+    capture_id: str | None = None,
 ) -> dict:
-    """One capture record (see the module docstring for the fields)."""
+    """One capture record (see the module docstring for the fields); ``capture_id`` defaults to a new
+    uuid4, and ``request_id`` to the capture id."""
+    capture_id = capture_id or uuid.uuid4().hex
     return {
-        "request_id": request_id or uuid.uuid4().hex,
+        "request_id": request_id or capture_id,
+        "capture_id": capture_id,
         "time": time or timestamps.rfc3339(),
         "model": model,
         "model_version": str(model_version),
