@@ -33,6 +33,10 @@ MAX_REQUEST_ID_BYTES = 256  # x-request-id, ce-id and the V2 body "id": longer i
 MAX_EVENT_ID_BYTES = 256  # a CloudEvent's id: longer is HTTP 400
 MAX_SEGMENT_CHARS = 128  # key_segment: a longer segment keeps a prefix and gets a hash of the whole
 
+# Limits on the bodies the trigger takes (events, feedback): deeper or longer is HTTP 400, nothing stored
+MAX_JSON_DEPTH = 32  # nesting of objects and lists in an event or a feedback body
+MAX_FEEDBACK_LABELS = 10_000  # labels in one feedback batch (POST /v1/feedback or io.kfloop.feedback)
+
 # The control plane's bearer token: ``kfloop serve`` writes it (mode 0600) as this file in KFLOOP_HOME
 # unless KFLOOP_CONTROL_TOKEN_FILE names another (kfloop.config.Settings.control_token_path)
 CONTROL_TOKEN_FILE = "control-token"

@@ -116,6 +116,10 @@ def pipeline_arguments(args, yaml_path: Path) -> dict:
         arguments["sensitive_feature"] = defaults["sensitive_feature"]
     if args.model_name:
         arguments["model_name"] = args.model_name
+    if "model_name" in arguments:  # refused here, before any step runs, not in the register step
+        from kfloop.names import validate_model_name
+
+        validate_model_name(arguments["model_name"])
     if "threshold" in arguments:  # refused here, before anything runs, not in the evaluate step
         from kfloop.training.evaluate import check_threshold
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from kfloop.cli.main import print_json
 from kfloop.config import Settings
 from kfloop.store.objects import open_store
@@ -12,7 +14,11 @@ def add_commands(groups) -> None:
     registry = groups.add_parser("registry", help="list, show, approve, reject or alias model versions")
     registry.set_defaults(group_parser=registry)
     sub = registry.add_subparsers(title="registry commands", metavar="COMMAND")
-    list_ = sub.add_parser("list", help="list versions (all models, or one)")
+    list_ = sub.add_parser(
+        "list",
+        help="list versions (all models, or one); a corrupt version is named on stderr "
+        "(the others are listed) and the exit status is 1",
+    )
     list_.add_argument("--model", help="only this model")
     list_.add_argument("--json", action="store_true", help="print JSON")
     list_.set_defaults(handler=list_command)
@@ -21,6 +27,12 @@ def add_commands(groups) -> None:
         "ref", help="NAME:VERSION, NAME:latest, NAME@STAGE (e.g. churn@production), NAME@ALIAS (churn@champion) or NAME"
     )
     show.add_argument("--json", action="store_true", help="print JSON (includes the feature schema)")
+    show.add_argument(
+        "--verify",
+        action="store_true",
+        help="also download every file of the version's bundle and check its SHA-256 against the record "
+        "(exit status 1, naming each bad file, when one is missing or differs)",
+    )
     show.set_defaults(handler=show_command)
     for name, handler in (("approve", approve_command), ("reject", reject_command)):
         cmd = sub.add_parser(name, help=f"{name} a version waiting in pending-approval")
@@ -58,25 +70,28 @@ def _primary(record) -> str:
 
 
 def list_command(args, settings: Settings) -> int:
-    records = _registry(settings).list_versions(args.model)
+    unreadable: list[tuple[str, str]] = []
+    records = _registry(settings).list_versions(args.model, unreadable=unreadable)
     if args.json:
         print_json([r.to_dict() for r in records])
-        return 0
-    if not records:
+    elif not records and not unreadable:
         print("no registered versions")
-        return 0
-    print(f"{'MODEL':<20} {'VERSION':>7}  {'STAGE':<17} {'METRIC':<16} {'CREATED':<25} ALIASES")
-    for r in records:
-        aliases = ",".join(r.aliases) or "-"
-        print(f"{r.name:<20} {r.version:>7}  {r.stage:<17} {_primary(r):<16} {r.created_at:<25} {aliases}")
-    return 0
+    elif records:
+        print(f"{'MODEL':<20} {'VERSION':>7}  {'STAGE':<17} {'METRIC':<16} {'CREATED':<25} ALIASES")
+        for r in records:
+            aliases = ",".join(r.aliases) or "-"
+            print(f"{r.name:<20} {r.version:>7}  {r.stage:<17} {_primary(r):<16} {r.created_at:<25} {aliases}")
+    for _, reason in unreadable:
+        print(f"error: {reason}", file=sys.stderr)
+    return 1 if unreadable else 0
 
 
 def show_command(args, settings: Settings) -> int:
-    record = _registry(settings).resolve(args.ref)
+    registry = _registry(settings)
+    record = registry.resolve(args.ref)
     if args.json:
         print_json(record.to_dict())
-        return 0
+        return _verify(registry, record, quiet=True) if args.verify else 0
     print(f"{record.ref}  stage={record.stage}  aliases={','.join(record.aliases) or '-'}  created={record.created_at}")
     print(f"bundle: {record.bundle_uri}")
     print(f"task: {record.schema['task']}  target: {record.schema['target']}")
@@ -84,7 +99,17 @@ def show_command(args, settings: Settings) -> int:
         print(f"  {f['name']:<24} {f['kind']}" + (f"  {f['categories']}" if f.get("categories") else ""))
     print(f"metrics: {_primary(record)}  gate: {record.metrics.get('gate', {}).get('reason', '-')}")
     print(f"lineage: {record.lineage}")
-    return 0
+    return _verify(registry, record) if args.verify else 0
+
+
+def _verify(registry: Registry, record, quiet: bool = False) -> int:
+    """Check the bundle's files: each problem on stderr (exit status 1), else one line (none with --json)."""
+    problems = registry.verify(record)
+    for problem in problems:
+        print(f"error: {record.ref}: {problem}", file=sys.stderr)
+    if not problems and not quiet:
+        print(f"verified: {len(record.files)} files match their SHA-256 in the version record")
+    return 1 if problems else 0
 
 
 def approve_command(args, settings: Settings) -> int:

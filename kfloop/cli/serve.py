@@ -153,6 +153,7 @@ async def _serve(args, registry: Registry, controller, model: str, sock, token: 
         state = state.deployed(canary.version, args.canary_percent)
     if trigger:  # first: the transformers send their drift events to its URL
         await trigger.start_ready(controller.client, args.ready_timeout, any_port=not args.trigger_port)
+        trigger.supervise(lambda line: print(line, flush=True))  # restarted with backoff, reported
         sink = ("--sink_url", trigger.url + "/")  # before the user's flags, which win
         controller.server_args["transformer_args"] = (*sink, *controller.server_args["transformer_args"])
     await controller.apply(state)

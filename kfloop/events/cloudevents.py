@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 from kfloop import timestamps
 from kfloop.errors import InvalidRequest, KfloopError
-from kfloop.names import validate_event_id
+from kfloop.names import MAX_JSON_DEPTH, validate_event_id
 
 SPECVERSION = "1.0"
 STRUCTURED_TYPE = "application/cloudevents+json"
@@ -97,13 +97,35 @@ def _parse_binary(headers: dict[str, str], media: str, body: bytes) -> dict:
     return event
 
 
-def _parse_structured(body: bytes, media: str) -> dict:
+def parse_json(body: bytes, what: str, max_depth: int = MAX_JSON_DEPTH) -> object:
+    """``body`` parsed as JSON, nested at most ``max_depth`` levels (objects and lists); InvalidRequest
+    naming ``what`` otherwise. (Python's parser raises RecursionError on deep nesting, and what it does
+    parse would be stored and serialized again: the bound keeps both away.)"""
     try:
-        event = json.loads(body)
+        doc = json.loads(body)
+    except RecursionError:
+        raise InvalidRequest(f"{what} is nested deeper than {max_depth} levels") from None
     except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidRequest(
-            f"structured CloudEvent (content-type {media or 'none'!r}) is not valid JSON: {e}"
-        ) from None
+        raise InvalidRequest(f"{what} is not valid JSON: {e}") from None
+    if json_depth(doc) > max_depth:
+        raise InvalidRequest(f"{what} is nested deeper than {max_depth} levels")
+    return doc
+
+
+def json_depth(doc: object) -> int:
+    """How deep objects and lists nest in a parsed JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _parse_structured(body: bytes, media: str) -> dict:
+    event = parse_json(body, f"structured CloudEvent (content-type {media or 'none'!r})")
     if isinstance(event, dict) and "specversion" not in event:
         raise InvalidRequest(
             f"not a CloudEvent: no ce-specversion header and no 'specversion' in the body "
@@ -120,12 +142,7 @@ def _parse_structured(body: bytes, media: str) -> dict:
 
 def _decode_data(body: bytes, media: str, event_id: str) -> object:
     if not media or media == JSON_TYPE or media.endswith("+json") or media == "text/json":
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise InvalidRequest(
-                f"CloudEvent {event_id!r}: data (content-type {media or 'none'!r}) is not valid JSON: {e}"
-            ) from None
+        return parse_json(body, f"CloudEvent {event_id!r}: data (content-type {media or 'none'!r})")
     if media.startswith("text/"):
         try:
             return body.decode()

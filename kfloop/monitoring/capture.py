@@ -2,7 +2,8 @@
 
 A capture record is one predicted row::
 
-    {"request_id": "9f0c...:0",   # unique per row; a request with n rows uses "<id>:<i>"
+    {"request_id": "9f0c...:0",   # the client's id for the row; a request with n rows uses "<id>:<i>"
+     "capture_id": "5b1e...:0",   # unique per record, even when a client reuses its x-request-id
      "time": "2024-05-01T12:00:00.123456Z",   # RFC 3339, UTC, when the prediction was made
      "model": "churn", "model_version": "3",
      "revision": "stable",        # which deployment answered: "stable" or "canary"
@@ -17,17 +18,32 @@ blocks on storage) and a background thread writes them as objects
 by the record's version and UTC date. The SHA-256 of the object's bytes is part of its name,
 so each object is written atomically with its checksum, the content stays plain JSON Lines
 (or Parquet), and ``read_captures`` verifies it. The codecs live in ``kfloop.monitoring.capture_format``.
+
+**The loss window.** Without a journal, what a killed process had buffered is lost (up to
+``flush_interval_s`` of records). With ``journal_dir`` (``CaptureJournal``), ``add`` first appends
+the records to a local journal file (one JSON line each, written to the OS before ``add`` returns,
+so before the answer leaves), and a segment of the journal is deleted once all its records are
+stored. A writer started on the same folder replays what is left there. So a killed process (kill -9)
+loses no record of an answered request; a machine crash can lose what the OS had not yet written to
+disk (the journal is fsynced when a segment is closed, at each batch: at most ``flush_interval_s``).
+Delivery is at least once: a kill between storing a batch and deleting its segment stores that batch
+again at the next start (records keep their ``capture_id``, so a reader can tell). A journal folder
+belongs to one writer at a time (an advisory lock; a second writer is a ConfigError).
 """
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
+import fcntl
+import json
 import logging
+import os
 import threading
 import time
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 
 from kfloop import timestamps
 from kfloop.errors import ConfigError
@@ -49,10 +65,14 @@ def capture_record(
     unseen: dict | None = None,
     request_id: str | None = None,
     time: str | None = None,
+    capture_id: str | None = None,
 ) -> dict:
-    """One capture record (see the module docstring for the fields)."""
+    """One capture record (see the module docstring for the fields); ``capture_id`` defaults to a new
+    uuid4, and ``request_id`` to the capture id."""
+    capture_id = capture_id or uuid.uuid4().hex
     return {
-        "request_id": request_id or uuid.uuid4().hex,
+        "request_id": request_id or capture_id,
+        "capture_id": capture_id,
         "time": time or timestamps.rfc3339(),
         "model": model,
         "model_version": str(model_version),
@@ -87,6 +107,7 @@ class CaptureWriter:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         warn_interval_s: float = 30.0,
+        journal_dir: str | Path | None = None,
     ):
         if key_segment(model) != model:
             raise ConfigError(f"model name {model!r} cannot name a capture folder: use letters, digits, '.', '_', '-'")
@@ -106,6 +127,14 @@ class CaptureWriter:
         self._inflight = self._flush_waiters = 0
         self._closing, self._failing, self._stop = False, False, threading.Event()
         self._drop_log, self._error_log = Throttle(warn_interval_s), Throttle(warn_interval_s)
+        self.journal = CaptureJournal(journal_dir, batch_size) if journal_dir is not None else None
+        self.replayed = 0
+        if self.journal is not None:
+            replayed = self.journal.replay()
+            self._buffer.extend(replayed)
+            self.replayed = len(replayed)
+            if replayed:
+                log.warning("capture journal %s: %d records not yet stored, replayed", journal_dir, len(replayed))
         self._thread = threading.Thread(target=self._run, name=f"capture-{model}", daemon=True)
         self._thread.start()
 
@@ -121,7 +150,8 @@ class CaptureWriter:
         with self._cond:
             room = 0 if self._closing else self.max_buffer - len(self._buffer)
             accepted = records if len(records) <= room else records[: max(room, 0)]
-            self._buffer.extend(accepted)
+            segment = self.journal.append(accepted) if self.journal is not None and accepted else None
+            self._buffer.extend((segment, record) for record in accepted)
             lost = len(records) - len(accepted)
             self.dropped += lost
             if len(self._buffer) >= self.batch_size:
@@ -157,7 +187,7 @@ class CaptureWriter:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._thread.join(max(1.0, deadline - time.monotonic()))  # stopping is prompt once _stop is set
         return flushed and not self._thread.is_alive()
 
     def __enter__(self) -> CaptureWriter:
@@ -169,20 +199,24 @@ class CaptureWriter:
     def _run(self) -> None:
         unwritten = 0
         while (batch := self._take_batch()) is not None:
-            for (version, day), rows in _partition(batch).items():
-                stored = self._write(version, day, rows)
+            for (version, day), entries in _partition(batch).items():
+                outcome = self._write(version, day, [record for _, record in entries])
                 with self._cond:
-                    self._inflight -= len(rows)
-                    if stored:
-                        self.written += len(rows)
+                    self._inflight -= len(entries)
+                    if outcome == "stored":
+                        self.written += len(entries)
                     else:
-                        self.dropped += len(rows)
-                        unwritten += len(rows)
+                        self.dropped += len(entries)
+                        unwritten += len(entries)
+                    if self.journal is not None and outcome != "stopped":  # stopped: replayed next start
+                        self.journal.done(segment for segment, _ in entries)
                     self._cond.notify_all()
         with self._cond:
             self.dropped += len(self._buffer)
             unwritten += len(self._buffer)
             self._buffer.clear()
+            if self.journal is not None:
+                self.journal.close()  # what was not stored stays in it, for the next writer
         if unwritten:
             log.error(
                 "capture writer for %s stopped; %d records were not written (counted as dropped)", self.model, unwritten
@@ -194,19 +228,22 @@ class CaptureWriter:
             while not self._stop.is_set():
                 now, size = time.monotonic(), len(self._buffer)
                 if size >= self.batch_size or (size and (self._flush_waiters or now >= deadline)):
+                    if self.journal is not None:
+                        self.journal.rotate()  # later records go to a new segment
                     batch = [self._buffer.popleft() for _ in range(min(size, self.batch_size))]
                     self._inflight = len(batch)
                     return batch
                 self._cond.wait(deadline - now if now < deadline else self.flush_interval_s)
         return None
 
-    def _write(self, version: str, day: str, rows: list[dict]) -> bool:
-        """Store one partition's rows, retrying until it works or the writer is closed."""
+    def _write(self, version: str, day: str, rows: list[dict]) -> str:
+        """Store one partition's rows, retrying until it works or the writer is closed: "stored",
+        "unencodable" (never storable) or "stopped"."""
         try:
             data = encode(rows, self.format)
         except (TypeError, ValueError) as e:
             log.error("capture records of %s cannot be encoded as %s: %s", self.model, self.format, e)
-            return False
+            return "unencodable"
         key = capture_key(self.model, version, day, data, self.format)
         attempt = 0
         while not self._stop.is_set():
@@ -221,8 +258,8 @@ class CaptureWriter:
                 failed, self._failing = self._failing, False
             if failed:
                 log.info("capture store for %s works again", self.model)
-            return True
-        return False
+            return "stored"
+        return "stopped"
 
     def _note_failure(self, attempt: int, error: Exception) -> None:
         with self._cond:
@@ -244,19 +281,121 @@ def capture_key(model: str, version: str, day: str, data: bytes, format: str) ->
     return f"{captures_prefix(model, version)}{key_segment(day)}/{name}"
 
 
-def _partition(batch: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """Records grouped by (model version, UTC date of their time)."""
+def _partition(batch: list[tuple]) -> dict[tuple[str, str], list[tuple]]:
+    """``(journal segment, record)`` pairs grouped by (model version, UTC date of the record's time)."""
     today = timestamps.day()
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple[str, str], list[tuple]] = {}
     partitions: dict[tuple, tuple[str, str]] = {}  # (version, time[:10]) as recorded -> partition
-    for record in batch:
+    for entry in batch:
+        record = entry[1]
         raw = (record.get("model_version"), str(record.get("time") or "")[:10])
         partition = partitions.get(raw)
         if partition is None:
             day = raw[1] if _is_date(raw[1]) else today
             partition = partitions[raw] = (key_segment(str(raw[0] or "unknown")), day)
-        groups.setdefault(partition, []).append(record)
+        groups.setdefault(partition, []).append(entry)
     return groups
+
+
+class CaptureJournal:
+    """Capture records on local disk from ``add`` until they are stored (see "The loss window" above).
+
+    The folder holds numbered segments ``<n>.jsonl``; records are appended to the open segment, which
+    is closed (fsynced) when the writer takes a batch or when it holds ``segment_records``; a closed
+    segment whose records are all stored (or can never be) is deleted. With ``segment_records`` the
+    writer's batch size, at most one segment is partly stored at any time, so a replay stores fewer
+    than ``segment_records`` records twice. Not thread-safe: the writer calls it under its lock."""
+
+    LOCK = "LOCK"
+
+    def __init__(self, folder: str | Path, segment_records: int = 500):
+        self.folder, self.segment_records = Path(folder), segment_records
+        self._appended = 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.folder / self.LOCK, "a")  # noqa: SIM115 - held for the journal's life
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise ConfigError(f"capture journal {self.folder} is in use by another process") from None
+        self._remaining: dict[int, int] = {}
+        self._closed: set[int] = set()
+        existing = self._segments()
+        self._next = (existing[-1] + 1) if existing else 1
+        self._file = None
+        self._segment: int | None = None
+
+    def _segments(self) -> list[int]:
+        return sorted(int(p.stem) for p in self.folder.glob("*.jsonl") if p.stem.isdigit())
+
+    def _path(self, segment: int) -> Path:
+        return self.folder / f"{segment:012d}.jsonl"
+
+    def replay(self) -> list[tuple[int, dict]]:
+        """The records an earlier writer left (a torn last line, from a machine crash, is skipped)."""
+        out: list[tuple[int, dict]] = []
+        for segment in self._segments():
+            path, n = self._path(segment), 0
+            for line in path.read_bytes().splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    log.warning("capture journal %s: skipping a torn line", path)
+                    continue
+                if isinstance(record, dict):
+                    out.append((segment, record))
+                    n += 1
+            self._closed.add(segment)
+            self._remaining[segment] = n
+            if n == 0:
+                self._delete(segment)
+        return out
+
+    def append(self, records: list[dict]) -> int:
+        """Append ``records`` to the open segment (in the OS before this returns); its number."""
+        if self._file is None:
+            self._segment, self._next = self._next, self._next + 1
+            self._file = open(self._path(self._segment), "ab", buffering=0)  # noqa: SIM115
+            self._remaining[self._segment], self._appended = 0, 0
+        data = b"".join(json.dumps(r, default=str, separators=(",", ":")).encode() + b"\n" for r in records)
+        self._file.write(data)  # unbuffered: one write(2), in the page cache when it returns
+        segment = self._segment
+        self._remaining[segment] += len(records)
+        self._appended += len(records)
+        if self._appended >= self.segment_records:
+            self.rotate()
+        return segment
+
+    def rotate(self) -> None:
+        """Close the open segment (fsynced); the next ``append`` opens a new one."""
+        if self._file is None:
+            return
+        os.fsync(self._file.fileno())
+        self._file.close()
+        segment, self._file, self._segment = self._segment, None, None
+        self._closed.add(segment)
+        if self._remaining.get(segment) == 0:
+            self._delete(segment)
+
+    def done(self, segments: Iterable[int | None]) -> None:
+        """Records of these segments (one entry per record) are stored, or never can be."""
+        for segment, n in collections.Counter(s for s in segments if s is not None).items():
+            self._remaining[segment] -= n
+            if self._remaining[segment] <= 0 and segment in self._closed:
+                self._delete(segment)
+
+    def close(self) -> None:
+        self.rotate()
+        self._lock.close()  # releases the lock
+
+    @property
+    def pending(self) -> int:
+        """Records in the journal not yet stored."""
+        return sum(self._remaining.values())
+
+    def _delete(self, segment: int) -> None:
+        self._remaining.pop(segment, None)
+        self._path(segment).unlink(missing_ok=True)
 
 
 def _is_date(text: str) -> bool:

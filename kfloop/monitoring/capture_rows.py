@@ -8,6 +8,7 @@ answer by ``kfloop.inference`` (``requests.v1_rows``/``v2_rows``, ``responses.an
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,9 +39,12 @@ def request_records(
     unseen: list[dict],
     predictions: Sequence,
 ) -> list[dict]:
-    """One capture record per row; the row ``i`` of the request is ``<request_id>:<i>``."""
+    """One capture record per row; the row ``i`` of the request is ``<request_id>:<i>``, and its
+    ``capture_id`` ``<uuid>:<i>``, with a new uuid per request: unique even when a client sends the same
+    ``x-request-id`` again (a label naming such an id labels its latest capture)."""
     if len(predictions) != len(rows):
         raise ValueError(f"{len(predictions)} predictions for {len(rows)} rows of request {request_id}")
+    capture = uuid.uuid4().hex
     return [
         capture_record(
             model,
@@ -51,6 +55,7 @@ def request_records(
             unseen=row_unseen,
             request_id=f"{request_id}:{i}",
             time=time,
+            capture_id=f"{capture}:{i}",
         )
         for i, (row, row_unseen, prediction) in enumerate(zip(rows, unseen, predictions))
     ]

@@ -30,7 +30,7 @@ from kfloop import timestamps
 from kfloop.errors import InvalidRequest
 from kfloop.monitoring.capture import read_captures
 from kfloop.monitoring.capture_format import CaptureKey, decode, encode, parse_key
-from kfloop.names import captures_prefix, feedback_prefix, key_segment
+from kfloop.names import MAX_FEEDBACK_LABELS, captures_prefix, feedback_prefix, key_segment
 from kfloop.schema import FeatureSchema, label_key
 from kfloop.store.objects import ObjectStore, sha256_bytes
 
@@ -121,6 +121,10 @@ class _CaptureIndex:
 def _label_list(labels: object) -> list:
     if not isinstance(labels, list) or not labels:
         raise InvalidRequest(f"expected a non-empty list of labels, got {_shown(labels)}")
+    if len(labels) > MAX_FEEDBACK_LABELS:
+        raise InvalidRequest(
+            f"the batch has {len(labels)} labels, over the limit of {MAX_FEEDBACK_LABELS}: send it in smaller batches"
+        )
     return labels
 
 

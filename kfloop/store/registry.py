@@ -25,11 +25,18 @@ same ``put_if_absent`` as version numbers: a move claims the number after the on
 concurrent moves are serialised, none is lost, and each record's ``previous`` is exactly where
 the alias pointed before it (a compare-and-swap). The highest number is where the alias points;
 ``null`` means deleted. The moves appear in the stage history of the versions they touch.
+
+A version whose record or stage document is corrupt (a checksum mismatch, broken JSON, missing
+fields) is unreadable on its own: ``get`` raises ``ChecksumError`` naming it, listings skip it (and
+report it to a caller that asks, as ``kfloop registry list`` does), every other version reads as
+before. ``verify`` recomputes the SHA-256 of every stored file of a version's bundle.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -47,6 +54,7 @@ from kfloop.store import bundle
 from kfloop.store.objects import ObjectStore, get_json, put_json, seal_json, sha256_file
 from kfloop.timestamps import rfc3339_millis
 
+log = logging.getLogger(__name__)
 STAGES = ("pending-approval", "staging", "production", "archived", "rejected")
 MAX_CLAIM_ATTEMPTS = 1000
 
@@ -286,33 +294,83 @@ class Registry:
         return numbers[-1] if numbers else 0
 
     def get(self, name: str, version: int, _moves: dict | None = None) -> VersionRecord:
+        """One version; ``ModelNotFound`` when it does not exist, ``ChecksumError`` naming it when its
+        record or stage document is corrupt."""
         try:
             doc = get_json(self.store, model_version_key(name, version))
         except ObjectNotFound:
             raise ModelNotFound(f"no version {version} of model {name!r} in {self.store.uri('models/')}") from None
+        except ChecksumError as e:
+            raise ChecksumError(f"{name}:{version} is unreadable: {e}") from None
         try:
             stage = get_json(self.store, model_stage_key(name, version))
         except ObjectNotFound:  # the record is created just before its first stage document
-            stage = {"stage": doc["initial_stage"], "history": []}
+            stage = {"stage": doc.get("initial_stage"), "history": []}
+        except ChecksumError as e:
+            raise ChecksumError(f"{name}:{version} is unreadable: {e}") from None
         moves = self._alias_moves(name) if _moves is None else _moves
-        history = list(stage["history"]) + _alias_entries(moves, version)
-        history.sort(key=lambda entry: entry.get("time", ""))  # RFC 3339 UTC millis: sorts as text
-        pointing = sorted(a for a, m in moves.items() if m and m[-1]["version"] == version)
         fields = {f.name for f in dataclasses.fields(VersionRecord)}
-        return VersionRecord(
-            **{k: v for k, v in doc.items() if k in fields},
-            stage=stage["stage"],
-            stage_history=tuple(history),
-            aliases=tuple(pointing),
-        )
+        try:
+            history = list(stage["history"]) + _alias_entries(moves, version)
+            history.sort(key=lambda entry: entry.get("time", ""))  # RFC 3339 UTC millis: sorts as text
+            pointing = sorted(a for a, m in moves.items() if m and m[-1]["version"] == version)
+            record = VersionRecord(
+                **{k: v for k, v in doc.items() if k in fields},
+                stage=stage["stage"],
+                stage_history=tuple(history),
+                aliases=tuple(pointing),
+            )
+        except (KeyError, TypeError, AttributeError) as e:  # sealed, but not a record kfloop wrote
+            raise ChecksumError(
+                f"{name}:{version} is unreadable: its record at {self.store.uri(model_version_key(name, version))} "
+                f"is not a version record ({e.__class__.__name__}: {e})"
+            ) from None
+        if not isinstance(record.stage, str) or not isinstance(record.files, dict):
+            raise ChecksumError(f"{name}:{version} is unreadable: its record has no stage or files")
+        return record
 
-    def list_versions(self, name: str | None = None) -> list[VersionRecord]:
+    def list_versions(self, name: str | None = None, unreadable: list | None = None) -> list[VersionRecord]:
+        """Every readable version (of ``name``, or of every model). A corrupt version is skipped: logged,
+        or appended to ``unreadable`` as ``(ref, reason)`` when given."""
         names = [name] if name else self.models()
         out = []
         for n in names:
             moves = self._alias_moves(n)
-            out += [self.get(n, v, moves) for v in self.version_numbers(n)]
+            for v in self.version_numbers(n):
+                try:
+                    out.append(self.get(n, v, moves))
+                except ChecksumError as e:
+                    if unreadable is None:
+                        log.warning("skipping %s:%d: %s", n, v, e)
+                    else:
+                        unreadable.append((f"{n}:{v}", str(e)))
         return out
+
+    def verify(self, record: VersionRecord) -> list[str]:
+        """The problems of a version's stored bundle files: each file missing or whose SHA-256 differs
+        from the record's, and a manifest that differs from the record; empty when all is well."""
+        problems = []
+        with tempfile.TemporaryDirectory(prefix="kfloop-verify-") as tmp:
+            for rel, entry in sorted(record.files.items()):
+                target = Path(tmp) / "file"
+                try:
+                    self.store.get_file(f"{record.bundle_key}/{rel}", target)
+                except ObjectNotFound:
+                    problems.append(f"{rel}: missing from {record.bundle_uri}")
+                    continue
+                digest = sha256_file(target)
+                if digest != entry.get("sha256"):
+                    problems.append(f"{rel}: checksum mismatch (recorded {entry.get('sha256')}, stored {digest})")
+            try:
+                self.store.get_file(f"{record.bundle_key}/{bundle.MANIFEST}", Path(tmp) / bundle.MANIFEST)
+                manifest = bundle.read_manifest(Path(tmp))
+                if manifest.get("files") != record.files:
+                    problems.append(f"{bundle.MANIFEST}: differs from the version record")
+            except ObjectNotFound:
+                problems.append(f"{bundle.MANIFEST}: missing from {record.bundle_uri}")
+            except (ChecksumError, ValueError) as e:
+                problems.append(f"{bundle.MANIFEST}: unreadable ({e})")
+        return problems
 
     def resolve(self, ref: str | ModelRef) -> VersionRecord:
         """The version a reference names; ``NAME`` alone (or ``NAME:latest``) means the latest version."""

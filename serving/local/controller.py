@@ -182,6 +182,7 @@ class LocalController:
                     label=state.role(version),
                     transformer=self.transformer,
                     env=self.env,
+                    journal_dir=self.root / model / "journal" / f"v{version}",
                     **self.server_args,
                 )
                 self.revisions[(model, version)] = rev

@@ -20,11 +20,19 @@ label starts with ``latest-`` or ``prev-`` (``latest-churn.example.com``). Healt
 ``/v2/health/live``, ``/v2/health/ready`` (503 until every model has a ready revision), and
 ``GET /v1/models`` (the served names). An unknown model is a 404 JSON error, no ready revision 503.
 
-If a revision fails (connection refused or reset, no answer, HTTP 502/503/504) the request is retried
-once on the other revision. Only a refused connection (nothing listens: the process is gone) marks the
+A request that fails on a pooled connection without an answer (the revision closed or reset it: a
+stale keep-alive connection, or one reset after a malformed request) is sent once more to the same
+revision on a fresh connection (inference is idempotent: the same body gives the same answer) before
+the revision counts as failed. If a revision fails (connection refused or reset, no answer, HTTP
+502/503/504) the request is retried once on the other revision. Only a refused connection (nothing
+listens: the process is gone) marks the
 revision unhealthy until the controller's watcher finds it ready again; an answer to one request, however
 bad, never does (the watcher sees processes that exit). A request whose ``x-request-id`` is over
 ``kfloop.names.MAX_REQUEST_ID_BYTES`` (or not printable ASCII) is a 400 here and reaches no revision.
+Client connections are bounded (``kfloop.serving.local.http_limits``): request headers must arrive
+within ``header_seconds`` (10 s) and the body within ``body_seconds`` (30 s, else 408), a body over
+``max_body_bytes`` (16 MiB) is a 413 before it is read past the limit, at most ``max_clients`` (1,000)
+connections are open at once (503 beyond), and each refused or abandoned request is one log line.
 Shadow mode mirrors a share of the POST requests to a third revision in the background
 (``kfloop.serving.local.shadow``).
 
@@ -58,7 +66,7 @@ import aiohttp
 import orjson
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -76,9 +84,17 @@ from kfloop.names import (
     validate_model_name,
     validate_request_id,
 )
+from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.control_plane import ControlPlaneGuard
 from kfloop.serving.local.controller import LocalController
 from kfloop.serving.local.events_sink import EventSink
+from kfloop.serving.local.http_limits import (
+    DEFAULT_BODY_SECONDS,
+    DEFAULT_HEADER_SECONDS,
+    DEFAULT_MAX_CONNECTIONS,
+    BodyDeadline,
+    header_deadline_protocol,
+)
 from kfloop.serving.local.revision_window import RevisionWindows
 from kfloop.serving.local.revisions import Revision
 from kfloop.serving.local.routing import RouteState, pick
@@ -125,6 +141,10 @@ class Gateway:
         max_connections: int = 256,
         shadow_in_flight: int = 64,
         events: EventSink | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        header_seconds: float = DEFAULT_HEADER_SECONDS,
+        body_seconds: float = DEFAULT_BODY_SECONDS,
+        max_clients: int = DEFAULT_MAX_CONNECTIONS,
     ):
         self.controller, self.rng = controller, random.Random(seed)
         self.events = events or EventSink(controller.registry.store)
@@ -132,11 +152,14 @@ class Gateway:
         self.shadow = ShadowRecorder(controller.root, shadow_in_flight)
         self.windows = RevisionWindows()  # per-revision counts and latencies, for canary analysis
         self.client: aiohttp.ClientSession | None = None
+        self.fresh: aiohttp.ClientSession | None = None  # one new connection per request: the retry
+        self.header_seconds, self.max_clients = header_seconds, max_clients
         self.token = token
         self.signatures = {role: sign(token, role) for role in ("stable", "canary", "shadow")}
         admin = ADMIN_MODELS_PATH
         self.routes = Starlette(
             lifespan=self._lifespan,
+            exception_handlers={ClientDisconnect: _disconnected},
             routes=[
                 Route("/", self.alive),
                 Route("/v2/health/live", self.alive),
@@ -151,12 +174,18 @@ class Gateway:
                 Route("/{path:path}", self.proxy, methods=["GET", "POST"]),
             ],
         )
-        self.app = ControlPlaneGuard(self.routes, token, is_admin_path)
+        guarded = ControlPlaneGuard(self.routes, token, is_admin_path)
+        self.app = BodyDeadline(BodySizeLimit(guarded, max_body_bytes), body_seconds)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
         self.client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0),
+            timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=5.0),
+            skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+        )
+        self.fresh = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True, limit=0),
             timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=5.0),
             skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
         )
@@ -166,6 +195,7 @@ class Gateway:
         finally:
             await self.shadow.aclose()
             await self.client.close()
+            await self.fresh.close()
             await self.controller.aclose()
 
     # -- inference -----------------------------------------------------------------------------
@@ -208,7 +238,7 @@ class Gateway:
         if not ready:
             what = f"the {pin} revision" if pin else "a revision"
             return _json(503, {"error": f"{name} has no ready {what} ({state.describe()})"})
-        body = await request.body()
+        body = await request.body()  # a client gone mid-body: _disconnected
         headers = [(k, v) for k, v in request.headers.items() if k not in REQUEST_HOP_HEADERS]
         target = path + ("?" + request.url.query if request.url.query else "")
         for rev in ready[:2]:
@@ -231,7 +261,21 @@ class Gateway:
         return _json(503, {"error": f"{name}: no revision answered ({ready[-1].reason})"})
 
     async def _send(self, method: str, url: str, headers: list, body: bytes) -> Answer:
-        async with self.client.request(method, url, data=body, headers=headers) as response:
+        """The revision's answer; a pooled connection that fails without an answer (closed or reset by
+        the revision) is followed by one more try on a fresh connection before the error counts."""
+        try:
+            return await self._request(self.client, method, url, headers, body)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+            if isinstance(e, aiohttp.ClientConnectorError):  # refused: nothing listens, no retry helps
+                raise
+            log.info(
+                "%s %s failed on a pooled connection (%s); once more on a fresh one", method, url, type(e).__name__
+            )
+            return await self._request(self.fresh, method, url, headers, body)
+
+    @staticmethod
+    async def _request(client: aiohttp.ClientSession, method: str, url: str, headers: list, body: bytes) -> Answer:
+        async with client.request(method, url, data=body, headers=headers) as response:
             return Answer(response.status, response.headers, await response.read())
 
     def _signed(self, headers: list, state: RouteState, rev: Revision, role: str | None = None) -> list:
@@ -324,6 +368,8 @@ class Gateway:
                 access_log=False,
                 lifespan="on",
                 timeout_graceful_shutdown=5,
+                http=header_deadline_protocol(self.header_seconds),
+                limit_concurrency=self.max_clients,
             )
         )
 
@@ -379,6 +425,12 @@ class Answer(NamedTuple):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in RESPONSE_DROP_HEADERS}
         headers[REVISION_HEADER], headers[MODEL_VERSION_HEADER] = role, str(version)
         return Response(self.content, self.status, headers=headers)
+
+
+async def _disconnected(request: Request, error: ClientDisconnect) -> Response:
+    """A client gone before its body was read (or too slow: ``BodyDeadline`` answers 408): one line."""
+    log.warning("%s %s: the client disconnected before its body was read", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 def _json(status: int, doc: dict) -> Response:

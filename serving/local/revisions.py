@@ -85,6 +85,7 @@ class Revision:
         env: dict[str, str],
         predictor_args: tuple[str, ...] = (),
         transformer_args: tuple[str, ...] = (),
+        journal_dir: Path | None = None,
     ):
         self.model, self.version = model, version
         logs, common = (
@@ -104,6 +105,7 @@ class Revision:
                 "v1",
                 "--revision",
                 label,
+                *(["--capture_journal", str(journal_dir)] if journal_dir is not None else []),
                 *transformer_args,
             ]
             self.processes.append(

@@ -7,6 +7,11 @@ trigger's ``/v1/feedback``, and the trigger's own events go to the gateway's eve
 logs to a file and is asked to die with its parent. Stopping it also stops the local retraining
 runs it started during this session (they run in sessions of their own and would otherwise
 outlive ``kfloop serve``); a later trigger reports such a run as failed.
+
+``supervise`` watches it as the controller watches the model servers: a trigger that exits is
+reported (``on_event``, a line of ``kfloop serve``'s output, and the log) and started again on the
+same port, after a backoff that doubles per restart (1 s, 2 s, ... at most 30 s), so the
+transformers' event sink and the feedback URL stay the same.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -25,7 +31,7 @@ from kfloop.errors import KfloopError
 from kfloop.names import HEALTH_PATH, TRIGGER_FEEDBACK_PATH
 from kfloop.processes import GRACE_SECONDS, free_port
 from kfloop.retraining.runners import RUN_FILE
-from kfloop.serving.local.controller import PORT_TAKEN
+from kfloop.serving.local.controller import MAX_RESTART_BACKOFF, PORT_TAKEN
 from kfloop.serving.local.revisions import ServerProcess
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,8 @@ class TriggerProcess(ServerProcess):
         self.sink_url, self.args = sink_url, tuple(args)
         self.runs_root = Path(home).resolve() / "trigger" / "runs"
         self.started_at: float | None = None
+        self.restarts, self.next_restart = 0, 0.0
+        self._watcher: asyncio.Task | None = None
         self.use_port(port)
 
     def use_port(self, port: int) -> None:
@@ -106,8 +114,46 @@ class TriggerProcess(ServerProcess):
             await asyncio.sleep(0.1)
         raise KfloopError(f"the trigger service was not ready after {timeout:.0f}s; see {self.log_path}")
 
+    def supervise(self, on_event: Callable[[str], None] | None = None, interval: float = 1.0) -> asyncio.Task:
+        """Watch the trigger from the running event loop: restart it when it exits (with backoff), and
+        report each exit and restart to ``on_event`` and the log. ``stop`` ends the watch."""
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(on_event, interval))
+        return self._watcher
+
+    async def _watch(self, on_event: Callable[[str], None] | None, interval: float) -> None:
+        reported = False
+        while True:
+            await asyncio.sleep(interval)
+            code = self.exit_code()
+            if code is None:
+                reported = False
+                continue
+            if not reported:
+                message = f"the trigger service exited with code {code}; see {self.log_path}"
+                log.warning("%s", message)
+                if on_event:
+                    on_event(message)
+                reported = True
+            if time.monotonic() < self.next_restart:
+                continue
+            self.restarts += 1
+            self.next_restart = time.monotonic() + min(MAX_RESTART_BACKOFF, 2.0 ** (self.restarts - 1))
+            try:
+                self.start()
+            except OSError as e:
+                log.error("could not restart the trigger service: %s", e)
+                continue
+            message = f"restarted the trigger service on {self.url} (restart {self.restarts})"
+            log.warning("%s", message)
+            if on_event:
+                on_event(message)
+            reported = False
+
     def stop(self, grace: float = GRACE_SECONDS) -> None:
-        """SIGTERM the trigger, SIGKILL it after ``grace``; then the same for the runs it started."""
+        """End the watch, SIGTERM the trigger, SIGKILL it after ``grace``; then the same for the runs it started."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         processes.stop_groups([self.proc] if self.proc is not None else [], grace)
         runs = self.running_runs()
         if runs:

@@ -43,6 +43,8 @@ import orjson
 from kserve.errors import InvalidInput
 from kserve.metrics import PREDICT_HIST_TIME
 
+from kfloop.errors import InvalidRequest
+from kfloop.inference.requests import check_binary_request
 from kfloop.inference.responses import BINARY_CONTENT_TYPE, binary_answer
 from kfloop.serving.body_limit import replay_body
 
@@ -102,6 +104,10 @@ class InferenceFastPath:
                     scope = _with_json_content_type(scope)
                     if self.enabled and _plain_json(scope["headers"]):
                         return await self._serve(protocol, scope, receive, send)
+                    if (length := dict(scope["headers"]).get(b"inference-header-content-length")) is not None:
+                        receive = await _checked_binary(length, receive, send)  # a malformed one: 400, not 500
+                        if receive is None:
+                            return
             if scope["path"].startswith("/v2"):
                 send = _without_nulls(send)
         await self.app(scope, receive, send)
@@ -261,6 +267,20 @@ async def _read_body(receive: Callable) -> bytes | None:
         chunks.append(message.get("body", b""))
         more = message.get("more_body", False)
     return b"".join(chunks)
+
+
+async def _checked_binary(length: bytes, receive: Callable, send: Callable) -> Callable | None:
+    """A V2 binary body checked before KServe parses it (``check_binary_request``): the body replayed,
+    or None once a malformed one was answered with a 400 (or the client went away)."""
+    raw = await _read_body(receive)
+    if raw is None:
+        return None
+    try:
+        check_binary_request(raw, length.decode("latin-1"))
+    except InvalidRequest as e:
+        await _send_json(send, 400, Reply(orjson.dumps({"error": str(e)}), {}))
+        return None
+    return replay_body(raw, receive)
 
 
 def _error_reply(e: Exception) -> tuple[int, Reply]:

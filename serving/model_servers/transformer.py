@@ -149,6 +149,7 @@ class TransformerOptions:
     capture_batch_size: int = 500
     capture_flush_seconds: float = 5.0
     capture_max_buffer: int = 50_000
+    capture_journal: str | None = None  # a local folder: answered requests' records survive a kill
     shutdown_seconds: float = 10.0
     ce_extensions: dict = dataclasses.field(default_factory=dict)
 
@@ -192,6 +193,7 @@ class DriftTransformer(kserve.Model):
             opts.capture_flush_seconds,
             opts.capture_max_buffer,
             opts.capture_format,
+            journal_dir=opts.capture_journal,
         )
         self.monitor = VersionedDrift(
             self.schema,
@@ -503,6 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--capture_batch_size", type=int, default=500, help="Capture records per stored object (at most)")
     add("--capture_flush_seconds", type=float, default=5.0, help="Longest time a capture record waits in memory")
     add(
+        "--capture_journal",
+        default=None,
+        help="Local folder where capture records are journaled before the answer leaves and replayed at start "
+        "(a killed transformer then loses none; one transformer per folder). kfloop serve sets it",
+    )
+    add(
         "--capture_max_buffer",
         type=int,
         default=50_000,
@@ -589,6 +597,7 @@ def options_from(args: argparse.Namespace, settings: Settings) -> TransformerOpt
         capture_batch_size=args.capture_batch_size,
         capture_flush_seconds=args.capture_flush_seconds,
         capture_max_buffer=args.capture_max_buffer,
+        capture_journal=args.capture_journal,
         shutdown_seconds=args.shutdown_seconds,
         ce_extensions=ce_extensions(settings),
     )

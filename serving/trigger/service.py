@@ -16,7 +16,9 @@ Endpoints:
   extensions) is kept on the object store under ``dead-letters/DAY/``, counted
   (``kfloop_trigger_events_total{outcome="dead_letter"}``) and logged; ``202``.
 - ``POST /v1/feedback``: ``{"model": NAME, "labels": [{"request_id", "label", "time"?}, ...]}``;
-  unknown request ids or labels of the wrong type are HTTP 400 and nothing is stored.
+  unknown request ids or labels of the wrong type are HTTP 400 and nothing is stored; so is a batch
+  of more than ``MAX_FEEDBACK_LABELS`` labels. Any JSON body (an event, its data, feedback) nested
+  deeper than ``MAX_JSON_DEPTH`` levels is HTTP 400 too (``kfloop.names``).
 - ``GET /v1/status[?model=NAME]``: the policy, each model's state and its run in flight.
 - ``GET /healthz``, ``GET /metrics`` (Prometheus).
 
@@ -41,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import logging
 import shlex
 import signal
@@ -61,7 +62,7 @@ from kfloop import pipelines
 from kfloop.auth import TokenFile, ensure_token
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, InvalidRequest, KfloopError, ModelNotFound, StorageError
-from kfloop.events.cloudevents import parse_event
+from kfloop.events.cloudevents import parse_event, parse_json
 from kfloop.events.outbox import Outbox
 from kfloop.names import (
     DECISION_HEADER,
@@ -240,10 +241,7 @@ def _keep_dead_letter(trigger: RetrainTrigger, event: dict) -> None:
 
 
 def _json_object(body: bytes) -> dict:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidRequest(f"request body is not valid JSON: {e}") from None
+    doc = parse_json(body, "request body")
     if not isinstance(doc, dict):
         raise InvalidRequest(f"expected a JSON object with 'model' and 'labels', got {type(doc).__name__}")
     return doc

@@ -220,6 +220,41 @@ def test_show_text(registry, tmp_path, capsys):
     assert any(line.split()[:2] == ["plan", "categorical"] and "premium" in line for line in out.splitlines())
 
 
+def corrupt_version_record(registry: Registry, name: str, version: int) -> None:
+    key = f"models/{name}/versions/{version:06d}.json"
+    registry.store.put(key, registry.store.get(key).replace(b'"staging"', b'"production"'))
+
+
+def test_list_names_a_corrupt_version_and_lists_the_others(registry, tmp_path, capsys):
+    for auc in (0.81, 0.83, 0.87):
+        register(registry, tmp_path, "churn", auc)
+    corrupt_version_record(registry, "churn", 2)
+    code, out, err = cli(capsys, "registry", "list")
+    assert code == 1
+    assert [r.split()[:2] for r in out.splitlines()[1:]] == [["churn", "1"], ["churn", "3"]]
+    assert err.startswith("error: churn:2 is unreadable: ") and "checksum mismatch" in err and err.count("\n") == 1
+    code, out, err = cli(capsys, "registry", "list", "--json")
+    assert code == 1 and [d["version"] for d in json.loads(out)] == [1, 3]
+    assert cli(capsys, "registry", "show", "churn:3")[0] == 0
+    code, out, err = cli(capsys, "registry", "show", "churn:2")
+    assert code == 1 and err.startswith("error: churn:2 is unreadable")
+
+
+def test_show_verify_checks_every_bundle_file(registry, tmp_path, capsys):
+    record = register(registry, tmp_path, "churn", 0.81)
+    code, out, err = cli(capsys, "registry", "show", "churn:1", "--verify")
+    assert (code, err) == (0, "") and out.splitlines()[
+        -1
+    ] == f"verified: {len(record.files)} files match their SHA-256 in the version record"
+    code, out, err = cli(capsys, "registry", "show", "churn:1", "--verify", "--json")
+    assert (code, err) == (0, "") and json.loads(out)["version"] == 1
+    changed = sorted(record.files)[0]
+    registry.store.put(f"{record.bundle_key}/{changed}", b"flipped bits")
+    code, out, err = cli(capsys, "registry", "show", "churn:1", "--verify")
+    assert code == 1 and "verified" not in out
+    assert err.startswith(f"error: churn:1: {changed}: checksum mismatch (recorded ") and err.count("\n") == 1
+
+
 def test_approve_and_reject(registry, tmp_path, capsys):
     register(registry, tmp_path, "churn", 0.81, stage="pending-approval")
     register(registry, tmp_path, "churn", 0.87, stage="pending-approval")
@@ -299,6 +334,12 @@ BAD_INPUTS = {
     "bad boolean": (["pipeline", "run", "--param", "require_approval=maybe"], "require_approval='maybe'"),
     "parameter without =": (["pipeline", "run", "--param", "seed"], "expected key=value"),
     "negative gate threshold": (["pipeline", "run", "--param", "threshold=-0.5"], "gate threshold -0.5 must be >= 0"),
+    "invalid model name": (["pipeline", "run", "--model-name", "../churn"], "'../churn' is not valid"),
+    "invalid model name parameter": (["pipeline", "run", "--param", "model_name=Churn X"], "'Churn X' is not valid"),
+    "submit an invalid model name": (
+        ["pipeline", "submit", "--host", "http://127.0.0.1:9", "--model-name", "a/b"],
+        "'a/b' is not valid",
+    ),
     "missing pipeline YAML": (
         ["pipeline", "run", "--pipeline", "/nonexistent/training.yaml"],
         "/nonexistent/training.yaml not found",

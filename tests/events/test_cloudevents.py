@@ -173,3 +173,17 @@ def test_we_parse_sdk_binary_data_in_structured_mode():
         ).data
         == b"\x00\xff"
     )
+
+
+def test_json_nested_up_to_the_limit_is_parsed_and_one_level_more_is_refused():
+    from kfloop.events.cloudevents import json_depth, parse_json
+    from kfloop.names import MAX_JSON_DEPTH
+
+    at_limit = b'{"a": ' * (MAX_JSON_DEPTH - 1) + b"[1]" + b"}" * (MAX_JSON_DEPTH - 1)
+    assert json_depth(parse_json(at_limit, "body")) == MAX_JSON_DEPTH
+    assert json_depth(1) == 0 and json_depth([]) == 1 and json_depth({"a": [1, {"b": []}]}) == 4
+    for body in (b"[" + at_limit + b"]", b"[" * 200_000):
+        with pytest.raises(InvalidRequest, match=f"body is nested deeper than {MAX_JSON_DEPTH} levels|not valid JSON"):
+            parse_json(body, "body")
+    with pytest.raises(InvalidRequest, match=f"nested deeper than {MAX_JSON_DEPTH}"):
+        parse_json(b"[" * 200_000 + b"]" * 200_000, "body")

@@ -72,7 +72,7 @@ def test_unseen_categories_are_missing_and_counted_but_missing_ones_are_not():
 # The decoder is the schema's encoding reimplemented for speed: these hold the two equal.
 EDGE_VALUES = [
     ("numeric strings", {"age": ["31", " 45 ", "1e1"]}),
-    ("booleans and ints", {"age": [True, False, 7], "income": [1, 0, -3]}),
+    ("ints", {"age": [1, 0, 7], "income": [1, 0, -3]}),
     ("missing", {"income": [None, float("nan"), None], "plan": [None, float("nan"), None]}),
     ("unseen categories", {"plan": ["gold", "pro", "Pro"]}),
     ("categories as numbers", {"plan": [1, 2.0, True]}),
@@ -177,7 +177,10 @@ BAD_V2 = [
     (_replace(GOOD, "age", datatype="BYTES"), "input 'age' has datatype BYTES; expected a numeric datatype"),
     (_replace(GOOD, "plan", shape=[3], data=["pro"] * 3), "input 'plan' has shape [3]"),
     (_replace(GOOD, "age", data=[1]), "input 'age' has 1 values; shape [2] needs 2"),
-    (_replace(GOOD, "age", data=["old", 3]), "feature 'age' at row 0: expected a number or null; got 'old'"),
+    (
+        _replace(GOOD, "age", data=["old", 3]),
+        "feature 'age' at row 0: expected a number or null for datatype INT64, not a string",
+    ),
     (_replace(GOOD, "age", name="years"), "unknown feature names ['years']; missing features ['age']"),
     (GOOD[:2], "missing features ['plan']"),
     (GOOD + [GOOD[0]], "repeat a name"),
@@ -291,3 +294,75 @@ def test_a_v2_request_rebuilt_from_the_matrix_decodes_to_it():
     ]
     assert body["inputs"][2]["data"] == ["pro", "basic", None, "team", "pro"]
     assert_same(RequestDecoder(SCHEMA).decode_v2(body).X, SCHEMA.encode_frame(FRAME))
+
+
+# -- the value rule: one for every path ------------------------------------------------------------
+
+BAD_V1_VALUES = [
+    (True, "expected a number or null, not a boolean; got True"),
+    ("NaN", "expected a finite number or null; got 'NaN'"),
+    ("Infinity", "expected a finite number or null; got 'Infinity'"),
+    ("-inf", "expected a finite number or null; got '-inf'"),
+    (1e39, "out of range: a number's magnitude must stay below 2**64 (1.8e19); got 1e+39"),
+    (float("inf"), "expected a finite number or null; got inf"),
+    (2**64, "out of range: a number's magnitude must stay below 2**64 (1.8e19); got 18446744073709551616"),
+    (2.0**64, "out of range"),
+    (10**400, "out of range"),
+]
+
+
+@pytest.mark.parametrize("value, message", BAD_V1_VALUES, ids=[repr(v)[:20] for v, _ in BAD_V1_VALUES])
+@pytest.mark.parametrize("schema", [SCHEMA, NUMERIC], ids=["columns", "all-numeric matrix"])
+def test_a_numeric_value_that_is_not_a_finite_float32_is_refused_naming_the_field(schema, value, message):
+    rows = [[31, 52.5, "pro"][: len(schema.names)] for _ in range(3)]
+    rows[2][1] = value
+    with pytest.raises(InvalidRequest) as error:
+        RequestDecoder(schema).decode_v1({"instances": rows})
+    assert str(error.value).startswith(f"feature 'income' at row 2: {message}")
+    objects = [dict(zip(schema.names, row)) for row in rows]
+    with pytest.raises(InvalidRequest, match="feature 'income' at row 2"):
+        RequestDecoder(schema).decode_v1({"instances": objects})
+
+
+def test_values_at_the_edges_of_the_rule_are_accepted():
+    X = RequestDecoder(NUMERIC).decode_v1({"instances": [[2**64 - 1, 2.0**63], [-(2**64) + 1, -1e19], ["1e3", None]]}).X
+    assert np.isfinite(X[:, 1][:2]).all() and X[2].tolist()[0] == 1000.0 and np.isnan(X[2, 1])
+
+
+BAD_V2_VALUES = [
+    ("INT64", 42.7, "not an integer, as datatype INT64 needs; got 42.7"),
+    ("UINT8", -5, "out of the range of datatype UINT8 (0 to 255); got -5"),
+    ("UINT8", 256, "out of the range of datatype UINT8 (0 to 255); got 256"),
+    ("INT8", -129, "out of the range of datatype INT8"),
+    ("FP16", 1e6, "out of the range of datatype FP16 (-65504 to 65504); got 1000000.0"),
+    ("FP32", 1e39, "out of range: a number's magnitude"),
+    ("FP64", -1e300, "out of range: a number's magnitude"),
+    ("INT64", True, "expected a number or null, not a boolean"),
+    ("FP32", "1.5", "expected a number or null for datatype FP32, not a string"),
+    ("INT64", 2**64, "out of range: a number's magnitude"),
+    ("INT64", 2**63, "out of the range of datatype INT64"),
+]
+
+
+@pytest.mark.parametrize(
+    "datatype, value, message", BAD_V2_VALUES, ids=[f"{d} {v!r}"[:24] for d, v, _ in BAD_V2_VALUES]
+)
+def test_a_v2_value_that_does_not_fit_its_declared_datatype_is_refused(datatype, value, message):
+    inputs = _replace(GOOD, "age", datatype=datatype, data=[7, value])
+    with pytest.raises(InvalidRequest) as error:
+        RequestDecoder(SCHEMA).decode_v2_inputs(inputs)
+    assert str(error.value).startswith(f"feature 'age' at row 1: {message}")
+    single = Tensor("x", [1, 2], datatype, [7, value])
+    with pytest.raises(InvalidRequest) as error:
+        RequestDecoder(NUMERIC).decode_v2_inputs([single])
+    assert str(error.value).startswith(f"input 'x' at value 1: {message}")
+
+
+def test_v2_values_that_fit_their_datatype_are_accepted():
+    inputs = _replace(GOOD, "age", datatype="UINT8", data=[0, 255.0])
+    assert RequestDecoder(SCHEMA).decode_v2_inputs(inputs).X[:, 0].tolist() == [0.0, 255.0]
+    fp16 = Tensor("x", [1, 2], "FP16", np.array([65504, np.nan], np.float16))
+    assert RequestDecoder(NUMERIC).decode_v2_inputs([fp16]).X[0, 0] == 65504
+    wide = Tensor("x", [1, 2], "FP64", np.array([1e39, 1.0]))  # binary data, already typed
+    with pytest.raises(InvalidRequest, match="input 'x' at value 0: out of range"):
+        RequestDecoder(NUMERIC).decode_v2_inputs([wide])

@@ -65,6 +65,7 @@ def test_capture_record_has_the_documented_fields():
     record = capture_record("churn", 3, {"age": 40}, 1)
     assert set(record) == {
         "request_id",
+        "capture_id",
         "time",
         "model",
         "model_version",
@@ -75,6 +76,17 @@ def test_capture_record_has_the_documented_fields():
     }
     assert record["model_version"] == "3" and record["revision"] == "stable" and record["unseen"] == {}
     assert record["time"].endswith("Z") and dt.datetime.fromisoformat(record["time"][:-1])
+    assert record["request_id"] == record["capture_id"] != capture_record("churn", 3, {}, 1)["capture_id"]
+
+
+def test_capture_ids_are_unique_when_a_client_reuses_its_request_id():
+    from kfloop.monitoring.capture_rows import request_records
+
+    rows = [{"age": 1}, {"age": 2}]
+    first, again = (request_records("churn", "1", "stable", "same", "t", rows, [{}, {}], [0, 1]) for _ in range(2))
+    assert [r["request_id"] for r in first] == [r["request_id"] for r in again] == ["same:0", "same:1"]
+    ids = [r["capture_id"] for r in first + again]
+    assert len(set(ids)) == 4 and all(i.endswith((":0", ":1")) for i in ids)
 
 
 @pytest.mark.parametrize("format", ["jsonl", "parquet"])

@@ -11,7 +11,7 @@ import pytest
 from kfloop.config import Settings
 from kfloop.errors import ChecksumError, ModelNotFound, RegistryError
 from kfloop.store import bundle
-from kfloop.store.objects import LocalStore, S3Store, open_store
+from kfloop.store.objects import LocalStore, S3Store, open_store, seal_json
 from kfloop.store.registry import ModelRef, Registry
 from tests.fakes.bundles import minimal_bundle
 
@@ -149,3 +149,43 @@ def test_unreachable_s3_endpoint_gives_a_clear_error():
     bad = Settings(s3_endpoint=f"127.0.0.1:{free_port()}", s3_access_key="a", s3_secret_key="b")
     with pytest.raises(StorageError, match="cannot reach S3 endpoint"):
         Registry(open_store(bad)).list_versions()
+
+
+CORRUPTIONS = {
+    "checksum mismatch": lambda doc, raw: json.dumps({**doc, "version": 7}).encode(),
+    "truncated JSON": lambda doc, raw: raw[: len(raw) // 2],
+    "sealed but no record": lambda doc, raw: seal_json({"x": 1}),
+}
+
+
+@pytest.mark.parametrize("corrupt", list(CORRUPTIONS), ids=list(CORRUPTIONS))
+def test_one_corrupt_version_record_leaves_the_others_readable(registry, tmp_path, corrupt):
+    for i in range(3):
+        registry.register("churn", minimal_bundle(tmp_path / f"b{i}", str(i)))
+    key = "models/churn/versions/000002.json"
+    raw = registry.store.get(key)
+    registry.store.put(key, CORRUPTIONS[corrupt](json.loads(raw), raw))
+    with pytest.raises(ChecksumError, match="churn:2 is unreadable"):
+        registry.get("churn", 2)
+    unreadable: list = []
+    assert [r.version for r in registry.list_versions(unreadable=unreadable)] == [1, 3]
+    assert [ref for ref, _ in unreadable] == ["churn:2"]
+    assert [r.version for r in registry.list_versions("churn")] == [1, 3]
+    assert registry.resolve("churn").version == 3 and registry.get("churn", 1).version == 1
+
+
+def test_a_corrupt_stage_document_makes_only_its_version_unreadable(registry, tmp_path):
+    registry.register("churn", minimal_bundle(tmp_path / "b1", "1"))
+    registry.register("churn", minimal_bundle(tmp_path / "b2", "2"))
+    registry.store.put("models/churn/stages/000001.json", b"{not json")
+    assert [r.version for r in registry.list_versions("churn")] == [2]
+
+
+def test_verify_names_each_missing_or_changed_bundle_file(registry, tmp_path):
+    record = registry.register("churn", minimal_bundle(tmp_path / "b1"))
+    assert registry.verify(record) == []
+    registry.store.put(f"{record.bundle_key}/{bundle.MODEL_FILE}", b"tampered")
+    problems = registry.verify(record)
+    assert len(problems) == 1 and problems[0].startswith(f"{bundle.MODEL_FILE}: checksum mismatch (recorded ")
+    registry.store.delete(f"{record.bundle_key}/{bundle.MANIFEST}")
+    assert registry.verify(record)[1] == f"{bundle.MANIFEST}: missing from {record.bundle_uri}"

@@ -222,8 +222,8 @@ def test_concurrent_requests_each_get_their_own_rows(churn, churn_bundle):
 
 
 def test_missing_values_are_allowed(churn, churn_bundle):
-    """JSON has no NaN: null is missing, and so is the string "NaN" for a numeric feature."""
-    lists = predict_v1(churn, {"instances": [[5, None, "pro"], [5, "NaN", None], [None, 80.0, "team"]]})
+    """JSON has no NaN: null is missing (the string "NaN" is refused: see the value rule)."""
+    lists = predict_v1(churn, {"instances": [[5, None, "pro"], [5, None, None], [None, 80.0, "team"]]})
     objects = predict_v1(churn, {"instances": [{"tenure": None, "charges": 80.0, "plan": "team"}]})
     assert lists.status_code == 200 and objects.status_code == 200, (lists.text, objects.text)
     df = churn_frame(n=3).assign(tenure=[5.0, 5.0, np.nan], charges=[np.nan, np.nan, 80.0], plan=["pro", None, "team"])
@@ -259,7 +259,11 @@ def v2_named(n: int = 2, **extra) -> dict:
 
 SAME_ANSWERS = [  # (what, path, body): answered alike by both paths
     ("v1 lists", "v1", {"instances": [[5, 70.5, "pro"], [9, None, "enterprise"]]}),
-    ("v1 objects", "v1", {"instances": [{"tenure": 5, "charges": "NaN", "plan": None}]}),
+    ("v1 objects", "v1", {"instances": [{"tenure": 5, "charges": None, "plan": None}]}),
+    ("v1 NaN string", "v1", {"instances": [{"tenure": 5, "charges": "NaN", "plan": None}]}),
+    ("v1 boolean", "v1", {"instances": [[True, 70.5, "pro"]]}),
+    ("v1 1e39", "v1", {"instances": [[5, 1e39, "pro"]]}),
+    ("v1 2**64", "v1", b'{"instances": [[18446744073709551616, 1.0, "pro"]]}'),
     ("v2 named inputs", "v2", v2_named(id="req-7")),
     ("v2 named inputs, no id", "v2", v2_named(3)),
     ("v2 requested outputs", "v2", v2_named(1, id="o", outputs=[{"name": "predictions"}])),
@@ -497,3 +501,74 @@ def test_resolve_model_fetches_a_registry_reference(churn_bundle, tmp_path):
     assert version == "1" and path.is_relative_to(settings.home)
     model = XGBoostPredictor("churn", path, version)
     assert model.load() and model.version == "1"
+
+
+@pytest.mark.parametrize(
+    "datatype, value, message",
+    [
+        ("INT64", 42.7, "feature 'tenure' at row 0: not an integer, as datatype INT64 needs"),
+        ("UINT8", -5, "feature 'tenure' at row 0: out of the range of datatype UINT8"),
+        ("FP64", 1e39, "feature 'tenure' at row 0: out of range"),
+    ],
+)
+def test_a_v2_value_that_does_not_fit_its_datatype_is_a_400_on_both_paths(churn, kserve_path, datatype, value, message):
+    body = v2_named(1)
+    body["inputs"][0].update(datatype=datatype, data=[value])
+    for server in (churn, kserve_path):
+        answer = post(server, "v2", body)
+        assert answer.status_code == 400, answer.text
+        assert message in answer.json()["error"], server.url
+
+
+def binary_body(plan_bytes: bytes | None = None, **changes) -> tuple[bytes, int]:
+    """A V2 binary body for one churn row: tenure INT64, charges FP32, plan BYTES (length-prefixed)."""
+    plan = plan_bytes if plan_bytes is not None else (3).to_bytes(4, "little") + b"pro"
+    blobs = [np.int64(5).tobytes(), np.float32(70.5).tobytes(), plan]
+    header = {
+        "inputs": [
+            {"name": n, "shape": [1], "datatype": d, "parameters": {"binary_data_size": len(b)}}
+            for n, d, b in zip(("tenure", "charges", "plan"), ("INT64", "FP32", "BYTES"), blobs)
+        ]
+    }
+    for i, params in changes.get("sizes", {}).items():
+        header["inputs"][i]["parameters"]["binary_data_size"] = params
+    text = orjson.dumps(header)
+    return text + b"".join(blobs), len(text)
+
+
+BAD_BINARY = {
+    "BYTES length prefix 1e9": (
+        *binary_body((10**9).to_bytes(4, "little") + b"pro"),
+        "length prefix 1000000000 runs past",
+    ),
+    "binary_data_size too big": (*binary_body(sizes={0: 9}), "binary_data_size 9 does not fit shape [1] of INT64"),
+    "binary_data_size past the body": (*binary_body(sizes={2: 99}), "binary_data_size 99 runs past the body"),
+    "binary_data_size not a number": (*binary_body(sizes={1: "four"}), "binary_data_size 'four' is not a byte count"),
+    "bytes left over": (binary_body()[0] + b"xx", binary_body()[1], "2 bytes after its inputs"),
+}
+
+
+@pytest.mark.parametrize("what", list(BAD_BINARY) + ["non-numeric header", "header past the body"])
+def test_a_malformed_v2_binary_body_is_a_400_on_both_paths(churn, kserve_path, what):
+    if what in BAD_BINARY:
+        body, length, message = BAD_BINARY[what]
+    else:
+        body, _ = binary_body()
+        length, message = ("abc", "'abc' is not a byte count") if what.startswith("non") else (10**6, "is more than")
+    for server in (churn, kserve_path):
+        answer = httpx.post(
+            f"{server.url}/v2/models/churn/infer",
+            content=body,
+            headers={"content-type": "application/octet-stream", "inference-header-content-length": str(length)},
+            timeout=10,
+        )
+        assert answer.status_code == 400, answer.text
+        assert message in answer.json()["error"]
+    good, length = binary_body()
+    ok = httpx.post(
+        f"{churn.url}/v2/models/churn/infer",
+        content=good,
+        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(length)},
+        timeout=10,
+    )
+    assert ok.status_code == 200, ok.text

@@ -21,7 +21,15 @@ import yaml
 
 from kfloop.events.cloudevents import make_event
 from kfloop.monitoring.capture import CaptureWriter, capture_record
-from kfloop.names import DRIFT_DETECTED, FEEDBACK, QUALITY_DEGRADED, RETRAIN_FINISHED, RETRAIN_STARTED
+from kfloop.names import (
+    DRIFT_DETECTED,
+    FEEDBACK,
+    MAX_FEEDBACK_LABELS,
+    MAX_JSON_DEPTH,
+    QUALITY_DEGRADED,
+    RETRAIN_FINISHED,
+    RETRAIN_STARTED,
+)
 from kfloop.pipelines.training import YAML_PATH
 from kfloop.store.event_log import read_events
 from kfloop.store.objects import LocalStore
@@ -476,3 +484,39 @@ def test_state_on_s3_survives_a_restart_on_a_fresh_disk(start, sink, s3_settings
     assert again.post(drift(4)).json()["action"] == "start"  # the streak was kept in the bucket
     assert finished(sink)["data"]["status"] == "succeeded"
     assert not (tmp_path / "disk-1" / "trigger" / "churn").exists()
+
+
+def test_deep_nesting_huge_event_ids_and_oversized_feedback_are_400_and_change_nothing(start, sink, tmp_path):
+    home, ids = registered_with_captures(tmp_path, 5)
+    trigger = start("--consecutive_windows", "1", "--max_body_bytes", "2000000")
+    url = f"{trigger.url}/"
+    nested = b"[" * 100_000 + b"]" * 100_000
+    just_over = b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1)
+    structured = {"content-type": "application/cloudevents+json"}
+    binary = {"ce-specversion": "1.0", "ce-source": "s", "ce-type": DRIFT_DETECTED, "content-type": "application/json"}
+    body = json.dumps(drift(0)).encode()
+    answers = {
+        "nested structured event": httpx.post(url, content=body[:-1] + b', "x": ' + nested + b"}", headers=structured),
+        "nested binary data": httpx.post(url, content=nested, headers={**binary, "ce-id": "n-1"}),
+        "just over the depth": httpx.post(url, content=just_over, headers={**binary, "ce-id": "n-2"}),
+        "100 KB id header": httpx.post(url, content=b"{}", headers={**binary, "ce-id": "i" * 100_000}),
+        "100 KB id structured": trigger.post({**drift(0), "id": "i" * 100_000}),
+        "nested feedback": httpx.post(
+            f"{trigger.url}/v1/feedback", content=nested, headers={**trigger.auth, "content-type": "application/json"}
+        ),
+        "feedback over the batch limit": trigger.feedback(
+            {"model": "churn", "labels": [{"request_id": ids[0], "label": 1}] * (MAX_FEEDBACK_LABELS + 1)}
+        ),
+    }
+    statuses = {what: a.status_code for what, a in answers.items()}
+    assert statuses == dict.fromkeys(answers, 400), {w: a.text[:200] for w, a in answers.items()}
+    errors = {what: a.json()["error"] for what, a in answers.items()}
+    assert all(
+        f"nested deeper than {MAX_JSON_DEPTH} levels" in errors[w] for w in list(errors)[:3] + ["nested feedback"]
+    )
+    assert "CloudEvent id is 100000 bytes long: the limit is 256 bytes" in errors["100 KB id header"]
+    assert "the limit is 256 bytes" in errors["100 KB id structured"]
+    assert f"over the limit of {MAX_FEEDBACK_LABELS}" in errors["feedback over the batch limit"]
+    assert httpx.get(f"{trigger.url}/healthz").status_code == 200
+    assert not [k for k in store_keys(home) if k.startswith(("feedback/", "trigger/", "events/"))]
+    assert not trigger.runs() and not sink.events

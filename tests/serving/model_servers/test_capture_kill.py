@@ -1,0 +1,117 @@
+"""A transformer killed with SIGKILL under load loses no record of a request it answered: the capture
+journal (``--capture_journal``) holds them until they are stored, and the next transformer on the same
+journal stores them. Real predictor and transformer processes on 127.0.0.1, a bounded request loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+
+from kfloop.monitoring.capture import read_captures
+from kfloop.schema import infer_schema
+from kfloop.steps.baseline import fit_drift_baseline
+from kfloop.steps.train import train_model
+from kfloop.store.bundle import write_manifest
+from kfloop.store.objects import LocalStore
+from kfloop.training.samples import churn
+from tests.conftest import free_port, wait_for
+from tests.serving.conftest import PredictorProcess, ServerProcess, start_predictors
+
+pytestmark = pytest.mark.processes
+
+MODEL = "churn"
+LOAD_SECONDS = 2.0
+CLIENTS = 4
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """A small churn bundle with a drift baseline, and rows to send."""
+    root = tmp_path_factory.mktemp("kill")
+    df = churn(600, seed=1)
+    df.iloc[:500].to_parquet(root / "train.parquet")
+    df.iloc[500:].to_parquet(root / "valid.parquet")
+    schema = infer_schema(df, "churn")
+    (root / "schema.json").write_text(json.dumps(schema.to_dict()))
+    out = root / "bundle"
+    params = {"n_estimators": 10, "max_depth": 3, "nthread": 1}
+    train_model(str(root / "train.parquet"), str(root / "valid.parquet"), str(root / "schema.json"), params, str(out))
+    fit_drift_baseline(str(out), str(root / "train.parquet"), str(out / "drift"), backend="scipy")
+    write_manifest(out)
+    rows = json.loads(df[schema.names].iloc[500:550].to_json(orient="records"))
+    return out, rows
+
+
+def transformer(bundle, predictor, home, journal) -> ServerProcess:
+    port = free_port()
+    args = ["--model_dir", str(bundle), "--model_name", MODEL, "--model_version", "7", "--http_port", str(port)]
+    args += ["--enable_grpc", "false", "--predictor_host", f"127.0.0.1:{predictor.port}", "--drift_backend", "scipy"]
+    args += ["--capture_flush_seconds", "0.5", "--capture_batch_size", "200", "--capture_journal", str(journal)]
+    return ServerProcess(
+        "kfloop.serving.model_servers.transformer", args, port, f"/v2/models/{MODEL}/ready", {"KFLOOP_HOME": str(home)}
+    )
+
+
+def test_kill_9_under_load_loses_no_answered_requests_capture(bundle, tmp_path):
+    bundle, rows = bundle
+    home, journal = tmp_path / "home", tmp_path / "journal"
+    (predictor,) = start_predictors(PredictorProcess(bundle, MODEL, "--model_version", "7"))
+    first = transformer(bundle, predictor, home, journal).wait_ready()
+    answered: list[str] = []
+    statuses: dict[object, int] = {}
+    lock, stop = threading.Lock(), threading.Event()
+
+    def client(n: int) -> None:
+        with httpx.Client(timeout=5) as http:
+            i = 0
+            while not stop.is_set():
+                request_id = f"c{n}-{i}"
+                i += 1
+                try:
+                    answer = http.post(
+                        f"{first.url}/v1/models/{MODEL}:predict",
+                        json={"instances": [rows[i % len(rows)]]},
+                        headers={"x-request-id": request_id},
+                    )
+                    status: object = answer.status_code
+                except httpx.HTTPError as e:
+                    status = type(e).__name__
+                with lock:
+                    statuses[status] = statuses.get(status, 0) + 1
+                    if status == 200:
+                        answered.append(f"{request_id}:0")
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(LOAD_SECONDS)
+        os.kill(first.proc.pid, signal.SIGKILL)  # mid-load: requests in flight fail, answered ones count
+        first.proc.wait(10)
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    store = LocalStore(home)
+    before = {r["request_id"] for r in read_captures(store, MODEL)}
+    second = transformer(bundle, predictor, home, journal).wait_ready()
+    try:
+        wait_for(lambda: len(read_captures(store, MODEL)) >= len(answered), timeout=20)
+    finally:
+        second.stop()
+        predictor.stop()
+    stored = [r["request_id"] for r in read_captures(store, MODEL)]
+    lost = set(answered) - set(stored)
+    print(
+        f"\nkill -9 under load: {sum(statuses.values())} requests {statuses}; {len(answered)} answered, "
+        f"{len(before)} stored before the restart, {len(lost)} lost, {len(stored) - len(set(stored))} stored twice"
+    )
+    assert len(answered) > 200 and len(before) < len(answered)  # the kill came with records only in the journal
+    assert not lost, f"{len(lost)} of {len(answered)} answered requests' records lost"
