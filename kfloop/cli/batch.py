@@ -146,27 +146,10 @@ def run_command(args, settings: Settings) -> int:
 
 
 def submit_command(args, settings: Settings) -> int:
-    from kfloop.pipelines.submit import submit_run
+    from kfloop.cli.pipeline import submit_and_report
 
     yaml_path = _yaml_path(args)
     arguments = prepare(args, settings, local=False)
     name = arguments["model"].split(":")[0]
-    result = submit_run(
-        args.host,
-        yaml_path,
-        arguments,
-        experiment=args.experiment,
-        run_name=args.run_name or f"kfloop-batch-{name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        namespace=args.namespace,
-        wait=args.wait,
-        timeout=args.timeout,
-        poll_seconds=args.poll_seconds,
-        progress=lambda line: print(line, file=sys.stderr),
-    )
-    if args.json:
-        print_json(result)
-    else:
-        print(f"run {result['run_id']} ({result['run_name']}): {result['state']}")
-    if args.wait and result["state"] != "SUCCEEDED":
-        raise KfloopError(f"run {result['run_id']} finished in state {result['state']}")
-    return 0
+    run_name = args.run_name or f"kfloop-batch-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return submit_and_report(args, yaml_path, arguments, run_name)

@@ -154,16 +154,21 @@ def run_command(args, settings: Settings) -> int:
 
 
 def submit_command(args, settings: Settings) -> int:
+    yaml_path = _yaml_path(args)
+    return submit_and_report(args, yaml_path, pipeline_arguments(args, yaml_path), args.run_name)
+
+
+def submit_and_report(args, yaml_path: Path, arguments: dict, run_name: str | None) -> int:
+    """Submit a compiled pipeline with the flags ``pipeline submit`` and ``batch submit`` share, print
+    the run (``--json``: as JSON), and with ``--wait`` fail unless it succeeded."""
     from kfloop.pipelines.submit import submit_run
 
-    yaml_path = _yaml_path(args)
-    arguments = pipeline_arguments(args, yaml_path)
     result = submit_run(
         args.host,
         yaml_path,
         arguments,
         experiment=args.experiment,
-        run_name=args.run_name,
+        run_name=run_name,
         namespace=args.namespace,
         wait=args.wait,
         timeout=args.timeout,
