@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from kfloop.cli.main import print_json
+from kfloop.cli.pipeline import add_submit_flags
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, KfloopError
 
@@ -48,16 +49,7 @@ def add_commands(groups) -> None:
         cmd.add_argument("--pipeline", type=Path, help="compiled pipeline YAML (default: the packaged batch.yaml)")
         cmd.add_argument("--json", action="store_true", help="print the result as JSON")
         cmd.set_defaults(handler=handler)
-    submit = sub.choices["submit"]
-    submit.add_argument("--host", required=True, help="Kubeflow Pipelines API URL, e.g. http://localhost:8888")
-    submit.add_argument("--experiment", default="kfloop", help="experiment name (default kfloop)")
-    submit.add_argument("--run-name", help="run name (default: kfloop-batch-<model>-<time>)")
-    submit.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
-    submit.add_argument("--wait", action="store_true", help="wait for the run to finish; exit 1 unless it succeeded")
-    submit.add_argument("--timeout", type=int, default=3600, help="seconds to wait with --wait (default 3600)")
-    submit.add_argument(
-        "--poll-seconds", type=float, default=5.0, help="seconds between run state checks with --wait (default 5)"
-    )
+    add_submit_flags(sub.choices["submit"], "kfloop-batch-<model>-<time>")
 
 
 def compile_command(args, settings: Settings) -> int:

@@ -34,17 +34,21 @@ def add_commands(groups) -> None:
         cmd.add_argument("--pipeline", type=Path, help="compiled pipeline YAML (default: the packaged training.yaml)")
         cmd.add_argument("--json", action="store_true", help="print the result as JSON")
         cmd.set_defaults(handler=handler)
-    submit = sub.choices["submit"]
+    add_submit_flags(sub.choices["submit"], "kfloop-<model>-<time>")
+    _add_schedule_commands(sub)
+
+
+def add_submit_flags(submit, default_run_name: str) -> None:
+    """The flags of a KFP run submission (``pipeline submit``, ``batch submit``; see ``submit_and_report``)."""
     submit.add_argument("--host", required=True, help="Kubeflow Pipelines API URL, e.g. http://localhost:8888")
     submit.add_argument("--experiment", default="kfloop", help="experiment name (default kfloop)")
-    submit.add_argument("--run-name", help="run name (default: kfloop-<model>-<time>)")
+    submit.add_argument("--run-name", help=f"run name (default: {default_run_name})")
     submit.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
     submit.add_argument("--wait", action="store_true", help="wait for the run to finish; exit 1 unless it succeeded")
     submit.add_argument("--timeout", type=int, default=3600, help="seconds to wait with --wait (default 3600)")
     submit.add_argument(
         "--poll-seconds", type=float, default=5.0, help="seconds between run state checks with --wait (default 5)"
     )
-    _add_schedule_commands(sub)
 
 
 def _add_kfp_flags(cmd) -> None:
