@@ -16,7 +16,7 @@ from kfp import compiler, dsl
 
 from kfloop.components import build_components
 from kfloop.config import DEFAULT_IMAGE
-from kfloop.pipelines.training import _configure as configure_task
+from kfloop.pipelines.training import configure_task
 
 PIPELINE_NAME = "kfloop-batch"
 YAML_PATH = Path(__file__).with_name("batch.yaml")

@@ -50,7 +50,7 @@ CONFIG_MAP_KEYS = ("KFLOOP_S3_ENDPOINT", "KFLOOP_S3_BUCKET", "KFLOOP_S3_SECURE",
 CACHED_STEPS = ("tune", "train", "analyze", "baseline")
 
 
-def _configure(task: dsl.PipelineTask, cpu: str = "1", memory: str = "2G") -> dsl.PipelineTask:
+def configure_task(task: dsl.PipelineTask, cpu: str = "1", memory: str = "2G") -> dsl.PipelineTask:
     """Storage settings from the ConfigMap/Secret, resources, and caching only for ``CACHED_STEPS``."""
     kubernetes.use_config_map_as_env(task, CONFIG_MAP_NAME, {key: key for key in CONFIG_MAP_KEYS}, optional=True)
     kubernetes.use_secret_as_env(
@@ -103,7 +103,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
         namespace: str = "",
         gateway_url: str = "http://127.0.0.1:8080",
     ):
-        processed = _configure(
+        processed = configure_task(
             c.process(
                 source=source,
                 target=target,
@@ -114,7 +114,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
                 max_missing_rate=max_missing_rate,
             )
         ).set_display_name("process")
-        tuned = _configure(
+        tuned = configure_task(
             c.tune(
                 train=processed.outputs["train"],
                 valid=processed.outputs["valid"],
@@ -135,7 +135,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
             cpu="2",
             memory="4G",
         ).set_display_name("tune")
-        trained = _configure(
+        trained = configure_task(
             c.train(
                 train=processed.outputs["train"],
                 valid=processed.outputs["valid"],
@@ -145,7 +145,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
             cpu="2",
             memory="4G",
         ).set_display_name("train")
-        evaluated = _configure(
+        evaluated = configure_task(
             c.evaluate(
                 model=trained.outputs["model"],
                 test=processed.outputs["test"],
@@ -155,7 +155,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
                 tolerance=tolerance,
             )
         ).set_display_name("evaluate")
-        analyzed = _configure(
+        analyzed = configure_task(
             c.analyze(
                 model=trained.outputs["model"],
                 test=processed.outputs["test"],
@@ -163,7 +163,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
                 sensitive_feature=sensitive_feature,
             )
         ).set_display_name("bias-and-explainability")
-        baseline = _configure(
+        baseline = configure_task(
             c.baseline(
                 model=trained.outputs["model"],
                 train=processed.outputs["train"],
@@ -172,7 +172,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
             )
         ).set_display_name("drift-baseline")
         with dsl.If(evaluated.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)
-            registered = _configure(
+            registered = configure_task(
                 c.register(
                     model=trained.outputs["model"],
                     evaluation=evaluated.outputs["evaluation"],
@@ -189,7 +189,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
             # One simple condition per dsl.If on pipeline parameters: what kfp.local can evaluate.
             with dsl.If(deploy_target != "", name="deploy-requested"):
                 with dsl.If(require_approval == False, name="no-approval-required"):  # noqa: E712
-                    _configure(
+                    configure_task(
                         c.deploy(
                             model_ref=registered.output,
                             deploy_target=deploy_target,
