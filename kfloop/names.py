@@ -76,6 +76,25 @@ FEEDBACK = "io.kfloop.feedback"
 RETRAIN_STARTED = "io.kfloop.retrain.started"
 RETRAIN_FINISHED = "io.kfloop.retrain.finished"
 ROLLOUT_DECISION = "io.kfloop.rollout.decision"
+DATA_QUALITY_VIOLATED = "io.kfloop.data_quality.violated"
+PREDICTION_DRIFT_DETECTED = "io.kfloop.prediction_drift.detected"
+MULTIVARIATE_DRIFT_DETECTED = "io.kfloop.multivariate_drift.detected"
+ATTRIBUTION_DRIFT_DETECTED = "io.kfloop.attribution_drift.detected"
+BIAS_DRIFT_DETECTED = "io.kfloop.bias_drift.detected"
+ESTIMATED_QUALITY_DROPPED = "io.kfloop.estimated_quality.dropped"
+
+# Monitoring signals (kfloop.monitoring.signals) and the CloudEvent type each emits when it alerts
+SIGNAL_EVENT_TYPES = {
+    "feature_drift": DRIFT_DETECTED,
+    "data_quality": DATA_QUALITY_VIOLATED,
+    "prediction_drift": PREDICTION_DRIFT_DETECTED,
+    "multivariate_drift": MULTIVARIATE_DRIFT_DETECTED,
+    "attribution_drift": ATTRIBUTION_DRIFT_DETECTED,
+    "bias_drift": BIAS_DRIFT_DETECTED,
+    "quality": QUALITY_DEGRADED,
+    "estimated_quality": ESTIMATED_QUALITY_DROPPED,
+}
+SIGNALS = tuple(SIGNAL_EVENT_TYPES)
 
 # Object-store key layout (one top-level folder per kind of object)
 MODELS_PREFIX = "models"  # models/NAME/{versions,stages}/NNNNNN.json, models/NAME/bundles/ID/...
