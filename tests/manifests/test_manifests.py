@@ -330,9 +330,9 @@ def test_rbac_is_namespaced_and_has_no_wildcards_or_secrets(target, rendered):
 def test_pipeline_role_grants_only_inferenceservice_verbs(target, rendered):
     docs = rendered(target)
     rules = named(docs, "Role", "kfloop-pipeline-deployer")["rules"]
-    assert {g for r in rules for g in r["apiGroups"]} == {"serving.kserve.io"}
-    assert {res for r in rules for res in r["resources"]} == {"inferenceservices"}
-    assert {v for r in rules for v in r["verbs"]} == DEPLOYER_VERBS
+    grants = {(g, res, v) for r in rules for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]}
+    route = ("gateway.networking.k8s.io", "httproutes", "get")  # a Standard-mode canary's check
+    assert grants == {("serving.kserve.io", "inferenceservices", v) for v in DEPLOYER_VERBS} | {route}
     binding = named(docs, "RoleBinding", "kfloop-pipeline-deployer")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -534,7 +534,10 @@ def test_the_auto_rollout_overlay_turns_the_analysed_rollout_on(rendered):
     pod = named(docs, "Deployment", "kfloop-trigger")["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is True  # KubernetesTarget needs the API token
     role = named(docs, "Role", "kfloop-trigger-rollout")
-    assert [(r["apiGroups"], r["resources"]) for r in role["rules"]] == [(["serving.kserve.io"], ["inferenceservices"])]
+    assert [(r["apiGroups"], r["resources"]) for r in role["rules"]] == [
+        (["serving.kserve.io"], ["inferenceservices"]),
+        (["gateway.networking.k8s.io"], ["httproutes"]),  # get: a Standard-mode canary's check
+    ]
     binding = named(docs, "RoleBinding", "kfloop-trigger-rollout")
     assert binding["roleRef"]["name"] == "kfloop-trigger-rollout"
     assert [s["name"] for s in binding["subjects"]] == ["kfloop-trigger"]
