@@ -296,18 +296,20 @@ def test_kfloop_rollout_deploy_names_the_flag_in_its_refusal(
 
 
 class _Prometheus:
-    """``GET /api/v1/query`` on 127.0.0.1: records each query and answers one sample of 7."""
+    """``GET /api/v1/query`` on 127.0.0.1: records each query and answers one sample, ``answer(query)``
+    (default 7; None: an empty vector)."""
 
-    def __init__(self):
+    def __init__(self, answer=lambda query: 7):
         self.queries: list[str] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                fake.queries.append(parse_qs(urlsplit(self.path).query)["query"][0])
-                body = json.dumps(
-                    {"status": "success", "data": {"resultType": "vector", "result": [{"value": [0, "7"]}]}}
-                ).encode()
+                query = parse_qs(urlsplit(self.path).query)["query"][0]
+                fake.queries.append(query)
+                value = answer(query)
+                result = [] if value is None else [{"value": [0, str(value)]}]
+                body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -346,6 +348,47 @@ def test_the_analysis_selects_each_sides_pods_by_their_app_label(registry, fake,
             make_source(RolloutOptions(target="kubernetes", prometheus_url=prometheus.url), target, None, "churn")
     finally:
         prometheus.close()
+
+
+@pytest.mark.parametrize(("canary_p99_ms", "outcome"), [(25, "promoted"), (400, "rolled-back")])
+def test_an_analysis_in_standard_mode_steps_the_canary_then_promotes_or_rolls_back(
+    registry, fake, tmp_path, monkeypatch, canary_p99_ms, outcome
+):
+    from kfloop.rollout.analysis import Thresholds, plan_for
+    from kfloop.rollout.controller import run_analysis
+
+    def answer(query):  # each side's pods by their app label: 300 requests, no 5xx, a p99 each
+        if "5.." in query and "request_predict" not in query:
+            return None  # Standard pods have no queue-proxy: no kn_serving_* series at all
+        if "histogram_quantile" in query:
+            return canary_p99_ms if 'app="isvc.churn-v2-predictor"' in query else 20  # ms: 1000 * ...
+        return 300
+
+    _serve_v1_in_standard_mode(registry, fake)
+    use_kubeconfig(monkeypatch, tmp_path / "config", fake, NS)
+    prometheus = _Prometheus(answer)
+    try:
+        options = RolloutOptions(target="kubernetes", prometheus_url=prometheus.url, prometheus_queries="kfloop")
+        target = _target(fake)
+        source = make_source(options, target, registry.store, "churn")
+        plan = plan_for("canary", steps=[10, 50], hold_requests=50, poll_seconds=0.01, data_wait_seconds=0.0)
+        result = run_analysis(
+            registry, target, source, "churn", "churn:2", plan, Thresholds(), registry.store, sleep=lambda s: None
+        )
+    finally:
+        prometheus.close()
+    assert result["outcome"] == outcome, result
+    spec = _isvc(fake)["spec"]
+    assert "canary" not in spec
+    if outcome == "promoted":
+        assert spec["predictor"]["name"] == "v2" and _stages(registry)[2] == "production"
+        assert _env(spec["predictor"]) == registry.get("churn", 2).bundle_uri
+    else:
+        assert "name" not in spec["predictor"] and _stages(registry)[2] == "rejected"
+    weights = [r["body"]["spec"].get("canary") for r in fake.writes() if "canary" in r["body"]["spec"]]
+    steps = [w[0]["trafficPercent"] for w in weights if w]
+    assert steps == ([10, 50] if outcome == "promoted" else [10])
+    assert any('app="isvc.churn-v2-predictor"' in q for q in prometheus.queries)
 
 
 def test_a_knative_service_keeps_the_query_sets_revision_label(registry, fake):
