@@ -29,6 +29,7 @@ class FakeKubeAPI:
         self.objects: dict[tuple[str, str], dict] = {}
         self.requests: list[dict] = []
         self.denied: set[str] = set()  # verbs answered 403
+        self.routes_denied = False  # every HTTPRoute request answered 403 (a Role without httproutes)
         self.kserve_installed = True
         self.concurrent_writer = False  # every GET is followed by someone else's write
         self.revisions: dict[tuple[str, str], list[tuple[str, dict]]] = {}
@@ -118,7 +119,7 @@ class FakeKubeAPI:
             return 404, "404 page not found\n"
         if method != "GET":
             return 405, _status_doc(405, "MethodNotAllowed", f"{method} of httproutes is not implemented by the fake")
-        if "get" in self.denied:
+        if "get" in self.denied or self.routes_denied:
             return 403, _status_doc(
                 403,
                 "Forbidden",

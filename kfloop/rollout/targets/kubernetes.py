@@ -227,12 +227,21 @@ class KubernetesTarget:
                     "the API server dropped spec.canary (KServe's CRD has it only since 0.20)",
                 )
             )
-        self._await_route(name, version, percent)
+        try:
+            self._await_route(name, version, percent)
+        except KfloopError as e:  # refused, never ready, or the check itself failed: no canary stays
+            try:
+                self._remove_canary(name)
+            except KfloopError as cleanup:
+                raise type(e)(
+                    f"{e}; removing the canary entry failed too, remove spec.canary by hand: {cleanup}"
+                ) from None
+            raise
         return self.status(record.name)
 
     def _await_route(self, name: str, version: str, percent: int) -> None:
-        """Wait until the canary ``v<version>`` is ready and the HTTPRoute sends it ``percent``;
-        otherwise remove the entry and raise."""
+        """Wait until the canary ``v<version>`` is ready and the HTTPRoute sends it ``percent``, else
+        raise (the caller removes the entry)."""
         entry_name, mode = canary_name(version), None
         service = predictor_service(name, entry_name)
         route_name = predictor_service(name)
@@ -250,7 +259,6 @@ class KubernetesTarget:
             if ready_at is not None:
                 route = self._get_route(route_name)
                 if route is None:
-                    self._remove_canary(name)
                     raise ConfigError(
                         _refusal(
                             name,
@@ -264,7 +272,6 @@ class KubernetesTarget:
                 if share == percent:
                     return
                 if self.clock() - ready_at >= self.route_grace:
-                    self._remove_canary(name)
                     found = "no backendRef to" if share is None else f"{share}% for"
                     raise ConfigError(
                         _refusal(
@@ -276,7 +283,6 @@ class KubernetesTarget:
                         )
                     )
             elif self.clock() - start >= self.canary_timeout:
-                self._remove_canary(name)
                 raise RegistryError(
                     f"the canary {entry_name} of InferenceService {name} in namespace {self.namespace} did not "
                     f"become ready within {self.canary_timeout:g}s ({seen}; check the Deployment {service}); "

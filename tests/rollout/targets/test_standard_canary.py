@@ -242,6 +242,15 @@ def test_a_canary_that_never_gets_ready_is_removed_and_reported(registry, fake):
     assert "canary" not in _isvc(fake)["spec"] and _stages(registry)[2] == "staging"
 
 
+def test_a_role_without_httproutes_is_named_and_leaves_no_canary(registry, target, fake):
+    _serve_v1_in_standard_mode(registry, fake)
+    fake.routes_denied = True
+    with pytest.raises(ConfigError, match="needs get on httproutes.gateway.networking.k8s.io .*cannot get"):
+        rollout.deploy(registry, target, "churn:2", canary_percent=20)
+    assert "canary" not in _isvc(fake)["spec"] and _stages(registry)[2] == "staging"
+    assert "kfloop.io/canary-version" not in _isvc(fake)["metadata"]["annotations"]
+
+
 # ---------------------------------------------------------------- the setting
 
 
