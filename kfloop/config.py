@@ -51,6 +51,7 @@ class Settings:
     gateway_url: str = DEFAULT_GATEWAY  # kfloop serve's gateway, for rollouts on this machine
     prometheus_url: str | None = None  # where a canary analysis on a cluster reads its metrics
     rollout_target: str = "local"  # where kfloop rollout drives revisions: local or kubernetes
+    standard_canary: str = "auto"  # canaries in KServe Standard mode: auto (checked), on, off
     trigger_runner_cmd: str | None = None  # the trigger's local retraining command (default kfloop pipeline run)
     # the control plane's bearer token file (default <home>/control-token; on a cluster, a mounted Secret)
     control_token_file: Path | None = None

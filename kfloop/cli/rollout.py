@@ -15,7 +15,14 @@ from kfloop.errors import ConfigError
 from kfloop.events.outbox import Outbox
 from kfloop.names import DEFAULT_GATEWAY, ROLLOUT_STRATEGIES
 from kfloop.rollout import actions as rollout
-from kfloop.rollout.factory import QUERY_SETS, TARGET_KINDS, OptionNames, RolloutOptions, make_target
+from kfloop.rollout.factory import (
+    QUERY_SETS,
+    STANDARD_CANARY,
+    TARGET_KINDS,
+    OptionNames,
+    RolloutOptions,
+    make_target,
+)
 from kfloop.store.objects import open_store
 from kfloop.store.registry import Registry
 
@@ -36,6 +43,13 @@ def add_commands(groups) -> None:
         help=f"the kfloop serve gateway, for --target local (default {DEFAULT_GATEWAY})",
     )
     common.add_argument("--namespace", help="Kubernetes namespace, for --target kubernetes")
+    common.add_argument(
+        "--standard-canary",
+        choices=STANDARD_CANARY,
+        help="a canary of an InferenceService in KServe's Standard mode (--target kubernetes): auto writes "
+        "spec.canary and keeps it only when the cluster routes it traffic (kserve#5912), on writes it "
+        "unchecked, off refuses it (default: env KFLOOP_STANDARD_CANARY, else auto)",
+    )
     common.add_argument("--json", action="store_true", help="print the status as JSON")
 
     deploy = sub.add_parser("deploy", parents=[common], help="serve a version: all traffic, or --canary PERCENT")
@@ -144,6 +158,7 @@ FLAG_NAMES = OptionNames(
     gateway_url="--gateway",
     prometheus_url="--prometheus URL",
     prometheus_queries="--prometheus-queries",
+    standard_canary="--standard-canary",
 )
 
 
@@ -157,6 +172,7 @@ def rollout_options(args, settings: Settings | None = None) -> RolloutOptions:
         prometheus_url=getattr(args, "prometheus", None),
         prometheus_queries=getattr(args, "prometheus_queries", None) or "knative",
         gateway_token_file=settings.control_token_path,
+        standard_canary=getattr(args, "standard_canary", None),  # None: KFLOOP_STANDARD_CANARY
         names=FLAG_NAMES,
     )
 

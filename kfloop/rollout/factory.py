@@ -6,12 +6,15 @@ the demo each turn their flags into ``RolloutOptions`` (validated when made) and
 
 - target ``local``: ``LocalTarget`` on the ``kfloop serve`` gateway at ``gateway_url``;
 - target ``kubernetes``: ``KubernetesTarget`` on the InferenceServices in ``namespace`` (default: the
-  pod's or the kubeconfig context's), ``image`` replacing the base manifest's when one is created;
+  pod's or the kubeconfig context's), ``image`` replacing the base manifest's when one is created,
+  ``standard_canary`` (``auto``, ``on``, ``off``; default ``KFLOOP_STANDARD_CANARY``, else ``auto``)
+  for canaries in KServe's Standard mode (``kfloop.rollout.targets.kubernetes``);
 - source: ``PrometheusSource`` when ``prometheus_url`` is given (``prometheus_queries``: the query
   set, one of ``QUERY_SETS``: ``knative``, Knative 1.19+'s OpenTelemetry names, the default;
   ``knative-legacy``, the names before 1.19; ``kfloop``, the kfloop predictor's own metrics; see
-  ``kfloop.rollout.sources``), else ``LocalStatsSource`` on the gateway, which a ``kubernetes``
-  target does not have.
+  ``kfloop.rollout.sources``; a service in Standard mode is analysed with ``kfloop`` only, by its
+  pods' ``app`` label), else ``LocalStatsSource`` on the gateway, which a ``kubernetes`` target does
+  not have.
 
 Error messages name the options as the caller's users spell them (``OptionNames``: a flag, an
 environment variable, a pipeline parameter). The targets and sources are imported only when one
@@ -29,6 +32,7 @@ from kfloop.names import DEFAULT_GATEWAY
 
 TARGET_KINDS = ("local", "kubernetes")
 QUERY_SETS = ("knative", "knative-legacy", "kfloop")  # kfloop.rollout.sources.FLAVORS, without importing httpx
+STANDARD_CANARY = ("auto", "on", "off")  # kfloop.rollout.targets.kubernetes.STANDARD_CANARY_CHOICES
 DEFAULT_NAMESPACE = "default"
 
 
@@ -45,6 +49,7 @@ class OptionNames:
     gateway_url: str = "gateway_url"
     prometheus_url: str = "prometheus_url"
     prometheus_queries: str = "prometheus_queries"
+    standard_canary: str = "KFLOOP_STANDARD_CANARY"
     unknown_target: str = "{name}={kind!r} is not a rollout target; expected one of {kinds}"
 
 
@@ -65,6 +70,7 @@ class RolloutOptions:
     gateway_timeout: float = 300.0
     stats_timeout: float = 10.0
     gateway_token_file: Path | None = None  # the control token for the gateway's admin API (kfloop.auth)
+    standard_canary: str | None = None  # None: KFLOOP_STANDARD_CANARY (Settings), else auto
     names: OptionNames = OptionNames()
 
     def __post_init__(self) -> None:
@@ -80,6 +86,10 @@ class RolloutOptions:
             raise ConfigError(
                 f"{names.prometheus_queries} {self.prometheus_queries!r} is not a Prometheus query set; "
                 f"expected one of {', '.join(QUERY_SETS)}"
+            )
+        if self.standard_canary is not None and self.standard_canary not in STANDARD_CANARY:
+            raise ConfigError(
+                f"{names.standard_canary} {self.standard_canary!r}: expected one of {', '.join(STANDARD_CANARY)}"
             )
         for name in ("gateway_timeout", "stats_timeout"):
             if not getattr(self, name) > 0:
@@ -112,7 +122,16 @@ def make_target(options: RolloutOptions):
             f"{flag} kubernetes needs kfloop/rollout/targets/kubernetes.py (KubernetesTarget), which this "
             f"installation does not have yet; use {flag} local"
         ) from None
-    return KubernetesTarget(namespace=options.namespace, image=options.image)
+    standard_canary = options.standard_canary
+    if standard_canary is None:
+        from kfloop.config import Settings
+
+        standard_canary = Settings.from_env().standard_canary
+        if standard_canary not in STANDARD_CANARY:
+            raise ConfigError(
+                f"KFLOOP_STANDARD_CANARY={standard_canary!r}: expected one of {', '.join(STANDARD_CANARY)}"
+            )
+    return KubernetesTarget(namespace=options.namespace, image=options.image, standard_canary=standard_canary)
 
 
 def make_source(options: RolloutOptions, target, store, model: str):
@@ -125,6 +144,8 @@ def make_source(options: RolloutOptions, target, store, model: str):
     from kfloop.rollout.sources import LocalStatsSource, PrometheusSource
 
     if options.prometheus_url:
+        # a service in KServe's Standard mode has no Knative revisions: its pods' label instead
+        label = target.revision_label(model, options.prometheus_queries) if hasattr(target, "revision_label") else None
         return PrometheusSource(
             options.prometheus_url,
             getattr(target, "namespace", None) or options.namespace or pod_namespace(),
@@ -132,6 +153,7 @@ def make_source(options: RolloutOptions, target, store, model: str):
             store,
             flavor=options.prometheus_queries,
             timeout=options.stats_timeout,
+            **({"revision_label": label} if label else {}),
         )
     return LocalStatsSource(
         options.gateway_url, store, timeout=options.stats_timeout, token_file=options.gateway_token_file

@@ -1,5 +1,9 @@
 """A fake Kubernetes API server on 127.0.0.1 that keeps InferenceServices and records every call, and
-a kubeconfig pointing the Kubernetes client at it."""
+a kubeconfig pointing the Kubernetes client at it.
+
+``reconcile`` plays the KServe controller: Knative (Serverless) mode's revisions and traffic split,
+or Standard mode's ``spec.canary`` (``FakeKubeAPI.kserve`` says which release's behaviour: see
+``_reconcile_standard``), with the Gateway API HTTPRoutes it writes, which the fake also serves."""
 
 from __future__ import annotations
 
@@ -25,9 +29,21 @@ class FakeKubeAPI:
         self.objects: dict[tuple[str, str], dict] = {}
         self.requests: list[dict] = []
         self.denied: set[str] = set()  # verbs answered 403
+        self.routes_denied = False  # every HTTPRoute request answered 403 (a Role without httproutes)
         self.kserve_installed = True
         self.concurrent_writer = False  # every GET is followed by someone else's write
         self.revisions: dict[tuple[str, str], list[tuple[str, dict]]] = {}
+        # Standard mode: which KServe the controller is ("0.19": the CRD has no spec.canary, the API server
+        # prunes it; "0.20": canary Deployments, no traffic to them; "main": kserve#5912 + #5984 weighted
+        # HTTPRoutes to ready canaries), whether KServe writes Gateway API HTTPRoutes (enableGatewayApi),
+        # how many reconciles a canary Deployment takes to have an available pod, and whether every GET of
+        # an InferenceService is preceded by a reconcile (a controller acting between any two reads)
+        self.kserve = "main"
+        self.gateway_api = True
+        self.canary_start_reconciles = 2
+        self.auto_reconcile = False
+        self.routes: dict[tuple[str, str], dict] = {}
+        self.deployments: dict[tuple[str, str], int] = {}  # Standard mode: Deployment -> reconciles seen
         self.rolled_out: dict[tuple[str, str], tuple[str | None, str | None]] = {}
         self._versions = itertools.count(1)
         self._lock = threading.Lock()
@@ -60,6 +76,13 @@ class FakeKubeAPI:
     def api(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(client.ApiClient(client.Configuration(host=self.host)))
 
+    def apply(self, obj: dict, namespace: str = NS) -> dict:
+        """Create ``obj`` as someone outside the code under test would (``kubectl apply``): not recorded."""
+        with self._lock:
+            code, created = self._create(namespace, None, "application/json", obj)
+        assert code == 201, created
+        return created
+
     def writes(self) -> list[dict]:
         return [r for r in self.requests if r["method"] != "GET"]
 
@@ -69,6 +92,9 @@ class FakeKubeAPI:
         body = json.loads(raw) if raw else None
         with self._lock:
             self.requests.append({"method": method, "path": path, "content_type": content_type, "body": body})
+            route = ROUTE_PATH.match(urlsplit(path).path)
+            if route:
+                return self._route(method, *route.groups())
             match = ISVC_PATH.match(urlsplit(path).path)
             if not match or not self.kserve_installed:
                 return 404, "404 page not found\n"  # what the API server answers for an unknown group
@@ -88,7 +114,37 @@ class FakeKubeAPI:
                 )
             return getattr(self, f"_{verb}")(namespace, name, content_type, body)
 
+    def _route(self, method: str, namespace: str, name: str):
+        if not self.gateway_api:  # KServe writes Ingresses then; here: the Gateway API CRDs are not installed
+            return 404, "404 page not found\n"
+        if method != "GET":
+            return 405, _status_doc(405, "MethodNotAllowed", f"{method} of httproutes is not implemented by the fake")
+        if "get" in self.denied or self.routes_denied:
+            return 403, _status_doc(
+                403,
+                "Forbidden",
+                f'httproutes.gateway.networking.k8s.io "{name}" is forbidden: User '
+                f'"system:serviceaccount:{namespace}:default-editor" cannot get resource "httproutes" in API group '
+                f'"gateway.networking.k8s.io" in the namespace "{namespace}"',
+            )
+        route = self.routes.get((namespace, name))
+        if route is None:
+            return 404, _status_doc(
+                404,
+                "NotFound",
+                f'httproutes.gateway.networking.k8s.io "{name}" not found',
+                {"name": name, "group": "gateway.networking.k8s.io", "kind": "httproutes"},
+            )
+        return 200, copy.deepcopy(route)
+
+    def _prune(self, obj: dict) -> None:
+        """A structural CRD drops fields its schema does not know: spec.canary before KServe 0.20."""
+        if self.kserve == "0.19":
+            obj.get("spec", {}).pop("canary", None)
+
     def _get(self, namespace, name, content_type, body):
+        if name is not None and self.auto_reconcile and (namespace, name) in self.objects:
+            self.reconcile(name, namespace)
         if name is None:
             return 200, {
                 "kind": "InferenceServiceList",
@@ -113,6 +169,7 @@ class FakeKubeAPI:
             namespace=namespace, uid=f"uid-{name}", generation=1, resourceVersion=str(next(self._versions))
         )
         obj.pop("status", None)
+        self._prune(obj)
         self.objects[(namespace, name)] = obj
         return 201, copy.deepcopy(obj)
 
@@ -136,6 +193,7 @@ class FakeKubeAPI:
             )
         patched = merge_patch(obj, {k: v for k, v in body.items() if k != "status"})  # status is a subresource
         patched["metadata"].update({k: obj["metadata"][k] for k in ("name", "namespace", "uid", "generation")})
+        self._prune(patched)
         if patched["spec"] != obj["spec"]:
             patched["metadata"]["generation"] += 1
         patched["metadata"]["resourceVersion"] = str(next(self._versions))
@@ -145,9 +203,13 @@ class FakeKubeAPI:
     # -- the KServe controller, Serverless mode ---------------------------------------------------
 
     def reconcile(self, name: str, namespace: str = NS) -> dict:
-        """Write the status KServe would once the latest revision is ready."""
+        """Write the status KServe would once the latest revision is ready (Standard mode:
+        ``_reconcile_standard``)."""
         key = (namespace, name)
         obj = self.objects[key]
+        mode = obj["metadata"].get("annotations", {}).get("serving.kserve.io/deploymentMode")
+        if mode in ("Standard", "RawDeployment"):
+            return self._reconcile_standard(obj, name, namespace)
         spec = obj["spec"]["predictor"]
         config = {k: v for k, v in spec.items() if k != "canaryTrafficPercent"}
         revisions = self.revisions.setdefault(key, [])
@@ -184,6 +246,102 @@ class FakeKubeAPI:
         obj["metadata"]["resourceVersion"] = str(next(self._versions))
         return obj
 
+    # -- the KServe controller, Standard mode --------------------------------------------------------
+
+    def _reconcile_standard(self, obj: dict, name: str, namespace: str) -> dict:
+        """What KServe's predictor and HTTPRoute reconcilers do in Standard mode (kserve main:
+        components/predictor.go ``reconcileCanaryDeployments``, ingress/httproute_reconciler.go
+        ``applyCanaryWeights``):
+
+        - the stable predictor runs as Deployment and Service ``{isvc}[-{predictor.name}]-predictor``,
+          each ``spec.canary`` entry as ``{isvc}-{name}-predictor``; a canary Deployment has an
+          available pod from its ``canary_start_reconciles``-th reconcile on (pods take time to start);
+          Deployments of removed canaries are deleted (orphan cleanup), a promoted canary's is kept;
+        - ``status.canaryStatuses``: ``{name, ready, trafficPercent}`` per entry, and the condition
+          ``CanaryPredictorReady`` (True when all are ready, reason AllCanariesReady, else False,
+          CanariesNotReady), cleared when there is no canary;
+        - with the Gateway API (``gateway_api``) the HTTPRoutes ``{isvc}-predictor`` (the predictor's
+          host) and ``{isvc}`` (the top-level host: the transformer's Service when there is one): one
+          rule whose single backendRef is the stable Service (``{isvc}-transformer`` on the top
+          level) without a weight; on ``kserve == "main"`` (kserve#5912, #5984), with canaries, the
+          stable backend weighs 100 minus the ready canaries' percentages and each ready canary's
+          Service its ``trafficPercent``; a canary that is not ready gets no backendRef. KServe 0.20
+          (``kserve == "0.20"``) leaves the routes unweighted: the canaries get no traffic.
+        """
+        spec = obj["spec"]
+        stable = _predictor_service(name, spec["predictor"].get("name"))
+        canaries = spec.get("canary") or []
+        wanted = {stable, *(_predictor_service(name, c["predictor"]["name"]) for c in canaries)}
+        for key in [k for k in self.deployments if k[0] == namespace and k[1].startswith(f"{name}-")]:
+            if key[1] not in wanted:
+                del self.deployments[key]
+        for deployment in wanted:
+            self.deployments[(namespace, deployment)] = self.deployments.get((namespace, deployment), 0) + 1
+        statuses = [
+            {
+                "name": c["predictor"]["name"],
+                "ready": self.deployments[(namespace, _predictor_service(name, c["predictor"]["name"]))]
+                >= self.canary_start_reconciles,
+                "trafficPercent": int(c.get("trafficPercent") or 0),
+            }
+            for c in canaries
+        ]
+        conditions = [
+            {"type": "PredictorReady", "status": "True"},
+            {"type": "IngressReady", "status": "True"},
+            {"type": "Ready", "status": "True"},
+        ]
+        if canaries:
+            ready = all(s["ready"] for s in statuses)
+            conditions.append(
+                {
+                    "type": "CanaryPredictorReady",
+                    "status": "True" if ready else "False",
+                    "reason": "AllCanariesReady" if ready else "CanariesNotReady",
+                }
+            )
+        obj["status"] = {
+            "observedGeneration": obj["metadata"]["generation"],
+            "url": f"http://{name}-{namespace}.example.com",
+            "deploymentMode": "Standard",
+            "conditions": conditions,
+            "components": {"predictor": {"url": f"http://{name}-predictor-{namespace}.example.com"}},
+            **({"canaryStatuses": statuses} if statuses else {}),
+        }
+        if self.gateway_api:
+            front = f"{name}-transformer" if spec.get("transformer") else stable
+            for route, backend in ((f"{name}-predictor", stable), (name, front)):
+                self.routes[(namespace, route)] = self._httproute(route, namespace, name, backend, statuses)
+        obj["metadata"]["resourceVersion"] = str(next(self._versions))
+        return obj
+
+    def _httproute(self, route: str, namespace: str, isvc: str, backend: str, statuses: list[dict]) -> dict:
+        def ref(service: str, weight: int | None = None) -> dict:
+            out = {"group": "", "kind": "Service", "name": service, "namespace": namespace, "port": 80}
+            return out if weight is None else {**out, "weight": weight}
+
+        ready = [s for s in statuses if s["ready"]] if self.kserve == "main" else []
+        if statuses and self.kserve == "main":
+            refs = [ref(backend, 100 - sum(s["trafficPercent"] for s in ready))]
+            refs += [ref(_predictor_service(isvc, s["name"]), s["trafficPercent"]) for s in ready]
+        else:
+            refs = [ref(backend)]
+        return {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": route, "namespace": namespace},
+            "spec": {
+                "hostnames": [f"{route}-{namespace}.example.com"],
+                "parentRefs": [{"kind": "Gateway", "name": "kserve-ingress-gateway", "namespace": "kserve"}],
+                "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": refs}],
+            },
+        }
+
+
+def _predictor_service(isvc: str, predictor_name: str | None) -> str:
+    """KServe's constants.PredictorServiceName."""
+    return f"{isvc}-{predictor_name}-predictor" if predictor_name else f"{isvc}-predictor"
+
 
 def use_kubeconfig(monkeypatch, path: Path, fake: FakeKubeAPI, namespace: str) -> None:
     """Point KUBECONFIG at a kubeconfig for the fake API server whose context names ``namespace``."""
@@ -201,6 +359,8 @@ def use_kubeconfig(monkeypatch, path: Path, fake: FakeKubeAPI, namespace: str) -
 
 
 ISVC_PATH = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices(?:/([^/]+))?$")
+
+ROUTE_PATH = re.compile(r"^/apis/gateway\.networking\.k8s\.io/v1/namespaces/([^/]+)/httproutes/([^/]+)$")
 
 VERBS = {"GET": "get", "POST": "create", "PATCH": "patch"}
 

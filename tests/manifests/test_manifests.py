@@ -330,9 +330,9 @@ def test_rbac_is_namespaced_and_has_no_wildcards_or_secrets(target, rendered):
 def test_pipeline_role_grants_only_inferenceservice_verbs(target, rendered):
     docs = rendered(target)
     rules = named(docs, "Role", "kfloop-pipeline-deployer")["rules"]
-    assert {g for r in rules for g in r["apiGroups"]} == {"serving.kserve.io"}
-    assert {res for r in rules for res in r["resources"]} == {"inferenceservices"}
-    assert {v for r in rules for v in r["verbs"]} == DEPLOYER_VERBS
+    grants = {(g, res, v) for r in rules for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]}
+    route = ("gateway.networking.k8s.io", "httproutes", "get")  # a Standard-mode canary's check
+    assert grants == {("serving.kserve.io", "inferenceservices", v) for v in DEPLOYER_VERBS} | {route}
     binding = named(docs, "RoleBinding", "kfloop-pipeline-deployer")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -399,8 +399,10 @@ def test_events_flow_from_transformer_through_broker_to_trigger_service(target, 
 @pytest.mark.parametrize("target", TARGETS)
 def test_inferenceservice_runs_in_knative_mode_with_the_drift_transformer(target, rendered):
     service = isvc(rendered(target))
-    # KServe 0.20's name (pkg/constants: Knative; the legacy Serverless is normalized to it by the webhook)
-    assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
+    # KServe 0.20's names (pkg/constants: Knative, Standard; the legacy Serverless, RawDeployment are
+    # normalized to them by the webhook); overlays/standard-canary is the one in Standard mode
+    mode = "Standard" if target == "overlays/standard-canary" else "Knative"
+    assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == mode
     (transformer,) = service["spec"]["transformer"]["containers"]
     assert transformer["command"][-1] == "kfloop.serving.model_servers.transformer"
     assert arg_value(transformer, "--predictor_protocol") in ("v1", "v2")
@@ -424,6 +426,31 @@ def test_canary_sends_a_fifth_of_traffic_to_a_different_bundle(rendered):
     stable_uri, canary_uri = env_value(stable_predictor, "STORAGE_URI"), env_value(canary_predictor, "STORAGE_URI")
     assert stable_uri and canary_uri and stable_uri != canary_uri and canary_uri.startswith("s3://")
     assert canary["spec"]["transformer"] == stable["spec"]["transformer"]
+
+
+def test_the_standard_canary_is_a_spec_canary_entry_kserve_accepts(rendered):
+    """What KServe's canary validation checks (inference_service_validation.go validateCanarySpecs):
+    Standard mode, a named entry unlike the stable predictor's, percentages summing to at most 100,
+    one implementation, no maxReplicas or autoscaling; the stable predictor stays as it was."""
+    stable, service = isvc(rendered("overlays/local-dev")), isvc(rendered("overlays/standard-canary"))
+    assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    (entry,) = service["spec"]["canary"]
+    assert entry["trafficPercent"] == 20 and entry["predictor"]["name"] not in (
+        None,
+        "",
+        stable["spec"]["predictor"].get("name"),
+    )
+    assert not {"maxReplicas", "minReplicas", "scaleTarget", "scaleMetric", "autoScaling", "model"} & set(
+        entry["predictor"]
+    )
+    assert service["spec"]["predictor"] == stable["spec"]["predictor"]
+    (stable_container,), (canary_container,) = (
+        stable["spec"]["predictor"]["containers"],
+        entry["predictor"]["containers"],
+    )
+    assert canary_container["image"] == stable_container["image"] and canary_container["name"] == "kserve-container"
+    stable_uri, canary_uri = env_value(stable_container, "STORAGE_URI"), env_value(canary_container, "STORAGE_URI")
+    assert stable_uri and canary_uri and stable_uri != canary_uri and canary_uri.startswith("s3://")
 
 
 def test_xgbserver_overlay_serves_the_booster_on_the_stock_runtime(rendered):
@@ -534,7 +561,10 @@ def test_the_auto_rollout_overlay_turns_the_analysed_rollout_on(rendered):
     pod = named(docs, "Deployment", "kfloop-trigger")["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is True  # KubernetesTarget needs the API token
     role = named(docs, "Role", "kfloop-trigger-rollout")
-    assert [(r["apiGroups"], r["resources"]) for r in role["rules"]] == [(["serving.kserve.io"], ["inferenceservices"])]
+    assert [(r["apiGroups"], r["resources"]) for r in role["rules"]] == [
+        (["serving.kserve.io"], ["inferenceservices"]),
+        (["gateway.networking.k8s.io"], ["httproutes"]),  # get: a Standard-mode canary's check
+    ]
     binding = named(docs, "RoleBinding", "kfloop-trigger-rollout")
     assert binding["roleRef"]["name"] == "kfloop-trigger-rollout"
     assert [s["name"] for s in binding["subjects"]] == ["kfloop-trigger"]

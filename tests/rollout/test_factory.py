@@ -21,6 +21,7 @@ from kfloop.rollout.targets import kubernetes
 from kfloop.rollout.targets.kubernetes import KubernetesTarget
 from kfloop.rollout.targets.local import LocalTarget
 from kfloop.serving.trigger.rollout_flags import add_flags, make_auto_rollout
+from tests.fakes.kube_api import FakeKubeAPI, use_kubeconfig
 from tests.rollout.conftest import MODEL
 
 CLI = OptionNames(
@@ -69,7 +70,9 @@ def test_local_target_and_source_speak_to_the_gateway_of_the_options(gateway, re
     assert gateway.paths == [f"/kfloop/v1/models/{MODEL}"] * 2
 
 
-def test_kubernetes_target_and_prometheus_source():
+def test_kubernetes_target_and_prometheus_source(tmp_path, monkeypatch):
+    fake = FakeKubeAPI()  # the source asks the service's deployment mode (Standard mode has no revisions)
+    use_kubeconfig(monkeypatch, tmp_path / "config", fake, "models")
     options = RolloutOptions(
         target="kubernetes",
         namespace="models",
@@ -90,6 +93,11 @@ def test_kubernetes_target_and_prometheus_source():
         4.0,
     )
     assert source.queries == KFLOOP_QUERIES
+    assert source.revision_label == "serving_knative_dev_revision"  # nothing deployed: Knative's
+    assert [r["path"] for r in fake.requests] == [
+        "/apis/serving.kserve.io/v1beta1/namespaces/models/inferenceservices/churn"
+    ]
+    fake.close()
 
 
 def test_prometheus_next_to_a_local_target_queries_the_pods_namespace(monkeypatch, tmp_path):

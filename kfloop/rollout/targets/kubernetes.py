@@ -5,8 +5,24 @@ after it, in Knative mode (``Serverless`` in older KServe releases, which 0.20 s
 normalizes to ``Knative``), where KServe 0.20 honours ``canaryTrafficPercent``: when
 the predictor changes (a new storage URI) the new revision takes that share and the previous
 rolled-out revision the rest; removing the field gives the latest revision all traffic (promote),
-setting it to 0 gives the previous one all traffic (rollback). RawDeployment/Standard mode ignores
-the field, so a canary there is refused.
+setting it to 0 gives the previous one all traffic (rollback).
+
+Standard mode (``RawDeployment`` in older releases) ignores ``canaryTrafficPercent``; KServe 0.20
+added ``spec.canary`` there (kserve#5672): a canary entry ``v<version>`` becomes its own Deployment
+and Service ``{isvc}-v<version>-predictor``; promotion makes that entry the predictor (its name too,
+so the running pods become the stable ones) and removes it, rollback removes it. KServe 0.20 routes
+no traffic to it; kserve#5912 (after 0.20, with the Gateway API: ``enableGatewayApi: true``) gives
+the HTTPRoutes weighted ``backendRefs``, and kserve#5984 only once the canary's Deployment is
+ready. So, with ``standard_canary`` (``KFLOOP_STANDARD_CANARY``):
+
+- ``auto`` (default): write the entry, wait (``canary_timeout``) until ``status.canaryStatuses``
+  reports it ready for the current generation, then read the HTTPRoute ``{isvc}-predictor``
+  (``gateway.networking.k8s.io/v1``) for a backendRef to the canary's Service with the requested
+  weight. Where there is none (KServe 0.20, no Gateway API, a KServe before 0.20 whose CRD drops the
+  field), the entry is removed again and the canary refused, naming kserve#5912 and the
+  alternatives; a canary that never gets ready is removed and reported as such.
+- ``on``: write the entry and trust the cluster to split (no check, no HTTPRoute read).
+- ``off``: refuse a canary in Standard mode before writing anything (KServe 0.20's behaviour).
 
 Which version runs where is kept in annotations of the InferenceService: the version whose bundle
 is in the spec, the stable one and the canary; ``status`` maps the predictor's traffic to them
@@ -20,6 +36,7 @@ change makes the API server answer 409 instead of one writer silently undoing th
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from kfloop.config import Settings
@@ -31,14 +48,24 @@ from kfloop.rollout.targets.isvc_status import (
     MODEL_VERSION,
     ROLLED_BACK_VERSION,
     STABLE_VERSION,
+    STANDARD_POD_LABEL,
     annotations_of,
+    canary_entry,
+    canary_name,
+    canary_status,
     deployment_mode,
     describe,
+    is_standard,
+    predictor_service,
 )
 from kfloop.store.registry import VersionRecord
 
 GROUP, API_VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
-NO_CANARY_MODES = ("RawDeployment", "Standard")
+ROUTE_GROUP, ROUTE_VERSION, ROUTE_PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
+STANDARD_CANARY_CHOICES = ("auto", "on", "off")
+# fields the canary validation of KServe refuses on a canary predictor (it runs fixed replicas,
+# derived from the stable's minReplicas and its trafficPercent) or that belong to the stable one
+CANARY_DROPPED_FIELDS = ("name", "minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "autoScaling")
 SERVABLE_SCHEMES = ("s3://", "gs://", "pvc://", "https://", "http://", "hdfs://", "webhdfs://")
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 TIMEOUT_SECONDS = 30
@@ -49,12 +76,33 @@ class KubernetesTarget:
 
     ``isvc_name`` overrides the service's name (default: the model's); ``api`` is a
     ``kubernetes.client.CustomObjectsApi`` (default: in-cluster config, else kubeconfig);
-    ``image`` replaces the base manifest's image when a service is created."""
+    ``image`` replaces the base manifest's image when a service is created. ``standard_canary``
+    (auto, on, off), ``canary_timeout``, ``route_grace`` and ``poll_seconds``: canaries in Standard
+    mode (see the module doc); ``route_grace`` is how long a ready canary's HTTPRoute may lag."""
 
     name = "kubernetes"
 
-    def __init__(self, namespace: str | None = None, isvc_name: str | None = None, api=None, image: str | None = None):
+    def __init__(
+        self,
+        namespace: str | None = None,
+        isvc_name: str | None = None,
+        api=None,
+        image: str | None = None,
+        *,
+        standard_canary: str = "auto",
+        canary_timeout: float = 600.0,
+        route_grace: float = 20.0,
+        poll_seconds: float = 2.0,
+        clock=time.monotonic,
+        sleep=time.sleep,
+    ):
+        if standard_canary not in STANDARD_CANARY_CHOICES:
+            raise ConfigError(
+                f"standard_canary {standard_canary!r}: expected one of {', '.join(STANDARD_CANARY_CHOICES)}"
+            )
         self._namespace, self.isvc_name, self._api, self.image = namespace, isvc_name, api, image
+        self.standard_canary, self.canary_timeout, self.route_grace = standard_canary, canary_timeout, route_grace
+        self.poll_seconds, self.clock, self.sleep = poll_seconds, clock, sleep
 
     # -- the RolloutTarget protocol --------------------------------------------------------------
 
@@ -75,8 +123,13 @@ class KubernetesTarget:
             )
             self._call("create", name, self.api.create_namespaced_custom_object, body=obj)
             return self.status(record.name)
-        if canary:
-            refuse_canary_outside_serverless(current, canary_percent)
+        if is_standard(current):
+            if canary:
+                return self._standard_canary(record, current, uri, canary_percent)
+            notes = {MODEL_VERSION: version, STABLE_VERSION: version, CANARY_VERSION: None, ROLLED_BACK_VERSION: None}
+            predictor = isvc_template.with_storage_uri(current["spec"]["predictor"], uri, version)
+            self._patch(current, notes, predictor, canary=None)  # a full deploy ends any canary
+            return self.status(record.name)
         notes = {
             MODEL_VERSION: version,
             ROLLED_BACK_VERSION: None,
@@ -88,15 +141,28 @@ class KubernetesTarget:
         return self.status(record.name)
 
     def promote(self, model: str) -> dict:
-        """The canary takes all traffic: ``canaryTrafficPercent`` is removed."""
+        """The canary takes all traffic: ``canaryTrafficPercent`` is removed (Knative), or the canary
+        entry becomes the predictor and is removed (Standard: its pods keep running, now as stable)."""
         current, canary = self._with_canary(model)
-        self._patch(current, {STABLE_VERSION: canary, CANARY_VERSION: None}, {"canaryTrafficPercent": None})
+        notes = {STABLE_VERSION: canary, CANARY_VERSION: None}
+        if is_standard(current):
+            entry = self._standard_entry(current, canary)
+            predictor = {**current["spec"]["predictor"], **entry["predictor"]}
+            self._patch(current, {**notes, MODEL_VERSION: canary}, predictor, canary=None)
+        else:
+            self._patch(current, notes, {"canaryTrafficPercent": None})
         return self.status(model)
 
     def rollback(self, model: str) -> dict:
-        """All traffic back to the previous revision: ``canaryTrafficPercent: 0``."""
+        """All traffic back to the stable version: ``canaryTrafficPercent: 0`` (Knative: the
+        previous revision), or the canary entry removed (Standard)."""
         current, canary = self._with_canary(model)
-        self._patch(current, {CANARY_VERSION: None, ROLLED_BACK_VERSION: canary}, {"canaryTrafficPercent": 0})
+        notes = {CANARY_VERSION: None, ROLLED_BACK_VERSION: canary}
+        if is_standard(current):
+            self._standard_entry(current, canary)
+            self._patch(current, notes, None, canary=None)
+        else:
+            self._patch(current, notes, {"canaryTrafficPercent": 0})
         return self.status(model)
 
     def status(self, model: str) -> dict:
@@ -107,6 +173,159 @@ class KubernetesTarget:
         if obj is None:
             return {**doc, "exists": False, "stable": None, "canary": None, "ready": False}
         return {**doc, "exists": True, **describe(obj)}
+
+    def revision_label(self, model: str, flavor: str) -> str | None:
+        """The scrape label a canary analysis selects a side's metrics by: None (the query set's
+        default, Knative's revision label) unless the model's service runs in Standard mode, where
+        pods have no revision and no queue-proxy: their ``app`` label, with the ``kfloop`` query set
+        only (Knative's metrics do not exist there)."""
+        obj = self._get(self._isvc(model))
+        if obj is None or not is_standard(obj):
+            return None
+        if flavor != "kfloop":
+            raise ConfigError(
+                f"InferenceService {obj['metadata']['name']} runs in {deployment_mode(obj)} mode: its pods have no "
+                f"Knative queue-proxy, so the {flavor!r} Prometheus queries find no traffic; analyse it with the "
+                f"kfloop query set (the predictor's request_predict_seconds, by the pods' {STANDARD_POD_LABEL!r} label)"
+            )
+        return STANDARD_POD_LABEL
+
+    # -- Standard mode ---------------------------------------------------------------------------
+
+    def _standard_canary(self, record: VersionRecord, current: dict, uri: str, percent: int) -> dict:
+        """Write kfloop's ``spec.canary`` entry for ``record`` at ``percent`` (see the module doc)."""
+        name, version = current["metadata"]["name"], str(record.version)
+        if self.standard_canary == "off":
+            raise ConfigError(
+                _refusal(
+                    name,
+                    deployment_mode(current),
+                    percent,
+                    "canaries in that mode are off (KFLOOP_STANDARD_CANARY / --standard-canary off)",
+                    written=False,
+                )
+            )
+        stable = current["spec"]["predictor"]
+        entry_name = canary_name(version)
+        if stable.get("name") == entry_name:
+            raise RegistryError(f"{record.ref} is the stable predictor of InferenceService {name}, not a canary")
+        predictor = isvc_template.with_storage_uri(stable, uri, version)
+        for field in (*CANARY_DROPPED_FIELDS, "canaryTrafficPercent"):
+            predictor.pop(field, None)
+        entry = {"trafficPercent": percent, "predictor": {"name": entry_name, **predictor}}
+        notes = {CANARY_VERSION: version, ROLLED_BACK_VERSION: None}
+        written = self._patch(current, notes, None, canary=[entry])
+        if self.standard_canary == "on":
+            return self.status(record.name)
+        if not ((written or {}).get("spec") or {}).get("canary"):
+            self._remove_canary(name)
+            raise ConfigError(
+                _refusal(
+                    name,
+                    deployment_mode(current),
+                    percent,
+                    "the API server dropped spec.canary (KServe's CRD has it only since 0.20)",
+                )
+            )
+        try:
+            self._await_route(name, version, percent)
+        except KfloopError as e:  # refused, never ready, or the check itself failed: no canary stays
+            try:
+                self._remove_canary(name)
+            except KfloopError as cleanup:
+                raise type(e)(
+                    f"{e}; removing the canary entry failed too, remove spec.canary by hand: {cleanup}"
+                ) from None
+            raise
+        return self.status(record.name)
+
+    def _await_route(self, name: str, version: str, percent: int) -> None:
+        """Wait until the canary ``v<version>`` is ready and the HTTPRoute sends it ``percent``, else
+        raise (the caller removes the entry)."""
+        entry_name, mode = canary_name(version), None
+        service = predictor_service(name, entry_name)
+        route_name = predictor_service(name)
+        start, ready_at, seen = self.clock(), None, "no status for the canary yet"
+        while True:
+            obj = self._get(name)
+            if obj is None:
+                raise RegistryError(f"InferenceService {name} in namespace {self.namespace} was deleted")
+            mode = deployment_mode(obj)
+            reported = canary_status(obj, entry_name)
+            if reported is not None:
+                seen = f"canaryStatuses: {reported}"
+            if ready_at is None and reported and reported.get("ready"):
+                ready_at = self.clock()
+            if ready_at is not None:
+                route = self._get_route(route_name)
+                if route is None:
+                    raise ConfigError(
+                        _refusal(
+                            name,
+                            mode,
+                            percent,
+                            f"it has no HTTPRoute {route_name} (KServe's Gateway API routing is off: "
+                            "enableGatewayApi in the ingress of ConfigMap inferenceservice-config)",
+                        )
+                    )
+                share = route_share(route, service)
+                if share == percent:
+                    return
+                if self.clock() - ready_at >= self.route_grace:
+                    found = "no backendRef to" if share is None else f"{share}% for"
+                    raise ConfigError(
+                        _refusal(
+                            name,
+                            mode,
+                            percent,
+                            f"{self.route_grace:g}s after the canary got ready its HTTPRoute {route_name} still has "
+                            f"{found} the canary's Service {service}",
+                        )
+                    )
+            elif self.clock() - start >= self.canary_timeout:
+                raise RegistryError(
+                    f"the canary {entry_name} of InferenceService {name} in namespace {self.namespace} did not "
+                    f"become ready within {self.canary_timeout:g}s ({seen}; check the Deployment {service}); "
+                    "its canary entry was removed, nothing serves it"
+                )
+            self.sleep(self.poll_seconds)
+
+    def _remove_canary(self, name: str) -> None:
+        """Remove kfloop's canary entry again (read afresh: the controller has written since)."""
+        current = self._get(name)
+        if current is not None:
+            self._patch(current, {CANARY_VERSION: None}, None, canary=None)
+
+    def _standard_entry(self, current: dict, canary: str) -> dict:
+        entry = canary_entry(current, canary)
+        if entry is None:
+            raise RegistryError(
+                f"InferenceService {current['metadata']['name']} in namespace {self.namespace} names canary "
+                f"version {canary} (annotation {CANARY_VERSION}) but has no spec.canary entry "
+                f"{canary_name(canary)}: it was changed outside kfloop; check it with kubectl"
+            )
+        return entry
+
+    def _get_route(self, name: str) -> dict | None:
+        """The HTTPRoute ``name``, or None when it does not exist (or the Gateway API is not installed)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.api.get_namespaced_custom_object(
+                ROUTE_GROUP, ROUTE_VERSION, self.namespace, ROUTE_PLURAL, name, _request_timeout=TIMEOUT_SECONDS
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None  # no such route, or no httproutes resource at all: no Gateway API routing
+            if e.status == 403:
+                raise ConfigError(
+                    f"forbidden: the ServiceAccount needs get on {ROUTE_PLURAL}.{ROUTE_GROUP} in namespace "
+                    f"{self.namespace} to check that KServe routes the canary (see the Roles in manifests/), "
+                    f"or set KFLOOP_STANDARD_CANARY=on: {_status_message(e)}"
+                ) from None
+            raise self._error("get", name, e) from None
+        except _transport_errors() as e:
+            raise self._error("get", name, e) from None
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -154,15 +373,16 @@ class KubernetesTarget:
             )
         return current, canary
 
-    def _patch(self, current: dict, notes: dict, predictor: dict) -> None:
-        """JSON merge patch of annotations and predictor (None deletes a key), guarded by the
-        resourceVersion read before."""
+    def _patch(self, current: dict, notes: dict, predictor: dict | None, **spec) -> dict:
+        """JSON merge patch of annotations, predictor and other ``spec`` fields (None deletes a key),
+        guarded by the resourceVersion read before; returns the patched object."""
         meta = current["metadata"]
+        changes = {**({"predictor": predictor} if predictor is not None else {}), **spec}
         body = {
             "metadata": {"resourceVersion": meta.get("resourceVersion"), "annotations": notes},
-            "spec": {"predictor": predictor},
+            "spec": changes,
         }
-        self._call("patch", meta["name"], self.api.patch_namespaced_custom_object, name=meta["name"], body=body)
+        return self._call("patch", meta["name"], self.api.patch_namespaced_custom_object, name=meta["name"], body=body)
 
     def _call(self, verb: str, isvc: str, method, **kwargs) -> dict:
         from kubernetes.client.exceptions import ApiException
@@ -220,14 +440,42 @@ def servable_uri(record: VersionRecord) -> str:
     return record.bundle_uri
 
 
-def refuse_canary_outside_serverless(obj: dict, percent: int) -> None:
-    mode = deployment_mode(obj)
-    if mode in NO_CANARY_MODES:
-        raise ConfigError(
-            f"InferenceService {obj['metadata']['name']} runs in {mode} mode, where KServe 0.20 ignores "
-            f"canaryTrafficPercent and would send all traffic to the new version at once: a {percent}% canary "
-            f"needs {MODE_ANNOTATION}: Knative (Serverless in older KServe releases); deploy without a canary instead"
-        )
+def route_share(route: dict, service: str) -> int | None:
+    """The percentage of the HTTPRoute's traffic that goes to the Service ``service`` (its weight
+    over the rule's total; Gateway API's default weight is 1), the same in every rule with backends;
+    None when a rule has no backendRef to it or the rules disagree."""
+    shares = set()
+    for rule in (route.get("spec") or {}).get("rules") or []:
+        refs = rule.get("backendRefs") or []
+        if not refs:
+            continue
+        weights = [(r.get("name"), r.get("kind", "Service"), int(r.get("weight", 1))) for r in refs]
+        mine = sum(w for n, kind, w in weights if n == service and kind == "Service")
+        if not any(n == service and kind == "Service" for n, kind, _ in weights):
+            return None
+        total = sum(w for _, _, w in weights)
+        shares.add(round(100 * mine / total) if total else 0)
+    return shares.pop() if len(shares) == 1 else None
+
+
+def _refusal(name: str, mode: str | None, percent: int, reason: str, written: bool = True) -> str:
+    """Why a Standard-mode canary is refused: ``reason`` the cluster does not route it (``written``:
+    the entry was written and removed again), else canaries are off."""
+    cause = (
+        f"where this cluster's KServe does not route traffic to a spec.canary entry: {reason}; "
+        "the canary entry was removed again"
+        if written
+        else f"and {reason}; nothing was written"
+    )
+    return (
+        f"a {percent}% canary of InferenceService {name} is refused: it runs in {mode} mode, {cause}. "
+        "KServe 0.20 ignores canaryTrafficPercent in this mode and creates a canary's Deployment without "
+        "routing traffic to it; weighted HTTPRoutes come with kserve#5912 (the KServe release after 0.20, "
+        "with enableGatewayApi: true). "
+        f"Alternatives: serve the model in Knative mode ({MODE_ANNOTATION}: Knative; Serverless in older KServe "
+        "releases), where canaryTrafficPercent splits traffic, or deploy without a canary. "
+        "KFLOOP_STANDARD_CANARY=on (--standard-canary on) writes the canary without this check"
+    )
 
 
 def connect():

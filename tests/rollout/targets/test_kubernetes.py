@@ -5,7 +5,8 @@ JSON merge patches with the API server's resourceVersion preconditions, answers 
 ``Status`` objects as the API server does, records every request, and, on ``reconcile``, writes
 the status the KServe controller would in Serverless mode: a new predictor revision per predictor
 spec change and Knative's traffic split (``latest`` / ``prev``) from ``canaryTrafficPercent``.
-The real kubernetes client talks to it over HTTP.
+The real kubernetes client talks to it over HTTP. Standard mode's ``spec.canary``:
+``test_standard_canary.py``.
 """
 
 from __future__ import annotations
@@ -158,25 +159,6 @@ def test_a_full_deploy_over_a_running_version_replaces_it(registry, target, fake
     fake.reconcile("churn")
     assert _shares(target.status("churn")) == ((2, None), (100, None))
     assert _stages(registry) == {1: "archived", 2: "production", 3: "staging"}
-
-
-@pytest.mark.parametrize(
-    "where, mode", [("annotation", "RawDeployment"), ("annotation", "Standard"), ("status", "Standard")]
-)
-def test_a_canary_is_refused_where_kserve_would_not_split_traffic(registry, target, fake, where, mode):
-    _deploy_v1(registry, target, fake)
-    obj = fake.objects[(NS, "churn")]
-    if where == "annotation":
-        obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] = mode
-    else:
-        del obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
-        obj["status"]["deploymentMode"] = mode
-    writes = len(fake.writes())
-    with pytest.raises(ConfigError, match=f"{mode} mode.*ignores canaryTrafficPercent.*Knative"):
-        rollout.deploy(registry, target, "churn:2", canary_percent=20)
-    assert len(fake.writes()) == writes and _stages(registry)[2] == "staging"
-    rollout.deploy(registry, target, "churn:2")  # a full deploy is fine in any mode
-    assert _storage_uri(fake) == registry.get("churn", 2).bundle_uri
 
 
 def test_the_stock_runtime_predictor_gets_the_booster_file_as_storage_uri(registry, target, fake):

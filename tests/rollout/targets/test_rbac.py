@@ -8,6 +8,9 @@ allowed by the Role of the account that makes it in manifests/, and the Roles gr
   (``rollout.deploy`` of a first version and of each canary step, ``status``, ``promote``, ``rollback``);
 - ``kfloop rollout shadow --target kubernetes`` is refused before any call (KubernetesTarget has no
   ``shadow``), so it needs nothing.
+
+Each records a Knative-mode service's rollout and a Standard-mode one's (``spec.canary``, checked
+against the HTTPRoute KServe writes; the fake plays a KServe with kserve#5912).
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ from urllib.parse import urlsplit
 import pytest
 
 from kfloop.rollout import actions as rollout
+from kfloop.rollout.targets import isvc_template
+from kfloop.rollout.targets.isvc_status import MODE_ANNOTATION, MODEL_VERSION, STABLE_VERSION
 from kfloop.rollout.targets.kubernetes import KubernetesTarget
 from tests.fakes.kube_api import NS, FakeKubeAPI, use_kubeconfig
+
+STANDARD_NS = "kfloop-standard"
 
 pytestmark = pytest.mark.processes  # kubectl kustomize; the fake API server on 127.0.0.1
 
@@ -62,6 +69,19 @@ def fake():
     server.close()
 
 
+def serve_in_standard_mode(registry, fake: FakeKubeAPI, version: int = 1) -> None:
+    """churn:<version> on an InferenceService in Standard mode in STANDARD_NS, applied by its owner; from
+    then on the fake's controller reconciles before every read (the rollout waits for the canary)."""
+    record = registry.get("churn", version)
+    notes = {MODE_ANNOTATION: "Standard", MODEL_VERSION: str(version), STABLE_VERSION: str(version)}
+    fake.apply(
+        isvc_template.inferenceservice("churn", STANDARD_NS, record.bundle_uri, notes, version=str(version)),
+        STANDARD_NS,
+    )
+    fake.reconcile("churn", STANDARD_NS)
+    fake.auto_reconcile, fake.canary_start_reconciles = True, 1
+
+
 def test_the_deploy_step_calls_exactly_what_its_role_grants(registry, fake, s3_settings, tmp_path, monkeypatch):  # noqa: F811
     from kfloop.components.deploy import deploy
 
@@ -71,6 +91,9 @@ def test_the_deploy_step_calls_exactly_what_its_role_grants(registry, fake, s3_s
     deploy("churn:1", "kubernetes", 10, "", "unused")  # creates
     fake.reconcile("churn")
     deploy("churn:2", "kubernetes", 10, NS, "unused")  # patches a canary
+    serve_in_standard_mode(registry, fake)
+    deploy("churn:3", "kubernetes", 10, STANDARD_NS, "unused")  # a Standard-mode canary, checked
+    assert fake.objects[(STANDARD_NS, "churn")]["spec"]["canary"][0]["trafficPercent"] == 10
     assert api_calls(fake) == granted(role("base", "kfloop-pipeline-deployer"))
 
 
@@ -87,6 +110,12 @@ def test_the_triggers_automatic_rollout_calls_exactly_what_its_role_grants(regis
     rollout.deploy(registry, target, "churn:3", 10)
     fake.reconcile("churn")
     rollout.rollback(registry, target, "churn")
+    serve_in_standard_mode(registry, fake)  # v1 (archived) stable, v2 (production) as its canary
+    standard = KubernetesTarget(namespace=STANDARD_NS, api=fake.api(), poll_seconds=0.01)
+    for step in (10, 50):
+        rollout.deploy(registry, standard, "churn:2", step)
+        standard.status("churn")
+    rollout.promote(registry, standard, "churn")
     calls = api_calls(fake)
     assert calls == granted(role("overlays/auto-rollout", "kfloop-trigger-rollout"))
     base_trigger = role("base", "kfloop-trigger")  # the base trigger has no Kubernetes API rights
