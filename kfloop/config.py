@@ -52,6 +52,8 @@ class Settings:
     prometheus_url: str | None = None  # where a canary analysis on a cluster reads its metrics
     rollout_target: str = "local"  # where kfloop rollout drives revisions: local or kubernetes
     trigger_runner_cmd: str | None = None  # the trigger's local retraining command (default kfloop pipeline run)
+    # the trigger's per-signal policy file (kfloop.retraining.policy.load_rules): alert or retrain, windows, thresholds
+    policy_file: Path | None = None
     # the control plane's bearer token file (default <home>/control-token; on a cluster, a mounted Secret)
     control_token_file: Path | None = None
     # set by the platform
