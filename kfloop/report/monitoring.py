@@ -150,21 +150,29 @@ def _plot(doc: dict, signal: str) -> str | None:
     ]
     if not points:
         return None
-    from kfloop.report.plots import plt, png_base64
+    from matplotlib.ticker import MaxNLocator
+
+    from kfloop.report.plots import P_FLOOR, plt, png_base64
+
+    log = signal == "feature_drift"  # p-values: a log axis, 0 drawn at P_FLOOR
+
+    def shown(value: float) -> float:
+        return max(value, P_FLOOR) if log else value
 
     fig, ax = plt.subplots(figsize=(8, 2.6))
     fig.subplots_adjust(left=0.1, right=0.82, bottom=0.2, top=0.85)
     for version in sorted({v for v, _, _ in points}, key=lambda v: (len(v), v)):
         mine = [(i, s) for v, i, s in points if v == version]
-        ax.plot([i for i, _ in mine], [s["value"] for _, s in mine], marker="o", ms=4, label=f"v{version}")
-        alerts = [(i, s["value"]) for i, s in mine if s["status"] == "alert"]
+        ax.plot([i for i, _ in mine], [shown(s["value"]) for _, s in mine], marker="o", ms=4, label=f"v{version}")
+        alerts = [(i, shown(s["value"])) for i, s in mine if s["status"] == "alert"]
         if alerts:
             ax.scatter([i for i, _ in alerts], [v for _, v in alerts], color="tab:red", zorder=3, s=30)
     thresholds = sorted({s["threshold"] for _, _, s in points if s["threshold"] is not None})
     for threshold in thresholds[:3]:
         ax.axhline(threshold, color="black", linestyle="--", linewidth=1)
-    if signal == "feature_drift":
+    if log:
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("window")
     ax.set_title(f"{signal}: value per window (red: alert; dashed: threshold)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
