@@ -88,3 +88,26 @@ def test_durations_and_times_give_the_range():
     assert (end - start).days == 1
     start, end = resolve_range("", "")
     assert round((end - start).total_seconds()) == 86400
+
+
+def test_replicas_that_each_see_part_of_the_traffic_are_checked_together(tmp_path):
+    """Two transformer replicas (two capture writers, as two pods write) each capture 300 drifted rows:
+    neither fills a live window of 500, the job checks their 600 rows as one version's window."""
+    from kfloop.monitoring.capture import CaptureWriter, capture_record
+
+    settings = Settings(home=tmp_path / "home")
+    register_churn(settings, tmp_path / "bundle")
+    frame = churn_frame(600, seed=9).assign(tenure=lambda f: f["tenure"] + 40).drop(columns=["churned"])
+    rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    for replica in (0, 1):
+        with CaptureWriter(open_store(settings), "churn", batch_size=100) as writer:
+            writer.add(
+                capture_record("churn", "1", row, [0.5, 0.5], revision="stable", request_id=f"pod{replica}-{i}")
+                for i, row in enumerate(rows[replica::2])
+            )
+    options = MonitorOptions("churn", since="1h", window_rows=500, emit=False)
+    summary = run_monitoring(settings, options, progress=lambda line: None)
+    (window,) = summary["windows"]
+    assert window["rows"] == 600 and not window["pooled"] and window["revisions"] == ["stable"]
+    (drift,) = [s for s in window["signals"] if s["signal"] == "feature_drift"]
+    assert drift["status"] == "alert" and drift["evidence"]["drifted"] == ["tenure"]
