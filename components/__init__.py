@@ -1,4 +1,4 @@
-"""KFP v2 components of the training and batch pipelines, one per module.
+"""KFP v2 components of the training, batch and monitoring pipelines, one per module.
 
 Each module holds a plain function typed with KFP artifacts; its body only maps artifact
 paths to a ``kfloop.steps`` function, so the same code runs under ``kfp.local`` and in the
@@ -17,12 +17,13 @@ from kfloop.components.baseline import baseline
 from kfloop.components.batch import batch_predict
 from kfloop.components.deploy import deploy
 from kfloop.components.evaluate import evaluate
+from kfloop.components.monitor import monitor
 from kfloop.components.process import process
 from kfloop.components.register import register
 from kfloop.components.train import train
 from kfloop.components.tune import tune
 
-STEPS = (process, tune, train, evaluate, analyze, baseline, register, deploy, batch_predict)
+STEPS = (process, tune, train, evaluate, analyze, baseline, register, deploy, batch_predict, monitor)
 
 
 def build_components(image: str) -> types.SimpleNamespace:

@@ -53,6 +53,8 @@ class Settings:
     rollout_target: str = "local"  # where kfloop rollout drives revisions: local or kubernetes
     standard_canary: str = "auto"  # canaries in KServe Standard mode: auto (checked), on, off
     trigger_runner_cmd: str | None = None  # the trigger's local retraining command (default kfloop pipeline run)
+    # the trigger's per-signal policy file (kfloop.retraining.policy.load_rules): alert or retrain, windows, thresholds
+    policy_file: Path | None = None
     # the control plane's bearer token file (default <home>/control-token; on a cluster, a mounted Secret)
     control_token_file: Path | None = None
     # set by the platform

@@ -26,6 +26,7 @@ def create_schedule(
     max_concurrency: int = 1,
     catchup: bool = False,
     progress: Callable[[str], None] = print,
+    description: str = "kfloop scheduled retraining",
 ) -> dict:
     """A recurring run of the pipeline at ``yaml_path`` on ``cron`` (5 or 6 fields, or a descriptor) or
     ``every`` (a duration such as 6h), in ``experiment``; returns its id, name and schedule."""
@@ -43,7 +44,7 @@ def create_schedule(
             job = client.create_recurring_run(
                 experiment_id=experiment_id,
                 job_name=name,
-                description=f"kfloop scheduled retraining ({_schedule_text(cron_expression, interval)})",
+                description=f"{description} ({_schedule_text(cron_expression, interval)})",
                 interval_second=interval,
                 cron_expression=cron_expression,
                 max_concurrency=max_concurrency,

@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(title="commands", metavar="COMMAND")
     from kfloop.cli import batch as cli_batch
     from kfloop.cli import demo as cli_demo
+    from kfloop.cli import monitor as cli_monitor
     from kfloop.cli import pipeline as cli_pipeline
     from kfloop.cli import registry as cli_registry
     from kfloop.cli import report as cli_report
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_demo.add_commands(groups)
     cli_pipeline.add_commands(groups)
     cli_batch.add_commands(groups)
+    cli_monitor.add_commands(groups)
     cli_registry.add_commands(groups)
     cli_report.add_commands(groups)
     cli_serve.add_commands(groups)

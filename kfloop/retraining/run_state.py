@@ -11,7 +11,8 @@ The record is kept inside the model's trigger state (``kfloop.retraining.policy.
 the object store. ``to_dict``/``from_dict`` keep its stored keys: ``name``, ``run_id``,
 ``event_id``, ``event_type``, ``reason``, ``started``, ``started_iso``, ``target``, ``strategy``,
 ``status``, ``attempts`` and ``next_attempt`` always; ``data``, ``arguments``, ``last_error`` and
-``poll_failures`` once they are known.
+``poll_failures`` once they are known, and ``evidence`` (what the policy's decision rested on:
+``kfloop.retraining.policy.Decision.evidence``) when the decision had any.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from kfloop.errors import DataError, KfloopError
 from kfloop.timestamps import rfc3339
 
 OUTCOMES = ("succeeded", "failed")  # how a run ends (``kfloop.retraining.runners.RunStatus.state``)
-_OPTIONAL = ("data", "arguments", "last_error", "poll_failures")  # stored once known
+_OPTIONAL = ("data", "arguments", "last_error", "poll_failures", "evidence")  # stored once known
 
 
 class RunPhase(str, enum.Enum):
@@ -58,11 +59,25 @@ class RunInFlight:
     arguments: dict | None = None  # the pipeline arguments of the last launch attempt
     last_error: str | None = None  # why the last launch attempt failed
     poll_failures: int | None = None  # polls failed in a row; None until one first fails
+    evidence: dict | None = None  # the signal, value, threshold, streak and rule the decision rested on
 
     @classmethod
-    def start(cls, name: str, event: dict, reason: str, now: float, target: str, strategy: str) -> RunInFlight:
+    def start(
+        cls, name: str, event: dict, reason: str, now: float, target: str, strategy: str, evidence: dict | None = None
+    ) -> RunInFlight:
         """A run that ``event`` started at ``now``, to be launched at once."""
-        return cls(name, event["id"], event["type"], reason, now, rfc3339(now), target, strategy, next_attempt=now)
+        return cls(
+            name,
+            event["id"],
+            event["type"],
+            reason,
+            now,
+            rfc3339(now),
+            target,
+            strategy,
+            next_attempt=now,
+            evidence=evidence or None,
+        )
 
     # -- moves ---------------------------------------------------------------------------------
 
@@ -149,6 +164,7 @@ class RunInFlight:
             "rows": self.data.get("rows"),
             "arguments": self.arguments,
             "reason": self.reason,
+            **({"evidence": self.evidence} if self.evidence else {}),
         }
 
     # -- stored form ---------------------------------------------------------------------------

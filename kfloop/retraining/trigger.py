@@ -1,7 +1,8 @@
 """The retraining trigger: events in, decisions recorded, runs launched and followed, events out.
 
-``RetrainTrigger.handle_event`` takes one CloudEvent (drift detected, quality degraded, feedback),
-decides with ``kfloop.retraining.policy`` and keeps the event and the model's new state on the
+``RetrainTrigger.handle_event`` takes one CloudEvent (any monitoring signal's event, see
+``kfloop.names.SIGNAL_EVENT_TYPES``, or feedback), decides with ``kfloop.retraining.policy`` (per signal:
+alert only, which records the event and the decision, or retrain) and keeps the event and the model's new state on the
 object store; a feedback event stores its labels first (all or nothing) and then checks the
 model's labeled traffic with a ``QualityMonitor``, whose degraded windows become
 ``io.kfloop.quality.degraded`` events handled like any other. A decision to start puts a run
@@ -112,7 +113,7 @@ class RetrainTrigger:
                 record_event(self.store, signal.model, event)
                 state.apply(signal, decision)
                 if decision.action == "start":
-                    state.in_flight = self._new_run(signal.model, event, decision.reason)
+                    state.in_flight = self._new_run(signal.model, event, decision.reason, decision.evidence)
                     self._active.add(signal.model)
                 save_state(self.store, state)
             out["in_flight"] = _stored(state.in_flight)
@@ -157,9 +158,9 @@ class RetrainTrigger:
             for data in degraded
         ]
 
-    def _new_run(self, model: str, event: dict, reason: str) -> RunInFlight:
+    def _new_run(self, model: str, event: dict, reason: str, evidence: dict | None = None) -> RunInFlight:
         name = run_name(model, event["id"])
-        return RunInFlight.start(name, event, reason, self.clock(), self.runner.target, self.policy.strategy)
+        return RunInFlight.start(name, event, reason, self.clock(), self.runner.target, self.policy.strategy, evidence)
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -296,6 +297,7 @@ class RetrainTrigger:
             "cooldown_left_seconds": round(left, 1),
             "in_flight": _stored(state.in_flight),
             "runs": state.history,
+            "alerts": state.alerts,
             "rollouts": self.auto_rollout.status(state.model) if self.auto_rollout else [],
         }
 

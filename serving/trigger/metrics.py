@@ -1,7 +1,7 @@
 """Prometheus metrics of the trigger service, read from the trigger's counters at scrape time.
 
 - ``kfloop_trigger_events_total{type, outcome}``: events received, by the policy's action
-  (start, waiting, duplicate, cooldown, in_flight, ignore) or ``rejected`` (4xx) / ``error`` (5xx);
+  (start, waiting, duplicate, cooldown, in_flight, ignore, alert) or ``rejected`` (4xx) / ``error`` (5xx);
 - ``kfloop_trigger_runs_started_total{target}``, ``kfloop_trigger_runs_finished_total{status}``;
 - ``kfloop_trigger_runs_in_flight``; ``kfloop_trigger_outbox_{depth,delivered_total,dead_letters_total}``.
 """

@@ -2,8 +2,10 @@
 
 Endpoints:
 
-- ``POST /``: one CloudEvent, binary or structured mode, of type ``io.kfloop.drift.detected``,
-  ``io.kfloop.quality.degraded`` or ``io.kfloop.feedback``. Answered as Knative Eventing's data
+- ``POST /``: one CloudEvent, binary or structured mode, of a monitoring signal's type
+  (``kfloop.names.SIGNAL_EVENT_TYPES``: ``io.kfloop.drift.detected``, ``io.kfloop.quality.degraded``,
+  ``io.kfloop.data_quality.violated``, ...; the per-signal policy, ``--policy_file`` / ``--signal_rule``,
+  says whether each only alerts or may start a run) or ``io.kfloop.feedback``. Answered as Knative Eventing's data
   plane contract expects of a recipient (a broker treats a non-empty reply that is not a CloudEvent
   as a failed delivery, HTTP 502): ``202 Accepted`` with an empty body (never a reply event), the
   policy's decision in the headers ``x-kfloop-decision`` (start, waiting, duplicate, ...),
@@ -75,7 +77,14 @@ from kfloop.names import (
     TRIGGER_STATUS_PATH,
     dead_letter_key,
 )
-from kfloop.retraining.policy import DATA_STRATEGIES, SIGNAL_TYPES, TUNING_CHOICES, RetrainPolicy
+from kfloop.retraining.policy import (
+    DATA_STRATEGIES,
+    SIGNAL_TYPES,
+    TUNING_CHOICES,
+    RetrainPolicy,
+    load_rules,
+    parse_rule_flag,
+)
 from kfloop.retraining.quality_signal import QualityOptions
 from kfloop.retraining.runners import DEFAULT_LOCAL_COMMAND, KfpRunner, LocalRunner
 from kfloop.retraining.trigger import RetrainTrigger
@@ -272,6 +281,21 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     p.add_argument("--kfp_namespace", help="Kubeflow profile namespace (multi-user installs)")
     p.add_argument("--experiment", default="kfloop", help="KFP experiment of the runs (default kfloop)")
     p.add_argument("--consecutive_windows", type=int, default=2, help="drifted windows in a row that start a run")
+    p.add_argument(
+        "--policy_file",
+        default=settings.policy_file,
+        help="per-signal rules, JSON or YAML: {signals: {SIGNAL: {action: alert|retrain, consecutive_windows: N, "
+        "threshold: X}}} (env KFLOOP_POLICY_FILE; default: feature_drift retrains after --consecutive_windows, "
+        "quality at once, every other signal alerts only)",
+    )
+    p.add_argument(
+        "--signal_rule",
+        nargs="*",
+        action="extend",
+        default=[],
+        metavar="SIGNAL=ACTION[,windows=N][,threshold=X]",
+        help="one signal's rule (over the policy file's), e.g. estimated_quality=retrain,windows=3,threshold=0.7",
+    )
     p.add_argument("--cooldown_seconds", type=float, default=600, help="no run starts this soon after the last ended")
     p.add_argument("--strategy", choices=DATA_STRATEGIES, default="combined", help="retraining data (default combined)")
     p.add_argument("--window_days", type=int, default=7, help="days of labeled traffic for --strategy window")
@@ -332,6 +356,10 @@ def make_trigger(args: argparse.Namespace, settings: Settings) -> RetrainTrigger
         args.window_days,
         parse_params(args.pipeline_params, parameter_types(yaml_path)),
         tuning=args.tuning,
+        rules={
+            **(load_rules(args.policy_file) if args.policy_file else {}),
+            **dict(parse_rule_flag(text) for text in args.signal_rule),
+        },
     )
     if target == "kfp":
         runner = KfpRunner(

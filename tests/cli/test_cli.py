@@ -105,6 +105,13 @@ def test_every_expected_command_exists():
         ("batch", "compile"),
         ("batch", "run"),
         ("batch", "submit"),
+        ("monitor",),
+        ("monitor", "compile"),
+        ("monitor", "run"),
+        ("monitor", "submit"),
+        ("monitor", "schedule"),
+        ("monitor", "schedule", "list"),
+        ("monitor", "schedule", "delete"),
     }
 
 

@@ -52,7 +52,18 @@ def crd_errors():
 TARGETS = kustomize_targets()
 OVERLAYS = [t for t in TARGETS if t.startswith("overlays/")]
 CRD_KINDS = {"InferenceService", "Trigger", "SinkBinding", "Broker"}
-EVENT_TYPES = {"io.kfloop.drift.detected", "io.kfloop.quality.degraded", "io.kfloop.feedback"}
+# every monitoring signal's event type and feedback: what the trigger service accepts (kfloop.retraining.policy)
+EVENT_TYPES = {
+    "io.kfloop.drift.detected",
+    "io.kfloop.quality.degraded",
+    "io.kfloop.feedback",
+    "io.kfloop.data_quality.violated",
+    "io.kfloop.prediction_drift.detected",
+    "io.kfloop.multivariate_drift.detected",
+    "io.kfloop.attribution_drift.detected",
+    "io.kfloop.bias_drift.detected",
+    "io.kfloop.estimated_quality.dropped",
+}
 DEPLOYER_VERBS = {"get", "create", "patch"}  # what KubernetesTarget calls (tests/rollout/targets/test_rbac.py)
 MODEL_SPEC_KEYS = (
     "model",
@@ -394,6 +405,12 @@ def test_events_flow_from_transformer_through_broker_to_trigger_service(target, 
         }
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
     assert routed == EVENT_TYPES
+
+
+def test_a_trigger_routes_each_event_type_the_trigger_service_accepts():
+    from kfloop.retraining.policy import SIGNAL_TYPES
+
+    assert set(SIGNAL_TYPES) == EVENT_TYPES
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -153,6 +153,13 @@ def test_a_drift_signal_starts_one_run_and_the_same_event_twice_still_one(make_t
         "status": "launching",
         "attempts": 0,
         "next_attempt": T0,
+        "evidence": {  # what the decision rested on, kept with the run and in retrain.started
+            "signal": "feature_drift",
+            "window_index": 0,
+            "stream": "kfloop/churn-transformer||1",
+            "streak": 1,
+            "rule": {"action": "retrain", "consecutive_windows": 1, "threshold": None},
+        },
     }
     assert trigger.handle_event(event)["action"] == "duplicate"
     assert trigger.in_flight_models() == ["churn"] and not runner.launched  # launched by step, not by the event
@@ -179,7 +186,9 @@ def test_a_drift_signal_starts_one_run_and_the_same_event_twice_still_one(make_t
         "rows": None,
         "arguments": {"source": "sample:churn", "model_name": "churn"},
         "reason": "drift in 1 consecutive windows",
+        "evidence": load_state(trigger.store, "churn").in_flight.evidence,
     }
+    assert started["data"]["evidence"]["signal"] == "feature_drift"
     logged = read_events(trigger.store, "churn")
     assert sorted(e["type"] for e in logged) == sorted([DRIFT_DETECTED, DRIFT_DETECTED, RETRAIN_STARTED])
     assert trigger.events[(DRIFT_DETECTED, "start")] == 1 and trigger.events[(DRIFT_DETECTED, "duplicate")] == 1
@@ -379,3 +388,30 @@ def test_a_restarted_trigger_carries_on_with_the_launch_attempts_already_made(ma
     assert len(again.launched) == 1
     (finished,) = emitted(restarted, RETRAIN_FINISHED)
     assert finished["data"]["reason"] == "could not start the run after 2 attempts: TimeoutError: timed out"
+
+
+def test_an_alert_only_signal_is_recorded_and_starts_no_run(settings, clock):
+    from kfloop.names import DATA_QUALITY_VIOLATED, ESTIMATED_QUALITY_DROPPED
+    from kfloop.retraining.policy import SignalRule
+
+    runner = ScriptedRunner()
+    policy = RetrainPolicy(consecutive_windows=1, rules={"estimated_quality": SignalRule("retrain", 1, 0.7)})
+    outbox = Outbox.for_settings(settings, "trigger", None)
+    trigger = RetrainTrigger(settings, policy, runner, outbox, original_source="sample:churn", clock=clock)
+    data = {"model": "churn", "model_version": "1", "status": "alert", "value": 2, "threshold": 0, "direction": "above"}
+    alert = make_event(DATA_QUALITY_VIOLATED, "kfloop/monitor", {**data, "window_index": 0}, id="dq0")
+    out = trigger.handle_event(alert)
+    assert out["action"] == "alert" and out["signal"] == "data_quality" and out["evidence"]["value"] == 2
+    trigger.step()
+    assert not runner.launched and load_state(trigger.store, "churn").in_flight is None
+    assert [e["id"] for e in read_events(trigger.store, "churn")] == ["dq0"]
+    assert trigger.status("churn")["alerts"][0]["event"] == "kfloop/monitor#dq0"
+    assert trigger.status()["policy"]["rules"]["data_quality"]["action"] == "alert"
+
+    estimate = {**data, "value": 0.6, "threshold": 0.8, "direction": "below", "window_index": 3}
+    out = trigger.handle_event(make_event(ESTIMATED_QUALITY_DROPPED, "kfloop/monitor", estimate, id="eq3"))
+    assert out["action"] == "start" and out["evidence"]["threshold"] == 0.7
+    trigger.step()
+    (started,) = emitted(trigger, RETRAIN_STARTED)
+    assert started["data"]["evidence"]["signal"] == "estimated_quality"
+    assert started["data"]["reason"] == "estimated_quality alert in 1 consecutive window"
