@@ -34,10 +34,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from kfloop import timestamps
 from kfloop.errors import ConfigError
 from kfloop.events.cloudevents import REQUIRED, make_event
 from kfloop.events.outbox import Outbox
 from kfloop.monitoring.drift_window import WindowedDrift
+from kfloop.monitoring.window_log import WindowLog, window_summary
 from kfloop.names import DRIFT_DETECTED
 from kfloop.retry import Throttle
 
@@ -63,12 +65,15 @@ class DriftMonitor:
         warn_interval_s: float = 30.0,
         settle_s: float = DEFAULT_SETTLE_S,
         cpu_share: float = DEFAULT_CPU_SHARE,
+        window_log: WindowLog | None = None,
     ):
         if max_pending_rows < 1:
             raise ConfigError(f"drift max_pending_rows must be at least 1, got {max_pending_rows}")
         if not 0 < cpu_share <= 1:
             raise ConfigError(f"drift cpu_share must be in (0, 1] (1: check every row), got {cpu_share}")
         self.windowed, self.outbox, self.source = windowed, outbox, source
+        self.window_log = window_log  # a summary of every checked window (kfloop.monitoring.window_log)
+        self._window_start = time.time()  # when the current window's first rows were taken
         self.context = dict(context or {})
         self.extensions = _check_extensions(extensions or {})
         self.max_pending_rows = max_pending_rows
@@ -136,6 +141,8 @@ class DriftMonitor:
             self._stopping = True
             self._cond.notify()
         self._thread.join(timeout)
+        if self.window_log is not None:
+            self.window_log.flush()
         if self.windowed.pending:
             log.info("drift monitor stopped with %d rows of an incomplete window unchecked", self.windowed.pending)
         return not self._thread.is_alive()
@@ -143,11 +150,16 @@ class DriftMonitor:
     def _run(self) -> None:
         while (queued := self._take()) is not None:
             if not queued:
+                if self.window_log is not None:
+                    self.window_log.tick()
                 continue
+            taken = time.time()
             X = queued[0] if len(queued) == 1 else np.concatenate(queued)
             start = 0
             while start < len(X):  # a window at a time: a failed check loses only its own window
                 end = start + self.windowed.window_size - self.windowed.pending
+                if self.windowed.pending == 0:
+                    self._window_start = taken
                 began = time.monotonic()
                 try:
                     for result in self.windowed.add(X[start:end]):
@@ -175,8 +187,14 @@ class DriftMonitor:
 
     def _report(self, result: dict) -> None:
         data = result["data"]
+        data["window_start"], data["window_end"] = timestamps.rfc3339(self._window_start), timestamps.rfc3339()
         self.windows_checked += 1
         self.last_p_values = dict(data["p_val_by_feature"])
+        if self.window_log is not None:
+            try:
+                self.window_log.add(window_summary(result, self.context))
+            except Exception as e:  # a full disk must not end the thread
+                self._note_error("recording the window summary", e)
         if not data["is_drift"]:
             log.debug("window %d: no drift (smallest p-value %s)", data["window_index"], _smallest(data["p_val"]))
             return
