@@ -82,6 +82,7 @@ class DriftMonitor:
         self.windows_checked = self.drift_detected = self.errors = 0
         self.last_p_values: dict[str, float | None] = {}
         self._queue: collections.deque[np.ndarray] = collections.deque()
+        self._queued_at: collections.deque[float] = collections.deque()  # time.time() of each submit
         self._pending_rows = 0
         self._needed = windowed.window_size  # queued rows that complete the current window
         self._rest_until = 0.0  # time.monotonic() before which served rows are not checked
@@ -118,6 +119,7 @@ class DriftMonitor:
             accepted = not self._stopping and self._pending_rows + n <= self.max_pending_rows
             if accepted:
                 self._queue.append(X)
+                self._queued_at.append(time.time())
                 self._pending_rows += n
                 self.rows_submitted += n
                 if self._pending_rows >= self._needed:
@@ -148,18 +150,19 @@ class DriftMonitor:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
-        while (queued := self._take()) is not None:
+        while (taken := self._take()) is not None:
+            queued, queued_at = taken
             if not queued:
                 if self.window_log is not None:
                     self.window_log.tick()
                 continue
-            taken = time.time()
             X = queued[0] if len(queued) == 1 else np.concatenate(queued)
+            bounds = np.cumsum([len(q) for q in queued])
             start = 0
             while start < len(X):  # a window at a time: a failed check loses only its own window
                 end = start + self.windowed.window_size - self.windowed.pending
-                if self.windowed.pending == 0:
-                    self._window_start = taken
+                if self.windowed.pending == 0:  # a new window: its first rows' submit time
+                    self._window_start = queued_at[min(int(np.searchsorted(bounds, start, "right")), len(bounds) - 1)]
                 began = time.monotonic()
                 try:
                     for result in self.windowed.add(X[start:end]):
@@ -174,16 +177,17 @@ class DriftMonitor:
             with self._cond:
                 self._needed = self.windowed.window_size - self.windowed.pending
 
-    def _take(self) -> list[np.ndarray] | None:
+    def _take(self) -> tuple[list[np.ndarray], list[float]] | None:
         """Everything queued, once it completes the current window, at stop, or after ``settle_s``
         (possibly nothing); None once stopping with nothing left."""
         with self._cond:
             self._cond.wait_for(lambda: self._stopping or self._pending_rows >= self._needed, self.settle_s)
             if self._stopping and not self._queue:
                 return None
-            queued, self._pending_rows = list(self._queue), 0
+            queued, queued_at, self._pending_rows = list(self._queue), list(self._queued_at), 0
             self._queue.clear()
-            return queued
+            self._queued_at.clear()
+            return queued, queued_at
 
     def _report(self, result: dict) -> None:
         data = result["data"]
