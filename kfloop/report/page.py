@@ -204,7 +204,7 @@ def _status(facts: rd.ModelFacts, windows: list[dict], suffix: str) -> str:
     return (
         f"<div class='status' id='status-block{esc(suffix)}' data-box>"
         + _heading("status", suffix)
-        + _fold(table(header, rows, id_="status-table" + suffix), len(rows), "versions")
+        + _fold(table(header, rows, id_="status-table" + suffix), len(rows), "versions", "fold-status" + suffix)
         + "</div>"
     )
 
@@ -222,10 +222,13 @@ def _drift(store: ObjectStore, facts: rd.ModelFacts, windows: list[dict], suffix
             )
         )
     moved = rd.moved_features(windows)
-    features = list(dict.fromkeys(m["feature"] for m in moved))
     out.append(
         f"<p>{len(windows)} windows checked, {sum(w['is_drift'] for w in windows)} drifted.</p>"
-        + _img("plot-drift" + suffix, plots.drift_plot(windows, features), "Smallest drift p-value of every window")
+        + _img(
+            "plot-drift" + suffix,
+            plots.drift_plot(windows, [(m["version"], m["feature"]) for m in moved]),
+            "Smallest drift p-value of every window",
+        )
     )
     dists = [(m, plots.distribution_plot(m)) for m in rd.feature_distributions(store, facts, moved)]
     dists = [(m, png) for m, png in dists if png is not None]
@@ -257,7 +260,7 @@ def _drift(store: ObjectStore, facts: rd.ModelFacts, windows: list[dict], suffix
     ]
     header = ["time", "version", "window", "rows", "drift", "threshold", "features below threshold (p-value)"]
     shown = table(header, rows, id_="drift-table" + suffix)
-    return "".join(out) + _fold(Html(_capped(len(windows)) + shown), len(rows), "windows")
+    return "".join(out) + _fold(Html(_capped(len(windows)) + shown), len(rows), "windows", "fold-drift" + suffix)
 
 
 def _timeline(facts: rd.ModelFacts, suffix: str) -> str:
@@ -278,6 +281,7 @@ def _timeline(facts: rd.ModelFacts, suffix: str) -> str:
             Html(_capped(len(shown)) + table(["time", "type", "source", "data"], rows, id_="events-table" + suffix)),
             len(rows),
             "events",
+            "fold-events" + suffix,
         )
     )
 
@@ -310,6 +314,7 @@ def _quality(store: ObjectStore, facts: rd.ModelFacts, suffix: str) -> str:
                 Html(_capped(len(quality["rows"])) + table(header, rows, id_="quality-table" + suffix)),
                 len(rows),
                 "labeled windows",
+                "fold-quality" + suffix,
             ),
         ]
     return "".join(out)
@@ -345,7 +350,9 @@ def _decisions(facts: rd.ModelFacts, suffix: str) -> str:
         for d in decisions
     ]
     header = ["time", "canary", "stable", "step", "percent", "metrics compared", "verdict", "reason"]
-    return _heading("canary", suffix) + _fold(table(header, rows, id_="canary-table" + suffix), len(rows), "steps")
+    return _heading("canary", suffix) + _fold(
+        table(header, rows, id_="canary-table" + suffix), len(rows), "steps", "fold-canary" + suffix
+    )
 
 
 def _lineage(facts: rd.ModelFacts, suffix: str) -> str:
@@ -385,17 +392,19 @@ def _lineage_row(v) -> tuple:
 
 def table(headers: list[str], rows: list[tuple], head: bool = True, id_: str | None = None) -> Html:
     """An HTML table; every cell is escaped unless it is ``Html``."""
-    attrs = f" id='{esc(id_)}'" if id_ else ""
+    attrs = f" id='{esc(id_)}' data-box" if id_ else ""
     top = "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>" if head else ""
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
     return Html(f"<table{attrs}>{top}{body}</table>")
 
 
-def _fold(content: Html, rows: int, what: str) -> Html:
-    """``content`` as is when it has at most ``FOLD_ROWS`` rows, else folded in ``<details>``."""
+def _fold(content: Html, rows: int, what: str, id_: str) -> Html:
+    """``content`` as is when it has at most ``FOLD_ROWS`` rows, else folded in ``<details id=id_>``."""
     if rows <= FOLD_ROWS:
         return content
-    return Html(f"<details><summary>{rows} {esc(what)} (click to show)</summary>{content}</details>")
+    return Html(
+        f"<details id='{esc(id_)}' data-box><summary>{rows} {esc(what)} (click to show)</summary>{content}</details>"
+    )
 
 
 def _img(id_: str, png: str | None, alt: str) -> str:

@@ -48,17 +48,21 @@ def png_base64(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def drift_plot(windows: list[dict], moved: list[str] | None = None) -> str | None:
+def drift_plot(windows: list[dict], moved: list[tuple[str, str]] | None = None) -> str | None:
     """Every checked window as a point at its end time: its smallest p-value (log scale), green when
     clean and red when it drifted, one marker shape per version; thin lines follow the p-values of the
-    features in ``moved``; the dashed line is the threshold."""
+    ``moved`` (version, feature) pairs over that version's windows; the dashed line is the threshold."""
     timed = [w for w in windows if w["time"] is not None]
     if not timed:
         return None
     fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT))
     fig.subplots_adjust(**MARGINS)
-    for k, feature in enumerate(moved or []):
-        points = [(w["time"], w["p_values"][feature]) for w in timed if w["p_values"].get(feature) is not None]
+    for k, (version, feature) in enumerate(moved or []):
+        points = [
+            (w["time"], w["p_values"][feature])
+            for w in timed
+            if w["version"] == version and w["p_values"].get(feature) is not None
+        ]
         if points:
             ax.plot(
                 [t for t, _ in points],
@@ -66,7 +70,7 @@ def drift_plot(windows: list[dict], moved: list[str] | None = None) -> str | Non
                 color=FEATURE_COLOURS[k % len(FEATURE_COLOURS)],
                 lw=1,
                 alpha=0.8,
-                label=f"{feature} p-value",
+                label=f"v{version} {feature} p-value",
             )
     versions = sorted({w["version"] for w in timed}, key=lambda v: (len(v), v))
     for k, version in enumerate(versions):

@@ -4,9 +4,11 @@ hostile text, an empty store, several models, and ``kfloop report`` on the comma
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import re
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -97,7 +99,7 @@ def test_drift_table_lists_every_checked_window_clean_or_drifted_folded(loop_sto
     assert [r[0] for r in rows] == sorted(r[0] for r in rows)
     assert "drift-only-drifted" not in page.ids
     assert "13 windows checked, 4 drifted." in text
-    assert "<details><summary>13 windows (click to show)</summary>" in text
+    assert "<details id='fold-drift' data-box><summary>13 windows (click to show)</summary>" in text
 
 
 def test_canary_decisions_and_lineage_tables(page):
@@ -123,7 +125,7 @@ def test_feedback_posts_are_counted_in_the_events_table_not_listed(page, text):
     assert [row[3].split(", until=")[0] for row in feedback] == ["posts=6, labels=18", "posts=2, labels=12"]
     assert [row[0][-8:] for row in feedback] == [at(74)[11:19], at(100)[11:19]]  # dated at the first post
     assert len([row for row in rows if row[1] == DRIFT_DETECTED]) == 4  # other events stay one row each
-    assert re.search(r"<details><summary>\d+ events \(click to show\)</summary>", text)
+    assert re.search(r"<details id='fold-events' data-box><summary>\d+ events \(click to show\)</summary>", text)
 
 
 def test_every_plot_is_an_embedded_png_with_id_and_alt(page):
@@ -311,3 +313,35 @@ def test_cli_writes_the_report_and_prints_its_path(loop_store, tmp_path, capsys)
     missing = tmp_path / "missing.html"
     assert main(["--home", home, "report", "--model", "nope", "-o", str(missing)]) == 1
     assert "nothing recorded for model 'nope'" in capsys.readouterr().err and not missing.exists()
+
+
+def test_a_minute_of_windows_spreads_over_the_drift_charts_width():
+    """The demo's case: a minute of windows once sat in one blob on a ten-minute axis."""
+    from kfloop.report import plots
+
+    start = parse_time(at(0))
+    windows = [
+        {
+            "time": start + dt.timedelta(seconds=5 * k),
+            "start": None,
+            "version": "1",
+            "window_index": k,
+            "window_size": 200,
+            "is_drift": k >= 6,
+            "threshold": 0.006,
+            "p_values": {"age": 1e-20 if k >= 6 else 0.4, "plan": 0.5},
+        }
+        for k in range(12)
+    ]
+    image = np.asarray(
+        Image.open(io.BytesIO(base64.b64decode(plots.drift_plot(windows, [("1", "age")])))).convert("RGB")
+    )
+    left, right = (int(plots.MARGINS[k] * image.shape[1]) for k in ("left", "right"))
+    axes = image[:, left:right]  # the plotting area: not the legend's markers on the right
+    found = []
+    for colour in (plots.CLEAN, plots.DRIFTED):
+        target = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
+        found.append(np.flatnonzero((axes == target).all(axis=2).any(axis=0)))
+    every = np.concatenate(found)
+    assert (every.max() - every.min()) / axes.shape[1] > 0.85  # 3% margins on either side
+    assert found[0].max() < found[1].min()  # clean windows first, then the drifted ones
