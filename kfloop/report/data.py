@@ -394,9 +394,11 @@ def version_status(facts: ModelFacts, windows: list[dict] | None = None) -> list
     return rows
 
 
-def moved_features(windows: list[dict], limit: int = 4) -> list[dict]:
+def moved_features(windows: list[dict], limit: int = 4, min_windows: int = 2) -> list[dict]:
     """The (version, feature) pairs whose p-value fell below the threshold, most drifted windows first:
-    ``{"version", "feature", "windows", "start", "end"}`` (the span of those windows), at most ``limit``."""
+    ``{"version", "feature", "windows", "start", "end"}`` (the span of those windows), at most ``limit``.
+    Pairs that moved in fewer than ``min_windows`` windows (a lone false alarm) are left out, unless no
+    pair moved that often."""
     moved: dict[tuple[str, str], list[dict]] = {}
     for w in windows:
         if w["threshold"] is None:
@@ -405,6 +407,7 @@ def moved_features(windows: list[dict], limit: int = 4) -> list[dict]:
             if p is not None and p < w["threshold"]:
                 moved.setdefault((w["version"], feature), []).append(w)
     ranked = sorted(moved.items(), key=lambda item: (-len(item[1]), _version_key(item[0][0]), item[0][1]))
+    ranked = [item for item in ranked if len(item[1]) >= min_windows] or ranked
     out = []
     for (version, feature), drifted in ranked[:limit]:
         starts = [w["start"] or w["time"] for w in drifted if (w["start"] or w["time"]) is not None]

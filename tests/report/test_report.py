@@ -177,7 +177,9 @@ def test_status_degraded_drifting_healthy_and_not_checked():
     assert (status["3"]["windows"], status["3"]["drifted"]) == (4, 2)
     assert version_status(ModelFacts("churn", [], [], []), []) == []
     moved = moved_features(windows)
-    assert [(m["version"], m["feature"], m["windows"]) for m in moved] == [("3", "age", 2), ("1", "age", 1)]
+    assert [(m["version"], m["feature"], m["windows"]) for m in moved] == [("3", "age", 2)]  # v1's was alone
+    assert [(m["version"], m["windows"]) for m in moved_features(windows, min_windows=1)] == [("3", 2), ("1", 1)]
+    assert [m["version"] for m in moved_features(windows[:2])] == ["1"]  # none moved twice: the lone ones
     assert moved[0]["start"] == parse_time(at(4)) and moved[0]["end"] == parse_time(at(6))
 
 
