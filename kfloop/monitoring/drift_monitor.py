@@ -6,8 +6,11 @@ detection never blocks or fails a request. One thread feeds the rows to a ``Wind
 turns every window whose result says ``is_drift`` into an ``io.kfloop.drift.detected`` CloudEvent,
 appended to a durable ``Outbox`` (which delivers it to the sink). The event data is Alibi Detect's
 envelope ``{"meta": ..., "data": {"is_drift", "p_val", "threshold", "distance", "p_val_by_feature",
-"window_index", "window_size"}}`` plus the fields of ``context`` (model, version, where the
-captured rows are). Counters for Prometheus: ``rows_submitted`` (queued), ``rows_checked``
+"window_index", "window_size", "window_start", "window_end"}}`` plus the fields of ``context``
+(model, version, where the captured rows are); a window starts when its first rows were submitted
+and ends when it was checked. With a ``window_log`` every checked window, clean or drifted, also
+gets a summary there (``kfloop.monitoring.window_log``), written in batches on this thread.
+Counters for Prometheus: ``rows_submitted`` (queued), ``rows_checked``
 (through the detection thread, results reported), ``rows_dropped``, ``rows_skipped``,
 ``windows_checked``, ``drift_detected``, ``errors``; ``last_p_values`` holds the p-value of each
 feature in the last window and ``window_rows`` the rows waiting for the current window to fill.
@@ -73,7 +76,7 @@ class DriftMonitor:
             raise ConfigError(f"drift cpu_share must be in (0, 1] (1: check every row), got {cpu_share}")
         self.windowed, self.outbox, self.source = windowed, outbox, source
         self.window_log = window_log  # a summary of every checked window (kfloop.monitoring.window_log)
-        self._window_start = time.time()  # when the current window's first rows were taken
+        self._window_start = time.time()  # when the current window's first rows were submitted
         self.context = dict(context or {})
         self.extensions = _check_extensions(extensions or {})
         self.max_pending_rows = max_pending_rows
