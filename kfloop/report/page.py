@@ -184,9 +184,11 @@ def _status(facts: rd.ModelFacts, windows: list[dict], suffix: str) -> str:
         badge = Html(f"<span class='badge {esc(r['status'].replace(' ', '-'))}'>{esc(r['status'])}</span>")
         degraded = r["degraded"][-1] if r["degraded"] else None
         if degraded:
+            count = len({str(d.get("window_index", k)) for k, d in enumerate(r["degraded"])})
             badge = Html(
                 f"{badge} {esc(degraded.get('metric') or 'quality')} {esc(_fmt(degraded.get('value')))} &lt; "
-                f"{esc(_fmt(degraded.get('threshold')))}"
+                f"{esc(_fmt(degraded.get('threshold')))} ({count} window{'s' if count > 1 else ''}, last at "
+                f"{esc((_time(degraded.get('time')) or '-')[11:])})"
             )
         rows.append(
             (
