@@ -155,9 +155,9 @@ class DriftMonitor:
     def _run(self) -> None:
         while (taken := self._take()) is not None:
             queued, queued_at = taken
+            if self.window_log is not None:  # summaries waiting flush_interval_s are written, traffic or not
+                self.window_log.tick()
             if not queued:
-                if self.window_log is not None:
-                    self.window_log.tick()
                 continue
             X = queued[0] if len(queued) == 1 else np.concatenate(queued)
             bounds = np.cumsum([len(q) for q in queued])
