@@ -204,7 +204,7 @@ def _time_axis(ax, times: list[dt.datetime]) -> None:
     low, high = min(times), max(times)
     margin = (high - low) * 0.03 if high > low else MIN_SPAN / 2
     ax.set_xlim(low - margin, high + margin)
-    locator = mdates.AutoDateLocator(maxticks=8)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.set_xlabel("time (UTC)")

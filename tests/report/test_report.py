@@ -347,3 +347,16 @@ def test_a_minute_of_windows_spreads_over_the_drift_charts_width():
     every = np.concatenate(found)
     assert (every.max() - every.min()) / axes.shape[1] > 0.85  # 3% margins on either side
     assert found[0].max() < found[1].min()  # clean windows first, then the drifted ones
+
+
+@pytest.mark.parametrize("seconds", [3, 200, 7200])
+def test_time_axes_of_any_span_draw_without_warnings(seconds):
+    import warnings
+
+    from kfloop.report import plots
+
+    start = parse_time(at(0))
+    points = [(start + dt.timedelta(seconds=seconds * k / 4), "io.kfloop.drift.detected") for k in range(5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns when it cannot place the date ticks
+        assert plots.timeline_plot(points)
