@@ -106,6 +106,8 @@ RETRAINING_PREFIX = "retraining"  # retraining/MODEL/STAMP.parquet: a run's trai
 DEAD_LETTERS_PREFIX = "dead-letters"  # dead-letters/DAY/STAMP-ID.json: events Knative could not deliver
 TRIGGER_PREFIX = "trigger"  # trigger/MODEL/state.json, trigger/MODEL/rollouts/NNNNNN.json
 OUTBOX_PREFIX = "outbox"  # outbox/NAME/STAMP-UID.json: events a stopping pod could not deliver (sealed)
+# windows/MODEL/VERSION/DAY/STAMP-UID-SHA.jsonl: a summary of every checked drift window (kfloop.monitoring.window_log)
+WINDOWS_PREFIX = "windows"
 
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 ALIAS_PATTERN = MODEL_NAME_PATTERN  # aliases are key segments and read well in NAME@ALIAS
@@ -208,6 +210,11 @@ def outbox_prefix(name: str) -> str:
 
 def captures_prefix(model: str, version: str | None = None) -> str:
     prefix = f"{CAPTURES_PREFIX}/{key_segment(model)}/"
+    return prefix + (f"{key_segment(str(version))}/" if version is not None else "")
+
+
+def windows_prefix(model: str, version: str | None = None) -> str:
+    prefix = f"{WINDOWS_PREFIX}/{key_segment(model)}/"
     return prefix + (f"{key_segment(str(version))}/" if version is not None else "")
 
 

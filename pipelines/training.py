@@ -97,6 +97,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
         sensitive_feature: str = "",
         drift_backend: str = "alibi",
         drift_p_val: float = 0.05,
+        drift_reference: str = "",  # data whose features are the drift reference ("": the training split)
         require_approval: bool = False,
         deploy_target: str = "",
         canary_percent: int = 10,
@@ -169,6 +170,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
                 train=processed.outputs["train"],
                 drift_backend=drift_backend,
                 drift_p_val=drift_p_val,
+                drift_reference=drift_reference,
             )
         ).set_display_name("drift-baseline")
         with dsl.If(evaluated.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)

@@ -43,7 +43,27 @@ def run_started_text(data: dict, rows: dict | None = None) -> str:
         what += f": {rows['original_rows']} original + {rows['captured_rows']} labeled served rows"
     elif data.get("rows"):
         what += f": {data['rows']} rows"
-    return "retraining run started (" + "; ".join(p for p in (data.get("reason"), what) if p) + ")"
+    reference = None
+    if rows.get("drift_reference"):
+        reference = f"drift reference: the {rows.get('reference_rows')} rows served since the drifted window began"
+    elif rows.get("reference_note"):
+        reference = f"drift reference: {rows['reference_note']}"
+    parts = (data.get("reason"), what, reference)
+    return "retraining run started (" + "; ".join(p for p in parts if p) + ")"
+
+
+def windows_text(summaries: list[dict]) -> str:
+    """``drift windows checked: v1 126 (123 drifted), v2 109 (4 drifted, 3.7%)``, from the window summaries."""
+    counts: dict[str, list[int]] = {}
+    for s in summaries:
+        seen = counts.setdefault(str(s.get("model_version")), [0, 0])
+        seen[0] += 1
+        seen[1] += bool(s.get("is_drift"))
+    parts = [
+        f"v{v} {n} ({d} drifted, {100 * d / n:.1f}%)"
+        for v, (n, d) in sorted(counts.items(), key=lambda kv: (len(kv[0]), kv[0]))
+    ]
+    return "drift windows checked: " + (", ".join(parts) if parts else "none recorded")
 
 
 def quality_text(data: dict) -> str:

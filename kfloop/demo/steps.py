@@ -259,10 +259,14 @@ class DemoRun:
         )
 
     def write_report(self) -> None:
+        from kfloop.demo.events import windows_text
+        from kfloop.monitoring.window_log import DEFAULT_FLUSH_INTERVAL_S, read_windows
         from kfloop.report.page import write_report
 
         self.traffic.stop()
+        time.sleep(DEFAULT_FLUSH_INTERVAL_S + 0.5)  # the transformer writes its last window summaries
         self.view.poll()
+        self.timeline.add("windows", windows_text(read_windows(self.store, self.model)))
         with self.step("writing the report", self.options.report):
             self.report_path = write_report(self.store, self.model, self.options.report).resolve()
         self.timeline.add("report", f"report written to {self.report_path}")

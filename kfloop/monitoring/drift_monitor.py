@@ -6,8 +6,11 @@ detection never blocks or fails a request. One thread feeds the rows to a ``Wind
 turns every window whose result says ``is_drift`` into an ``io.kfloop.drift.detected`` CloudEvent,
 appended to a durable ``Outbox`` (which delivers it to the sink). The event data is Alibi Detect's
 envelope ``{"meta": ..., "data": {"is_drift", "p_val", "threshold", "distance", "p_val_by_feature",
-"window_index", "window_size"}}`` plus the fields of ``context`` (model, version, where the
-captured rows are). Counters for Prometheus: ``rows_submitted`` (queued), ``rows_checked``
+"window_index", "window_size", "window_start", "window_end"}}`` plus the fields of ``context``
+(model, version, where the captured rows are); a window starts when its first rows were submitted
+and ends when it was checked. With a ``window_log`` every checked window, clean or drifted, also
+gets a summary there (``kfloop.monitoring.window_log``), written in batches on this thread.
+Counters for Prometheus: ``rows_submitted`` (queued), ``rows_checked``
 (through the detection thread, results reported), ``rows_dropped``, ``rows_skipped``,
 ``windows_checked``, ``drift_detected``, ``errors``; ``last_p_values`` holds the p-value of each
 feature in the last window and ``window_rows`` the rows waiting for the current window to fill.
@@ -34,10 +37,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from kfloop import timestamps
 from kfloop.errors import ConfigError
 from kfloop.events.cloudevents import REQUIRED, make_event
 from kfloop.events.outbox import Outbox
 from kfloop.monitoring.drift_window import WindowedDrift
+from kfloop.monitoring.window_log import WindowLog, window_summary
 from kfloop.names import DRIFT_DETECTED
 from kfloop.retry import Throttle
 
@@ -63,12 +68,15 @@ class DriftMonitor:
         warn_interval_s: float = 30.0,
         settle_s: float = DEFAULT_SETTLE_S,
         cpu_share: float = DEFAULT_CPU_SHARE,
+        window_log: WindowLog | None = None,
     ):
         if max_pending_rows < 1:
             raise ConfigError(f"drift max_pending_rows must be at least 1, got {max_pending_rows}")
         if not 0 < cpu_share <= 1:
             raise ConfigError(f"drift cpu_share must be in (0, 1] (1: check every row), got {cpu_share}")
         self.windowed, self.outbox, self.source = windowed, outbox, source
+        self.window_log = window_log  # a summary of every checked window (kfloop.monitoring.window_log)
+        self._window_start = time.time()  # when the current window's first rows were submitted
         self.context = dict(context or {})
         self.extensions = _check_extensions(extensions or {})
         self.max_pending_rows = max_pending_rows
@@ -77,6 +85,7 @@ class DriftMonitor:
         self.windows_checked = self.drift_detected = self.errors = 0
         self.last_p_values: dict[str, float | None] = {}
         self._queue: collections.deque[np.ndarray] = collections.deque()
+        self._queued_at: collections.deque[float] = collections.deque()  # time.time() of each submit
         self._pending_rows = 0
         self._needed = windowed.window_size  # queued rows that complete the current window
         self._rest_until = 0.0  # time.monotonic() before which served rows are not checked
@@ -113,6 +122,7 @@ class DriftMonitor:
             accepted = not self._stopping and self._pending_rows + n <= self.max_pending_rows
             if accepted:
                 self._queue.append(X)
+                self._queued_at.append(time.time())
                 self._pending_rows += n
                 self.rows_submitted += n
                 if self._pending_rows >= self._needed:
@@ -136,18 +146,26 @@ class DriftMonitor:
             self._stopping = True
             self._cond.notify()
         self._thread.join(timeout)
+        if self.window_log is not None:
+            self.window_log.flush()
         if self.windowed.pending:
             log.info("drift monitor stopped with %d rows of an incomplete window unchecked", self.windowed.pending)
         return not self._thread.is_alive()
 
     def _run(self) -> None:
-        while (queued := self._take()) is not None:
+        while (taken := self._take()) is not None:
+            queued, queued_at = taken
+            if self.window_log is not None:  # summaries waiting flush_interval_s are written, traffic or not
+                self.window_log.tick()
             if not queued:
                 continue
             X = queued[0] if len(queued) == 1 else np.concatenate(queued)
+            bounds = np.cumsum([len(q) for q in queued])
             start = 0
             while start < len(X):  # a window at a time: a failed check loses only its own window
                 end = start + self.windowed.window_size - self.windowed.pending
+                if self.windowed.pending == 0:  # a new window: its first rows' submit time
+                    self._window_start = queued_at[min(int(np.searchsorted(bounds, start, "right")), len(bounds) - 1)]
                 began = time.monotonic()
                 try:
                     for result in self.windowed.add(X[start:end]):
@@ -162,21 +180,28 @@ class DriftMonitor:
             with self._cond:
                 self._needed = self.windowed.window_size - self.windowed.pending
 
-    def _take(self) -> list[np.ndarray] | None:
+    def _take(self) -> tuple[list[np.ndarray], list[float]] | None:
         """Everything queued, once it completes the current window, at stop, or after ``settle_s``
         (possibly nothing); None once stopping with nothing left."""
         with self._cond:
             self._cond.wait_for(lambda: self._stopping or self._pending_rows >= self._needed, self.settle_s)
             if self._stopping and not self._queue:
                 return None
-            queued, self._pending_rows = list(self._queue), 0
+            queued, queued_at, self._pending_rows = list(self._queue), list(self._queued_at), 0
             self._queue.clear()
-            return queued
+            self._queued_at.clear()
+            return queued, queued_at
 
     def _report(self, result: dict) -> None:
         data = result["data"]
+        data["window_start"], data["window_end"] = timestamps.rfc3339(self._window_start), timestamps.rfc3339()
         self.windows_checked += 1
         self.last_p_values = dict(data["p_val_by_feature"])
+        if self.window_log is not None:
+            try:
+                self.window_log.add(window_summary(result, self.context))
+            except Exception as e:  # a full disk must not end the thread
+                self._note_error("recording the window summary", e)
         if not data["is_drift"]:
             log.debug("window %d: no drift (smallest p-value %s)", data["window_index"], _smallest(data["p_val"]))
             return

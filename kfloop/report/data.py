@@ -6,6 +6,9 @@ are read tolerantly: a field an event lacks shows as missing, never as an error.
 
 Shapes read from the event log (``kfloop.events.cloudevents`` types):
 
+- window summaries (``kfloop.monitoring.window_log``): one per checked window, clean or drifted; the
+  drift chart, the status and the table use them, and fall back to the drift events below for a
+  store written before summaries existed (then only the drifted windows are known).
 - ``io.kfloop.drift.detected``: Alibi's envelope ``{"meta", "data": {"is_drift", "p_val",
   "threshold", "distance", "p_val_by_feature", "window_index", "window_size"}}`` plus context
   (``model_version`` or ``version``); ``p_val_by_feature`` may also sit next to ``data``.
@@ -24,14 +27,17 @@ from collections import Counter
 
 from kfloop import timestamps
 from kfloop.monitoring.capture import read_captures
+from kfloop.monitoring.window_log import read_windows
 from kfloop.names import (
     CAPTURES_PREFIX,
     DRIFT_DETECTED,
     EVENTS_PREFIX,
     FEEDBACK,
+    QUALITY_DEGRADED,
     RETRAIN_FINISHED,
     RETRAIN_STARTED,
     ROLLOUT_DECISION,
+    WINDOWS_PREFIX,
 )
 from kfloop.store.event_log import read_events
 from kfloop.store.objects import ObjectStore
@@ -57,10 +63,11 @@ class ModelFacts:
     versions: list[VersionRecord]
     captures: list[dict]
     events: list[dict]
+    windows: list[dict] = dataclasses.field(default_factory=list)  # window summaries, oldest first
 
     @property
     def empty(self) -> bool:
-        return not (self.versions or self.captures or self.events)
+        return not (self.versions or self.captures or self.events or self.windows)
 
     def of_type(self, *types: str) -> list[dict]:
         return [e for e in self.events if e.get("type") in types]
@@ -69,7 +76,7 @@ class ModelFacts:
 def models_in(store: ObjectStore) -> list[str]:
     """Every model with registered versions, captures or events."""
     names = set(Registry(store).models())
-    for prefix in (EVENTS_PREFIX, CAPTURES_PREFIX):
+    for prefix in (EVENTS_PREFIX, CAPTURES_PREFIX, WINDOWS_PREFIX):
         names.update(key.split("/")[1] for key in store.list(prefix + "/") if key.count("/") >= 2)
     return sorted(names)
 
@@ -77,7 +84,9 @@ def models_in(store: ObjectStore) -> list[str]:
 def gather(store: ObjectStore, model: str) -> ModelFacts:
     registry = Registry(store)
     versions = registry.list_versions(model) if model in registry.models() else []
-    return ModelFacts(model, versions, read_captures(store, model), read_events(store, model))
+    return ModelFacts(
+        model, versions, read_captures(store, model), read_events(store, model), read_windows(store, model)
+    )
 
 
 def parse_time(value: object) -> dt.datetime | None:
@@ -145,7 +154,22 @@ def _label_count(data: object) -> int:
 
 
 def drift_windows(facts: ModelFacts) -> list[dict]:
-    """One row per recorded drift window: time, version, index, size, is_drift, p-values, threshold."""
+    """One row per recorded drift window: time (its end), start, version, index, size, is_drift,
+    p-values, threshold. From the window summaries when there are any, else from the drift events."""
+    if facts.windows:
+        return [
+            {
+                "time": parse_time(w.get("end")),
+                "start": parse_time(w.get("start")),
+                "version": "?" if w.get("model_version") is None else str(w["model_version"]),
+                "window_index": w.get("window_index"),
+                "window_size": w.get("rows"),
+                "is_drift": bool(w.get("is_drift")),
+                "threshold": _threshold(w.get("threshold")),
+                "p_values": {str(k): _number(v) for k, v in (w.get("p_values") or {}).items()},
+            }
+            for w in facts.windows
+        ]
     rows = []
     for event in facts.of_type(DRIFT_DETECTED):
         outer = event.get("data") if isinstance(event.get("data"), dict) else {}
@@ -156,6 +180,7 @@ def drift_windows(facts: ModelFacts) -> list[dict]:
         rows.append(
             {
                 "time": parse_time(event.get("time")),
+                "start": parse_time(inner.get("window_start")),
                 "version": _version(outer),
                 "window_index": inner.get("window_index", outer.get("window_index")),
                 "window_size": inner.get("window_size", outer.get("window_size")),
@@ -309,3 +334,172 @@ def _add_series(series: dict, rows: list[dict], metric: str, kind: str) -> None:
         end, value = parse_time(row.get("end")), _number(row.get(metric))
         if end is not None and value is not None:
             series.setdefault(f"v{row['model_version']} {kind}", []).append((end, value))
+
+
+# -- the status at the top, and the features that moved ------------------------------------------
+
+STATUS_WINDOWS = 5  # a version is drifting when its last window, or half of its last 5, drifted
+
+
+def version_status(facts: ModelFacts, windows: list[dict] | None = None) -> list[dict]:
+    """One row per version (registered or seen in windows), newest first: ``version``, ``stage``,
+    ``status`` (``degraded``: a quality-degraded event names it; ``drifting``: its last window, or half
+    of its last ``STATUS_WINDOWS``, drifted; ``healthy``: checked windows, neither of those; ``not
+    checked``: no window), ``windows``, ``drifted``, ``last_window``, ``degraded`` (count and last
+    event data), and ``decision``/``decision_time``: the newest registry stage change or rollout verdict."""
+    windows = drift_windows(facts) if windows is None else windows
+    stages = {str(v.version): v for v in facts.versions}
+    names = sorted({*stages, *(w["version"] for w in windows)}, key=_version_key, reverse=True)
+    degraded: dict[str, list[dict]] = {}
+    for event in facts.of_type(QUALITY_DEGRADED):
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        degraded.setdefault(_version(data), []).append({**data, "time": parse_time(event.get("time"))})
+    decisions = rollout_decisions(facts)
+    rows = []
+    for name in names:
+        own = [w for w in windows if w["version"] == name]
+        recent = own[-STATUS_WINDOWS:]
+        drifting = bool(recent) and (recent[-1]["is_drift"] or 2 * sum(w["is_drift"] for w in recent) >= len(recent))
+        status = "degraded" if degraded.get(name) else "drifting" if drifting else "healthy" if own else "not checked"
+        record = stages.get(name)
+        choices = [
+            (parse_time(h.get("time")), f"{h.get('stage') or 'alias ' + str(h.get('alias'))}: {h.get('reason') or '-'}")
+            for h in (record.stage_history if record else ())
+        ]
+        choices += [
+            (
+                d["time"],
+                f"canary {d['verdict']}"
+                + (f" at {d['percent']}%" if d["percent"] is not None else "")
+                + (f": {d['reason']}" if d["reason"] else ""),
+            )
+            for d in decisions
+            if str(d["canary"]) == name
+        ]
+        choices = [c for c in choices if c[0] is not None]
+        when, what = max(choices, key=lambda c: c[0]) if choices else (None, None)
+        rows.append(
+            {
+                "version": name,
+                "stage": record.stage if record else None,
+                "status": status,
+                "windows": len(own),
+                "drifted": sum(w["is_drift"] for w in own),
+                "last_window": own[-1] if own else None,
+                "degraded": degraded.get(name, []),
+                "decision": what,
+                "decision_time": when,
+            }
+        )
+    return rows
+
+
+def moved_features(windows: list[dict], limit: int = 4, min_windows: int = 2) -> list[dict]:
+    """The (version, feature) pairs whose p-value fell below the threshold, most drifted windows first:
+    ``{"version", "feature", "windows", "start", "end"}`` (the span of those windows), at most ``limit``.
+    Pairs that moved in fewer than ``min_windows`` windows (a lone false alarm) are left out, unless no
+    pair moved that often."""
+    moved: dict[tuple[str, str], list[dict]] = {}
+    for w in windows:
+        if w["threshold"] is None:
+            continue
+        for feature, p in w["p_values"].items():
+            if p is not None and p < w["threshold"]:
+                moved.setdefault((w["version"], feature), []).append(w)
+    ranked = sorted(moved.items(), key=lambda item: (-len(item[1]), _version_key(item[0][0]), item[0][1]))
+    ranked = [item for item in ranked if len(item[1]) >= min_windows] or ranked
+    out = []
+    for (version, feature), drifted in ranked[:limit]:
+        starts = [w["start"] or w["time"] for w in drifted if (w["start"] or w["time"]) is not None]
+        ends = [w["time"] for w in drifted if w["time"] is not None]
+        out.append(
+            {
+                "version": version,
+                "feature": feature,
+                "windows": len(drifted),
+                "start": min(starts) if starts else None,
+                "end": max(ends) if ends else None,
+            }
+        )
+    return out
+
+
+def feature_distributions(store: ObjectStore, facts: ModelFacts, moved: list[dict]) -> list[dict]:
+    """For each moved (version, feature): the version's drift reference values and the values it served
+    in the drifted windows' span, ``{"version", "feature", "kind", "reference", "live", "categories"}``
+    (numeric values, or category labels; missing values left out). A version whose bundle has no
+    readable reference is skipped."""
+    import io
+
+    import numpy as np
+    import pandas as pd
+
+    from kfloop.schema import FeatureSchema
+    from kfloop.store.objects import sha256_bytes
+
+    records = {str(v.version): v for v in facts.versions}
+    out, references = [], {}
+    for item in moved:
+        record = records.get(item["version"])
+        if record is None:
+            continue
+        if item["version"] not in references:
+            entry = record.files.get("drift/x_ref.npy")
+            try:
+                raw = store.get(f"{record.bundle_key}/drift/x_ref.npy") if entry else None
+                ok = raw is not None and sha256_bytes(raw) == entry["sha256"]
+                references[item["version"]] = np.load(io.BytesIO(raw), allow_pickle=False) if ok else None
+            except Exception:  # noqa: BLE001 - an unreadable reference only leaves its plot out
+                references[item["version"]] = None
+        x_ref = references[item["version"]]
+        schema = FeatureSchema.from_dict(record.schema)
+        if x_ref is None or item["feature"] not in schema.names or x_ref.shape[1] != len(schema.names):
+            continue
+        j = schema.names.index(item["feature"])
+        feature = schema.features[j]
+        served = [
+            c.get("features") or {}
+            for c in facts.captures
+            if str(c.get("model_version")) == item["version"] and _within(parse_time(c.get("time")), item)
+        ]
+        if not served:
+            continue
+        live = schema.encode_frame(pd.DataFrame(served).reindex(columns=schema.names))[:, j]
+        reference = x_ref[:, j]
+        if feature.kind == "categorical":
+            labels = [*feature.categories, "missing or unseen"]
+
+            def named(codes, labels=labels):
+                codes = np.where(np.isfinite(codes), codes, len(labels) - 1).astype(int)
+                return [labels[min(max(c, 0), len(labels) - 1)] for c in codes]
+
+            out.append(
+                {
+                    **item,
+                    "kind": "categorical",
+                    "categories": labels,
+                    "reference": named(reference),
+                    "live": named(live),
+                }
+            )
+        else:
+            out.append(
+                {
+                    **item,
+                    "kind": "numeric",
+                    "categories": [],
+                    "reference": [float(v) for v in reference if np.isfinite(v)],
+                    "live": [float(v) for v in live if np.isfinite(v)],
+                }
+            )
+    return out
+
+
+def _within(when: dt.datetime | None, span: dict) -> bool:
+    if when is None:
+        return False
+    return (span["start"] is None or when >= span["start"]) and (span["end"] is None or when <= span["end"])
+
+
+def _version_key(version: str) -> tuple:
+    return (0, int(version), "") if str(version).isdigit() else (1, 0, str(version))

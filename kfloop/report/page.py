@@ -1,12 +1,16 @@
 """The monitoring report: one self-contained HTML page about what the loop saw and did.
 
-For each model: a summary, feature drift per window, a timeline of drift, retraining and
+For each model: a one-screen status per version (healthy / drifting / degraded, with its last
+decision), a summary, feature drift over every checked window with the reference-vs-served
+distributions of the features that moved, a timeline of drift, retraining and
 rollout events, live quality per version (from feedback labels, with the CBPE estimate), the
 traffic split between revisions, the canary decisions with their evidence, and the registry
 lineage. Plots are PNGs (``kfloop.report.plots``) embedded as base64 ``data:`` images and the
 style sheet is inline, so the file needs nothing else to open. Every text taken from the
 store is HTML-escaped. A small inline script sets ``data-loaded`` on ``<body>`` to the number
-of images the browser decoded (used by the browser test; the page reads the same without it).
+of images the browser decoded and ``data-layout`` to the boxes of the elements the browser test
+checks (the page reads the same without it). Tables longer than ``FOLD_ROWS`` rows are folded
+in ``<details>``.
 """
 
 from __future__ import annotations
@@ -16,29 +20,45 @@ import html
 from pathlib import Path
 
 from kfloop.errors import ModelNotFound
+from kfloop.names import key_segment
 from kfloop.report import data as rd
 from kfloop.report import plots
 from kfloop.store.objects import ObjectStore
 
 MAX_ROWS = 50
+FOLD_ROWS = 8  # longer tables start folded
 STYLE = """body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1100px;
 color:#222;padding:0 1em}h1{font-size:1.6em}h2{border-bottom:2px solid #ccd;padding-bottom:.2em;margin-top:2em}
 h3{margin-top:1.6em}table{border-collapse:collapse;margin:.6em 0;font-size:13px}th,td{border:1px solid #ccd;
 padding:3px 8px;text-align:left;vertical-align:top}th{background:#eef}p.note{color:#555;font-style:italic}
 td:first-child{white-space:nowrap}img{max-width:100%;display:block;margin:.6em 0}
-ul.ev{margin:0;padding-left:1.1em}.bad{color:#b00}.ok{color:#070}"""
+ul.ev{margin:0;padding-left:1.1em}.bad{color:#b00}.ok{color:#070}
+.status{border:1px solid #ccd;border-radius:6px;padding:.4em .9em;margin:.8em 0;background:#fafaff}
+.badge{display:inline-block;padding:1px 9px;border-radius:9px;color:#fff;font-weight:600}
+.badge.healthy{background:#1a7f37}.badge.drifting{background:#cf222e}.badge.degraded{background:#bc4c00}
+.badge.not-checked{background:#6e7781}details{margin:.5em 0}summary{cursor:pointer;color:#335}
+.dists{display:grid;grid-template-columns:1fr 1fr;gap:.4em}.dists img{margin:0}"""
 SCRIPT = """window.addEventListener('load',function(){var n=0;for(var i of document.images){
-if(i.complete&&i.naturalWidth>0)n++;}document.body.setAttribute('data-loaded',String(n));});"""
+if(i.complete&&i.naturalWidth>0)n++;}document.body.setAttribute('data-loaded',String(n));
+var boxes={};for(var e of document.querySelectorAll('[data-box]')){var r=e.getBoundingClientRect();
+boxes[e.id]=[Math.round(r.left),Math.round(r.top+window.scrollY),Math.round(r.width),Math.round(r.height)];}
+document.body.setAttribute('data-layout',JSON.stringify(boxes));});"""
 
 
 INTROS = {  # anchor: (heading, explanation)
+    "status": (
+        "Status",
+        "Per version: degraded (a quality-degraded event names it), drifting (its last window, or half of "
+        "its last 5, drifted), healthy (checked, neither), with its last decision.",
+    ),
     "summary": ("Summary", ""),
     "drift": (
         "Feature drift",
-        "Each drift check compares a window of served rows with the training data, one test "
+        "Each drift check compares a window of served rows with the version's drift reference (its "
+        "training data, or for a version retrained because of drift the traffic served since), one test "
         "per feature (Kolmogorov-Smirnov for numeric, chi-squared for categorical); a window drifts when a "
-        f"feature's p-value falls below the threshold (dashed line). P-values of 0 are drawn at "
-        f"{plots.P_FLOOR:g}.",
+        f"feature's p-value falls below the threshold (dashed line). Each point is a checked window's "
+        f"smallest p-value; p-values of 0 are drawn at {plots.P_FLOOR:g}.",
     ),
     "timeline": (
         "Timeline",
@@ -115,9 +135,11 @@ def _page(title: str, body: str) -> str:
 
 
 def _model_section(store: ObjectStore, facts: rd.ModelFacts, suffix: str) -> str:
+    windows = rd.drift_windows(facts)
     sections = [
+        _status(facts, windows, suffix),
         _summary(facts, suffix),
-        _drift(facts, suffix),
+        _drift(store, facts, windows, suffix),
         _timeline(facts, suffix),
         _quality(store, facts, suffix),
         _traffic(facts, suffix),
@@ -155,20 +177,77 @@ def _summary(facts: rd.ModelFacts, suffix: str) -> str:
     return _heading("summary", suffix) + table(["", ""], rows, head=False, id_="summary-table" + suffix)
 
 
-def _drift(facts: rd.ModelFacts, suffix: str) -> str:
-    windows = rd.drift_windows(facts)
+def _status(facts: rd.ModelFacts, windows: list[dict], suffix: str) -> str:
+    rows = []
+    for r in rd.version_status(facts, windows):
+        last = r["last_window"]
+        badge = Html(f"<span class='badge {esc(r['status'].replace(' ', '-'))}'>{esc(r['status'])}</span>")
+        degraded = r["degraded"][-1] if r["degraded"] else None
+        if degraded:
+            count = len({str(d.get("window_index", k)) for k, d in enumerate(r["degraded"])})
+            badge = Html(
+                f"{badge} {esc(degraded.get('metric') or 'quality')} {esc(_fmt(degraded.get('value')))} &lt; "
+                f"{esc(_fmt(degraded.get('threshold')))} ({count} window{'s' if count > 1 else ''}, last at "
+                f"{esc((_time(degraded.get('time')) or '-')[11:])})"
+            )
+        rows.append(
+            (
+                f"v{r['version']}",
+                r["stage"],
+                badge,
+                f"{r['drifted']} of {r['windows']}" if r["windows"] else "-",
+                f"{_time(last['time'])} ({'drifted' if last['is_drift'] else 'clean'})" if last else None,
+                f"{_time(r['decision_time'])} {r['decision']}" if r["decision"] else None,
+            )
+        )
+    if not rows:
+        return _heading("status", suffix) + _note("No versions registered or checked.")
+    header = ["version", "stage", "status", "windows drifted", "last window", "last decision"]
+    return (
+        f"<div class='status' id='status-block{esc(suffix)}' data-box>"
+        + _heading("status", suffix)
+        + _fold(table(header, rows, id_="status-table" + suffix), len(rows), "versions", "fold-status" + suffix)
+        + "</div>"
+    )
+
+
+def _drift(store: ObjectStore, facts: rd.ModelFacts, windows: list[dict], suffix: str) -> str:
     out = [_heading("drift", suffix)]
     if not windows:
-        return out[0] + _note("No drift events recorded.")
-    if all(w["is_drift"] for w in windows):
+        return out[0] + _note("No drift windows recorded.")
+    if not facts.windows and all(w["is_drift"] for w in windows):
         out.append(
             _note(
-                "The event log holds only the windows where drift was detected (the monitor emits an "
-                "event only then); windows without drift are not shown.",
+                "This store holds no window summaries, only the drift events (written only for windows "
+                "where drift was detected); windows without drift are not shown.",
                 "drift-only-drifted" + suffix,
             )
         )
-    out.append(_img("plot-drift" + suffix, plots.drift_plot(windows), "Per-feature drift p-values per window"))
+    moved = rd.moved_features(windows)
+    out.append(
+        f"<p>{len(windows)} windows checked, {sum(w['is_drift'] for w in windows)} drifted.</p>"
+        + _img(
+            "plot-drift" + suffix,
+            plots.drift_plot(windows, [(m["version"], m["feature"]) for m in moved]),
+            "Smallest drift p-value of every window",
+        )
+    )
+    dists = [(m, plots.distribution_plot(m)) for m in rd.feature_distributions(store, facts, moved)]
+    dists = [(m, png) for m, png in dists if png is not None]
+    if dists:
+        out.append(
+            "<h4>Reference vs served, for the features that moved</h4><p>Each version's drift reference "
+            "next to the values it served in the windows where the feature drifted.</p><div class='dists'>"
+            + "".join(
+                _img(
+                    f"plot-dist-{key_segment(m['version'] + '-' + m['feature'])}{suffix}",
+                    png,
+                    f"v{m['version']} {m['feature']}",
+                )
+                for m, png in dists
+            )
+            + "</div>"
+        )
     rows = [
         (
             _time(w["time"]),
@@ -182,7 +261,8 @@ def _drift(facts: rd.ModelFacts, suffix: str) -> str:
         for w in windows[-MAX_ROWS:]
     ]
     header = ["time", "version", "window", "rows", "drift", "threshold", "features below threshold (p-value)"]
-    return "".join(out) + _capped(len(windows)) + table(header, rows, id_="drift-table" + suffix)
+    shown = table(header, rows, id_="drift-table" + suffix)
+    return "".join(out) + _fold(Html(_capped(len(windows)) + shown), len(rows), "windows", "fold-drift" + suffix)
 
 
 def _timeline(facts: rd.ModelFacts, suffix: str) -> str:
@@ -199,8 +279,12 @@ def _timeline(facts: rd.ModelFacts, suffix: str) -> str:
     return (
         _heading("timeline", suffix)
         + _img("plot-timeline" + suffix, image, "Timeline of the loop's events")
-        + _capped(len(shown))
-        + table(["time", "type", "source", "data"], rows, id_="events-table" + suffix)
+        + _fold(
+            Html(_capped(len(shown)) + table(["time", "type", "source", "data"], rows, id_="events-table" + suffix)),
+            len(rows),
+            "events",
+            "fold-events" + suffix,
+        )
     )
 
 
@@ -228,8 +312,12 @@ def _quality(store: ObjectStore, facts: rd.ModelFacts, suffix: str) -> str:
         header = ["version", "window", "first prediction", "last prediction", "rows", metric]
         out += [
             f"<p>Windows of {esc(quality['window'])} labeled rows.</p>",
-            _capped(len(quality["rows"])),
-            table(header, rows, id_="quality-table" + suffix),
+            _fold(
+                Html(_capped(len(quality["rows"])) + table(header, rows, id_="quality-table" + suffix)),
+                len(rows),
+                "labeled windows",
+                "fold-quality" + suffix,
+            ),
         ]
     return "".join(out)
 
@@ -264,7 +352,9 @@ def _decisions(facts: rd.ModelFacts, suffix: str) -> str:
         for d in decisions
     ]
     header = ["time", "canary", "stable", "step", "percent", "metrics compared", "verdict", "reason"]
-    return _heading("canary", suffix) + table(header, rows, id_="canary-table" + suffix)
+    return _heading("canary", suffix) + _fold(
+        table(header, rows, id_="canary-table" + suffix), len(rows), "steps", "fold-canary" + suffix
+    )
 
 
 def _lineage(facts: rd.ModelFacts, suffix: str) -> str:
@@ -304,16 +394,25 @@ def _lineage_row(v) -> tuple:
 
 def table(headers: list[str], rows: list[tuple], head: bool = True, id_: str | None = None) -> Html:
     """An HTML table; every cell is escaped unless it is ``Html``."""
-    attrs = f" id='{esc(id_)}'" if id_ else ""
+    attrs = f" id='{esc(id_)}' data-box" if id_ else ""
     top = "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>" if head else ""
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
     return Html(f"<table{attrs}>{top}{body}</table>")
 
 
+def _fold(content: Html, rows: int, what: str, id_: str) -> Html:
+    """``content`` as is when it has at most ``FOLD_ROWS`` rows, else folded in ``<details id=id_>``."""
+    if rows <= FOLD_ROWS:
+        return content
+    return Html(
+        f"<details id='{esc(id_)}' data-box><summary>{rows} {esc(what)} (click to show)</summary>{content}</details>"
+    )
+
+
 def _img(id_: str, png: str | None, alt: str) -> str:
     if png is None:
         return "<p class='note'>Nothing to plot.</p>"
-    return f"<img id='{esc(id_)}' alt='{esc(alt)}' src='data:image/png;base64,{png}'>"
+    return f"<img id='{esc(id_)}' data-box alt='{esc(alt)}' src='data:image/png;base64,{png}'>"
 
 
 def _evidence(items: list[dict]) -> Html:

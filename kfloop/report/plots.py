@@ -21,7 +21,11 @@ from kfloop import names  # noqa: E402
 
 P_FLOOR = 1e-16  # p-values of 0 drawn here on the log axis
 WIDTH, HEIGHT, DPI = 10.0, 3.6, 96
-MIN_SPAN = dt.timedelta(minutes=10)
+MIN_SPAN = dt.timedelta(seconds=10)  # the time axes fit the data: only a single instant gets this much
+CLEAN, DRIFTED = "#2ca02c", "#d62728"  # a window's verdict in the drift chart (tab:green, tab:red)
+FEATURE_COLOURS = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+VERSION_MARKERS = "os^Dvp"
+REFERENCE, LIVE = "#7f7f7f", "#1f77b4"
 MARGINS = {"left": 0.09, "right": 0.80, "bottom": 0.2, "top": 0.9}
 LANES = [
     (names.DRIFT_DETECTED, "drift", "tab:red", "v"),
@@ -44,33 +48,97 @@ def png_base64(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def drift_plot(windows: list[dict]) -> str | None:
-    """Per-feature p-value of each recorded window over time (log scale), with the threshold."""
+def drift_plot(windows: list[dict], moved: list[tuple[str, str]] | None = None) -> str | None:
+    """Every checked window as a point at its end time: its smallest p-value (log scale), green when
+    clean and red when it drifted, one marker shape per version; thin lines follow the p-values of the
+    ``moved`` (version, feature) pairs over that version's windows; the dashed line is the threshold."""
     timed = [w for w in windows if w["time"] is not None]
     if not timed:
         return None
     fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT))
     fig.subplots_adjust(**MARGINS)
-    for feature in sorted({f for w in timed for f in w["p_values"]}):
-        points = [(w["time"], w["p_values"][feature]) for w in timed if w["p_values"].get(feature) is not None]
+    for k, (version, feature) in enumerate(moved or []):
+        points = [
+            (w["time"], w["p_values"][feature])
+            for w in timed
+            if w["version"] == version and w["p_values"].get(feature) is not None
+        ]
         if points:
-            ax.plot([t for t, _ in points], [max(p, P_FLOOR) for _, p in points], marker="o", ms=4, label=feature)
+            ax.plot(
+                [t for t, _ in points],
+                [max(p, P_FLOOR) for _, p in points],
+                color=FEATURE_COLOURS[k % len(FEATURE_COLOURS)],
+                lw=1,
+                alpha=0.8,
+                label=f"v{version} {feature} p-value",
+            )
+    versions = sorted({w["version"] for w in timed}, key=lambda v: (len(v), v))
+    for k, version in enumerate(versions):
+        marker = VERSION_MARKERS[k % len(VERSION_MARKERS)]
+        for drifted, colour, verdict in ((False, CLEAN, "clean"), (True, DRIFTED, "drifted")):
+            points = [(w["time"], _smallest(w)) for w in timed if w["version"] == version and w["is_drift"] == drifted]
+            if points:
+                ax.scatter(
+                    [t for t, _ in points],
+                    [max(p, P_FLOOR) if p is not None else 1.0 for _, p in points],
+                    color=colour,
+                    marker=marker,
+                    s=28,
+                    zorder=3,
+                    label=f"v{version} {verdict} ({len(points)})",
+                )
     thresholds = [(w["time"], w["threshold"]) for w in timed if w["threshold"] is not None]
     if thresholds:
+        thresholds.sort()
         ax.step(
             [t for t, _ in thresholds],
             [v for _, v in thresholds],
             where="post",
             color="black",
             linestyle="--",
+            lw=1,
             label="threshold",
         )
     ax.set_yscale("log")
-    ax.set_ylabel("p-value (log)")
-    ax.set_title("Feature drift: p-value per window (below the threshold = drifted)", y=1.02)
+    ax.set_ylabel("smallest p-value (log)")
+    ax.set_title("Feature drift: every checked window (below the threshold = drifted)", y=1.02)
     _time_axis(ax, [w["time"] for w in timed])
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     return png_base64(fig)
+
+
+def distribution_plot(item: dict) -> str | None:
+    """One feature's drift reference against the values served in its drifted windows: overlaid
+    histograms (numeric) or side-by-side shares per category (categorical), as fractions of each side."""
+    reference, live = item["reference"], item["live"]
+    if not reference or not live:
+        return None
+    fig, ax = plt.subplots(figsize=(WIDTH / 2, 2.6))
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.2, top=0.84)
+    labels = (f"reference ({len(reference)} rows)", f"served ({len(live)} rows)")
+    if item["kind"] == "categorical":
+        names = [c for c in item["categories"] if c in set(reference) | set(live)]
+        xs = range(len(names))
+        for offset, values, colour, label in ((-0.2, reference, REFERENCE, labels[0]), (0.2, live, LIVE, labels[1])):
+            share = [values.count(n) / len(values) for n in names]
+            ax.bar([x + offset for x in xs], share, width=0.4, color=colour, label=label)
+        ax.set_xticks(list(xs), names, fontsize=7)
+    else:
+        low, high = min(min(reference), min(live)), max(max(reference), max(live))
+        bins = 30 if high > low else 1
+        for values, colour, label in ((reference, REFERENCE, labels[0]), (live, LIVE, labels[1])):
+            weights = [1 / len(values)] * len(values)
+            ax.hist(values, bins=bins, range=(low, high), weights=weights, color=colour, alpha=0.55, label=label)
+    ax.set_ylabel("share of rows", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_title(f"v{item['version']} {item['feature']}: reference vs served", fontsize=9)
+    ax.legend(fontsize=7)
+    return png_base64(fig)
+
+
+def _smallest(window: dict) -> float | None:
+    finite = [p for p in window["p_values"].values() if p is not None]
+    return min(finite) if finite else None
 
 
 def timeline_plot(points: list[tuple[dt.datetime, str]]) -> str | None:
@@ -132,11 +200,11 @@ def traffic_plot(split: dict) -> str | None:
 
 
 def _time_axis(ax, times: list[dt.datetime]) -> None:
-    """Dates on the x axis, limited to ``times`` with a margin (at least ten minutes shown)."""
+    """Dates on the x axis, fitted to ``times`` with a 3% margin (a single instant gets ``MIN_SPAN``)."""
     low, high = min(times), max(times)
-    margin = max((high - low) * 0.04, (MIN_SPAN - (high - low)) / 2)
+    margin = (high - low) * 0.03 if high > low else MIN_SPAN / 2
     ax.set_xlim(low - margin, high + margin)
-    locator = mdates.AutoDateLocator(maxticks=8)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.set_xlabel("time (UTC)")

@@ -59,12 +59,31 @@ def training_data(
     return {**data, "target": record.schema["target"]}
 
 
+def drift_reference(
+    settings: Settings, record: VersionRecord | None, model: str, run_name: str, event: dict | None, data: dict
+) -> dict:
+    """``data`` with the drift reference of a run that ``event`` (a drift event) started: the rows served
+    since its window began (``kfloop.retraining.reference_data``); ``data`` unchanged for other runs."""
+    from kfloop.retraining.reference_data import build_reference_data, drift_onset
+
+    since = drift_onset(event) if event and record is not None else None
+    if since is None:
+        return data
+    from kfloop.schema import FeatureSchema
+
+    out = Path(settings.home).resolve() / "trigger" / "data" / f"{key_segment(run_name)}-reference.parquet"
+    return {**data, **build_reference_data(settings, model, FeatureSchema.from_dict(record.schema), since, out)}
+
+
 def pipeline_arguments(policy: RetrainPolicy, model: str, data: dict, record: VersionRecord | None = None) -> dict:
-    """The run's pipeline arguments: the data source, model name, target, the tuning arguments from
-    the current version (``tuning_arguments``), then the policy's parameters (which win)."""
+    """The run's pipeline arguments: the data source, model name, target, the drift reference (a run
+    started by drift, ``drift_reference``), the tuning arguments from the current version
+    (``tuning_arguments``), then the policy's parameters (which win)."""
     arguments = {"source": data["source"], "model_name": model}
     if data.get("target"):
         arguments["target"] = data["target"]
+    if data.get("drift_reference"):
+        arguments["drift_reference"] = data["drift_reference"]
     return {**arguments, **tuning_arguments(policy.tuning, record), **policy.pipeline_params}
 
 

@@ -34,7 +34,13 @@ from kfloop.names import (
     run_name,
     validate_model_name,
 )
-from kfloop.retraining.inputs import current_version, pipeline_arguments, registered_by, training_data
+from kfloop.retraining.inputs import (
+    current_version,
+    drift_reference,
+    pipeline_arguments,
+    registered_by,
+    training_data,
+)
 from kfloop.retraining.policy import (
     RetrainPolicy,
     TriggerState,
@@ -45,6 +51,7 @@ from kfloop.retraining.policy import (
     stored_models,
 )
 from kfloop.retraining.quality_signal import QualityOptions, check_quality
+from kfloop.retraining.reference_data import stored_event
 from kfloop.retraining.run_state import RunInFlight, RunPhase
 from kfloop.retry import backoff_delay
 from kfloop.store.event_log import record_event
@@ -184,6 +191,8 @@ class RetrainTrigger:
             data, record = run.data, current_version(self.registry, model)
             if data is None:
                 data = training_data(self.settings, self.policy, record, model, run.name, self.original_source)
+                event = stored_event(self.store, model, run.event_id)  # a drift event: its own reference
+                data = drift_reference(self.settings, record, model, run.name, event, data)
             run.prepare(data, pipeline_arguments(self.policy, model, data, record))
             run_id = self.runner.launch(run.name, model, run.arguments)
         except Exception as e:  # noqa: BLE001 - every failure is retried or reported, never lost

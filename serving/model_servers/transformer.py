@@ -95,6 +95,7 @@ from kfloop.monitoring.drift import BACKENDS, load_detector
 from kfloop.monitoring.drift_monitor import DEFAULT_CPU_SHARE, DEFAULT_MAX_PENDING_ROWS, DriftMonitor
 from kfloop.monitoring.drift_window import WindowedDrift
 from kfloop.monitoring.versions import DEFAULT_MAX_VERSIONS, VersionedDrift, VersionReference, load_reference
+from kfloop.monitoring.window_log import WindowLog
 from kfloop.names import REQUEST_ID_HEADER, REVISION_HEADER, REVISION_SIGNATURE_HEADER, captures_prefix, key_segment
 from kfloop.schema import FeatureSchema
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
@@ -238,6 +239,7 @@ class DriftTransformer(kserve.Model):
             max_pending_rows=opts.drift_queue_rows,
             extensions=opts.ce_extensions,
             cpu_share=opts.drift_cpu_share,
+            window_log=WindowLog(self.store),  # every checked window, for the report
         )
 
     def _load_reference(self, version: str) -> VersionReference:

@@ -25,6 +25,7 @@ from kfloop.config import Settings
 from kfloop.demo.timeline import Timeline
 from kfloop.monitoring.capture import read_captures
 from kfloop.monitoring.feedback import read_labels
+from kfloop.monitoring.window_log import read_windows
 from kfloop.names import DRIFT_DETECTED, RETRAIN_FINISHED, RETRAIN_STARTED, ROLLOUT_DECISION
 from kfloop.store.event_log import read_events
 from kfloop.store.objects import open_store
@@ -142,6 +143,14 @@ def test_drift_was_detected_and_a_retraining_run_registered_v2(demo, store):
     assert started["data"]["strategy"] == "combined" and "consecutive windows" in started["data"]["reason"]
     assert finished["data"]["status"] == "succeeded" and finished["data"]["registered"] == f"{MODEL}:2"
     assert min(e["time"] for e in drifts) < started["time"] < finished["time"]
+
+
+def test_v2_was_rebaselined_on_the_drifted_traffic_and_does_not_drift_on_it(demo, store):
+    (started,) = read_events(store, MODEL, (RETRAIN_STARTED,))
+    assert started["data"]["arguments"]["drift_reference"].endswith("-reference.parquet")
+    v1, v2 = read_windows(store, MODEL, "1"), read_windows(store, MODEL, "2")
+    assert sum(w["is_drift"] for w in v1) >= len(v1) // 2  # v1 on the older customers: drifting
+    assert len(v2) >= 10 and sum(w["is_drift"] for w in v2) <= max(2, len(v2) // 10)  # v2: quiet
 
 
 def test_kfloop_serve_wired_the_trigger_and_recorded_its_events(demo):

@@ -2,9 +2,11 @@
 
 The store (``loop_store``) holds what a short run of the loop leaves behind: two registered
 versions of ``churn`` (v1 production, v2 staging and trained by a retraining run), two hours of
-captured requests (v1 only, then v1 stable with v2 as a 20% canary), four drift windows (all
-drifted, as the monitor records them), a retraining run started and finished, and two canary
-analysis steps. Event times are relative to now, so they share the axis with registry stages.
+captured requests (v1 only, then v1 stable with v2 as a 20% canary), every drift window checked on
+them by real detectors (v1's reference: tenure 0-34; the second hour serves tenure 20-69, so v1's
+windows drift then while v2, whose reference is that traffic, stays clean) as window summaries and,
+for the drifted ones, drift events, a retraining run started and finished, and two canary analysis
+steps. Event times are relative to now, so they share the axis with registry stages.
 """
 
 from __future__ import annotations
@@ -13,13 +15,19 @@ import datetime as dt
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from kfloop.events.cloudevents import make_event
 from kfloop.monitoring.capture import CaptureWriter, capture_record
+from kfloop.monitoring.drift import fit_baseline, save_detector
+from kfloop.monitoring.drift_window import WindowedDrift
 from kfloop.monitoring.feedback import FeedbackStore
+from kfloop.monitoring.window_log import WindowLog, window_summary
 from kfloop.names import DRIFT_DETECTED, FEEDBACK, RETRAIN_FINISHED, RETRAIN_STARTED, ROLLOUT_DECISION
 from kfloop.schema import FeatureSchema
+from kfloop.store import bundle
 from kfloop.store.event_log import record_event
 from kfloop.store.objects import LocalStore
 from kfloop.store.registry import Registry
@@ -27,6 +35,52 @@ from tests.fakes.bundles import SCHEMA, make_bundle
 
 START = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=2)
 REQUESTS, CANARY_FROM, CANARY_EVERY = 720, 360, 5  # one request every 10 s; canary takes every 5th in hour 2
+WINDOW = {"1": 60, "2": 24}  # rows per drift window: v1 checks 11 windows, v2 3
+
+
+def features(i: int) -> dict:
+    """Request ``i``'s customer: tenure 0-34 in the first hour, 20-69 in the second (data drift)."""
+    return {"tenure": i % 35 if i < CANARY_FROM else 20 + i % 50, "plan": "basic" if i % 2 else "premium"}
+
+
+def bundle_with_reference(root: Path, auc: float, tenure: range) -> Path:
+    """``make_bundle`` with a drift reference (scipy backend) of tenure uniform over ``tenure``."""
+    make_bundle(root, auc)
+    rng = np.random.default_rng(len(tenure))
+    frame = pd.DataFrame(
+        {"tenure": rng.integers(tenure.start, tenure.stop, 2000), "plan": rng.choice(["basic", "premium"], 2000)}
+    )
+    schema = FeatureSchema.from_dict(SCHEMA)
+    save_detector(fit_baseline(schema, schema.encode_frame(frame), backend="scipy"), root / bundle.DRIFT_DIR)
+    bundle.write_manifest(root)
+    return root
+
+
+def check_windows(store, registry, rows: list[tuple[str, str, str]]) -> list[dict]:
+    """Every window of each version's served rows checked by its registered reference, as the drift
+    monitor does: summaries in the window log, a drift event for each drifted window. Returns them."""
+    from kfloop.monitoring.drift import load_detector
+
+    schema, log, summaries = FeatureSchema.from_dict(SCHEMA), WindowLog(store), []
+    for version in ("1", "2"):
+        record = registry.get("churn", int(version))
+        folder = store.root / record.bundle_key / bundle.DRIFT_DIR
+        windowed = WindowedDrift(load_detector(folder), WINDOW[version])
+        served = [(i, when) for i, (when, v, _) in enumerate(rows) if v == version]
+        for start in range(0, len(served) - WINDOW[version] + 1, WINDOW[version]):
+            part = served[start : start + WINDOW[version]]
+            X = schema.encode_frame(pd.DataFrame([features(i) for i, _ in part]))
+            [result] = windowed.add(X)
+            result["data"]["window_start"], result["data"]["window_end"] = part[0][1], part[-1][1]
+            context = {"model": "churn", "model_version": version, "revision": "stable" if version == "1" else "canary"}
+            summary = window_summary(result, context)
+            log.add(summary)
+            summaries.append(summary)
+            if summary["is_drift"]:
+                event = {**make_event(DRIFT_DETECTED, "/kfloop/churn/transformer", {**result, **context}, "churn")}
+                assert record_event(store, "churn", {**event, "time": part[-1][1]})
+    assert log.flush()
+    return summaries
 
 
 def at(minutes: float) -> str:
@@ -66,7 +120,7 @@ def write_captures(store, model: str, rows: list[tuple[str, str, str]]) -> None:
                 capture_record(
                     model,
                     version,
-                    {"tenure": i % 70, "plan": "basic"},
+                    features(i),
                     [0.2, 0.8] if i % 2 else [0.8, 0.2],
                     revision=revision,
                     time=when,
@@ -100,7 +154,7 @@ def add_labels(store, rows: list[tuple[str, str, str]]) -> int:
     return len(labels)
 
 
-FEEDBACK_POSTS = [(19 + k, 3) for k in range(6)] + [(40, 5), (41, 7)]  # (minutes, labels in the post)
+FEEDBACK_POSTS = [(74 + k, 3) for k in range(6)] + [(100, 5), (101, 7)]  # (minutes, labels in the post)
 
 
 def build_loop_store(root: Path) -> LocalStore:
@@ -108,7 +162,7 @@ def build_loop_store(root: Path) -> LocalStore:
     registry = Registry(store)
     registry.register(
         "churn",
-        make_bundle(root / "b1", 0.88),
+        bundle_with_reference(root / "b1", 0.88, range(0, 35)),
         lineage={
             "data_uri": "s3://kfloop/data/churn-2024-04.parquet",
             "data_sha256": "a1" * 32,
@@ -117,9 +171,7 @@ def build_loop_store(root: Path) -> LocalStore:
         },
     )
     registry.set_stage("churn", 1, "production", "deployed to local")
-    for k, (p_tenure, p_plan) in enumerate([(1e-4, 0.4), (3e-6, 0.3), (0.0, 0.01), (2e-9, 0.2)]):
-        record(store, "churn", DRIFT_DETECTED, "/kfloop/churn/transformer", drift_data(k, p_tenure, p_plan), 10 + 8 * k)
-    for minutes, n in FEEDBACK_POSTS:  # six posts between two drift events, two before the retraining
+    for minutes, n in FEEDBACK_POSTS:  # six posts after the first drift event, two between the third and fourth
         record(
             store,
             "churn",
@@ -138,7 +190,7 @@ def build_loop_store(root: Path) -> LocalStore:
     )
     registry.register(
         "churn",
-        make_bundle(root / "b2", 0.91),
+        bundle_with_reference(root / "b2", 0.91, range(20, 70)),
         lineage={
             "data_uri": "s3://kfloop/data/churn-2024-05.parquet",
             "data_sha256": "b2" * 32,
@@ -177,6 +229,7 @@ def build_loop_store(root: Path) -> LocalStore:
     rows = traffic_rows()
     write_captures(store, "churn", rows)
     add_labels(store, rows)
+    check_windows(store, registry, rows)
     return store
 
 

@@ -4,16 +4,28 @@ hostile text, an empty store, several models, and ``kfloop report`` on the comma
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import re
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from kfloop.cli.main import main
 from kfloop.errors import ModelNotFound
-from kfloop.names import DRIFT_DETECTED, FEEDBACK, ROLLOUT_DECISION
-from kfloop.report.data import ModelFacts, canary, parse_time, traffic
+from kfloop.monitoring.window_log import read_windows
+from kfloop.names import DRIFT_DETECTED, FEEDBACK, QUALITY_DEGRADED, ROLLOUT_DECISION
+from kfloop.report.data import (
+    ModelFacts,
+    canary,
+    drift_windows,
+    feature_distributions,
+    moved_features,
+    parse_time,
+    traffic,
+    version_status,
+)
 from kfloop.report.page import build_report, write_report
 from kfloop.store.objects import LocalStore
 from kfloop.store.registry import Registry
@@ -32,6 +44,7 @@ from tests.report.conftest import (
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SECTIONS = [
+    "Status",
     "Summary",
     "Feature drift",
     "Timeline",
@@ -66,7 +79,7 @@ def test_sections_in_order_with_the_summary_of_the_loop(page):
     assert summary["current production"] == "v1" and summary["canary"] == "v2"
     assert summary["versions"] == "v1 (production), v2 (staging)"
     assert summary["requests"] == str(REQUESTS)
-    assert summary["drift events"] == "4" and summary["retraining runs started"] == "1"
+    assert summary["drift events"] == "4" and summary["retraining runs started"] == "1"  # v1's windows 6-9
     assert summary["rollout decisions"] == "2"
     assert dict(page.tables["traffic-table"][1:]) == {
         "canary v2": str(canary_requests),
@@ -74,12 +87,19 @@ def test_sections_in_order_with_the_summary_of_the_loop(page):
     }
 
 
-def test_drift_table_names_the_drifted_features_and_says_only_drifted_windows_are_logged(page):
+def test_drift_table_lists_every_checked_window_clean_or_drifted_folded(loop_store, page, text):
     header, *rows = page.tables["drift-table"]
     assert header[:3] == ["time", "version", "window"]
-    assert [r[2] for r in rows] == ["0", "1", "2", "3"]
-    assert [r[-1] for r in rows] == ["tenure (0.0001)", "tenure (3e-06)", "plan (0.01), tenure (0)", "tenure (2e-09)"]
-    assert "drift-only-drifted" in page.ids
+    summaries = read_windows(loop_store, "churn")
+    assert len(rows) == len(summaries) == 10 + 3  # v1's ten windows of 60 rows, v2's three of 24
+    assert [(r[1], r[2]) for r in rows if r[1] == "v1"] == [("v1", str(k)) for k in range(10)]
+    assert [r[4] for r in rows if r[1] == "v1"] == ["no"] * 6 + ["yes"] * 4  # tenure moves in hour 2
+    assert {r[4] for r in rows if r[1] == "v2"} == {"no"}  # v2's reference is the new traffic
+    assert all(r[-1].startswith("tenure (") for r in rows if r[4] == "yes")
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    assert "drift-only-drifted" not in page.ids
+    assert "13 windows checked, 4 drifted." in text
+    assert "<details id='fold-drift' data-box><summary>13 windows (click to show)</summary>" in text
 
 
 def test_canary_decisions_and_lineage_tables(page):
@@ -99,23 +119,81 @@ def test_canary_decisions_and_lineage_tables(page):
     assert "production (deployed to local)" in v1[7] and "staging (registered)" in v1[7]
 
 
-def test_feedback_posts_are_counted_in_the_events_table_not_listed(page):
+def test_feedback_posts_are_counted_in_the_events_table_not_listed(page, text):
     header, *rows = page.tables["events-table"]
     feedback = [row for row in rows if row[1] == FEEDBACK]
     assert [row[3].split(", until=")[0] for row in feedback] == ["posts=6, labels=18", "posts=2, labels=12"]
-    assert [row[0][-8:] for row in feedback] == [at(19)[11:19], at(40)[11:19]]  # dated at the first post
+    assert [row[0][-8:] for row in feedback] == [at(74)[11:19], at(100)[11:19]]  # dated at the first post
     assert len([row for row in rows if row[1] == DRIFT_DETECTED]) == 4  # other events stay one row each
+    assert re.search(r"<details id='fold-events' data-box><summary>\d+ events \(click to show\)</summary>", text)
 
 
 def test_every_plot_is_an_embedded_png_with_id_and_alt(page):
-    assert {img["id"] for img in page.images} == {"plot-drift", "plot-timeline", "plot-quality", "plot-traffic"}
+    assert {img["id"] for img in page.images} == {
+        "plot-drift",
+        "plot-dist-1-tenure",
+        "plot-timeline",
+        "plot-quality",
+        "plot-traffic",
+    }
     for img in page.images:
         data = png_of(img)
         assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000, img["id"]
         image = Image.open(io.BytesIO(data))
-        assert image.width > 500 and image.height > 150
+        assert image.width > (400 if img["id"].startswith("plot-dist-") else 500) and image.height > 150
         assert len(image.convert("RGB").getcolors(maxcolors=100_000) or []) > 20, f"{img['id']} looks blank"
         assert img["alt"].strip()
+
+
+def test_status_at_the_top_per_version_with_the_last_decision(page):
+    first = next(i for i, (tag, _) in enumerate(page.tags) if tag == "table")
+    assert page.tags[first][1]["id"] == "status-table"  # the first table of the page
+    header, *rows = page.tables["status-table"]
+    assert header == ["version", "stage", "status", "windows drifted", "last window", "last decision"]
+    assert [r[:4] for r in rows] == [
+        ["v2", "staging", "healthy", "0 of 3"],
+        ["v1", "production", "drifting", "4 of 10"],
+    ]
+    assert rows[1][4].endswith("(drifted)") and rows[0][4].endswith("(clean)")
+    assert rows[1][5].endswith("production: deployed to local")
+    assert rows[0][5].endswith("canary continue at 20%: canary within limits") or "staging" in rows[0][5]
+
+
+def test_status_degraded_drifting_healthy_and_not_checked():
+    def window(version, is_drift, minute):
+        when = parse_time(at(minute))
+        return {"time": when, "start": when, "version": version, "window_index": minute, "window_size": 10} | {
+            "is_drift": is_drift,
+            "threshold": 0.05,
+            "p_values": {"age": 0.001 if is_drift else 0.5},
+        }
+
+    windows = [window("1", True, 1), window("1", False, 2), window("2", False, 3), window("3", True, 4)]
+    windows += [window("3", False, 5), window("3", True, 6), window("3", False, 7)]  # half of v3's last drifted
+    degraded = {"type": QUALITY_DEGRADED, "time": at(8), "data": {"model_version": "1", "metric": "accuracy"}}
+    facts = ModelFacts("churn", [], [], [degraded])
+    status = {r["version"]: r for r in version_status(facts, windows)}
+    assert {v: r["status"] for v, r in status.items()} == {"1": "degraded", "2": "healthy", "3": "drifting"}
+    assert (status["3"]["windows"], status["3"]["drifted"]) == (4, 2)
+    assert version_status(ModelFacts("churn", [], [], []), []) == []
+    moved = moved_features(windows)
+    assert [(m["version"], m["feature"], m["windows"]) for m in moved] == [("3", "age", 2)]  # v1's was alone
+    assert [(m["version"], m["windows"]) for m in moved_features(windows, min_windows=1)] == [("3", 2), ("1", 1)]
+    assert [m["version"] for m in moved_features(windows[:2])] == ["1"]  # none moved twice: the lone ones
+    assert moved[0]["start"] == parse_time(at(4)) and moved[0]["end"] == parse_time(at(6))
+
+
+def test_reference_and_served_values_of_the_feature_that_moved(loop_store):
+    from kfloop.report.data import gather
+
+    facts = gather(loop_store, "churn")
+    moved = moved_features(drift_windows(facts))
+    assert [(m["version"], m["feature"]) for m in moved] == [("1", "tenure")]
+    [dist] = feature_distributions(loop_store, facts, moved)
+    assert dist["kind"] == "numeric" and len(dist["reference"]) == 2000
+    assert 0 <= min(dist["reference"]) and max(dist["reference"]) <= 34  # v1's reference
+    assert min(dist["live"]) >= 20 and max(dist["live"]) > 34  # what v1 served in its drifted windows
+    assert len(dist["live"]) >= 4 * 60
 
 
 def test_the_page_needs_nothing_from_outside(page, text):
@@ -237,3 +315,48 @@ def test_cli_writes_the_report_and_prints_its_path(loop_store, tmp_path, capsys)
     missing = tmp_path / "missing.html"
     assert main(["--home", home, "report", "--model", "nope", "-o", str(missing)]) == 1
     assert "nothing recorded for model 'nope'" in capsys.readouterr().err and not missing.exists()
+
+
+def test_a_minute_of_windows_spreads_over_the_drift_charts_width():
+    """The demo's case: a minute of windows once sat in one blob on a ten-minute axis."""
+    from kfloop.report import plots
+
+    start = parse_time(at(0))
+    windows = [
+        {
+            "time": start + dt.timedelta(seconds=5 * k),
+            "start": None,
+            "version": "1",
+            "window_index": k,
+            "window_size": 200,
+            "is_drift": k >= 6,
+            "threshold": 0.006,
+            "p_values": {"age": 1e-20 if k >= 6 else 0.4, "plan": 0.5},
+        }
+        for k in range(12)
+    ]
+    image = np.asarray(
+        Image.open(io.BytesIO(base64.b64decode(plots.drift_plot(windows, [("1", "age")])))).convert("RGB")
+    )
+    left, right = (int(plots.MARGINS[k] * image.shape[1]) for k in ("left", "right"))
+    axes = image[:, left:right]  # the plotting area: not the legend's markers on the right
+    found = []
+    for colour in (plots.CLEAN, plots.DRIFTED):
+        target = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
+        found.append(np.flatnonzero((axes == target).all(axis=2).any(axis=0)))
+    every = np.concatenate(found)
+    assert (every.max() - every.min()) / axes.shape[1] > 0.85  # 3% margins on either side
+    assert found[0].max() < found[1].min()  # clean windows first, then the drifted ones
+
+
+@pytest.mark.parametrize("seconds", [3, 200, 7200])
+def test_time_axes_of_any_span_draw_without_warnings(seconds):
+    import warnings
+
+    from kfloop.report import plots
+
+    start = parse_time(at(0))
+    points = [(start + dt.timedelta(seconds=seconds * k / 4), "io.kfloop.drift.detected") for k in range(5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns when it cannot place the date ticks
+        assert plots.timeline_plot(points)

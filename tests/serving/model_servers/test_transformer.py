@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kfloop.config import Settings
 from kfloop.events.cloudevents import parse_event
 from kfloop.monitoring.capture import read_captures
+from kfloop.monitoring.window_log import read_windows
 from kfloop.schema import infer_schema
 from kfloop.steps.baseline import fit_drift_baseline
 from kfloop.steps.train import train_model
@@ -635,6 +636,15 @@ def test_clean_window_emits_nothing_and_drifted_window_emits_a_cloudevent(local,
     assert data["capture_location"] == (local.home / "captures" / MODEL / "3").as_uri() + "/"
     assert local.metric("kfloop_drift_detected_total") == detected + 1
     assert local.metric("kfloop_drift_p_value", feature="age") < 1e-6
+
+    def summaries():  # every checked window, clean or drifted, also leaves a summary in the store
+        found = {w["window_index"]: w for w in read_windows(LocalStore(local.home), MODEL, "3")}
+        return found if {checked, checked + 1} <= set(found) else None
+
+    found = wait_for(summaries, what="the two windows' summaries")
+    assert (found[checked]["is_drift"], found[checked + 1]["is_drift"]) == (False, True)
+    assert {(w["revision"], w["rows"]) for w in (found[checked], found[checked + 1])} == {("stable", WINDOW)}
+    assert "age" in found[checked + 1]["signals"][0]["evidence"]["features"]
 
 
 def test_scipy_backend_on_s3_transformer_reports_drift(s3, sink, s3_module_settings):
