@@ -7,6 +7,10 @@ Layout (every file is listed with its SHA-256 in ``MANIFEST.json``)::
     metrics.json       evaluation metrics and the gate decision
     bias.json          bias and explainability results (when computed)
     drift/             the drift detector reference (kfloop.monitoring.drift, Alibi Detect's save_detector)
+    signals/           monitoring baselines fitted at training on the validation split (when present):
+                       attribution.json (mean |SHAP| per feature, kfloop.monitoring.attribution),
+                       calibration.json (isotonic calibrator per class, or the residual models' summary)
+                       and, for regressors, residual_abs.ubj / residual_sq.ubj (kfloop.monitoring.estimation)
     stock/model.ubj    all-numeric models only: the same trees without feature names and types, for
                        KServe's stock ``kserve-xgbserver`` runtime (it builds an unnamed ``DMatrix``
                        from the request's lists, which a booster with names refuses); its storageUri
@@ -37,6 +41,11 @@ METRICS_FILE = "metrics.json"
 BIAS_FILE = "bias.json"
 DRIFT_DIR = "drift"
 STOCK_DIR = "stock"
+SIGNALS_DIR = "signals"
+ATTRIBUTION_FILE = f"{SIGNALS_DIR}/attribution.json"
+CALIBRATION_FILE = f"{SIGNALS_DIR}/calibration.json"
+RESIDUAL_ABS_FILE = f"{SIGNALS_DIR}/residual_abs.ubj"
+RESIDUAL_SQ_FILE = f"{SIGNALS_DIR}/residual_sq.ubj"
 STOCK_MODEL_FILE = f"{STOCK_DIR}/{MODEL_FILE}"
 
 

@@ -49,7 +49,7 @@ def churn(
       permutation), so every column's marginal distribution is unchanged but total charges no longer
       follow monthly charges times tenure: a joint shift per-feature tests cannot see;
     - ``attribution_shift``: a share of the customers get a one-year contract, 20 months of tenure
-      and 4 more support calls, so support calls drive the model's scores and contract and tenure
+      and 6 more support calls, so support calls drive the model's scores and contract and tenure
       hardly do (a change of which features matter);
     - ``senior_churn``: added to the churn logit of customers aged 60 or more (a group-specific
       change of the labels; the features stay as they were).
@@ -95,7 +95,7 @@ def _check_churn_knobs(n_rows: int, concept_drift: float, joint_shift: float, at
 def _shift_attribution(f: dict[str, np.ndarray], rows: np.ndarray) -> None:
     f["contract"] = np.where(rows, 1, f["contract"])
     f["tenure"] = np.where(rows, 20, f["tenure"])
-    f["calls"] = f["calls"] + 4 * rows
+    f["calls"] = f["calls"] + 6 * rows
     f["total"] = np.where(rows, np.round(f["monthly"] * 20, 2), f["total"])
 
 

@@ -150,7 +150,7 @@ def test_joint_shift_keeps_every_marginal_and_breaks_the_relation():
 def test_attribution_shift_moves_customers_onto_support_calls():
     clean, shifted = churn(2000, seed=4), churn(2000, seed=4, attribution_shift=1.0)
     assert (shifted["contract"] == "one-year").all() and (shifted["tenure_months"] == 20).all()
-    assert (shifted["support_calls"] == clean["support_calls"] + 4).all()
+    assert (shifted["support_calls"] == clean["support_calls"] + 6).all()
     assert clean["age"].equals(shifted["age"])
 
 
