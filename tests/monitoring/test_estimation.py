@@ -2,6 +2,7 @@
 (residual models) for regressors, fitted on the validation split, stored as JSON/UBJSON, refused
 when they do not match the model, and compared with the realized metrics when labels arrive."""
 
+import datetime as dt
 import json
 
 import numpy as np
@@ -9,10 +10,13 @@ import pandas as pd
 import pytest
 
 from kfloop.errors import ChecksumError, DataError
+from kfloop.monitoring.capture import CaptureWriter, capture_record
 from kfloop.monitoring.estimation import estimate_vs_realized, estimated_quality_signal, fit_estimator, load_estimator
+from kfloop.monitoring.feedback import FeedbackStore, labeled_frame
 from kfloop.monitoring.quality import estimate_accuracy, quality_metrics
 from kfloop.schema import infer_schema
 from kfloop.store import bundle
+from kfloop.store.objects import LocalStore
 from kfloop.training import booster as train
 from kfloop.training.samples import churn
 from tests.fakes.churn_model import churn_model
@@ -139,21 +143,32 @@ def test_a_changed_calibrator_in_a_bundle_fails_its_checksum(model, tmp_path):
         load_estimator(tmp_path, model.schema)
 
 
-def test_estimate_vs_realized_per_labeled_window(model):
-    clean, drifted = churn(400, seed=31), churn(400, seed=32, concept_drift=1.0)
-    frames = []
-    for i, frame in enumerate((clean, drifted)):
-        pred = _scored(model, frame)
-        frames.append(
-            frame.assign(
-                prediction=list(pred.tolist()),
-                model_version="1",
-                time=pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(np.arange(400) + 400 * i, unit="s"),
-                churn=frame["churn"].astype(str),
-            )
-        )
-    rows = estimate_vs_realized(model.estimator, pd.concat(frames, ignore_index=True), window=400)
-    assert [r["window_index"] for r in rows] == [0, 1]
+def test_estimate_vs_realized_over_real_captures_and_labels(model, tmp_path):
+    """Captures written by the CaptureWriter, labels through the FeedbackStore, joined by labeled_frame."""
+    store = LocalStore(tmp_path / "store")
+    clean, drifted = churn(300, seed=31), churn(300, seed=32, concept_drift=1.0)
+    frame = pd.concat([clean, drifted], ignore_index=True)
+    pred = _scored(model, frame)
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    records = [
+        capture_record(
+            "churn",
+            "1",
+            row,
+            pred[i].tolist(),
+            request_id=f"r{i}:0",
+            time=(start + dt.timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        )  # fmt: skip
+        for i, row in enumerate(frame.drop(columns="churn").to_dict("records"))
+    ]
+    writer = CaptureWriter(store, "churn", batch_size=10_000, flush_interval_s=0.05)
+    writer.add(records)
+    assert writer.close()
+    labels = [{"request_id": f"r{i}:0", "label": int(y)} for i, y in enumerate(frame["churn"])]
+    FeedbackStore(store).add("churn", model.schema, labels)
+    rows = estimate_vs_realized(model.estimator, labeled_frame(store, "churn", model.schema), window=300)
+    assert [(r["model_version"], r["window_index"], r["n"]) for r in rows] == [("1", 0, 300), ("1", 1, 300)]
     assert abs(rows[0]["estimated"]["accuracy"] - rows[0]["realized"]["accuracy"]) < 0.06
     # concept drift: the estimate cannot see it, the labels do
     assert rows[1]["estimated"]["accuracy"] - rows[1]["realized"]["accuracy"] > 0.2
+    assert set(rows[1]["realized"]) == {"accuracy", "f1", "auc"}
