@@ -49,12 +49,11 @@ import xgboost
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
 
-from kfloop.errors import ChecksumError, ConfigError, DataError
+from kfloop.errors import ConfigError, DataError
 from kfloop.monitoring.quality import probability_matrix, quality_metrics, windows
 from kfloop.monitoring.signals import SignalResult
 from kfloop.schema import FeatureSchema
 from kfloop.store import bundle
-from kfloop.store.objects import sha256_file
 
 SIGNAL = "estimated_quality"
 ESTIMATED_METRIC = {"binary": "accuracy", "multiclass": "accuracy", "regression": "mae"}
@@ -215,7 +214,7 @@ def load_estimator(root: str | Path, schema: FeatureSchema) -> Estimator | None:
     ]
     if mismatch:
         raise DataError(f"{path} does not match the model's schema: {'; '.join(mismatch)}")
-    _check_manifest(root, [bundle.CALIBRATION_FILE, *doc.get("residual_models", {}).values()])
+    bundle.verify_files(root, [bundle.CALIBRATION_FILE, *doc.get("residual_models", {}).values()])
     reference = doc.get("reference", {})
     if task == "regression":
         models = [_load_booster(root / bundle.RESIDUAL_ABS_FILE), _load_booster(root / bundle.RESIDUAL_SQ_FILE)]
@@ -364,14 +363,3 @@ def _load_booster(path: Path) -> xgboost.Booster:
     except xgboost.core.XGBoostError as e:
         raise DataError(f"{path} is not an XGBoost model: {e}") from e
     return booster
-
-
-def _check_manifest(root: Path, files: list[str]) -> None:
-    """Each file's checksum against the bundle's manifest, when ``root`` has one (a bundle)."""
-    if not (root / bundle.MANIFEST).is_file():
-        return
-    listed = bundle.read_manifest(root)["files"]
-    for rel in files:
-        entry = listed.get(rel)
-        if entry is None or sha256_file(root / rel) != entry["sha256"]:
-            raise ChecksumError(f"{root / rel} does not match the bundle's manifest (missing there, or changed)")

@@ -17,10 +17,14 @@ The evidence names the features the classifier used most (total gain over the fo
 where to look.
 
 Inputs are the model's encoded matrices (``FeatureSchema.encode_frame`` / ``encode_columns``).
-A window or reference with fewer than ``min_rows`` rows gives an ``insufficient`` result.
+A window or reference with fewer than ``min_rows`` rows gives an ``insufficient`` result. The
+reference can be the training rows, or ``reference_rows(bundle)``: the drift detector's reference
+(``drift/x_ref.npy``, up to 10,000 training rows), so a job needs only the bundle.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import xgboost
@@ -28,8 +32,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from kfloop.errors import ConfigError, DataError
+from kfloop.monitoring.drift import X_REF_FILE
 from kfloop.monitoring.signals import SignalResult
 from kfloop.schema import FeatureSchema
+from kfloop.store import bundle
 
 SIGNAL = "multivariate_drift"
 DEFAULT_THRESHOLD = 0.7
@@ -98,6 +104,29 @@ def multivariate_drift(
             "top_features": [{"name": name, "gain_share": value / total} for name, value in top],
         },
     )
+
+
+def reference_rows(root: str | Path, schema: FeatureSchema) -> np.ndarray:
+    """The encoded reference rows of a bundle's drift detector (``drift/x_ref.npy``), as
+    ``encode_columns`` gives them: the detector's codes for missing values (category k, numeric -inf)
+    back to NaN. Checked against the manifest when ``root`` is a bundle."""
+    rel = f"{bundle.DRIFT_DIR}/{X_REF_FILE}"
+    path = Path(root) / rel
+    if not path.is_file():
+        raise DataError(f"{path} is missing: the bundle has no drift reference rows")
+    bundle.verify_files(root, [rel])
+    try:
+        X = np.load(path, allow_pickle=False).astype(np.float32)
+    except ValueError as e:
+        raise DataError(f"{path} is not a plain numeric array: {e}") from None
+    X = _matrix(schema, X, "reference")
+    for j, feature in enumerate(schema.features):
+        col = X[:, j]
+        if feature.kind == "categorical":
+            col[col >= len(feature.categories)] = np.nan
+        else:
+            col[np.isinf(col) & (col < 0)] = np.nan
+    return X
 
 
 def _out_of_fold(

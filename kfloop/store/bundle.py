@@ -90,6 +90,19 @@ def verify_bundle(root: str | Path) -> dict:
     return manifest
 
 
+def verify_files(root: str | Path, files: list[str]) -> None:
+    """Check ``files`` (relative paths) against the manifest when ``root`` has one (a bundle, not a
+    step's output folder): each must be listed there with its checksum; ``ChecksumError`` if not."""
+    root = Path(root)
+    if not (root / MANIFEST).is_file():
+        return
+    listed = read_manifest(root)["files"]
+    for rel in files:
+        entry = listed.get(rel)
+        if entry is None or sha256_file(root / rel) != entry["sha256"]:
+            raise ChecksumError(f"{root / rel} does not match the bundle's manifest (missing there, or changed)")
+
+
 def load_schema(root: str | Path):
     from kfloop.schema import FeatureSchema
 

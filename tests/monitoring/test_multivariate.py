@@ -4,9 +4,9 @@ stays quiet on clean windows of sample:churn."""
 import numpy as np
 import pytest
 
-from kfloop.errors import ConfigError, DataError
+from kfloop.errors import ChecksumError, ConfigError, DataError
 from kfloop.monitoring import drift
-from kfloop.monitoring.multivariate import DEFAULT_THRESHOLD, multivariate_drift
+from kfloop.monitoring.multivariate import DEFAULT_THRESHOLD, multivariate_drift, reference_rows
 from kfloop.schema import infer_schema
 from kfloop.training.samples import churn
 
@@ -54,3 +54,17 @@ def test_bad_input_is_refused():
         multivariate_drift(SCHEMA, REF, _window(), threshold=1.5)
     with pytest.raises(ConfigError, match="folds"):
         multivariate_drift(SCHEMA, REF, _window(), folds=1)
+
+
+def test_the_reference_can_come_from_a_bundle_drift_folder(tmp_path):
+    frame = REFERENCE.copy()
+    frame.loc[:10, "contract"] = None  # missing values survive the detector's codes
+    frame.loc[:10, "age"] = float("nan")
+    detector = drift.fit_baseline(SCHEMA, SCHEMA.encode_frame(frame), backend="scipy")
+    drift.save_detector(detector, tmp_path / "drift")
+    rows = reference_rows(tmp_path, SCHEMA)
+    np.testing.assert_array_equal(rows, SCHEMA.encode_frame(frame))
+    assert multivariate_drift(SCHEMA, rows, _window(seed=7, joint_shift=1.0)).status == "alert"
+    (tmp_path / "MANIFEST.json").write_text('{"files": {}}')  # a bundle whose manifest does not list it
+    with pytest.raises(ChecksumError, match="does not match the bundle's manifest"):
+        reference_rows(tmp_path, SCHEMA)
