@@ -4,7 +4,9 @@ Owns data capture (``capture``: records written in batches; ``capture_format``: 
 ``capture_rows``: one served request as capture records), feature drift detection (``drift``: the
 detector; ``drift_window``: windows of live rows; ``drift_monitor``: the background thread that checks
 them and emits drift events), ground truth (``feedback``) and model quality on labeled traffic
-(``quality``).
+(``quality``), and the window signals of the scheduled job (``signals``: the result type;
+``multivariate``: a domain classifier; ``attribution``: SHAP ranking by NDCG; ``estimation``:
+calibrated CBPE and DLE; ``bias_drift``: Clarify metrics per group).
 
 May import: ``kfloop.training``, ``kfloop.inference``, ``kfloop.events``, ``kfloop.store`` and the leaves.
 """
