@@ -54,6 +54,7 @@ from kfloop.monitoring.quality import probability_matrix, quality_metrics, windo
 from kfloop.monitoring.signals import SignalResult
 from kfloop.schema import FeatureSchema
 from kfloop.store import bundle
+from kfloop.timestamps import rfc3339
 
 SIGNAL = "estimated_quality"
 ESTIMATED_METRIC = {"binary": "accuracy", "multiclass": "accuracy", "regression": "mae"}
@@ -281,8 +282,8 @@ def estimate_vs_realized(estimator: Estimator, labeled: pd.DataFrame, window: in
             {
                 "model_version": version,
                 "window_index": index,
-                "start": rows["time"].iloc[0].isoformat(),
-                "end": rows["time"].iloc[-1].isoformat(),
+                "start": rfc3339(rows["time"].iloc[0]),
+                "end": rfc3339(rows["time"].iloc[-1]),
                 "n": len(rows),
                 "estimated": {k: v for k, v in estimated.items() if k != "n"},
                 "realized": {k: realized.get(k) for k in estimated if k != "n"},

@@ -168,6 +168,7 @@ def test_estimate_vs_realized_over_real_captures_and_labels(model, tmp_path):
     FeedbackStore(store).add("churn", model.schema, labels)
     rows = estimate_vs_realized(model.estimator, labeled_frame(store, "churn", model.schema), window=300)
     assert [(r["model_version"], r["window_index"], r["n"]) for r in rows] == [("1", 0, 300), ("1", 1, 300)]
+    assert rows[0]["start"] == "2026-01-01T00:00:00.000000Z" and rows[1]["end"] == "2026-01-01T00:09:59.000000Z"
     assert abs(rows[0]["estimated"]["accuracy"] - rows[0]["realized"]["accuracy"]) < 0.06
     # concept drift: the estimate cannot see it, the labels do
     assert rows[1]["estimated"]["accuracy"] - rows[1]["realized"]["accuracy"] > 0.2
