@@ -27,6 +27,7 @@ from kfloop.steps.baseline import fit_drift_baseline
 from kfloop.steps.evaluate import evaluate_model
 from kfloop.steps.process import process
 from kfloop.steps.register import register
+from kfloop.steps.signals import fit_signal_baselines
 from kfloop.steps.train import train_model
 from kfloop.config import Settings
 settings = Settings(home=Path(sys.argv[2]))
@@ -35,14 +36,16 @@ info = process(f"sample:churn?n_rows={sys.argv[1]}", "churn", settings, out / "t
                      out / "valid.parquet", out / "test.parquet", out / "schema.json", out / "quality.md")
 train_model(out / "train.parquet", out / "valid.parquet", out / "schema.json", {}, out / "model")
 evaluate_model(
-    out / "model", out / "test.parquet", "churn", settings, out / "evaluation.json", -1.0, 0.01, out / "train.parquet"
+    out / "model", out / "test.parquet", "churn", settings, out / "evaluation.json", -1.0, 0.01, out / "train.parquet",
+    sensitive_feature="age",
 )
 analyze(out / "model", out / "test.parquet", "age", out / "analysis.json", out / "report.md",
               out / "evaluation.json")
 fit_drift_baseline(out / "model", out / "train.parquet", out / "drift")
+fit_signal_baselines(out / "model", out / "valid.parquet", out / "signals")
 lineage = {"data_uri": info["data_uri"], "data_sha256": info["data_sha256"]}
 print(register("churn", settings, out / "model", out / "evaluation.json", out / "analysis.json",
-                     out / "drift", lineage).ref)
+                     out / "drift", lineage, signals_dir=out / "signals").ref)
 """
 
 

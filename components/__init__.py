@@ -20,10 +20,23 @@ from kfloop.components.evaluate import evaluate
 from kfloop.components.monitor import monitor
 from kfloop.components.process import process
 from kfloop.components.register import register
+from kfloop.components.signals import signal_baselines
 from kfloop.components.train import train
 from kfloop.components.tune import tune
 
-STEPS = (process, tune, train, evaluate, analyze, baseline, register, deploy, batch_predict, monitor)
+STEPS = (
+    process,
+    tune,
+    train,
+    evaluate,
+    analyze,
+    baseline,
+    signal_baselines,
+    register,
+    deploy,
+    batch_predict,
+    monitor,
+)
 
 
 def build_components(image: str) -> types.SimpleNamespace:

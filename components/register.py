@@ -8,6 +8,7 @@ def register(
     evaluation: Input[Artifact],
     analysis: Input[Artifact],
     detector: Input[Artifact],
+    signals: Input[Artifact],
     model_name: str,
     data_uri: str,
     data_sha256: str,
@@ -35,5 +36,6 @@ def register(
         detector.path,
         lineage,
         require_approval,
+        signals_dir=signals.path,
     )
     return record.ref

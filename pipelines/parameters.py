@@ -36,6 +36,11 @@ def parse_params(pairs: list[str] | None, types: dict[str, str]) -> dict:
     return out
 
 
+BIAS_PARAMETERS = {
+    "bias_min_di": "min_disparate_impact",
+    "bias_max_di": "max_disparate_impact",
+    "bias_max_dppl": "max_dppl",
+}
 TUNING_PARAMETERS = {"tuning_trials": "trials", "tuning_budget_seconds": "budget_seconds", "tuning_ranges": "ranges"}
 
 
@@ -48,6 +53,14 @@ def check_values(arguments: dict) -> None:
     for key, value in arguments.items():
         if key in trainable:
             check_param(key, value)
+    if "bias_action" in arguments:
+        from kfloop.training.evaluate import check_bias_action
+
+        check_bias_action(arguments["bias_action"])
+    if limits := {BIAS_PARAMETERS[k]: v for k, v in arguments.items() if k in BIAS_PARAMETERS}:
+        from kfloop.training.bias import BiasLimits
+
+        BiasLimits(**limits)
     if options := {TUNING_PARAMETERS[k]: v for k, v in arguments.items() if k in TUNING_PARAMETERS}:
         from kfloop.training.tuning import TuningOptions
 

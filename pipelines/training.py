@@ -1,5 +1,5 @@
-"""The training pipeline: process -> tune -> train -> evaluate (+ analyze, baseline) -> If(gate) ->
-register -> If(deploy_target) -> deploy.
+"""The training pipeline: process -> tune -> train -> evaluate (+ analyze, baseline, signal-baselines)
+-> If(gate) -> register -> If(deploy_target) -> deploy.
 
 Only wiring lives here; every step is a component from ``components/``. Compile with
 ``kfloop pipeline compile`` (writes ``pipelines/training.yaml``, committed) and run it locally
@@ -21,6 +21,15 @@ state are never cached: process (the source may have changed under the same URI)
 compares with the current production version), register (it writes the next version) and deploy
 (it moves traffic). ``kfloop pipeline run`` does not turn on kfp.local's own cache
 (``pipelines/run_local.py``).
+
+Bias: with ``sensitive_feature`` set, evaluate checks the candidate's Clarify metrics per group on the
+test split (disparate impact within [``bias_min_di``, ``bias_max_di``], default [0.8, 1.25], the lower
+bound being the four-fifths rule; |DPPL| <= ``bias_max_dppl``, default 0.1). ``bias_action`` says
+what a failure does: "" (the default) only reports it, "reject" fails the gate (not registered),
+"approval" registers the version as pending-approval (and it is not deployed).
+
+signal-baselines fits, on the validation split, the references of the attribution-drift and
+estimated-quality signals (``kfloop.steps.signals``); register puts them in the bundle.
 
 Deploying is opt-in: with ``deploy_target`` ``"kubernetes"`` (the InferenceService named after the
 model in ``namespace``, default the run's own) or ``"local"`` (the ``kfloop serve`` gateway at
@@ -47,7 +56,7 @@ CONFIG_MAP_KEYS = ("KFLOOP_S3_ENDPOINT", "KFLOOP_S3_BUCKET", "KFLOOP_S3_SECURE",
 
 
 # Steps whose outputs are a pure function of their inputs; every other step reads live state.
-CACHED_STEPS = ("tune", "train", "analyze", "baseline")
+CACHED_STEPS = ("tune", "train", "analyze", "baseline", "signal-baselines")
 
 
 def configure_task(task: dsl.PipelineTask, cpu: str = "1", memory: str = "2G") -> dsl.PipelineTask:
@@ -95,6 +104,10 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
         threshold: float = -1.0,  # evaluate.AUTO_THRESHOLD: from the naive baseline
         tolerance: float = 0.01,
         sensitive_feature: str = "",
+        bias_action: str = "",  # "" report only, "reject" or "approval" (kfloop.training.evaluate.BIAS_ACTIONS)
+        bias_min_di: float = 0.8,  # the four-fifths rule
+        bias_max_di: float = 1.25,
+        bias_max_dppl: float = 0.1,
         drift_backend: str = "alibi",
         drift_p_val: float = 0.05,
         drift_reference: str = "",  # data whose features are the drift reference ("": the training split)
@@ -154,6 +167,11 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
                 model_name=model_name,
                 threshold=threshold,
                 tolerance=tolerance,
+                sensitive_feature=sensitive_feature,
+                bias_action=bias_action,
+                bias_min_di=bias_min_di,
+                bias_max_di=bias_max_di,
+                bias_max_dppl=bias_max_dppl,
             )
         ).set_display_name("evaluate")
         analyzed = configure_task(
@@ -173,6 +191,9 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
                 drift_reference=drift_reference,
             )
         ).set_display_name("drift-baseline")
+        signal_baselines = configure_task(
+            c.signal_baselines(model=trained.outputs["model"], valid=processed.outputs["valid"])
+        ).set_display_name("signal-baselines")
         with dsl.If(evaluated.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)
             registered = configure_task(
                 c.register(
@@ -180,6 +201,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
                     evaluation=evaluated.outputs["evaluation"],
                     analysis=analyzed.outputs["analysis"],
                     detector=baseline.outputs["detector"],
+                    signals=signal_baselines.outputs["baselines"],
                     model_name=model_name,
                     data_uri=processed.outputs["data_uri"],
                     data_sha256=processed.outputs["data_sha256"],

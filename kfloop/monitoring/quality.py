@@ -214,7 +214,9 @@ def estimate_accuracy(probabilities: np.ndarray) -> float:
     with probability p is right a share p of the time) and the relation between features and labels
     is the one the model learned. Under concept drift the probabilities stay confident while the
     labels change, so the estimate stays high while realized accuracy drops: an early warning for
-    data drift and shifting confidence before labels arrive, never a substitute for them."""
+    data drift and shifting confidence before labels arrive, never a substitute for them. A bundle
+    with a calibrator (``signals/calibration.json``) gets the calibrated estimate instead:
+    ``kfloop.monitoring.estimation`` (accuracy, F1 and AUC, and the regressors' error)."""
     if len(probabilities) == 0:
         raise DataError("cannot estimate accuracy from zero predictions")
     proba = probability_matrix(probabilities)

@@ -10,6 +10,7 @@ measured against), and tests call them without KFP. Artifacts:
 - evaluate: ``evaluation.json`` (metrics of candidate and production, gate decision)
 - analyze: ``bias.json`` (bias and feature importance) and a Markdown report
 - baseline: the drift detector folder (``kfloop.monitoring.drift``)
+- signals: the monitoring signals' baselines (attribution, quality estimator), at their bundle paths
 - register: a model bundle (``kfloop.store.bundle``) registered as the next version
 
 Each step module imports only what that step needs, so each step's process starts quickly:

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from kfloop.errors import ConfigError
 from kfloop.steps.common import load_model_dir, read_json, write_json
 from kfloop.training import booster as train
 from kfloop.training import explain, model_report
-from kfloop.training.bias import bias_report
+from kfloop.training.bias import model_bias_report
 
 
 def analyze(
@@ -29,12 +28,7 @@ def analyze(
     pred = train.predict(booster, schema, X)
     bias = None
     if sensitive_feature and schema.task != "regression":
-        if sensitive_feature not in test.columns:
-            raise ConfigError(f"sensitive_feature {sensitive_feature!r} is not a column; columns are {schema.names}")
-        positive = schema.classes.index(positive_class) if positive_class else len(schema.classes) - 1
-        y_true = schema.encode_labels(test[schema.target]) == positive
-        bias = bias_report(test[sensitive_feature], y_true, train.predicted_labels(schema, pred) == positive)
-        bias["sensitive_feature"], bias["positive_class"] = sensitive_feature, schema.classes[positive]
+        bias = model_bias_report(schema, test, pred, sensitive_feature, positive_class)
     importance = explain.feature_importance(booster, schema, X)
     evaluation = read_json(evaluation_path) if evaluation_path else {}
     doc = {"bias": bias, "importance": importance}

@@ -17,7 +17,12 @@ log = logging.getLogger(__name__)
 
 
 def assemble_bundle(
-    model_dir: str, evaluation_path: str, analysis_path: str | None, drift_dir: str, out_dir: str | Path
+    model_dir: str,
+    evaluation_path: str,
+    analysis_path: str | None,
+    drift_dir: str,
+    out_dir: str | Path,
+    signals_dir: str | None = None,
 ) -> Path:
     """Copy the step outputs into one bundle folder and write its manifest."""
     out = Path(out_dir)
@@ -26,6 +31,8 @@ def assemble_bundle(
     if analysis_path and Path(analysis_path).is_file():
         shutil.copyfile(analysis_path, out / bundle.BIAS_FILE)
     shutil.copytree(drift_dir, out / bundle.DRIFT_DIR, dirs_exist_ok=True)
+    if signals_dir and (Path(signals_dir) / bundle.SIGNALS_DIR).is_dir():  # the signal-baselines step's output
+        shutil.copytree(Path(signals_dir) / bundle.SIGNALS_DIR, out / bundle.SIGNALS_DIR, dirs_exist_ok=True)
     write_stock_booster(out)
     bundle.write_manifest(out)
     return out
@@ -60,14 +67,23 @@ def register(
     drift_dir: str,
     lineage: dict,
     require_approval: bool = False,
+    signals_dir: str | None = None,
 ):
-    """Register the assembled bundle as the next version of ``model_name``; returns the record."""
+    """Register the assembled bundle as the next version of ``model_name``; returns the record.
+
+    It starts as pending-approval when ``require_approval`` is set or when the evaluation's bias
+    check failed with the action "approval" (``kfloop.training.evaluate.BIAS_ACTIONS``)."""
     registry = Registry(open_store(settings))
+    bias_gate = read_json(evaluation_path).get("bias_gate") or {}
+    bias_hold = not bias_gate.get("passed", True) and bias_gate.get("action") == "approval"
     with tempfile.TemporaryDirectory() as tmp:
-        path = assemble_bundle(model_dir, evaluation_path, analysis_path, drift_dir, Path(tmp) / "bundle")
-        stage = "pending-approval" if require_approval else "staging"
+        path = assemble_bundle(
+            model_dir, evaluation_path, analysis_path, drift_dir, Path(tmp) / "bundle", signals_dir=signals_dir
+        )
+        stage = "pending-approval" if require_approval or bias_hold else "staging"
         lineage = {
             **lineage,
+            **({"approval_reason": bias_gate["reason"]} if bias_hold else {}),
             "parameters": read_json(Path(model_dir) / PARAMS_FILE),
             "tuning": _tuning_summary(Path(model_dir) / TUNING_FILE),
             "parent_version": getattr(registry.production(model_name), "version", None),

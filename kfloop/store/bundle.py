@@ -7,6 +7,10 @@ Layout (every file is listed with its SHA-256 in ``MANIFEST.json``)::
     metrics.json       evaluation metrics and the gate decision
     bias.json          bias and explainability results (when computed)
     drift/             the drift detector reference (kfloop.monitoring.drift, Alibi Detect's save_detector)
+    signals/           monitoring baselines fitted at training on the validation split (when present):
+                       attribution.json (mean |SHAP| per feature, kfloop.monitoring.attribution),
+                       calibration.json (isotonic calibrator per class, or the residual models' summary)
+                       and, for regressors, residual_abs.ubj / residual_sq.ubj (kfloop.monitoring.estimation)
     stock/model.ubj    all-numeric models only: the same trees without feature names and types, for
                        KServe's stock ``kserve-xgbserver`` runtime (it builds an unnamed ``DMatrix``
                        from the request's lists, which a booster with names refuses); its storageUri
@@ -37,6 +41,11 @@ METRICS_FILE = "metrics.json"
 BIAS_FILE = "bias.json"
 DRIFT_DIR = "drift"
 STOCK_DIR = "stock"
+SIGNALS_DIR = "signals"
+ATTRIBUTION_FILE = f"{SIGNALS_DIR}/attribution.json"
+CALIBRATION_FILE = f"{SIGNALS_DIR}/calibration.json"
+RESIDUAL_ABS_FILE = f"{SIGNALS_DIR}/residual_abs.ubj"
+RESIDUAL_SQ_FILE = f"{SIGNALS_DIR}/residual_sq.ubj"
 STOCK_MODEL_FILE = f"{STOCK_DIR}/{MODEL_FILE}"
 
 
@@ -79,6 +88,19 @@ def verify_bundle(root: str | Path) -> dict:
         if actual != entry["sha256"]:
             raise ChecksumError(f"{root / rel}: checksum mismatch (manifest {entry['sha256']}, file {actual})")
     return manifest
+
+
+def verify_files(root: str | Path, files: list[str]) -> None:
+    """Check ``files`` (relative paths) against the manifest when ``root`` has one (a bundle, not a
+    step's output folder): each must be listed there with its checksum; ``ChecksumError`` if not."""
+    root = Path(root)
+    if not (root / MANIFEST).is_file():
+        return
+    listed = read_manifest(root)["files"]
+    for rel in files:
+        entry = listed.get(rel)
+        if entry is None or sha256_file(root / rel) != entry["sha256"]:
+            raise ChecksumError(f"{root / rel} does not match the bundle's manifest (missing there, or changed)")
 
 
 def load_schema(root: str | Path):

@@ -17,6 +17,11 @@ derived from that baseline, so the defaults make sense for every task; a thresho
 the meaning ``THRESHOLD_MEANING`` gives per task.
 
 A failed gate is data (``GateDecision.passed``), not an exception.
+
+With a sensitive feature the evaluate step also checks the candidate's bias on the test split
+(``decide_bias_gate``: disparate impact within [0.8, 1.25], the four-fifths rule being its lower
+bound, and |DPPL| <= 0.1 by default, per group of at least 30 rows); ``bias_action`` says what a
+failure does (``BIAS_ACTIONS``: report only, reject, or pending-approval).
 """
 
 from __future__ import annotations
@@ -365,3 +370,69 @@ def _finite(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"gate {name} {value!r} must be a finite number")
     return float(value)
+
+
+BIAS_ACTIONS = ("", "reject", "approval")
+"""What a candidate that breaks the bias limits gets: "" the check is reported only (the default),
+"reject" it is not registered (the gate fails), "approval" it is registered as pending-approval."""
+
+
+@dataclasses.dataclass
+class BiasGate:
+    """The bias check of a candidate (``kfloop.training.bias.bias_violations`` on the test split)."""
+
+    passed: bool
+    action: str
+    sensitive_feature: str
+    limits: dict
+    violations: list
+    skipped_groups: list
+    reason: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def needs_approval(self) -> bool:
+        return not self.passed and self.action == "approval"
+
+
+def check_bias_action(action: str) -> str:
+    if action not in BIAS_ACTIONS:
+        raise ConfigError(f"bias_action {action!r}: expected '' (report only), 'reject' or 'approval'")
+    return action
+
+
+def decide_bias_gate(report: Mapping[str, Any], limits: Any, action: str = "") -> BiasGate:
+    """Check ``report`` (``model_bias_report``) against ``limits`` (``BiasLimits``)."""
+    from kfloop.training.bias import bias_violations
+
+    violations, skipped = bias_violations(dict(report), limits)
+    feature = str(report.get("sensitive_feature") or report.get("feature") or "")
+    if violations:
+        reason = f"bias limits broken for {feature}: " + "; ".join(v["rule"] for v in violations)
+    else:
+        checked = len(report["groups"]) - len(skipped)
+        reason = f"bias within limits for {feature} ({checked} groups checked"
+        reason += f", {len(skipped)} too small)" if skipped else ")"
+    return BiasGate(
+        passed=not violations,
+        action=check_bias_action(action),
+        sensitive_feature=feature,
+        limits=limits.to_dict(),
+        violations=violations,
+        skipped_groups=skipped,
+        reason=reason,
+    )
+
+
+def apply_bias_gate(decision: GateDecision, bias: BiasGate) -> GateDecision:
+    """The quality gate with the bias check: a failed check fails the gate when its action is "reject";
+    with "approval" the gate stands and the register step makes the version pending-approval."""
+    if bias.passed or not bias.action:
+        return decision
+    if bias.action == "reject":
+        failure = f"bias check failed ({bias.reason})"
+        reason = f"{decision.reason}; {failure}" if not decision.passed else failure
+        return dataclasses.replace(decision, passed=False, reason=reason)
+    return dataclasses.replace(decision, reason=f"{decision.reason}; pending approval: {bias.reason}")

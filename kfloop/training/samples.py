@@ -1,9 +1,10 @@
 """Named built-in data sources, loaded with ``sample:NAME?knob=value&...``.
 
-``churn`` is a seeded synthetic customer-churn table with knobs for data drift (``age_shift``)
-and concept drift (``concept_drift``), so the whole loop (train, serve, detect drift, retrain)
-can be exercised without downloading anything. ``breast_cancer`` is scikit-learn's bundled copy
-of the Wisconsin breast cancer data set.
+``churn`` is a seeded synthetic customer-churn table with knobs for data drift (``age_shift``),
+concept drift (``concept_drift``), a joint shift (``joint_shift``), a change of which features matter
+(``attribution_shift``) and a group-specific change (``senior_churn``), so the whole loop (train,
+serve, detect drift, retrain) and every monitoring signal can be exercised without downloading
+anything. ``breast_cancer`` is scikit-learn's bundled copy of the Wisconsin breast cancer data set.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ PAYMENT_METHODS = ("electronic-check", "mailed-check", "bank-transfer", "credit-
 INTERNET_SERVICES = ("dsl", "fiber", "none")
 
 
-def churn(n_rows: int = 5000, seed: int = 0, age_shift: float = 0.0, concept_drift: float = 0.0) -> pd.DataFrame:
+def churn(
+    n_rows: int = 5000,
+    seed: int = 0,
+    age_shift: float = 0.0,
+    concept_drift: float = 0.0,
+    joint_shift: float = 0.0,
+    attribution_shift: float = 0.0,
+    senior_churn: float = 0.0,
+) -> pd.DataFrame:
     """A synthetic customer-churn table with ``n_rows`` rows and the 0/1 target ``churn``.
 
     Features are drawn first, in a fixed order from one generator, so the same ``seed`` gives the
@@ -32,11 +41,29 @@ def churn(n_rows: int = 5000, seed: int = 0, age_shift: float = 0.0, concept_dri
     with month-to-month contracts, short tenure, high charges, support calls, fiber and electronic
     checks, and age does not matter; at 1 the tenure and contract effects are reversed and older
     customers churn more. In between the two logits are blended linearly.
+
+    The monitoring knobs (each in [0, 1] but ``senior_churn``) draw from a second generator seeded by
+    ``seed``, so they too leave the other customers as they were:
+
+    - ``joint_shift``: a share of the rows get the ``total_charges`` of another row of that share (a
+      permutation), so every column's marginal distribution is unchanged but total charges no longer
+      follow monthly charges times tenure: a joint shift per-feature tests cannot see;
+    - ``attribution_shift``: a share of the customers get a one-year contract, 20 months of tenure
+      and 6 more support calls, so support calls drive the model's scores and contract and tenure
+      hardly do (a change of which features matter);
+    - ``senior_churn``: added to the churn logit of customers aged 60 or more (a group-specific
+      change of the labels; the features stay as they were).
     """
-    _check_churn_knobs(n_rows, concept_drift)
+    _check_churn_knobs(n_rows, concept_drift, joint_shift, attribution_shift)
     rng = np.random.default_rng(seed)
     features = _churn_features(rng, n_rows, age_shift)
+    knobs = np.random.default_rng([seed, 11])
+    if attribution_shift:
+        _shift_attribution(features, knobs.random(n_rows) < attribution_shift)
     logit = (1.0 - concept_drift) * _logit_before(features) + concept_drift * _logit_after(features)
+    logit = logit + senior_churn * (features["age"] - age_shift >= 60.0)
+    if joint_shift:
+        features["total"] = _permuted(features["total"], knobs.random(n_rows) < joint_shift, knobs)
     target = (rng.random(n_rows) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
     return pd.DataFrame(
         {
@@ -53,11 +80,30 @@ def churn(n_rows: int = 5000, seed: int = 0, age_shift: float = 0.0, concept_dri
     )
 
 
-def _check_churn_knobs(n_rows: int, concept_drift: float) -> None:
+def _check_churn_knobs(n_rows: int, concept_drift: float, joint_shift: float, attribution_shift: float) -> None:
     if n_rows < 1:
         raise ConfigError(f"churn: n_rows={n_rows} must be at least 1")
-    if not 0.0 <= concept_drift <= 1.0:
-        raise ConfigError(f"churn: concept_drift={concept_drift} must be between 0 and 1")
+    for name, value in (
+        ("concept_drift", concept_drift),
+        ("joint_shift", joint_shift),
+        ("attribution_shift", attribution_shift),
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"churn: {name}={value} must be between 0 and 1")
+
+
+def _shift_attribution(f: dict[str, np.ndarray], rows: np.ndarray) -> None:
+    f["contract"] = np.where(rows, 1, f["contract"])
+    f["tenure"] = np.where(rows, 20, f["tenure"])
+    f["calls"] = f["calls"] + 6 * rows
+    f["total"] = np.where(rows, np.round(f["monthly"] * 20, 2), f["total"])
+
+
+def _permuted(values: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    out = values.copy()
+    picked = np.flatnonzero(rows)
+    out[picked] = values[rng.permutation(picked)]
+    return out
 
 
 def _churn_features(rng: np.random.Generator, n: int, age_shift: float) -> dict[str, np.ndarray]:

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from kfloop.monitoring.attribution import load_attribution_baseline
+from kfloop.monitoring.estimation import load_estimator
 from kfloop.pipelines.run_local import PipelineRunFailed, run_local
 from kfloop.store import bundle
 from kfloop.store.objects import open_store
@@ -33,6 +35,10 @@ def test_a_good_run_registers_version_1_with_lineage(local_settings, tmp_path):
     assert {"model.ubj", "schema.json", "metrics.json", "bias.json", "drift/kfloop_detector.json"} <= set(record.files)
     _, path = _registry(local_settings).fetch_bundle("churn:1", tmp_path / "bundle")
     assert bundle.load_schema(path).target == "churn"
+    # the signal-baselines step's references, in the bundle and its manifest, loadable
+    assert load_estimator(path, bundle.load_schema(path)).curves.keys() == {"1"}
+    assert load_attribution_baseline(path, bundle.load_schema(path))["features"][0]["name"] == "contract"
+    assert result.gate["passed"] and "bias" not in result.gate["reason"]  # bias_action "": reported only
     # the KFP Metrics and ClassificationMetrics artifacts the dashboard draws
     artifacts = json.loads((result.run_dir / "evaluate" / "executor_output.json").read_text())["artifacts"]
     assert artifacts["metrics"]["artifacts"][0]["metadata"]["auc"] == pytest.approx(result.gate["candidate"])
@@ -49,7 +55,18 @@ def test_a_regression_data_set_registers_with_the_default_gate(local_settings, t
     assert result.gate["candidate"] < result.gate["threshold"] < result.gate["baseline"]
     assert "naive baseline (predicting the training mean" in result.gate["reason"]
     assert result.registered == "reg:1"
-    assert _registry(local_settings).get("reg", 1).metrics["baseline"]["metric"] == "rmse"
+    record = _registry(local_settings).get("reg", 1)
+    assert record.metrics["baseline"]["metric"] == "rmse"
+    assert {bundle.CALIBRATION_FILE, bundle.RESIDUAL_ABS_FILE, bundle.RESIDUAL_SQ_FILE} <= set(record.files)
+
+
+def test_a_candidate_breaking_the_four_fifths_rule_is_not_registered_with_bias_action_reject(local_settings):
+    params = {"source": SMALL, "sensitive_feature": "contract", "bias_action": "reject"}
+    result = run_local(local_settings, params, progress=lambda _: None)
+    assert not result.gate["passed"] and result.registered is None
+    assert result.gate["reason"].startswith("bias check failed (bias limits broken for contract: group ")
+    assert "four-fifths rule: DI" in result.gate["reason"]
+    assert _registry(local_settings).list_versions() == []
 
 
 def test_a_run_worse_than_production_registers_nothing(local_settings):

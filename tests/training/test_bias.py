@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kfloop.errors import DataError
-from kfloop.training.bias import MISSING, bias_report
+from kfloop.errors import ConfigError, DataError
+from kfloop.training.bias import MISSING, BiasLimits, bias_report, bias_violations
 
 #            row:    0    1    2    3    4     5
 SENSITIVE = ["m", "m", "m", "f", "f", None]
@@ -106,3 +106,64 @@ def test_numeric_feature_with_few_values_keeps_its_values_in_numeric_order():
 def test_inputs_of_different_lengths_are_rejected():
     with pytest.raises(DataError, match="differ in length"):
         bias_report(["a", "b"], [1, 0, 1], [1, 0])
+
+
+def _facets(n_d, pos_d, n_a, pos_a, correct_d=None, correct_a=None):
+    """Rows of a facet "d" and a facet "a" with the given predicted positives (and correct rows)."""
+    sensitive = ["d"] * n_d + ["a"] * n_a
+    y_pred = np.array([1] * pos_d + [0] * (n_d - pos_d) + [1] * pos_a + [0] * (n_a - pos_a), dtype=bool)
+    correct = np.ones(n_d + n_a, dtype=bool)
+    if correct_d is not None:
+        correct[correct_d:n_d] = False
+    if correct_a is not None:
+        correct[n_d + correct_a :] = False
+    return bias_report(pd.Series(sensitive, name="s"), np.where(correct, y_pred, ~y_pred), y_pred)
+
+
+def test_the_four_fifths_rule_and_the_dppl_limit():
+    report = _facets(100, 30, 100, 50)  # DI of d = 0.3 / 0.5 = 0.6, DPPL 0.2
+    violations, skipped = bias_violations(report, BiasLimits())
+    rules = {(v["group"], v["metric"]) for v in violations}
+    assert ("d", "disparate_impact") in rules and ("d", "dppl") in rules
+    assert ("a", "disparate_impact") in rules  # the mirror: a's DI 1.67 > 1.25
+    assert next(v for v in violations if v["group"] == "d")["rule"] == "group d: four-fifths rule: DI 0.6 < 0.8"
+    assert skipped == []
+    assert bias_violations(_facets(100, 45, 100, 50), BiasLimits()) == ([], [])  # DI 0.9, DPPL 0.05
+
+
+def test_small_groups_are_skipped_and_alpha_asks_for_significance():
+    assert bias_violations(_facets(10, 1, 300, 150), BiasLimits())[1] == ["a", "d"]  # groups in value order
+    # 40 rows: DI 0.75 breaks the four-fifths rule, but a z-test cannot tell 15/40 from 20/40
+    report = _facets(40, 15, 40, 20)
+    assert bias_violations(report, BiasLimits(min_group_rows=30))[0]
+    assert bias_violations(report, BiasLimits(min_group_rows=30, alpha=0.01))[0] == []
+    large = _facets(2000, 750, 2000, 1000)  # the same rates on 2,000 rows each are significant
+    assert bias_violations(large, BiasLimits(alpha=0.01))[0]
+
+
+def test_the_accuracy_difference_limit_needs_labels():
+    report = _facets(200, 60, 200, 60, correct_d=120, correct_a=180)  # accuracy 0.6 against 0.9
+    assert bias_violations(report, BiasLimits())[0] == []  # not checked unless set
+    (violation,) = [v for v in bias_violations(report, BiasLimits(max_accuracy_difference=0.1))[0] if v["group"] == "d"]
+    assert violation["metric"] == "accuracy_difference" and violation["value"] == pytest.approx(0.3)
+
+
+def test_fixed_edges_bin_numeric_values():
+    ages = pd.Series([20, 35, 59.9, 60, 61, 75, 95, None], name="age")
+    report = bias_report(ages, np.zeros(8, bool), np.zeros(8, bool), edges=[18, 60, 90])
+    assert {g["group"]: g["n_d"] for g in report["groups"]} == {"[18, 60]": 4, "(60, 90]": 3, MISSING: 1}
+    with pytest.raises(ConfigError, match="increasing"):
+        bias_report(ages, np.zeros(8, bool), np.zeros(8, bool), edges=[60, 18])
+
+
+@pytest.mark.parametrize(
+    "limits, message",
+    [
+        ({"max_dppl": -0.1}, "max_dppl=-0.1 must be a finite number >= 0"),
+        ({"alpha": 1.5}, "alpha=1.5 must be in \\(0, 1\\)"),
+        ({"min_group_rows": 0}, "min_group_rows=0"),
+    ],
+)
+def test_bad_limits_are_refused(limits, message):
+    with pytest.raises(ConfigError, match=message):
+        BiasLimits(**limits)

@@ -137,3 +137,32 @@ def test_load_sample_errors_name_the_problem(spec, words):
         load_sample(spec)
     for word in words:
         assert word in str(info.value)
+
+
+def test_joint_shift_keeps_every_marginal_and_breaks_the_relation():
+    clean, shifted = churn(2000, seed=3), churn(2000, seed=3, joint_shift=1.0)
+    assert clean.drop(columns="total_charges").equals(shifted.drop(columns="total_charges"))
+    assert sorted(clean["total_charges"]) == sorted(shifted["total_charges"])
+    assert clean["total_charges"].corr(clean["tenure_months"]) > 0.8
+    assert abs(shifted["total_charges"].corr(shifted["tenure_months"])) < 0.2
+
+
+def test_attribution_shift_moves_customers_onto_support_calls():
+    clean, shifted = churn(2000, seed=4), churn(2000, seed=4, attribution_shift=1.0)
+    assert (shifted["contract"] == "one-year").all() and (shifted["tenure_months"] == 20).all()
+    assert (shifted["support_calls"] == clean["support_calls"] + 6).all()
+    assert clean["age"].equals(shifted["age"])
+
+
+def test_senior_churn_changes_only_the_labels_of_seniors():
+    clean, shifted = churn(4000, seed=5), churn(4000, seed=5, senior_churn=3.0)
+    assert clean.drop(columns="churn").equals(shifted.drop(columns="churn"))
+    seniors = clean["age"] >= 60
+    assert shifted.loc[seniors, "churn"].mean() > clean.loc[seniors, "churn"].mean() + 0.3
+    assert shifted.loc[~seniors, "churn"].equals(clean.loc[~seniors, "churn"])
+
+
+@pytest.mark.parametrize("knob", ["joint_shift", "attribution_shift"])
+def test_monitoring_knobs_are_shares(knob):
+    with pytest.raises(ConfigError, match=f"{knob}=1.5 must be between 0 and 1"):
+        churn(10, **{knob: 1.5})
