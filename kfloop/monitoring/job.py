@@ -38,7 +38,11 @@ import pandas as pd
 
 from kfloop.errors import ConfigError, DataError
 from kfloop.events.cloudevents import make_event
+from kfloop.monitoring.attribution import attribution_drift
+from kfloop.monitoring.bias_drift import bias_drift
 from kfloop.monitoring.drift import DriftDetector, to_jsonable
+from kfloop.monitoring.estimation import estimated_quality_signal
+from kfloop.monitoring.multivariate import multivariate_drift
 from kfloop.monitoring.quality import DEFAULT_METRIC, estimate_accuracy, quality_metrics
 from kfloop.monitoring.signals import SignalResult
 from kfloop.names import SIGNALS
@@ -253,10 +257,53 @@ def check_estimated_quality(window: Window, inputs: VersionInputs, options: JobO
     )
 
 
+def check_calibrated_quality(window: Window, inputs: VersionInputs, options: JobOptions) -> SignalResult | None:
+    """CBPE / DLE with the version's calibrated estimator (``kfloop.monitoring.estimation``) when its
+    bundle has one; else the uncalibrated estimate (``check_estimated_quality``)."""
+    estimator = inputs.extra.get("estimator")
+    if estimator is None:
+        return check_estimated_quality(window, inputs, options)
+    X = window.matrix(inputs.schema) if inputs.schema.task == "regression" else None
+    return estimated_quality_signal(estimator, window.predictions, X, min_rows=options.min_rows)
+
+
+def check_multivariate_drift(window: Window, inputs: VersionInputs, options: JobOptions) -> SignalResult | None:
+    """The domain classifier between the version's drift reference rows and the window's
+    (``kfloop.monitoring.multivariate``); absent without reference rows."""
+    reference = inputs.extra.get("reference_rows")
+    if reference is None:
+        return None
+    return multivariate_drift(inputs.schema, reference, window.matrix(inputs.schema), min_rows=options.min_rows)
+
+
+def check_attribution_drift(window: Window, inputs: VersionInputs, options: JobOptions) -> SignalResult | None:
+    """The window's SHAP ranking against training's (``kfloop.monitoring.attribution``); absent without
+    the bundle's attribution baseline."""
+    booster, baseline = inputs.extra.get("booster"), inputs.extra.get("attribution")
+    if booster is None or baseline is None:
+        return None
+    return attribution_drift(booster, inputs.schema, baseline, window.matrix(inputs.schema), min_rows=options.min_rows)
+
+
+def check_bias_drift(window: Window, inputs: VersionInputs, options: JobOptions) -> SignalResult | None:
+    """The gate's bias metrics per group on the window's labeled rows (``kfloop.monitoring.bias_drift``);
+    absent without a sensitive feature at training or without labels."""
+    bias = inputs.extra.get("bias") or {}
+    feature = bias.get("sensitive_feature")
+    if not feature or len(window.labeled) == 0:
+        return None
+    return bias_drift(
+        inputs.schema, window.labeled, feature, positive_class=bias.get("positive_class", ""), baseline=bias
+    )
+
+
 CHECKS: dict[str, Check] = {  # signal -> check; one line per signal
     "feature_drift": check_feature_drift,
+    "multivariate_drift": check_multivariate_drift,
+    "attribution_drift": check_attribution_drift,
     "quality": check_quality,
-    "estimated_quality": check_estimated_quality,
+    "estimated_quality": check_calibrated_quality,
+    "bias_drift": check_bias_drift,
 }
 
 

@@ -26,8 +26,10 @@ from kfloop import timestamps
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, ModelNotFound, RegistryError
 from kfloop.events.outbox import Outbox
+from kfloop.monitoring.attribution import load_attribution_baseline
 from kfloop.monitoring.capture import read_captures
-from kfloop.monitoring.drift import load_detector
+from kfloop.monitoring.drift import X_REF_FILE, load_detector
+from kfloop.monitoring.estimation import load_estimator
 from kfloop.monitoring.feedback import labeled_frame
 from kfloop.monitoring.job import (
     DEFAULT_MIN_LABELS,
@@ -37,15 +39,17 @@ from kfloop.monitoring.job import (
     VersionInputs,
     run_job,
 )
+from kfloop.monitoring.multivariate import reference_rows
 from kfloop.monitoring.quality import DEFAULT_METRIC
 from kfloop.names import PROGRESS_MARKER, validate_model_name
 from kfloop.report.monitoring import job_html, job_markdown
 from kfloop.retraining.quality_signal import derived_threshold
 from kfloop.retraining.schedule import parse_every
-from kfloop.steps.common import write_json
+from kfloop.steps.common import read_json, write_json
 from kfloop.store import bundle
 from kfloop.store.objects import open_store
 from kfloop.store.registry import Registry
+from kfloop.training.booster import load_model
 
 DEFAULT_SINCE = "1d"
 OUTBOX_NAME = "monitor"
@@ -182,7 +186,23 @@ def _inputs(registry: Registry, options: MonitorOptions, version: int, folder: P
         estimated = None
     elif estimated < 0:
         estimated = derived_threshold(record, "accuracy", options.quality_margin)
-    return VersionInputs(options.model, str(version), schema, detector, metric, quality, estimated)
+    return VersionInputs(
+        options.model, str(version), schema, detector, metric, quality, estimated, _signal_inputs(model_dir, schema)
+    )
+
+
+def _signal_inputs(model_dir: Path, schema) -> dict:
+    """What the window signals need from a verified bundle; a part the bundle lacks (an older version)
+    is left out, so its signal is absent. A part that does not match the schema is refused."""
+    extra: dict = {"booster": load_model(model_dir / bundle.MODEL_FILE)}
+    if (model_dir / bundle.DRIFT_DIR / X_REF_FILE).is_file():
+        extra["reference_rows"] = reference_rows(model_dir, schema)
+    extra["attribution"] = load_attribution_baseline(model_dir, schema)
+    extra["estimator"] = load_estimator(model_dir, schema)
+    bias_path = model_dir / bundle.BIAS_FILE
+    if bias_path.is_file():
+        extra["bias"] = (read_json(bias_path) or {}).get("bias")
+    return extra
 
 
 def _before(record: dict, until: dt.datetime) -> bool:

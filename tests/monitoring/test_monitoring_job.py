@@ -160,3 +160,45 @@ def test_bad_options_are_refused(fields, message):
 
 def test_every_registered_check_is_a_signal():
     assert set(CHECKS) <= set(SIGNALS)
+
+
+def test_the_bundle_signals_run_in_the_job_and_are_absent_without_their_baselines():
+    """With a real churn booster, its attribution baseline, calibrated estimator and drift reference rows
+    (what ``kfloop.steps.monitor`` loads from a bundle), a change of which features matter alerts
+    attribution drift, a joint shift alerts the domain classifier, and the estimate is CBPE's."""
+    from kfloop.monitoring.attribution import attribution_baseline
+    from kfloop.monitoring.estimation import fit_estimator
+    from kfloop.training import booster as xgb
+    from kfloop.training.samples import churn
+    from tests.fakes.churn_model import churn_model
+
+    m = churn_model()
+    valid = m.schema.encode_frame(m.valid)
+    extra = {
+        "booster": m.booster,
+        "reference_rows": m.schema.encode_frame(m.train),
+        "attribution": attribution_baseline(m.booster, m.schema, valid),
+        "estimator": fit_estimator(m.booster, m.schema, m.valid),
+    }
+    base = VersionInputs("churn", "1", m.schema, None, extra=extra)
+
+    def job(frame: pd.DataFrame, inputs: VersionInputs) -> dict:
+        proba = xgb.predict(m.booster, m.schema, m.schema.encode_frame(frame))
+        records = [
+            capture_record("churn", "1", {k: (None if pd.isna(v) else v) for k, v in row.items()}, list(p),
+                           request_id=f"r{i}", capture_id=f"r{i}", time=f"2026-05-01T00:00:{i % 60:02d}.000000Z")
+            for i, (row, p) in enumerate(zip(frame.drop(columns=[m.schema.target]).to_dict("records"), proba))
+        ]  # fmt: skip
+        result = run_job("churn", {"1": (inputs, records, NO_LABELS)}, JobOptions(window_rows=500))
+        (window,) = result.windows
+        return window.results
+
+    clean = job(churn(500, seed=11), base)
+    assert {s: r.status for s, r in clean.items()} == {
+        "multivariate_drift": "ok", "attribution_drift": "ok", "estimated_quality": "ok"
+    }  # fmt: skip
+    assert clean["estimated_quality"].evidence["estimated"]  # the calibrated estimate, not the mean confidence
+    assert job(churn(500, seed=12, attribution_shift=1.0), base)["attribution_drift"].status == "alert"
+    assert job(churn(500, seed=13, joint_shift=1.0), base)["multivariate_drift"].status == "alert"
+    bare = job(churn(500, seed=11), VersionInputs("churn", "1", m.schema, None, extra={"booster": m.booster}))
+    assert bare == {}  # no baselines, no thresholds: every signal is absent, none is zero

@@ -14,7 +14,7 @@ from kfloop.batch.job import BatchOptions, run_batch
 from kfloop.config import Settings
 from kfloop.events.outbox import Outbox
 from kfloop.monitoring.feedback import FeedbackStore
-from kfloop.names import DRIFT_DETECTED, QUALITY_DEGRADED
+from kfloop.names import DRIFT_DETECTED, MULTIVARIATE_DRIFT_DETECTED, QUALITY_DEGRADED
 from kfloop.retraining.policy import RetrainPolicy
 from kfloop.retraining.trigger import RetrainTrigger
 from kfloop.steps.monitor import MonitorOptions, resolve_range, run_monitoring
@@ -53,8 +53,9 @@ def test_the_step_checks_every_window_with_labels_and_writes_the_report(served, 
     options = MonitorOptions("churn", since="1h", window_rows=300, quality_threshold=0.7, emit=False)
     summary = run_monitoring(served, options, tmp_path / "out", progress=lambda line: None)
     assert [w["rows"] for w in summary["windows"]] == [300] * 4
-    drift = [s["status"] for w in summary["windows"] for s in w["signals"] if s["signal"] == "feature_drift"]
-    assert drift == ["ok", "ok", "alert", "alert"]
+    for signal in ("feature_drift", "multivariate_drift"):
+        statuses = [s["status"] for w in summary["windows"] for s in w["signals"] if s["signal"] == signal]
+        assert statuses == ["ok", "ok", "alert", "alert"], signal
     quality = [(w["window_index"], s) for w in summary["windows"] for s in w["signals"] if s["signal"] == "quality"]
     assert [i for i, _ in quality] == [2, 3]  # only the labeled windows have a quality result
     assert all(s["status"] == "alert" and s["value"] == pytest.approx(0.5, abs=0.01) for _, s in quality)
@@ -67,17 +68,19 @@ def test_the_step_checks_every_window_with_labels_and_writes_the_report(served, 
 def test_the_trigger_takes_the_steps_events_as_the_live_paths(served):
     options = MonitorOptions("churn", since="1h", window_rows=300, quality_threshold=0.7)
     summary = run_monitoring(served, options, progress=lambda line: None)
-    assert summary["events"]["emitted"] == 4 and summary["events"]["pending"] == 4  # no sink: kept in the outbox
+    assert summary["events"]["emitted"] == 6 and summary["events"]["pending"] == 6  # no sink: kept in the outbox
     outbox = Outbox.for_settings(served, "monitor", None)
     events = [json.loads(path.read_bytes()) for path in outbox.pending()]
-    assert [e["type"] for e in events] == [DRIFT_DETECTED, QUALITY_DEGRADED, DRIFT_DETECTED, QUALITY_DEGRADED]
+    per_window = [DRIFT_DETECTED, MULTIVARIATE_DRIFT_DETECTED, QUALITY_DEGRADED]  # the drifted windows 2 and 3
+    assert [e["type"] for e in events] == per_window * 2
     policy = RetrainPolicy(consecutive_windows=2, cooldown_seconds=0)
     trigger = RetrainTrigger(served, policy, NoRunner(), Outbox.for_settings(served, "trigger", None))
     decisions = [trigger.handle_event(event) for event in events]
-    # window 2: drift waits for a second window, quality starts at once (and resets the drift streak)
-    assert [d["action"] for d in decisions] == ["waiting", "start", "waiting", "in_flight"]
-    assert decisions[1]["evidence"]["details"] == {"metric": "accuracy"} and decisions[1]["evidence"]["value"] < 0.7
-    assert [d["evidence"]["window_index"] for d in decisions] == [2, 2, 3, 3]
+    # window 2: drift waits for a second window, the domain classifier only alerts (the default policy),
+    # quality starts at once (and resets the drift streak)
+    assert [d["action"] for d in decisions] == ["waiting", "alert", "start", "waiting", "alert", "in_flight"]
+    assert decisions[2]["evidence"]["details"] == {"metric": "accuracy"} and decisions[2]["evidence"]["value"] < 0.7
+    assert [d["evidence"]["window_index"] for d in decisions] == [2, 2, 2, 3, 3, 3]
     again = run_monitoring(served, options, progress=lambda line: None)["events"]["ids"]
     assert again == summary["events"]["ids"]
     assert trigger.handle_event(events[0])["action"] == "duplicate"
