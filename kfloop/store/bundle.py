@@ -7,6 +7,9 @@ Layout (every file is listed with its SHA-256 in ``MANIFEST.json``)::
     metrics.json       evaluation metrics and the gate decision
     bias.json          bias and explainability results (when computed)
     drift/             the drift detector reference (kfloop.monitoring.drift, Alibi Detect's save_detector)
+    drift/statistics.json, drift/constraints.json
+                       the baseline statistics and the data-quality and prediction-drift constraints
+                       (kfloop.monitoring.constraints; absent in bundles registered before them)
     stock/model.ubj    all-numeric models only: the same trees without feature names and types, for
                        KServe's stock ``kserve-xgbserver`` runtime (it builds an unnamed ``DMatrix``
                        from the request's lists, which a booster with names refuses); its storageUri
@@ -36,6 +39,8 @@ SCHEMA_FILE = "schema.json"
 METRICS_FILE = "metrics.json"
 BIAS_FILE = "bias.json"
 DRIFT_DIR = "drift"
+STATISTICS_FILE = "statistics.json"  # in DRIFT_DIR: what the training data and predictions looked like
+CONSTRAINTS_FILE = "constraints.json"  # in DRIFT_DIR: what a served window may not do
 STOCK_DIR = "stock"
 STOCK_MODEL_FILE = f"{STOCK_DIR}/{MODEL_FILE}"
 
