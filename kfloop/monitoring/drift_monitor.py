@@ -88,11 +88,12 @@ class DriftMonitor:
         self.windows_checked = self.drift_detected = self.errors = 0
         self.last_p_values: dict[str, float | None] = {}
         self.quality = quality
-        # every key from the start: the metrics read these from another thread while they grow
-        self.signal_windows: collections.Counter[tuple[str, str]] = collections.Counter(
-            dict.fromkeys(((s, st) for s in QUALITY_SIGNALS for st in STATUSES), 0)
+        # every key from the start (the metrics read these from another thread); empty without a baseline
+        keys = ((s, st) for s in QUALITY_SIGNALS for st in STATUSES) if quality is not None else ()
+        self.signal_windows: collections.Counter[tuple[str, str]] = collections.Counter(dict.fromkeys(keys, 0))
+        self.violations: collections.Counter[str] = collections.Counter(
+            dict.fromkeys(CHECKS if quality is not None else (), 0)
         )
-        self.violations: collections.Counter[str] = collections.Counter(dict.fromkeys(CHECKS, 0))
         self.last_signals: dict[str, SignalResult] = {}
         self._queue: collections.deque[np.ndarray] = collections.deque()
         self._pending_rows = 0
