@@ -6,10 +6,11 @@ both covered by the bundle manifest):
 
 - ``statistics.json`` (what was observed): per feature, in schema order, its kind, row count, missing
   count and rate; numeric: min, max, mean, standard deviation and quantiles; categorical: the share of
-  each category. Per model: the training prediction distribution, for classifiers the class
-  probabilities (binary: the probability of ``classes[1]`` only; multiclass: one per class), for
-  regressors the values, as quantiles and a sample of at most ``MAX_PREDICTION_SAMPLE`` values per
-  output, which the prediction drift test (``kfloop.monitoring.quality_checks``) compares windows with.
+  each category. Per model: the prediction distribution, for classifiers the class probabilities
+  (binary: the probability of ``classes[1]`` only; multiclass: one per class), for regressors the
+  values, as quantiles and a sample of at most ``MAX_PREDICTION_SAMPLE`` values per output, which the
+  prediction drift test (``kfloop.monitoring.prediction_drift``) compares windows with; ``rows`` says
+  whose predictions they are (the baseline step uses the validation split's, held out from training).
 - ``constraints.json`` (what is checked): per feature the largest missing rate a window may have
   (the training rate plus ``missing_tolerance``), the numeric range (training min and max) or the
   category set, the tolerated shares of out-of-range values, unseen categories and rejected requests
@@ -116,7 +117,8 @@ def schema_sha256(schema: FeatureSchema) -> str:
 def prediction_columns(schema: FeatureSchema, predictions: Any) -> np.ndarray:
     """Predictions as the predictor answers them (per row: class probabilities in ``schema.classes``
     order, or a value) to the ``[rows, outputs]`` matrix the baseline keeps: binary keeps the
-    probability of ``classes[1]``, multiclass every class, regression the value."""
+    probability of ``classes[1]`` (also accepted alone, as KServe's stock xgbserver answers it),
+    multiclass every class, regression the value."""
     return _columns(schema.task, len(output_names(schema)), predictions)
 
 
@@ -127,6 +129,8 @@ def _columns(task: str, n_outputs: int, predictions: Any) -> np.ndarray:
             P = P[:, 0]
         if P.ndim != 1:
             raise ConfigError(f"regression predictions must be one value per row; got shape {P.shape}")
+        return P.reshape(-1, 1)
+    if task == "binary" and P.ndim == 1:  # KServe's stock xgbserver answers P(classes[1]) alone
         return P.reshape(-1, 1)
     k = 2 if task == "binary" else n_outputs
     if P.ndim != 2 or P.shape[1] != k:
@@ -152,14 +156,16 @@ def compute(
     min_rows: int = DEFAULT_MIN_ROWS,
     prediction_p_val: float = DEFAULT_PREDICTION_P_VAL,
     seed: int = 0,
+    prediction_rows: str = "training",
 ) -> Baseline:
-    """The baseline of training matrix ``X`` (encoded by ``schema``) and the model's ``predictions`` on it."""
+    """The baseline of training matrix ``X`` (encoded by ``schema``) and the model's ``predictions``
+    (on ``X`` itself, or on other rows of the same distribution, named by ``prediction_rows``)."""
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != len(schema.features) or len(X) == 0:
         raise ConfigError(f"baseline needs a non-empty [rows, {len(schema.features)}] matrix; got shape {X.shape}")
     P = prediction_columns(schema, predictions)
-    if len(P) != len(X):
-        raise ConfigError(f"baseline: {len(P)} predictions for {len(X)} rows")
+    if not len(P):
+        raise ConfigError("baseline: no predictions")
     n = len(X)
     features, stats = [], []
     for j, feature in enumerate(schema.features):
@@ -196,6 +202,8 @@ def compute(
         "features": stats,
         "predictions": {
             "kind": "value" if schema.task == "regression" else "probability",
+            "rows": prediction_rows,
+            "count": len(predictions),
             "outputs": list(outputs),
             "quantiles": {name: _quantiles(P[:, i]) for i, name in enumerate(outputs)},
             "sample": {name: P[:, i].tolist() for i, name in enumerate(outputs)},

@@ -17,6 +17,7 @@ result (absent, not zero). Not thread-safe but for ``offer`` (a deque append, fr
 from __future__ import annotations
 
 import collections
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,9 @@ from kfloop.monitoring.constraints import Baseline
 from kfloop.monitoring.data_quality import check_data_quality
 from kfloop.monitoring.prediction_drift import check_prediction_drift
 from kfloop.monitoring.signals import SignalResult
+from kfloop.retry import Throttle
+
+log = logging.getLogger(__name__)
 
 QUALITY_SIGNALS = ("data_quality", "prediction_drift")
 
@@ -48,6 +52,7 @@ class WindowedQuality:
         self._unseen: collections.Counter[str] = collections.Counter()
         self._filled = 0
         self.windows_checked = 0
+        self._shape_log = Throttle(60.0)
 
     @property
     def pending(self) -> int:
@@ -104,5 +109,9 @@ class WindowedQuality:
         self.windows_checked += 1
         results = [check_data_quality(self.baseline, X, unseen, rejected)]
         if predictions is not None and len(predictions) == len(X):
-            results.append(check_prediction_drift(self.baseline, predictions))
+            try:
+                results.append(check_prediction_drift(self.baseline, predictions))
+            except ConfigError as e:  # answers of another shape than the model's: no verdict on them
+                if self._shape_log.ready():
+                    log.warning("predictions not checked for drift: %s", e)
         return results

@@ -1,5 +1,8 @@
 """baseline: the drift detector's reference, fitted on the training features, and the baseline
-statistics and constraints (``kfloop.monitoring.constraints``) of the training features and predictions."""
+statistics and constraints (``kfloop.monitoring.constraints``): of the training features, and of the
+model's predictions on the validation split when there is one (held-out rows: on its own training
+rows a model is more confident than on new ones, which would make clean windows look drifted), else
+on the training rows."""
 
 from __future__ import annotations
 
@@ -13,14 +16,26 @@ from kfloop.training.booster import load_model, predict
 
 
 def fit_drift_baseline(
-    model_dir: str, train_path: str, out_dir: str, backend: str = "alibi", p_val: float = 0.05
+    model_dir: str,
+    train_path: str,
+    out_dir: str,
+    backend: str = "alibi",
+    p_val: float = 0.05,
+    valid_path: str | None = None,
 ) -> None:
     """Fit the drift detector reference on the training features and save it, with the baseline
-    statistics and constraints beside it (the bundle's ``drift/statistics.json``, ``constraints.json``)."""
+    statistics and constraints beside it (the bundle's ``drift/statistics.json``, ``constraints.json``);
+    the prediction reference is the model's answers on ``valid_path`` when it has rows."""
     schema = bundle.load_schema(model_dir)
     train_df = pd.read_parquet(train_path, columns=schema.names)
     X = schema.encode_frame(train_df)
     detector = drift.fit_baseline(schema, X, backend=backend, p_val=p_val)
     drift.save_detector(detector, out_dir)
     booster = load_model(Path(model_dir) / bundle.MODEL_FILE)
-    constraints.save_baseline(constraints.compute(schema, X, predict(booster, schema, X)), out_dir)
+    X_pred, source = X, "training"
+    if valid_path:
+        X_valid = schema.encode_frame(pd.read_parquet(valid_path, columns=schema.names))
+        if len(X_valid):
+            X_pred, source = X_valid, "validation"
+    baseline = constraints.compute(schema, X, predict(booster, schema, X_pred), prediction_rows=source)
+    constraints.save_baseline(baseline, out_dir)

@@ -44,11 +44,12 @@ def training_frame():
 @functools.lru_cache(maxsize=1)
 def churn_model() -> ChurnModel:
     """Trained on 4000 rows of ``sample:churn`` (seed 0) with early stopping on 1000 more, as the
-    pipeline trains; the baseline is the baseline step's (training rows and their predictions)."""
+    pipeline trains; the baseline is the baseline step's (training rows, predictions on the validation rows)."""
     data = churn(TRAIN_ROWS + 1000, seed=0)
     train_df, valid_df = data.iloc[:TRAIN_ROWS], data.iloc[TRAIN_ROWS:]
     schema = infer_schema(data, "churn")
     booster = train(schema, train_df, valid_df, TrainParams(nthread=1))
     X = schema.encode_frame(train_df)
-    baseline = constraints.compute(schema, X, predict(booster, schema, X))
+    held_out = predict(booster, schema, schema.encode_frame(valid_df))
+    baseline = constraints.compute(schema, X, held_out, prediction_rows="validation")
     return ChurnModel(schema, booster, baseline, RequestDecoder(schema))

@@ -33,9 +33,12 @@ def test_statistics_describe_the_training_data():
     assert by_name["contract"]["frequencies"] == pytest.approx(shares.to_dict(), abs=1e-9)
     predictions = stats["predictions"]
     assert predictions["kind"] == "probability" and predictions["outputs"] == ["1"]
-    assert len(predictions["sample"]["1"]) == constraints.MAX_PREDICTION_SAMPLE
-    # the sample is of the model's answers on the training rows: its mean is near the churn rate
+    assert predictions["rows"] == "validation" and len(predictions["sample"]["1"]) == predictions["count"] == 1000
+    # the sample is of the model's answers on churn customers: its mean is near the churn rate
     assert np.mean(predictions["sample"]["1"]) == pytest.approx(train["churn"].mean(), abs=0.03)
+    # at most MAX_PREDICTION_SAMPLE answers are kept
+    many = constraints.compute(model.schema, model.schema.encode_frame(train), np.full((5000, 2), 0.5))
+    assert many.prediction_sample.shape == (constraints.MAX_PREDICTION_SAMPLE, 1)
 
 
 def test_constraints_hold_ranges_category_sets_and_tolerances():

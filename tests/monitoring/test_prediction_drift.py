@@ -87,3 +87,12 @@ def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift():
     reference = rng.normal(size=5000)
     assert psi(reference, rng.normal(size=5000)) < 0.01
     assert psi(reference, rng.normal(1.0, 1.0, 5000)) > 0.25
+
+
+def test_binary_answers_of_the_positive_class_alone_are_accepted():
+    """KServe's stock xgbserver answers P(classes[1]) per row, not both probabilities."""
+    model = churn_model()
+    _, predictions = model.window(WINDOW, seed=23, contract_shift=1.0)
+    both = check_prediction_drift(model.baseline, predictions)
+    alone = check_prediction_drift(model.baseline, predictions[:, 1].tolist())
+    assert alone.alerting and alone.value == pytest.approx(both.value)

@@ -140,3 +140,11 @@ def test_a_monitor_without_a_baseline_has_no_quality_signals(tmp_path):
     assert monitor.stop()
     assert monitor.windows_checked == 1 and sum(monitor.signal_windows.values()) == 0
     assert monitor.last_signals == {}
+
+
+def test_answers_of_another_shape_leave_the_data_quality_result():
+    model = churn_model()
+    decoded, _ = model.window(WINDOW, seed=38)
+    windowed = WindowedQuality(model.baseline, WINDOW)
+    windowed.offer(WINDOW, [[0.1, 0.2, 0.7]] * WINDOW, {})
+    assert [r.signal for r in windowed.add(decoded.X)] == ["data_quality"]
