@@ -4,7 +4,9 @@ Owns data capture (``capture``: records written in batches; ``capture_format``: 
 ``capture_rows``: one served request as capture records), feature drift detection (``drift``: the
 detector; ``drift_window``: windows of live rows; ``drift_monitor``: the background thread that checks
 them and emits drift events), ground truth (``feedback``) and model quality on labeled traffic
-(``quality``).
+(``quality``), the result every check returns (``signals``), baseline statistics and constraints
+(``constraints``) and the window checks against them (``data_quality``, ``prediction_drift``; their
+windows beside the drift windows: ``quality_window``).
 
 May import: ``kfloop.training``, ``kfloop.inference``, ``kfloop.events``, ``kfloop.store`` and the leaves.
 """
