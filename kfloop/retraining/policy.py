@@ -20,8 +20,10 @@ import dataclasses
 
 from kfloop.errors import ConfigError, InvalidRequest, ObjectNotFound, RegistryError
 from kfloop.names import (
+    DATA_QUALITY_VIOLATED,
     DRIFT_DETECTED,
     FEEDBACK,
+    PREDICTION_DRIFT_DETECTED,
     QUALITY_DEGRADED,
     TRIGGER_PREFIX,
     trigger_state_key,
@@ -34,6 +36,8 @@ DATA_STRATEGIES = ("combined", "recent", "window")  # what a run trains on: kflo
 TUNING_CHOICES = ("reuse", "retune")  # a tuned version's parameters: kfloop.retraining.inputs.tuning_arguments
 ACTIONS = ("ignore", "start", "duplicate", "cooldown", "in_flight", "waiting")
 SIGNAL_TYPES = (DRIFT_DETECTED, QUALITY_DEGRADED, FEEDBACK)
+# signals the transformer emits that only alert for now: accepted and recorded, never a run
+ALERT_ONLY_TYPES = (DATA_QUALITY_VIOLATED, PREDICTION_DRIFT_DETECTED)
 MAX_PROCESSED = 10_000
 MAX_HISTORY = 20
 
@@ -167,8 +171,10 @@ def stored_models(store: ObjectStore) -> list[str]:
 def read_signal(event: dict) -> Signal:
     """The policy's view of a CloudEvent; raises InvalidRequest for an unknown type or bad data."""
     kind = event.get("type")
-    if kind not in SIGNAL_TYPES:
-        raise InvalidRequest(f"event type {kind!r} is not handled here: expected one of {SIGNAL_TYPES}")
+    if kind not in SIGNAL_TYPES + ALERT_ONLY_TYPES:
+        raise InvalidRequest(
+            f"event type {kind!r} is not handled here: expected one of {SIGNAL_TYPES + ALERT_ONLY_TYPES}"
+        )
     data = event.get("data")
     if not isinstance(data, dict):
         raise InvalidRequest(f"{kind} event {event['id']!r}: data must be a JSON object, got {type(data).__name__}")
@@ -201,6 +207,8 @@ def decide(policy: RetrainPolicy, state: TriggerState, signal: Signal | dict, no
         return Decision("duplicate", f"event {signal.key} was already processed", state.streak)
     if signal.type == FEEDBACK:
         return Decision("ignore", "feedback labels are stored; quality checks decide on them", state.streak)
+    if signal.type in ALERT_ONLY_TYPES:
+        return Decision("ignore", f"{signal.type} is recorded and alerts; it does not start a run", state.streak)
     streak = 0
     if signal.type == DRIFT_DETECTED:
         if not signal.is_drift:
