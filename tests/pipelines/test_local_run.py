@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from kfloop.monitoring.constraints import load_baseline
 from kfloop.pipelines.run_local import PipelineRunFailed, run_local
 from kfloop.store import bundle
 from kfloop.store.objects import open_store
@@ -33,6 +34,9 @@ def test_a_good_run_registers_version_1_with_lineage(local_settings, tmp_path):
     assert {"model.ubj", "schema.json", "metrics.json", "bias.json", "drift/kfloop_detector.json"} <= set(record.files)
     _, path = _registry(local_settings).fetch_bundle("churn:1", tmp_path / "bundle")
     assert bundle.load_schema(path).target == "churn"
+    # the baseline constraints the transformer checks windows against, predictions on the valid split
+    baseline = load_baseline(path / bundle.DRIFT_DIR, bundle.load_schema(path))
+    assert baseline is not None and baseline.statistics["predictions"]["rows"] == "validation"
     # the KFP Metrics and ClassificationMetrics artifacts the dashboard draws
     artifacts = json.loads((result.run_dir / "evaluate" / "executor_output.json").read_text())["artifacts"]
     assert artifacts["metrics"]["artifacts"][0]["metadata"]["auc"] == pytest.approx(result.gate["candidate"])
