@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from kfloop.monitoring import constraints, drift
+from kfloop.schema import FeatureSchema
 from kfloop.store import bundle
 from kfloop.training.booster import load_model, predict
 
@@ -24,18 +25,25 @@ def fit_drift_baseline(
     valid_path: str | None = None,
 ) -> None:
     """Fit the drift detector reference on the training features and save it, with the baseline
-    statistics and constraints beside it (the bundle's ``drift/statistics.json``, ``constraints.json``);
-    the prediction reference is the model's answers on ``valid_path`` when it has rows."""
+    statistics and constraints beside it (``write_constraints``)."""
     schema = bundle.load_schema(model_dir)
     train_df = pd.read_parquet(train_path, columns=schema.names)
-    X = schema.encode_frame(train_df)
-    detector = drift.fit_baseline(schema, X, backend=backend, p_val=p_val)
+    detector = drift.fit_baseline(schema, schema.encode_frame(train_df), backend=backend, p_val=p_val)
     drift.save_detector(detector, out_dir)
-    booster = load_model(Path(model_dir) / bundle.MODEL_FILE)
+    write_constraints(model_dir, schema, train_df, out_dir, valid_path)
+
+
+def write_constraints(
+    model_dir: str, schema: FeatureSchema, frame: pd.DataFrame, out_dir: str, valid_path: str | None = None
+) -> None:
+    """The bundle's ``drift/statistics.json`` and ``constraints.json``: the features of ``frame``, the
+    model's predictions on ``valid_path`` when it has rows, else on ``frame``."""
+    X = schema.encode_frame(frame)
     X_pred, source = X, "training"
     if valid_path:
         X_valid = schema.encode_frame(pd.read_parquet(valid_path, columns=schema.names))
         if len(X_valid):
             X_pred, source = X_valid, "validation"
+    booster = load_model(Path(model_dir) / bundle.MODEL_FILE)
     baseline = constraints.compute(schema, X, predict(booster, schema, X_pred), prediction_rows=source)
     constraints.save_baseline(baseline, out_dir)
