@@ -1,4 +1,5 @@
-"""baseline: fit the drift detector's reference on the training features (or on ``drift_reference``)."""
+"""baseline: fit the drift detector's reference on the training features (or on ``drift_reference``), and
+the baseline statistics and constraints (the prediction reference on the validation split), for serving."""
 
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
@@ -6,6 +7,7 @@ from kfp.dsl import Artifact, Dataset, Input, Model, Output
 def baseline(
     model: Input[Model],
     train: Input[Dataset],
+    valid: Input[Dataset],
     drift_backend: str,
     drift_p_val: float,
     drift_reference: str,
@@ -22,4 +24,5 @@ def baseline(
         p_val=drift_p_val,
         reference=drift_reference,
         settings=Settings.from_env(),
+        valid_path=valid.path,
     )

@@ -186,6 +186,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
             c.baseline(
                 model=trained.outputs["model"],
                 train=processed.outputs["train"],
+                valid=processed.outputs["valid"],
                 drift_backend=drift_backend,
                 drift_p_val=drift_p_val,
                 drift_reference=drift_reference,

@@ -25,6 +25,13 @@ reference: ~9 ms), so at high row rates the checks would take a whole core from 
 ``t * (1 / cpu_share - 1)`` seconds, and rows served while it rests are not checked (counted in
 ``rows_skipped``). Windows stay whole and contiguous; at high traffic they become a sample of it.
 With ``cpu_share=1`` every row is checked.
+
+With a ``quality`` window (``kfloop.monitoring.quality_window``: the version's bundle has baseline
+constraints), the same windows are also checked for data quality and prediction drift: ``submit``
+takes the request's predictions and unseen-category counts too, and an alerting result becomes an
+``io.kfloop.data_quality.violated`` or ``io.kfloop.prediction_drift.detected`` CloudEvent (data: the
+``SignalResult`` with ``window_index`` and the ``context``). Counters: ``signal_windows`` (windows per
+signal and status), ``violations`` (violated checks per kind); ``last_signals`` the last result per signal.
 """
 
 from __future__ import annotations
@@ -41,7 +48,10 @@ from kfloop import timestamps
 from kfloop.errors import ConfigError
 from kfloop.events.cloudevents import REQUIRED, make_event
 from kfloop.events.outbox import Outbox
+from kfloop.monitoring.data_quality import CHECKS
 from kfloop.monitoring.drift_window import WindowedDrift
+from kfloop.monitoring.quality_window import QUALITY_SIGNALS, WindowedQuality
+from kfloop.monitoring.signals import STATUSES, SignalResult
 from kfloop.monitoring.window_log import WindowLog, window_summary
 from kfloop.names import DRIFT_DETECTED
 from kfloop.retry import Throttle
@@ -68,6 +78,7 @@ class DriftMonitor:
         warn_interval_s: float = 30.0,
         settle_s: float = DEFAULT_SETTLE_S,
         cpu_share: float = DEFAULT_CPU_SHARE,
+        quality: WindowedQuality | None = None,
         window_log: WindowLog | None = None,
     ):
         if max_pending_rows < 1:
@@ -84,6 +95,14 @@ class DriftMonitor:
         self.rows_submitted = self.rows_checked = self.rows_dropped = self.rows_skipped = 0
         self.windows_checked = self.drift_detected = self.errors = 0
         self.last_p_values: dict[str, float | None] = {}
+        self.quality = quality
+        # every key from the start (the metrics read these from another thread); empty without a baseline
+        keys = ((s, st) for s in QUALITY_SIGNALS for st in STATUSES) if quality is not None else ()
+        self.signal_windows: collections.Counter[tuple[str, str]] = collections.Counter(dict.fromkeys(keys, 0))
+        self.violations: collections.Counter[str] = collections.Counter(
+            dict.fromkeys(CHECKS if quality is not None else (), 0)
+        )
+        self.last_signals: dict[str, SignalResult] = {}
         self._queue: collections.deque[np.ndarray] = collections.deque()
         self._queued_at: collections.deque[float] = collections.deque()  # time.time() of each submit
         self._pending_rows = 0
@@ -111,9 +130,10 @@ class DriftMonitor:
         """Rows checked into the current, not yet full, window."""
         return self.windowed.pending
 
-    def submit(self, X: np.ndarray) -> bool:
-        """Queue the rows of one request; False (and counted as dropped) when the queue is full.
-        While the monitor rests (``cpu_share``) the rows are skipped: counted, not queued."""
+    def submit(self, X: np.ndarray, predictions=None, unseen=None) -> bool:
+        """Queue the rows of one request (and, for the quality window, its predictions and unseen
+        categories: per row, or counts per feature); False (and counted as dropped) when the queue is
+        full. While the monitor rests (``cpu_share``) the rows are skipped: counted, not queued."""
         n = len(X)
         if self._rest_until and self.resting and not self._stopping:
             self.rows_skipped += n
@@ -123,6 +143,8 @@ class DriftMonitor:
             if accepted:
                 self._queue.append(X)
                 self._queued_at.append(time.time())
+                if self.quality is not None:
+                    self.quality.offer(n, predictions, unseen)
                 self._pending_rows += n
                 self.rows_submitted += n
                 if self._pending_rows >= self._needed:
@@ -167,9 +189,18 @@ class DriftMonitor:
                 if self.windowed.pending == 0:  # a new window: its first rows' submit time
                     self._window_start = queued_at[min(int(np.searchsorted(bounds, start, "right")), len(bounds) - 1)]
                 began = time.monotonic()
+                signals: list[SignalResult] = []
+                if self.quality is not None:  # its windows are the drift windows: one summary holds both
+                    try:
+                        signals = self.quality.add(X[start:end])
+                        for signal in signals:
+                            self._report_signal(signal)
+                    except Exception as e:
+                        self._note_error("checking data quality and predictions", e)
                 try:
                     for result in self.windowed.add(X[start:end]):
-                        self._report(result)
+                        self._report(result, signals)
+                        signals = []
                 except Exception as e:  # a detector failure must not end the thread
                     self._note_error("checking drift", e)
                 self.rows_checked += len(X[start:end])
@@ -192,14 +223,14 @@ class DriftMonitor:
             self._queued_at.clear()
             return queued, queued_at
 
-    def _report(self, result: dict) -> None:
+    def _report(self, result: dict, signals: list[SignalResult] = ()) -> None:
         data = result["data"]
         data["window_start"], data["window_end"] = timestamps.rfc3339(self._window_start), timestamps.rfc3339()
         self.windows_checked += 1
         self.last_p_values = dict(data["p_val_by_feature"])
         if self.window_log is not None:
             try:
-                self.window_log.add(window_summary(result, self.context))
+                self.window_log.add(window_summary(result, self.context, signals))
             except Exception as e:  # a full disk must not end the thread
                 self._note_error("recording the window summary", e)
         if not data["is_drift"]:
@@ -218,6 +249,32 @@ class DriftMonitor:
             self.outbox.append(self.event(result))
         except Exception as e:  # a full disk must not end the thread; the next window tries again
             self._note_error("storing the drift event", e)
+
+    def _report_signal(self, result: SignalResult) -> None:
+        self.signal_windows[result.signal, result.status] += 1
+        self.last_signals[result.signal] = result
+        if result.signal == "data_quality":
+            self.violations.update(v["check"] for v in result.evidence.get("violations", ()))
+        if not result.alerting:
+            return
+        log.info(
+            "window %d: %s alert (value %s, threshold %s)",
+            self.quality.windows_checked - 1,
+            result.signal,
+            result.value,
+            result.threshold,
+        )
+        try:
+            self.outbox.append(self.signal_event(result))
+        except Exception as e:
+            self._note_error(f"storing the {result.signal} event", e)
+
+    def signal_event(self, result: SignalResult) -> dict:
+        """The CloudEvent of an alerting data-quality or prediction-drift result."""
+        data = {**result.to_dict(), "window_index": self.quality.windows_checked - 1, **self.context}
+        event = make_event(result.event_type, self.source, data, subject=self.context.get("model"))
+        event.update(self.extensions)
+        return event
 
     def event(self, result: dict) -> dict:
         """The ``io.kfloop.drift.detected`` CloudEvent for one window's result."""

@@ -16,7 +16,11 @@ rows its schema rejects are counted in ``rows_unreferenced`` too.
 
 The counters and gauges a ``DriftMonitor`` has (``rows_submitted``, ``windows_checked``, ...) are
 summed over the versions, retired ones included, so the metrics read a ``VersionedDrift`` as one
-monitor.
+monitor (``signal_windows`` and ``violations`` too; ``last_signals`` are the version served last's).
+
+A reference also holds the version's baseline constraints (``kfloop.monitoring.constraints``; None
+for a bundle without them: its data-quality and prediction-drift signals are absent); a bundle whose
+constraint files do not match its schema fails to load, with the reason in the log.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 
 from kfloop.errors import ConfigError, KfloopError
 from kfloop.inference.requests import Decoded, RequestDecoder
+from kfloop.monitoring.constraints import Baseline, load_baseline
 from kfloop.monitoring.drift import DriftDetector, load_detector
 from kfloop.monitoring.drift_monitor import DriftMonitor
 from kfloop.retry import Throttle
@@ -54,19 +59,25 @@ _SUMMED = (
 
 @dataclasses.dataclass(frozen=True)
 class VersionReference:
-    """What one version is checked against: its feature schema and its drift detector."""
+    """What one version is checked against: its feature schema, its drift detector and its baseline
+    constraints (None: an older bundle without them)."""
 
     version: str
     schema: FeatureSchema
     detector: DriftDetector
+    baseline: Baseline | None = None
 
 
 def load_reference(bundle_dir: str | Path, version: str, backend: str | None = None) -> VersionReference:
     """The reference of the bundle in ``bundle_dir`` (verified against its manifest first)."""
     bundle_dir = Path(bundle_dir)
     verify_bundle(bundle_dir)
+    schema = load_schema(bundle_dir)
     return VersionReference(
-        str(version), load_schema(bundle_dir), load_detector(bundle_dir / DRIFT_DIR, backend=backend)
+        str(version),
+        schema,
+        load_detector(bundle_dir / DRIFT_DIR, backend=backend),
+        load_baseline(bundle_dir / DRIFT_DIR, schema),
     )
 
 
@@ -103,6 +114,7 @@ class VersionedDrift:
         self.rows_unreferenced = 0
         self.versions_loaded = self.versions_retired = self.load_errors = 0
         self._retired = dict.fromkeys(_SUMMED, 0)
+        self._retired_counts = {"signal_windows": collections.Counter(), "violations": collections.Counter()}
         self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
         self._failed: dict[str, float] = {}  # version -> time.monotonic() of its last failed load
         self._wanted: collections.deque[str] = collections.deque()
@@ -117,8 +129,16 @@ class VersionedDrift:
 
     # -- the request path ----------------------------------------------------------------------
 
-    def submit(self, version: str, decoded: Decoded, redecode: Callable[[RequestDecoder], Decoded]) -> bool:
-        """Queue one request's rows for the monitor of ``version``; False when they are not checked
+    def submit(
+        self,
+        version: str,
+        decoded: Decoded,
+        redecode: Callable[[RequestDecoder], Decoded],
+        predictions=None,
+        unseen_rows: list[dict] | None = None,
+    ) -> bool:
+        """Queue one request's rows (and its ``predictions`` and per-row ``unseen_rows`` categories,
+        for the quality checks) for the monitor of ``version``; False when they are not checked
         (reference not loaded yet, rows its schema rejects, or the monitor's queue full)."""
         version = str(version)
         entry = self._entries.get(version)
@@ -127,10 +147,11 @@ class VersionedDrift:
             self._ask(version)
             return False
         self._last = entry
-        X = decoded.X
+        X, unseen = decoded.X, (unseen_rows if unseen_rows is not None and decoded.unseen else decoded.unseen)
         if not entry.same_schema:
             try:
-                X = redecode(entry.decoder).X
+                redecoded = redecode(entry.decoder)
+                X, unseen = redecoded.X, redecoded.unseen
             except KfloopError as e:
                 self.rows_unreferenced += decoded.n_rows
                 if self._error_log.ready():
@@ -139,7 +160,7 @@ class VersionedDrift:
         with self._lock:
             if version in self._entries:
                 self._entries.move_to_end(version)
-        return entry.monitor.submit(X)
+        return entry.monitor.submit(X, predictions, unseen)
 
     def _ask(self, version: str) -> None:
         with self._lock:
@@ -201,6 +222,8 @@ class VersionedDrift:
         entry.monitor.stop(self.stop_timeout_s)
         for name in _SUMMED:
             self._retired[name] += getattr(entry.monitor, name)
+        for name, counts in self._retired_counts.items():
+            counts.update(getattr(entry.monitor, name))
         self.versions_retired += 1
         if self._last is entry:
             self._last = None
@@ -239,6 +262,28 @@ class VersionedDrift:
     @property
     def window_rows(self) -> int:
         return self._sum("window_rows")
+
+    def _counts(self, name: str) -> collections.Counter:
+        total = collections.Counter(self._retired_counts[name])
+        for e in list(self._entries.values()):
+            total.update(getattr(e.monitor, name))
+        return total
+
+    @property
+    def signal_windows(self) -> collections.Counter:
+        """Windows per (signal, status), over every version."""
+        return self._counts("signal_windows")
+
+    @property
+    def violations(self) -> collections.Counter:
+        """Violated data-quality checks per kind, over every version."""
+        return self._counts("violations")
+
+    @property
+    def last_signals(self) -> dict:
+        """The last data-quality and prediction-drift results of the version served last."""
+        entry = self._last
+        return dict(entry.monitor.last_signals) if entry is not None else {}
 
     @property
     def last_p_values(self) -> dict[str, float | None]:

@@ -25,6 +25,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 
 from kfloop import timestamps
 from kfloop.errors import ConfigError
@@ -41,9 +42,10 @@ DEFAULT_FLUSH_INTERVAL_S = 2.0
 DEFAULT_MAX_BUFFER = 10_000
 
 
-def window_summary(result: dict, context: dict | None = None) -> dict:
+def window_summary(result: dict, context: dict | None = None, signals: Sequence[SignalResult] = ()) -> dict:
     """The summary of one window's drift result (``WindowedDrift`` output, with the monitor's
-    ``window_start``/``window_end`` in its data) and the monitor's context (model, version, revision)."""
+    ``window_start``/``window_end`` in its data) and the monitor's context (model, version, revision);
+    ``signals``: the other checks' results on the same window (data quality, prediction drift)."""
     data, context = result["data"], context or {}
     p_values = {str(k): _finite(v) for k, v in (data.get("p_val_by_feature") or {}).items()}
     finite = [p for p in p_values.values() if p is not None]
@@ -71,7 +73,7 @@ def window_summary(result: dict, context: dict | None = None) -> dict:
         "threshold": threshold,
         "min_p_value": smallest,
         "p_values": p_values,
-        "signals": [signal.to_dict()],
+        "signals": [signal.to_dict(), *(other.to_dict() for other in signals)],
     }
 
 

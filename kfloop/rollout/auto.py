@@ -14,6 +14,7 @@ analysis id (the canary keeps running meanwhile), unless the registry shows it w
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -56,6 +57,7 @@ class AutoRollout:
         self.store, self.registry, self.plan, self.thresholds = store, Registry(store), plan, thresholds
         self.make_target, self.make_source, self.sink, self.event_source = make_target, make_source, sink, event_source
         self._threads: dict[str, threading.Thread] = {}
+        self.outcomes: collections.Counter[str] = collections.Counter()  # finished analyses since start, by outcome
         self._lock = threading.Lock()
         self._stopping = threading.Event()
 
@@ -158,6 +160,8 @@ class AutoRollout:
     def _update(self, record: dict, status: str, reason: str) -> None:
         record.update(status=status, reason=reason, updated=time.time())
         put_json(self.store, _key(record["model"], record["version"]), record)
+        if status not in PENDING:
+            self.outcomes[status] += 1
 
     def _all_records(self, model: str | None = None) -> list[dict]:
         prefix = auto_rollouts_prefix(model)

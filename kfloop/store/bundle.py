@@ -7,6 +7,9 @@ Layout (every file is listed with its SHA-256 in ``MANIFEST.json``)::
     metrics.json       evaluation metrics and the gate decision
     bias.json          bias and explainability results (when computed)
     drift/             the drift detector reference (kfloop.monitoring.drift, Alibi Detect's save_detector)
+    drift/statistics.json, drift/constraints.json
+                       the baseline statistics and the data-quality and prediction-drift constraints
+                       (kfloop.monitoring.constraints; absent in bundles registered before them)
     signals/           monitoring baselines fitted at training on the validation split (when present):
                        attribution.json (mean |SHAP| per feature, kfloop.monitoring.attribution),
                        calibration.json (isotonic calibrator per class, or the residual models' summary)
@@ -40,6 +43,8 @@ SCHEMA_FILE = "schema.json"
 METRICS_FILE = "metrics.json"
 BIAS_FILE = "bias.json"
 DRIFT_DIR = "drift"
+STATISTICS_FILE = "statistics.json"  # in DRIFT_DIR: what the training data and predictions looked like
+CONSTRAINTS_FILE = "constraints.json"  # in DRIFT_DIR: what a served window may not do
 STOCK_DIR = "stock"
 SIGNALS_DIR = "signals"
 ATTRIBUTION_FILE = f"{SIGNALS_DIR}/attribution.json"

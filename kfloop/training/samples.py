@@ -32,6 +32,10 @@ def churn(
     joint_shift: float = 0.0,
     attribution_shift: float = 0.0,
     senior_churn: float = 0.0,
+    missing_rate: float = 0.0,
+    charges_scale: float = 1.0,
+    unseen_rate: float = 0.0,
+    contract_shift: float = 0.0,
 ) -> pd.DataFrame:
     """A synthetic customer-churn table with ``n_rows`` rows and the 0/1 target ``churn``.
 
@@ -53,8 +57,18 @@ def churn(
       hardly do (a change of which features matter);
     - ``senior_churn``: added to the churn logit of customers aged 60 or more (a group-specific
       change of the labels; the features stay as they were).
+
+    Data-quality knobs (applied after the target is drawn, from a generator of their own, so the same
+    customers and labels come out): ``missing_rate`` in [0, 1] blanks that share of ``monthly_charges``
+    and of ``contract`` (missing values); ``charges_scale`` multiplies both charge columns (10 looks
+    like a unit change: values far outside the training range; 1.3 a price rise the model answers
+    with more churn); ``unseen_rate`` in [0, 1] gives that share of customers the ``payment_method``
+    "crypto", a category training never saw. ``contract_shift`` in [0, 1] moves that share of one- and
+    two-year customers to month-to-month contracts: valid values the model answers with more churn
+    (a shift of its predictions, not of data quality).
     """
     _check_churn_knobs(n_rows, concept_drift, joint_shift, attribution_shift)
+    _check_quality_knobs(missing_rate, charges_scale, unseen_rate, contract_shift)
     rng = np.random.default_rng(seed)
     features = _churn_features(rng, n_rows, age_shift)
     knobs = np.random.default_rng([seed, 11])
@@ -65,6 +79,41 @@ def churn(
     if joint_shift:
         features["total"] = _permuted(features["total"], knobs.random(n_rows) < joint_shift, knobs)
     target = (rng.random(n_rows) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
+    frame = _churn_frame(features, target)
+    if missing_rate or charges_scale != 1.0 or unseen_rate or contract_shift:
+        _spoil(frame, np.random.default_rng([seed, 1]), missing_rate, charges_scale, unseen_rate, contract_shift)
+    return frame
+
+
+def _check_quality_knobs(missing_rate: float, charges_scale: float, unseen_rate: float, contract_shift: float) -> None:
+    for name, value in (
+        ("missing_rate", missing_rate),
+        ("unseen_rate", unseen_rate),
+        ("contract_shift", contract_shift),
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"churn: {name}={value} must be between 0 and 1")
+    if not charges_scale > 0:
+        raise ConfigError(f"churn: charges_scale={charges_scale} must be above 0")
+
+
+def _spoil(
+    frame: pd.DataFrame, rng: np.random.Generator, missing: float, scale: float, unseen: float, shift: float
+) -> None:
+    """The data-quality and prediction-shift knobs of ``churn``, in place."""
+    n = len(frame)
+    if shift:
+        frame.loc[(frame["contract"] != CONTRACTS[0]) & (rng.random(n) < shift), "contract"] = CONTRACTS[0]
+    frame["monthly_charges"] = np.round(frame["monthly_charges"] * scale, 2)
+    frame["total_charges"] = np.round(frame["total_charges"] * scale, 2)
+    if missing:
+        frame.loc[rng.random(n) < missing, "monthly_charges"] = np.nan
+        frame.loc[rng.random(n) < missing, "contract"] = None
+    if unseen:
+        frame.loc[rng.random(n) < unseen, "payment_method"] = "crypto"
+
+
+def _churn_frame(features: dict[str, np.ndarray], target: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "age": features["age"],

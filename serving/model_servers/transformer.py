@@ -23,7 +23,13 @@ For each request (KServe V1 or V2) the transformer:
    not the transformer, so each version the predictor names is checked against its own schema and
    drift reference (loaded from the registry off the request path when it first answers; until
    then its rows are counted in ``kfloop_drift_rows_unreferenced_total``, not checked), in its own
-   windows, and its events name it; at most ``--drift_versions`` versions at once.
+   windows, and its events name it; at most ``--drift_versions`` versions at once. When the version's
+   bundle has baseline constraints (``drift/constraints.json``, ``kfloop.monitoring.constraints``),
+   the same windows are checked for data quality (missing rates, out-of-range values, unseen
+   categories, and the requests this transformer rejected with 400 since the last window) and
+   prediction drift (the answers' distribution against training's), on the same thread:
+   ``io.kfloop.data_quality.violated`` / ``io.kfloop.prediction_drift.detected`` events; a bundle
+   without them still serves, without those signals.
 
 The request id is the ``x-request-id`` or ``ce-id`` header, else the V2 request id, else a new one;
 it is forwarded to the predictor and returned in the ``x-request-id`` response header, and row ``i``
@@ -91,9 +97,11 @@ from kfloop.inference.tensors import Tensor, v2_input_metadata, v2_output_metada
 from kfloop.monitoring.capture import CaptureWriter
 from kfloop.monitoring.capture_format import FORMATS
 from kfloop.monitoring.capture_rows import request_records, unseen_by_row
+from kfloop.monitoring.constraints import load_baseline
 from kfloop.monitoring.drift import BACKENDS, load_detector
 from kfloop.monitoring.drift_monitor import DEFAULT_CPU_SHARE, DEFAULT_MAX_PENDING_ROWS, DriftMonitor
 from kfloop.monitoring.drift_window import WindowedDrift
+from kfloop.monitoring.quality_window import WindowedQuality
 from kfloop.monitoring.versions import DEFAULT_MAX_VERSIONS, VersionedDrift, VersionReference, load_reference
 from kfloop.monitoring.window_log import WindowLog
 from kfloop.names import REQUEST_ID_HEADER, REVISION_HEADER, REVISION_SIGNATURE_HEADER, captures_prefix, key_segment
@@ -179,6 +187,7 @@ class DriftTransformer(kserve.Model):
         self.decoder: RequestDecoder | None = None
         self.capture: CaptureWriter | None = None
         self.monitor: VersionedDrift | None = None
+        self.rejected_requests = 0  # requests the decoder refused (400): the data-quality check counts them
 
     def load(self) -> bool:
         verify_bundle(self.model_dir)
@@ -186,6 +195,7 @@ class DriftTransformer(kserve.Model):
         self.version = self.version or "unknown"
         self.decoder = RequestDecoder(self.schema, self.options.max_batch_size)
         detector = load_detector(self.model_dir / DRIFT_DIR, backend=self.options.drift_backend)
+        baseline = load_baseline(self.model_dir / DRIFT_DIR, self.schema)
         opts = self.options
         self.capture = CaptureWriter(
             self.store,
@@ -204,7 +214,7 @@ class DriftTransformer(kserve.Model):
             max_batch=opts.max_batch_size,
             stop_timeout_s=opts.shutdown_seconds,
         )
-        self.monitor.add(VersionReference(self.version, self.schema, detector))
+        self.monitor.add(VersionReference(self.version, self.schema, detector, baseline))
         capture_location = _prefix_uri(self.store, captures_prefix(key_segment(self.name), self.version))
         self.outbox.start()
         self.ready = True
@@ -240,6 +250,9 @@ class DriftTransformer(kserve.Model):
             extensions=opts.ce_extensions,
             cpu_share=opts.drift_cpu_share,
             window_log=WindowLog(self.store),  # every checked window, for the report
+            quality=None
+            if reference.baseline is None
+            else WindowedQuality(reference.baseline, opts.drift_window, lambda: self.rejected_requests),
         )
 
     def _load_reference(self, version: str) -> VersionReference:
@@ -360,6 +373,7 @@ class DriftTransformer(kserve.Model):
         try:
             return v2_tensors(body)
         except InvalidRequest as e:
+            self.rejected_requests += 1
             raise InvalidInput(str(e)) from e
 
     def _decode(self, body: Any, tensors: list[Tensor] | None) -> Decoded:
@@ -368,6 +382,7 @@ class DriftTransformer(kserve.Model):
                 return self.decoder.decode_v2_inputs(tensors)
             return self.decoder.decode_v1(body)
         except InvalidRequest as e:
+            self.rejected_requests += 1
             raise InvalidInput(str(e)) from e
 
     def _observe(
@@ -384,10 +399,12 @@ class DriftTransformer(kserve.Model):
         ``revision``; else this transformer's) and queue them for drift detection; never raises
         into the request."""
         version = str(served or answer.get("model_version") or self.version)
+        predictions = unseen = None
         try:
             names = self.schema.names
             rows = v2_rows(tensors, names) if tensors is not None else v1_rows(body, names)
             predictions = answer_predictions(answer)
+            unseen = unseen_by_row(rows, decoded, names)
             self.capture.add(
                 request_records(
                     self.name,
@@ -396,7 +413,7 @@ class DriftTransformer(kserve.Model):
                     request_id,
                     rfc3339(),
                     rows,
-                    unseen_by_row(rows, decoded, names),
+                    unseen,
                     predictions,
                 )
             )
@@ -406,6 +423,8 @@ class DriftTransformer(kserve.Model):
             version,
             decoded,
             lambda decoder: decoder.decode_v2_inputs(tensors) if tensors is not None else decoder.decode_v1(body),
+            predictions,
+            unseen,
         )
 
     def parts(self) -> tuple:

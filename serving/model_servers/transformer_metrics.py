@@ -4,7 +4,9 @@ Counted as they happen: inference requests and error answers by HTTP status (``R
 an ASGI middleware, so answers KServe gives before the model runs, such as malformed JSON, are
 counted too) and the predictor's error answers by status. Read when scraped
 (``TransformerCollector``): drift windows checked, drifted windows, the last p-value per feature,
-drift rows dropped and skipped, capture records written and dropped, and the outbox's depth and deliveries.
+drift rows dropped and skipped, capture records written and dropped, and the outbox's depth and deliveries;
+with baseline constraints, the data-quality and prediction-drift windows by status, the violated
+data-quality checks by kind, and the last window's prediction-drift p-value and violation count.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class TransformerCollector:
             for feature, p in monitor.last_p_values.items():
                 p_values.add_metric([self.model_name, feature], float("nan") if p is None else p)
             yield p_values
+            yield from _signal_metrics(self.model_name, monitor)
         if capture is not None:
             yield _counter("kfloop_capture_records_written", "Capture records stored", labels, capture.written)
             yield _counter(
@@ -127,6 +130,42 @@ class TransformerCollector:
             yield _counter(
                 "kfloop_outbox_dead_letters", "Events the sink rejected permanently", labels, outbox.dead_letters
             )
+
+
+def _signal_metrics(model_name: str, monitor):
+    """The data-quality and prediction-drift families (empty for a monitor without them)."""
+    windows = getattr(monitor, "signal_windows", None)
+    if not windows:  # no version with baseline constraints: the signals are absent, not zero
+        return
+    for signal, doc in (
+        ("data_quality", "Windows checked against the baseline constraints, by result (ok, alert, insufficient)"),
+        ("prediction_drift", "Windows whose predictions were compared with training's, by result"),
+    ):
+        family = CounterMetricFamily(f"kfloop_{signal}_windows", doc, labels=["model_name", "status"])
+        for (name, status), count in sorted(windows.items()):
+            if name == signal:
+                family.add_metric([model_name, status], count)
+        yield family
+    violations = CounterMetricFamily(
+        "kfloop_data_quality_violations",
+        "Violated data-quality checks, by kind (missing_rate, out_of_range, unseen_categories, rejected_requests)",
+        labels=["model_name", "check"],
+    )
+    for check, count in sorted(monitor.violations.items()):
+        violations.add_metric([model_name, check], count)
+    yield violations
+    last = monitor.last_signals
+    if (dq := last.get("data_quality")) is not None and dq.value is not None:
+        yield _gauge(
+            "kfloop_data_quality_last_violations", "Violated checks in the last checked window", [model_name], dq.value
+        )
+    if (pd := last.get("prediction_drift")) is not None and pd.value is not None:
+        yield _gauge(
+            "kfloop_prediction_drift_p_value",
+            "Smallest corrected KS p-value of the predictions in the last checked window",
+            [model_name],
+            pd.value,
+        )
 
 
 def register_collector(collector: TransformerCollector) -> None:

@@ -3,7 +3,9 @@
 - ``kfloop_trigger_events_total{type, outcome}``: events received, by the policy's action
   (start, waiting, duplicate, cooldown, in_flight, ignore, alert) or ``rejected`` (4xx) / ``error`` (5xx);
 - ``kfloop_trigger_runs_started_total{target}``, ``kfloop_trigger_runs_finished_total{status}``;
-- ``kfloop_trigger_runs_in_flight``; ``kfloop_trigger_outbox_{depth,delivered_total,dead_letters_total}``.
+- ``kfloop_trigger_runs_in_flight``; ``kfloop_trigger_outbox_{depth,delivered_total,dead_letters_total}``;
+- with ``--auto_rollout``: ``kfloop_trigger_rollouts_total{outcome}``, finished canary analyses
+  (promoted, rolled-back, aborted, failed) since the service started.
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ class TriggerCollector:
         yield CounterMetricFamily(
             "kfloop_trigger_outbox_dead_letters", "emitted events the sink rejected", value=stats["dead_letters"]
         )
+        auto = getattr(self.trigger, "auto_rollout", None)
+        if auto is not None:
+            rollouts = CounterMetricFamily(
+                "kfloop_trigger_rollouts", "finished automatic rollouts, by outcome", labels=["outcome"]
+            )
+            for outcome, n in sorted(auto.outcomes.items()):
+                rollouts.add_metric([outcome], n)
+            yield rollouts
 
 
 _registries: dict[int, CollectorRegistry] = {}

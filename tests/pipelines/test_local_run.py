@@ -7,6 +7,7 @@ import json
 import pytest
 
 from kfloop.monitoring.attribution import load_attribution_baseline
+from kfloop.monitoring.constraints import load_baseline
 from kfloop.monitoring.estimation import load_estimator
 from kfloop.pipelines.run_local import PipelineRunFailed, run_local
 from kfloop.store import bundle
@@ -39,6 +40,9 @@ def test_a_good_run_registers_version_1_with_lineage(local_settings, tmp_path):
     assert load_estimator(path, bundle.load_schema(path)).curves.keys() == {"1"}
     assert load_attribution_baseline(path, bundle.load_schema(path))["features"][0]["name"] == "contract"
     assert result.gate["passed"] and "bias" not in result.gate["reason"]  # bias_action "": reported only
+    # the baseline constraints the transformer checks windows against, predictions on the valid split
+    baseline = load_baseline(path / bundle.DRIFT_DIR, bundle.load_schema(path))
+    assert baseline is not None and baseline.statistics["predictions"]["rows"] == "validation"
     # the KFP Metrics and ClassificationMetrics artifacts the dashboard draws
     artifacts = json.loads((result.run_dir / "evaluate" / "executor_output.json").read_text())["artifacts"]
     assert artifacts["metrics"]["artifacts"][0]["metadata"]["auc"] == pytest.approx(result.gate["candidate"])

@@ -7,7 +7,7 @@ import pytest
 
 from kfloop.errors import ConfigError, InvalidRequest
 from kfloop.events.cloudevents import make_event
-from kfloop.names import DRIFT_DETECTED, FEEDBACK, QUALITY_DEGRADED
+from kfloop.names import DATA_QUALITY_VIOLATED, DRIFT_DETECTED, FEEDBACK, PREDICTION_DRIFT_DETECTED, QUALITY_DEGRADED
 from kfloop.retraining.policy import (
     MAX_PROCESSED,
     RetrainPolicy,
@@ -101,6 +101,16 @@ def test_feedback_is_recorded_but_never_starts_a_run():
     policy, state = RetrainPolicy(consecutive_windows=1), TriggerState("churn")
     event = make_event(FEEDBACK, "client", {"model": "churn", "labels": []})
     assert feed(policy, state, [event, event]) == ["ignore", "duplicate"]
+
+
+def test_data_quality_and_prediction_drift_alert_without_starting_a_run_or_breaking_a_streak():
+    policy, state = RetrainPolicy(consecutive_windows=2), TriggerState("churn")
+    alerts = [
+        make_event(kind, "kfloop/churn", {"signal": "data_quality", "status": "alert", "model": "churn"})
+        for kind in (DATA_QUALITY_VIOLATED, PREDICTION_DRIFT_DETECTED)
+    ]
+    assert feed(policy, state, [drift(0), *alerts, drift(1)]) == ["waiting", "alert", "alert", "start"]
+    assert "alert only" in decide(policy, TriggerState("churn"), alerts[0], 0.0).reason
 
 
 def test_only_one_run_in_flight_and_the_streak_is_kept_while_blocked():

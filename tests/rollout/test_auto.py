@@ -13,6 +13,7 @@ from kfloop.rollout.analysis import Thresholds, plan_for
 from kfloop.rollout.auto import AutoRollout
 from kfloop.serving.local.routing import RouteState
 from kfloop.store.event_log import read_events
+from tests.conftest import wait_for
 from tests.fakes.rollout_target import GOOD, MODEL, MemoryTarget, SimulatedTraffic
 
 PLAN = plan_for("canary", steps=[20], hold_requests=100, poll_seconds=0.01, timeout_seconds=30, data_wait_seconds=0)
@@ -56,6 +57,7 @@ def test_a_registered_version_is_claimed_once_and_promoted_in_the_background(reg
     assert [e["data"]["verdict"] for e in events] == ["passed", "promoted"]
     assert [e["id"] for e in sink] == [e["id"] for e in events]
     assert all(e["data"]["analysis_id"] == record["analysis_id"] for e in events)
+    wait_for(lambda: rollouts.outcomes == {"promoted": 1})  # kfloop_trigger_rollouts_total{outcome}
     assert auto(registry, target, None).start(f"{MODEL}:2") is False  # another instance: still claimed
 
 
@@ -85,6 +87,7 @@ def test_a_resumed_analysis_that_was_decided_already_is_closed_without_running(r
     again.resume()
     record = wait_status(again, "rolled-back")
     assert "decided before a restart" in record["reason"]
+    wait_for(lambda: again.outcomes == {"rolled-back": 1})
 
 
 def test_a_failing_analysis_is_recorded_as_failed(registry):  # noqa: F811

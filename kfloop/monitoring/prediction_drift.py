@@ -1,0 +1,83 @@
+"""The ``prediction_drift`` signal: a window's predictions against the training prediction distribution.
+
+For classifiers the class probabilities are compared (binary: the probability of the second class;
+multiclass: each class's), for regressors the predicted values, with the two-sample
+Kolmogorov-Smirnov test (``scipy.stats.ks_2samp``) of the window against the baseline's sample of
+training predictions (``kfloop.monitoring.constraints``, at most 2,000 rows). With several outputs the
+p-values are Bonferroni-corrected (multiplied by the number of outputs). The result's ``value`` is the
+smallest corrected p-value and alerts below the constraints' ``prediction_drift.p_val`` (default
+0.01). ``evidence`` gives per output the KS statistic, the p-value, the population stability index
+(PSI over the training deciles, for comparison with other tools: above 0.25 is usually read as a
+large shift) and the window's and training's mean and quantiles. A window of fewer than
+``min_rows`` rows is ``insufficient``.
+
+Why KS and not PSI as the verdict: PSI has no sampling distribution, so a fixed PSI threshold alarms
+more often on small windows than on large ones; the KS p-value means the same at every window size.
+The training predictions are the model's on its own training rows, slightly more confident than on
+new rows; with early stopping the effect is small (see the README's monitoring figures).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.stats import ks_2samp
+
+from kfloop.monitoring.constraints import Baseline
+from kfloop.monitoring.signals import SignalResult
+
+SIGNAL = "prediction_drift"
+PSI_BINS = 10
+_EPS = 1e-4
+
+
+def check_prediction_drift(baseline: Baseline, predictions: Any) -> SignalResult:
+    """The ``prediction_drift`` result of one window's ``predictions`` (as the predictor answered them)."""
+    P = baseline.columns(predictions)
+    P = P[np.isfinite(P).all(axis=1)]
+    n = len(P)
+    if n < baseline.min_rows:
+        return SignalResult(
+            SIGNAL,
+            "insufficient",
+            rows=n,
+            reason=f"{n} predictions in the window; the test needs at least {baseline.min_rows} for a verdict",
+        )
+    m = P.shape[1]
+    outputs, smallest = {}, 1.0
+    for i, name in enumerate(baseline.prediction_outputs):
+        ref, live = baseline.prediction_sample[:, i], P[:, i]
+        test = ks_2samp(ref, live)
+        p = min(1.0, float(test.pvalue) * m)
+        smallest = min(smallest, p)
+        outputs[name] = {
+            "ks_statistic": round(float(test.statistic), 6),
+            "p_value": p,
+            "psi": round(psi(ref, live), 6),
+            "window_mean": round(float(live.mean()), 6),
+            "training_mean": round(float(ref.mean()), 6),
+            "window_quantiles": [round(float(q), 6) for q in np.quantile(live, (0.05, 0.5, 0.95))],
+            "training_quantiles": [round(float(q), 6) for q in np.quantile(ref, (0.05, 0.5, 0.95))],
+        }
+    threshold = baseline.prediction_p_val
+    drifted = sorted(name for name, o in outputs.items() if o["p_value"] < threshold)
+    return SignalResult(
+        SIGNAL,
+        "alert" if smallest < threshold else "ok",
+        value=smallest,
+        threshold=threshold,
+        direction="below",
+        rows=n,
+        evidence={"test": "ks", "correction": "bonferroni", "outputs": outputs, "drifted_outputs": drifted},
+    )
+
+
+def psi(reference: np.ndarray, live: np.ndarray, bins: int = PSI_BINS) -> float:
+    """The population stability index of ``live`` against ``reference``, over the reference's quantile
+    bins (fewer when values repeat); shares are floored at 1e-4 so an empty bin stays finite."""
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+    ref = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1) / len(reference)
+    cur = np.bincount(np.searchsorted(edges, live, side="right"), minlength=len(edges) + 1) / max(len(live), 1)
+    ref, cur = np.maximum(ref, _EPS), np.maximum(cur, _EPS)
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
