@@ -28,6 +28,7 @@ the same range emits the same ids (the trigger drops them as duplicates).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
@@ -40,9 +41,11 @@ from kfloop.errors import ConfigError, DataError
 from kfloop.events.cloudevents import make_event
 from kfloop.monitoring.attribution import attribution_drift
 from kfloop.monitoring.bias_drift import bias_drift
+from kfloop.monitoring.data_quality import check_data_quality
 from kfloop.monitoring.drift import DriftDetector, to_jsonable
 from kfloop.monitoring.estimation import estimated_quality_signal
 from kfloop.monitoring.multivariate import multivariate_drift
+from kfloop.monitoring.prediction_drift import check_prediction_drift
 from kfloop.monitoring.quality import DEFAULT_METRIC, estimate_accuracy, quality_metrics
 from kfloop.monitoring.signals import SignalResult
 from kfloop.names import SIGNALS
@@ -297,8 +300,31 @@ def check_bias_drift(window: Window, inputs: VersionInputs, options: JobOptions)
     )
 
 
+def check_window_data_quality(window: Window, inputs: VersionInputs, options: JobOptions) -> SignalResult | None:
+    """The window's rows against the version's baseline constraints (``kfloop.monitoring.data_quality``:
+    missing rates, ranges, unseen categories as captured); absent without a baseline."""
+    baseline = inputs.extra.get("constraints")
+    if baseline is None:
+        return None
+    unseen: collections.Counter[str] = collections.Counter()
+    for record in window.records:
+        unseen.update((record.get("unseen") or {}).keys())
+    return check_data_quality(baseline, window.matrix(inputs.schema), dict(unseen))
+
+
+def check_window_prediction_drift(window: Window, inputs: VersionInputs, options: JobOptions) -> SignalResult | None:
+    """The window's captured predictions against the baseline's prediction distribution
+    (``kfloop.monitoring.prediction_drift``); absent without a baseline."""
+    baseline = inputs.extra.get("constraints")
+    if baseline is None:
+        return None
+    return check_prediction_drift(baseline, window.predictions)
+
+
 CHECKS: dict[str, Check] = {  # signal -> check; one line per signal
     "feature_drift": check_feature_drift,
+    "data_quality": check_window_data_quality,
+    "prediction_drift": check_window_prediction_drift,
     "multivariate_drift": check_multivariate_drift,
     "attribution_drift": check_attribution_drift,
     "quality": check_quality,

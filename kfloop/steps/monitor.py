@@ -28,6 +28,7 @@ from kfloop.errors import ConfigError, ModelNotFound, RegistryError
 from kfloop.events.outbox import Outbox
 from kfloop.monitoring.attribution import load_attribution_baseline
 from kfloop.monitoring.capture import read_captures
+from kfloop.monitoring.constraints import load_baseline
 from kfloop.monitoring.drift import X_REF_FILE, load_detector
 from kfloop.monitoring.estimation import load_estimator
 from kfloop.monitoring.feedback import labeled_frame
@@ -197,6 +198,7 @@ def _signal_inputs(model_dir: Path, schema) -> dict:
     extra: dict = {"booster": load_model(model_dir / bundle.MODEL_FILE)}
     if (model_dir / bundle.DRIFT_DIR / X_REF_FILE).is_file():
         extra["reference_rows"] = reference_rows(model_dir, schema)
+    extra["constraints"] = load_baseline(model_dir / bundle.DRIFT_DIR, schema)
     extra["attribution"] = load_attribution_baseline(model_dir, schema)
     extra["estimator"] = load_estimator(model_dir, schema)
     bias_path = model_dir / bundle.BIAS_FILE

@@ -166,6 +166,7 @@ def test_the_bundle_signals_run_in_the_job_and_are_absent_without_their_baseline
     """With a real churn booster, its attribution baseline, calibrated estimator and drift reference rows
     (what ``kfloop.steps.monitor`` loads from a bundle), a change of which features matter alerts
     attribution drift, a joint shift alerts the domain classifier, and the estimate is CBPE's."""
+    from kfloop.monitoring import constraints
     from kfloop.monitoring.attribution import attribution_baseline
     from kfloop.monitoring.estimation import fit_estimator
     from kfloop.training import booster as xgb
@@ -179,6 +180,12 @@ def test_the_bundle_signals_run_in_the_job_and_are_absent_without_their_baseline
         "reference_rows": m.schema.encode_frame(m.train),
         "attribution": attribution_baseline(m.booster, m.schema, valid),
         "estimator": fit_estimator(m.booster, m.schema, m.valid),
+        "constraints": constraints.compute(
+            m.schema,
+            m.schema.encode_frame(m.train),
+            xgb.predict(m.booster, m.schema, valid),
+            prediction_rows="validation",
+        ),
     }
     base = VersionInputs("churn", "1", m.schema, None, extra=extra)
 
@@ -195,10 +202,14 @@ def test_the_bundle_signals_run_in_the_job_and_are_absent_without_their_baseline
 
     clean = job(churn(500, seed=11), base)
     assert {s: r.status for s, r in clean.items()} == {
-        "multivariate_drift": "ok", "attribution_drift": "ok", "estimated_quality": "ok"
+        "data_quality": "ok", "prediction_drift": "ok", "multivariate_drift": "ok", "attribution_drift": "ok",
+        "estimated_quality": "ok",
     }  # fmt: skip
     assert clean["estimated_quality"].evidence["estimated"]  # the calibrated estimate, not the mean confidence
     assert job(churn(500, seed=12, attribution_shift=1.0), base)["attribution_drift"].status == "alert"
     assert job(churn(500, seed=13, joint_shift=1.0), base)["multivariate_drift"].status == "alert"
+    spoiled = job(churn(500, seed=14, missing_rate=0.1), base)["data_quality"]
+    assert spoiled.status == "alert" and {v["feature"] for v in spoiled.evidence["violations"]} >= {"monthly_charges"}
+    assert job(churn(500, seed=15, contract_shift=0.5), base)["prediction_drift"].status == "alert"
     bare = job(churn(500, seed=11), VersionInputs("churn", "1", m.schema, None, extra={"booster": m.booster}))
     assert bare == {}  # no baselines, no thresholds: every signal is absent, none is zero
