@@ -52,7 +52,7 @@ import orjson
 
 from kfloop import timestamps
 from kfloop.errors import ConfigError
-from kfloop.monitoring.capture_batch import JOURNAL_KEY, CaptureBatch, rows_of
+from kfloop.monitoring.capture_batch import JOURNAL_KEY, CaptureBatch, rows_of, stamp_times
 from kfloop.monitoring.capture_format import FORMATS, JSON_OPTIONS, decode, encode, encode_batches, parse_key
 from kfloop.names import captures_prefix, key_segment
 from kfloop.retry import Throttle, backoff_delay
@@ -319,12 +319,13 @@ def _partition(batch: list[tuple]) -> dict[tuple[str, str, bool], list[tuple]]:
     """``(journal segment, record or batch)`` pairs grouped by (model version, UTC date of the record's
     time, whether they are batches: those are stored column by column)."""
     today = timestamps.day()
+    stamp_times([item for _, item in batch if isinstance(item, CaptureBatch)])
     groups: dict[tuple[str, str, bool], list[tuple]] = {}
     partitions: dict[tuple, tuple[str, str, bool]] = {}  # (version, time[:10], batch) as recorded -> partition
     for entry in batch:
         item = entry[1]
         if isinstance(item, CaptureBatch):
-            raw = (item.model_version, item.time[:10], True)
+            raw = (item.model_version, item.stamp[:10], True)
         else:
             raw = (item.get("model_version"), str(item.get("time") or "")[:10], False)
         partition = partitions.get(raw)

@@ -18,6 +18,7 @@ names them. ``to_journal`` / ``from_journal``: one JSON object per batch for the
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -25,19 +26,21 @@ from typing import Any
 import numpy as np
 
 from kfloop.inference.tensors import plain_values
+from kfloop.timestamps import rfc3339
 
 JOURNAL_KEY = "kfloop.capture_batch"  # marks a journal line holding a batch (a line without it is one record)
 LAYOUTS = ("rows", "objects", "columns", "matrix")  # V1 lists, V1 objects, V2 one input per feature, V2 [n, k]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)
 class CaptureBatch:
-    """A served request's rows ``[start, stop)`` as captured (see the module docstring)."""
+    """A served request's rows ``[start, stop)`` as captured (see the module docstring). Not changed once
+    made (``slice`` makes a new one); not frozen, as frozen dataclasses take twice as long to make."""
 
     model: str
     model_version: str
     revision: str
-    time: str
+    time: str | float  # RFC 3339, or epoch seconds (formatted by the writer's thread: ``stamp``)
     request_id: str
     capture_id: str
     names: tuple[str, ...]
@@ -51,6 +54,11 @@ class CaptureBatch:
     @property
     def n_rows(self) -> int:
         return self.stop - self.start
+
+    @property
+    def stamp(self) -> str:
+        """The request's time as RFC 3339 text."""
+        return self.time if isinstance(self.time, str) else rfc3339(self.time)
 
     def slice(self, start: int, stop: int) -> CaptureBatch:
         """Rows ``start`` to ``stop`` of this batch (positions within the batch)."""
@@ -83,47 +91,9 @@ class CaptureBatch:
         width = int(np.prod(shape[1:]))
         return [data[i : i + width] for i in range(self.start * width, self.stop * width, width)]
 
-    def unseen_rows(self, columns: dict[str, list] | None = None) -> dict[int, dict]:
-        """Per row of the window with unseen categories (position in the window), ``{feature: value}``."""
-        out: dict[int, dict] = {}
-        if not self.unseen:
-            return out
-        columns = columns if columns is not None else self.feature_columns()
-        for name, rows in self.unseen.items():
-            values = columns[name]
-            for i in rows:
-                if self.start <= i < self.stop and (value := values[i - self.start]) is not None:
-                    out.setdefault(i - self.start, {})[name] = value
-        return out
-
-    def request_ids(self) -> list[str]:
-        return [f"{self.request_id}:{i}" for i in range(self.start, self.stop)]
-
-    def capture_ids(self) -> list[str]:
-        return [f"{self.capture_id}:{i}" for i in range(self.start, self.stop)]
-
     def records(self) -> list[dict]:
         """The window's rows as capture records (``kfloop.monitoring.capture.capture_record``'s fields)."""
-        columns = self.feature_columns()
-        unseen = self.unseen_rows(columns)
-        names = self.names
-        rows = zip(*(columns[n] for n in names)) if names else iter([()] * self.n_rows)
-        return [
-            {
-                "request_id": request_id,
-                "capture_id": capture_id,
-                "time": self.time,
-                "model": self.model,
-                "model_version": self.model_version,
-                "revision": self.revision,
-                "features": dict(zip(names, row)),
-                "prediction": prediction,
-                "unseen": unseen.get(i, {}),
-            }
-            for i, (request_id, capture_id, row, prediction) in enumerate(
-                zip(self.request_ids(), self.capture_ids(), rows, self.prediction_rows())
-            )
-        ]
+        return records_of([self])
 
     # -- the journal ---------------------------------------------------------------------------------
 
@@ -141,6 +111,99 @@ class CaptureBatch:
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(CaptureBatch))
+
+
+def stamp_times(batches: Sequence[CaptureBatch]) -> None:
+    """Set the times given as epoch seconds to their RFC 3339 text (``rfc3339``'s, for all at once: ~0.3 us
+    a batch where ``rfc3339`` takes ~3 us)."""
+    pending = [b for b in batches if not isinstance(b.time, str)]
+    if pending:
+        micros = np.round(np.fromiter((b.time for b in pending), np.float64, len(pending)) * 1e6)
+        texts = np.datetime_as_string(micros.astype("datetime64[us]"), unit="us").tolist()
+        for batch, text in zip(pending, texts):
+            batch.time = f"{text}Z"
+
+
+def columns_of(batches: Sequence[CaptureBatch]) -> dict[str, list]:
+    """The raw feature values of the rows of ``batches`` (of one schema), one list per feature: the rows
+    of consecutive V1 batches are gathered first and transposed once (per feature, not per request)."""
+    names = batches[0].names
+    out: dict[str, list] = {name: [] for name in names}
+    for layout, run in itertools.groupby(batches, key=operator.attrgetter("layout")):
+        if layout not in ("rows", "objects"):
+            for batch in run:
+                for name, values in batch.feature_columns().items():
+                    out[name].extend(values)
+            continue
+        rows = list(itertools.chain.from_iterable(b.features[b.start : b.stop] for b in run))
+        if rows:
+            columns = zip(*rows) if layout == "rows" else (map(operator.itemgetter(n), rows) for n in names)
+            for name, values in zip(names, columns):
+                out[name].extend(values)
+    return out
+
+
+def predictions_of(batches: Sequence[CaptureBatch]) -> list:
+    """The predictions of the rows of ``batches``, one per row."""
+    return list(itertools.chain.from_iterable(b.prediction_rows() for b in batches))
+
+
+def unseen_of(batches: Sequence[CaptureBatch]) -> dict[int, dict]:
+    """Per row of ``batches`` (position in all their rows) with unseen categories, ``{feature: value}``."""
+    out: dict[int, dict] = {}
+    at = 0
+    for batch in batches:
+        columns = batch.feature_columns() if batch.unseen else {}
+        for name, rows in batch.unseen.items():
+            for i in rows:
+                if batch.start <= i < batch.stop and (value := columns[name][i - batch.start]) is not None:
+                    out.setdefault(at + i - batch.start, {})[name] = value
+        at += batch.n_rows
+    return out
+
+
+def request_ids_of(batches: Sequence[CaptureBatch]) -> list[str]:
+    return [f"{b.request_id}:{i}" for b in batches for i in range(b.start, b.stop)]
+
+
+def capture_ids_of(batches: Sequence[CaptureBatch]) -> list[str]:
+    return [f"{b.capture_id}:{i}" for b in batches for i in range(b.start, b.stop)]
+
+
+def records_of(batches: Sequence[CaptureBatch]) -> list[dict]:
+    """The rows of ``batches`` as capture records, one dict each."""
+    unseen = unseen_of(batches)
+    constants = itertools.chain.from_iterable(
+        itertools.repeat((b.stamp, b.model, b.model_version, b.revision), b.n_rows) for b in batches
+    )
+    features = itertools.chain.from_iterable(_feature_dicts(b) for b in batches)
+    return [
+        {
+            "request_id": request_id,
+            "capture_id": capture_id,
+            "time": time,
+            "model": model,
+            "model_version": version,
+            "revision": revision,
+            "features": row,
+            "prediction": prediction,
+            "unseen": unseen.get(i, {}),
+        }
+        for i, (request_id, capture_id, (time, model, version, revision), row, prediction) in enumerate(
+            zip(request_ids_of(batches), capture_ids_of(batches), constants, features, predictions_of(batches))
+        )
+    ]
+
+
+def _feature_dicts(batch: CaptureBatch):
+    """Each row's ``{feature: value}``: a V1 object as it came (not copied), else made from the row."""
+    if batch.layout == "objects":
+        return batch.features[batch.start : batch.stop]
+    names = batch.names
+    if batch.layout == "rows":
+        return [dict(zip(names, row)) for row in batch.features[batch.start : batch.stop]]
+    columns = batch.feature_columns()
+    return [dict(zip(names, row)) for row in zip(*(columns[n] for n in names))]
 
 
 def rows_of(item: dict | CaptureBatch) -> int:

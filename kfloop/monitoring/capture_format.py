@@ -28,7 +28,6 @@ Keys are ``captures/<model>/<version>/<YYYY-MM-DD>/<time>-<uid>-<sha256>.<format
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import re
 from collections.abc import Sequence
@@ -38,7 +37,16 @@ import numpy as np
 import orjson
 
 from kfloop.errors import ChecksumError
-from kfloop.monitoring.capture_batch import CaptureBatch
+from kfloop.monitoring.capture_batch import (
+    CaptureBatch,
+    capture_ids_of,
+    columns_of,
+    predictions_of,
+    records_of,
+    request_ids_of,
+    stamp_times,
+    unseen_of,
+)
 from kfloop.names import CAPTURES_PREFIX as PREFIX
 from kfloop.store.objects import sha256_bytes
 
@@ -78,11 +86,11 @@ def encode(records: list[dict], format: str) -> bytes:
 def encode_batches(batches: Sequence[CaptureBatch], format: str) -> bytes:
     """One capture object holding the rows of ``batches`` (served requests): JSON Lines of their records,
     or a columnar Parquet table (the layout in the module docstring), built column by column."""
-    if format == "jsonl":
-        line = JSON_OPTIONS | orjson.OPT_APPEND_NEWLINE
-        return b"".join([orjson.dumps(r, option=line, default=str) for b in batches for r in b.records()])
+    stamp_times(batches)
     if len({b.names for b in batches}) > 1:  # requests of schemas with other features: one record at a time
-        return _encode_parquet([r for b in batches for r in b.records()])
+        return encode([r for b in batches for r in b.records()], format)
+    if format == "jsonl":
+        return encode(records_of(batches), format)
     return encode_parquet_table(*_batch_table(batches))
 
 
@@ -90,22 +98,19 @@ def _batch_table(batches: Sequence[CaptureBatch]):
     """The Arrow table of ``batches``' rows, and the names of its JSON text columns and feature fields."""
     import pyarrow as pa
 
-    names, chain = batches[0].names, itertools.chain.from_iterable
-    columns = [b.feature_columns() for b in batches]
+    names = batches[0].names
+    columns = columns_of(batches)
     json_features: list[str] = []
     fields = []
     for name in names:
-        array, as_json = _typed(list(chain(c[name] for c in columns)))
+        array, as_json = _typed(columns[name])
         fields.append(array)
         if as_json:
             json_features.append(name)
-    prediction, prediction_json = _typed(list(chain(b.prediction_rows() for b in batches)))
-    unseen = ["{}"] * sum(b.n_rows for b in batches)
-    at = 0
-    for batch, batch_columns in zip(batches, columns):
-        for i, values in batch.unseen_rows(batch_columns).items():
-            unseen[at + i] = orjson.dumps(values, option=JSON_OPTIONS, default=str).decode()
-        at += batch.n_rows
+    prediction, prediction_json = _typed(predictions_of(batches))
+    unseen = ["{}"] * len(prediction)
+    for i, values in unseen_of(batches).items():
+        unseen[i] = orjson.dumps(values, option=JSON_OPTIONS, default=str).decode()
     counts = np.fromiter((b.n_rows for b in batches), dtype=np.int64, count=len(batches))
     per_request = pa.array(np.repeat(np.arange(len(batches), dtype=np.int32), counts))
 
@@ -114,9 +119,9 @@ def _batch_table(batches: Sequence[CaptureBatch]):
 
     table = pa.table(
         {
-            "request_id": pa.array(list(chain(b.request_ids() for b in batches)), pa.string()),
-            "capture_id": pa.array(list(chain(b.capture_ids() for b in batches)), pa.string()),
-            "time": constant([b.time for b in batches]),
+            "request_id": pa.array(request_ids_of(batches), pa.string()),
+            "capture_id": pa.array(capture_ids_of(batches), pa.string()),
+            "time": constant([b.stamp for b in batches]),
             "model": constant([b.model for b in batches]),
             "model_version": constant([b.model_version for b in batches]),
             "revision": constant([b.revision for b in batches]),
@@ -129,15 +134,21 @@ def _batch_table(batches: Sequence[CaptureBatch]):
 
 
 def _typed(values: list):
-    """An Arrow array of ``values`` with the type Arrow infers (NaN as null), and False; or, for values of
-    mixed types, their JSON text (None stays null), and True."""
+    """An Arrow array of ``values`` with the type Arrow infers (a float NaN as null), and False; or, for
+    values of mixed types, their JSON text (None stays null), and True."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     try:
-        return pa.array(values, from_pandas=True), False
+        array = pa.array(values)  # not from_pandas=True (NaN as null): ~20x slower on Python floats
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError):
         texts = [None if v is None else orjson.dumps(v, option=JSON_OPTIONS, default=str).decode() for v in values]
         return pa.array(texts, pa.string()), True
+    if pa.types.is_floating(array.type):
+        nan = pc.is_nan(array)
+        if pc.any(nan).as_py():
+            array = pc.if_else(nan, pa.scalar(None, array.type), array)
+    return array, False
 
 
 def decode(data: bytes, key: CaptureKey, where: str) -> list[dict]:

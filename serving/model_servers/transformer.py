@@ -61,6 +61,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -124,7 +125,6 @@ from kfloop.serving.model_servers.startup import (
 )
 from kfloop.store.bundle import DRIFT_DIR, load_schema, verify_bundle
 from kfloop.store.objects import ObjectStore, S3Store, open_store
-from kfloop.timestamps import rfc3339
 
 logger = logging.getLogger("kfloop.serving.model_servers.transformer")  # not "__main__" under python -m
 
@@ -387,7 +387,7 @@ class DriftTransformer(kserve.Model):
                 version,
                 revision or self.options.revision,
                 request_id,
-                rfc3339(),
+                time.time(),  # formatted on the writer's thread
                 self.schema.names,
                 decoded,
                 answer,

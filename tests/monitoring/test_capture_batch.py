@@ -81,11 +81,11 @@ def expected_records(schema, body, tensors, decoded, answer, request_id="req"):
     )
 
 
-def captured(schema, body, tensors, answer, request_id="req") -> CaptureBatch:
+def captured(schema, body, tensors, answer, request_id="req", time=TIME) -> CaptureBatch:
     decoder = RequestDecoder(schema)
     decoded = decoder.decode_v2_inputs(tensors) if tensors is not None else decoder.decode_v1(body)
     return request_capture(
-        "churn", "3", "stable", request_id, TIME, schema.names, decoded, answer, body=body, tensors=tensors
+        "churn", "3", "stable", request_id, time, schema.names, decoded, answer, body=body, tensors=tensors
     )
 
 
@@ -214,3 +214,14 @@ def test_records_and_batches_share_a_writer(tmp_path, schema):
     assert sorted(read_captures(store, "churn"), key=lambda r: r["request_id"]) == sorted(
         [*batch.records(), record], key=lambda r: r["request_id"]
     )
+
+
+@pytest.mark.parametrize("format", ["jsonl", "parquet"])
+def test_a_time_in_epoch_seconds_is_stored_as_rfc3339_in_its_day(tmp_path, schema, format):
+    store = LocalStore(tmp_path / "store")
+    body, _ = requests(schema, served_rows(6))["v1-lists"]
+    batch = captured(schema, body, None, v1_answer(6), time=1714521599.5)  # 2024-04-30T23:59:59.5Z
+    with CaptureWriter(store, "churn", flush_interval_s=0.05, format=format, journal_dir=tmp_path / "j") as writer:
+        writer.add(batch)
+    assert [k.split("/")[3] for k in store.list("captures/")] == ["2024-04-30"]
+    assert {r["time"] for r in read_captures(store, "churn")} == {"2024-04-30T23:59:59.500000Z"}
