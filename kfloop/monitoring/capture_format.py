@@ -187,13 +187,33 @@ def encode_parquet_table(table, json_columns: list[str], json_features: Sequence
     metadata = {"kfloop.json_columns": json.dumps(list(json_columns))}
     if json_features:
         metadata["kfloop.json_features"] = json.dumps(list(json_features))
-    table = table.replace_schema_metadata(metadata)
+    table = _required(table).replace_schema_metadata(metadata)
     sink = io.BytesIO()
     # no column statistics (nothing reads them) and dictionaries only for the dictionary columns and the
     # text inside structs (categories): trying dictionaries on unique ids and floats, and the statistics,
     # took ~4x the time of writing the pages (pyarrow 21)
     pq.write_table(table, sink, write_statistics=False, use_dictionary=_dictionary_columns(table.schema))
     return sink.getvalue()
+
+
+def _required(table):
+    """``table`` with the columns, and fields of struct columns, that hold no null declared non-nullable
+    (no copy): Parquet then writes no definition levels for them, a third of the time of writing a
+    capture table of batch inference (pyarrow 21)."""
+    import pyarrow as pa
+
+    arrays, fields = [], []
+    for field, column in zip(table.schema, table.columns):
+        array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+        if pa.types.is_struct(field.type) and array.null_count == 0:
+            children = array.flatten()
+            subs = [
+                pa.field(sub.name, sub.type, nullable=child.null_count > 0) for sub, child in zip(field.type, children)
+            ]
+            array = pa.StructArray.from_arrays(children, fields=subs)
+        arrays.append(array)
+        fields.append(pa.field(field.name, array.type, nullable=array.null_count > 0))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=table.schema.metadata))
 
 
 def _dictionary_columns(schema) -> list[str]:
