@@ -121,6 +121,7 @@ def run_batch(options: BatchOptions, settings: Settings, progress: Callable[[str
         with open_input(options.input, settings, options.chunk_rows) as source:
             check_columns(source.columns(), schema, source.uri, options.id_column)
             source.dictionary_columns = {f.name for f in schema.features if f.kind == "categorical"}
+            source.numeric_columns = {f.name for f in schema.features if f.kind == "numeric"}
             job = _Job(options, settings, record, schema, booster, detector, store, Path(tmp), progress)
             summary = job.run(source)
     summary["seconds"] = round(time.monotonic() - started, 3)
