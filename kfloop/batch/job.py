@@ -121,6 +121,7 @@ def run_batch(options: BatchOptions, settings: Settings, progress: Callable[[str
         with open_input(options.input, settings, options.chunk_rows) as source:
             check_columns(source.columns(), schema, source.uri, options.id_column)
             source.dictionary_columns = {f.name for f in schema.features if f.kind == "categorical"}
+            source.numeric_columns = {f.name for f in schema.features if f.kind == "numeric"}
             job = _Job(options, settings, record, schema, booster, detector, store, Path(tmp), progress)
             summary = job.run(source)
     summary["seconds"] = round(time.monotonic() - started, 3)
@@ -276,7 +277,14 @@ class _Job:
             columns[BATCH_PREDICTION_COLUMN] = labels.take(pa.array(np.argmax(pred, axis=1)))
             for k, label in enumerate(self.schema.classes):
                 columns[f"{BATCH_PROBABILITY_PREFIX}{label}"] = pa.array(np.asarray(pred[:, k], dtype=np.float32))
-        return pa.table(columns)
+        arrays = list(columns.values())
+        schema = self._written_schema(pa.schema([pa.field(n, a.type) for n, a in zip(columns, arrays)]))
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    def _written_schema(self, schema: pa.Schema) -> pa.Schema:
+        """``schema`` with the columns batch makes declared non-nullable (they never hold a null; Parquet
+        then writes no definition levels for them); the input's id column may hold nulls."""
+        return pa.schema([pa.field(f.name, f.type, nullable=f.name == self.options.id_column) for f in schema])
 
     def _prediction_schema(self) -> pa.Schema:
         id_field = (
@@ -290,7 +298,7 @@ class _Job:
         else:
             fields.append(pa.field(BATCH_PREDICTION_COLUMN, pa.string()))
             fields += [pa.field(f"{BATCH_PROBABILITY_PREFIX}{c}", pa.float32()) for c in self.schema.classes]
-        return pa.schema(fields)
+        return self._written_schema(pa.schema(fields))
 
     def _rejects_table(self, table: pa.Table, encoded: EncodedChunk, offset: int) -> pa.Table:
         positions = np.fromiter(sorted(encoded.rejected), dtype=np.int64)

@@ -2,8 +2,11 @@
 a temporary file first, streamed to disk).
 
 Memory holds one chunk at a time: ``chunks()`` yields Arrow tables of at most ``chunk_rows`` rows.
-CSV is read with Arrow's streaming reader, every column as text (the encoder converts the features as
-the servers convert request values; the usual missing markers, ``NA``, ``null``, empty..., are null).
+CSV is read with Arrow's streaming reader, the numeric features as numbers (as the encoder would convert
+their text: ``pyarrow.compute.cast`` parses text the same way) and every other column as text; at the
+first numeric value that does not parse, the rest of the file is read with every column as text, so the
+encoder checks it value by value as the servers check request values and sets the bad rows aside (the
+usual missing markers, ``NA``, ``null``, empty..., are null).
 Not with pandas: its chunked reader takes a line with surplus fields as an index or drops the surplus
 without a word (pandas 2.3), where Arrow's reader stops with the line.
 """
@@ -31,6 +34,9 @@ class BatchInput:
         self.path, self.kind, self.uri, self.chunk_rows = path, kind, uri, chunk_rows
         # Parquet text columns read as dictionary arrays (categories: cheaper to read, encode and capture)
         self.dictionary_columns: set[str] = set()
+        # CSV columns parsed as numbers (the numeric features), until a value does not parse (see _csv_chunks)
+        self.numeric_columns: set[str] = set()
+        self.block_size = 1 << 20  # bytes of CSV parsed at a time
 
     def columns(self) -> list[str]:
         """The input's column names (stripped, as training strips them), read from the header only."""
@@ -55,19 +61,40 @@ class BatchInput:
             raise DataError(f"cannot read {self.uri} as {self.kind}: {_first_line(e)}") from e
 
     def _csv_chunks(self) -> Iterator[pa.Table]:
+        """The numeric features parsed as numbers by the reader (no text columns to build, then convert);
+        at the first value that does not parse, the rest of the file (from the first row not yet yielded)
+        is read again with every column as text, so the encoder sets the bad rows aside with their reason."""
+        raw = _csv_header(self.path)
+        yielded = 0
+        if self.numeric_columns:
+            typed = {n: pa.float64() if n.strip() in self.numeric_columns else pa.string() for n in raw}
+            try:
+                for table in self._csv_read(raw, typed, 0):
+                    yielded += table.num_rows
+                    yield table
+                return
+            except pa.ArrowInvalid:  # a value that is not a number (or a malformed line: the text read names it)
+                pass
+        yield from self._csv_read(raw, {n: pa.string() for n in raw}, yielded)
+
+    def _csv_read(self, raw: list[str], types: dict, skip: int) -> Iterator[pa.Table]:
         import pyarrow.csv as pacsv
 
-        raw = _csv_header(self.path)
         names = [n.strip() for n in raw]
-        convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in raw}, strings_can_be_null=True)
+        convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
         # one thread, no readahead: Arrow's threaded reader parses blocks ahead of the consumer, holding tens of MB
         # more than a chunk; this reader runs on its own thread (kfloop.batch.overlap) beside the prediction
-        options = pacsv.ReadOptions(block_size=1 << 20, use_threads=False)
+        options = pacsv.ReadOptions(block_size=self.block_size, use_threads=False)
         reader = pacsv.open_csv(self.path, read_options=options, convert_options=convert)
         pending: list[pa.RecordBatch] = []
         held = 0
         try:
             for batch in reader:
+                if skip:  # rows an earlier read already yielded
+                    dropped = min(skip, batch.num_rows)
+                    batch, skip = batch.slice(dropped), skip - dropped
+                    if not batch.num_rows:
+                        continue
                 pending.append(batch)
                 held += batch.num_rows
                 while held >= self.chunk_rows:

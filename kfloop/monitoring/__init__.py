@@ -1,7 +1,8 @@
 """Monitoring of served traffic.
 
 Owns data capture (``capture``: records written in batches; ``capture_format``: their keys and codecs;
-``capture_rows``: one served request as capture records), feature drift detection (``drift``: the
+``capture_batch``: a served request's records kept as its columns; ``capture_rows``: one served request
+as capture records), feature drift detection (``drift``: the
 detector; ``drift_window``: windows of live rows; ``drift_monitor``: the background thread that checks
 them and emits drift events; ``window_log``: a summary of every checked window), ground truth
 (``feedback``) and model quality on labeled traffic (``quality``), the result every check returns

@@ -12,16 +12,19 @@ A capture record is one predicted row::
      "unseen": {"plan": "platinum"}}   # categorical values the training schema does not know
                                        # (they are encoded as missing); {} when none
 
-``capture_record`` builds one. ``CaptureWriter`` buffers records in memory (``add`` never
-blocks on storage) and a background thread writes them as objects
+``capture_record`` builds one. A served request is handed over as one ``CaptureBatch``
+(``kfloop.monitoring.capture_batch``: the request's columns as received, no work per row on the
+request path; ``capture_rows.request_capture``). ``CaptureWriter`` buffers records and batches in
+memory (``add`` never blocks on storage) and a background thread writes them as objects
 ``captures/<model>/<version>/<YYYY-MM-DD>/<time>-<uid>-<sha256>.<jsonl|parquet>``, partitioned
 by the record's version and UTC date. The SHA-256 of the object's bytes is part of its name,
 so each object is written atomically with its checksum, the content stays plain JSON Lines
-(or Parquet), and ``read_captures`` verifies it. The codecs live in ``kfloop.monitoring.capture_format``.
+(or Parquet: batches become columnar objects, one typed column per feature), and ``read_captures``
+verifies it and reads every layout as the same records. The codecs live in ``kfloop.monitoring.capture_format``.
 
 **The loss window.** Without a journal, what a killed process had buffered is lost (up to
 ``flush_interval_s`` of records). With ``journal_dir`` (``CaptureJournal``), ``add`` first appends
-the records to a local journal file (one JSON line each, written to the OS before ``add`` returns,
+the records to a local journal file (one JSON line per record or per batch, written to the OS before ``add`` returns,
 so before the answer leaves), and a segment of the journal is deleted once all its records are
 stored. A writer started on the same folder replays what is left there. So a killed process (kill -9)
 loses no record of an answered request; a machine crash can lose what the OS had not yet written to
@@ -45,9 +48,12 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
+import orjson
+
 from kfloop import timestamps
 from kfloop.errors import ConfigError
-from kfloop.monitoring.capture_format import FORMATS, decode, encode, parse_key
+from kfloop.monitoring.capture_batch import JOURNAL_KEY, CaptureBatch, rows_of, stamp_times
+from kfloop.monitoring.capture_format import FORMATS, JSON_OPTIONS, decode, encode, encode_batches, parse_key
 from kfloop.names import captures_prefix, key_segment
 from kfloop.retry import Throttle, backoff_delay
 from kfloop.store.objects import ObjectStore, sha256_bytes
@@ -86,10 +92,11 @@ def capture_record(
 class CaptureWriter:
     """Buffers capture records and writes them to ``store`` from a background thread.
 
-    ``add`` appends to a bounded in-memory buffer; when the buffer holds ``max_buffer``
-    records, new records are dropped and counted (with a warning at most every
+    ``add`` appends records, or a request's ``CaptureBatch``, to a bounded in-memory buffer; when the
+    buffer holds ``max_buffer`` records, new records are dropped and counted (with a warning at most every
     ``warn_interval_s``). Batches are written when ``batch_size`` records wait or
-    ``flush_interval_s`` has passed; a failing store is retried with exponential backoff
+    ``flush_interval_s`` has passed (a batch is split across objects when it does not fit; every
+    object holds at most ``batch_size`` records); a failing store is retried with exponential backoff
     while the buffer absorbs new records. Counters: ``written``, ``dropped``,
     ``write_errors`` (failed store calls), and ``pending`` (buffered or being written).
     The thread starts with the writer; ``close`` stops it.
@@ -122,7 +129,8 @@ class CaptureWriter:
         self.batch_size, self.flush_interval_s, self.max_buffer = batch_size, flush_interval_s, max_buffer
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self.written = self.dropped = self.write_errors = 0
-        self._buffer: collections.deque = collections.deque()
+        self._buffer: collections.deque = collections.deque()  # (journal segment, record or batch)
+        self._buffered = 0  # records in _buffer
         self._cond = threading.Condition()
         self._inflight = self._flush_waiters = 0
         self._closing, self._failing, self._stop = False, False, threading.Event()
@@ -132,29 +140,36 @@ class CaptureWriter:
         if self.journal is not None:
             replayed = self.journal.replay()
             self._buffer.extend(replayed)
-            self.replayed = len(replayed)
+            self.replayed = self._buffered = sum(rows_of(item) for _, item in replayed)
             if replayed:
-                log.warning("capture journal %s: %d records not yet stored, replayed", journal_dir, len(replayed))
+                log.warning("capture journal %s: %d records not yet stored, replayed", journal_dir, self.replayed)
         self._thread = threading.Thread(target=self._run, name=f"capture-{model}", daemon=True)
         self._thread.start()
 
     @property
     def pending(self) -> int:
         with self._cond:
-            return len(self._buffer) + self._inflight
+            return self._buffered + self._inflight
 
-    def add(self, records: Iterable[dict]) -> None:
-        """Queue records for writing; never blocks on storage. Drops (and counts) what
-        does not fit in the buffer, and everything after ``close``."""
-        records = records if isinstance(records, list) else list(records)
+    def add(self, records: Iterable[dict] | CaptureBatch) -> None:
+        """Queue records, or a request's batch, for writing; never blocks on storage. Drops (and
+        counts) what does not fit in the buffer, and everything after ``close``."""
+        if isinstance(records, CaptureBatch):
+            items, n = [records], records.n_rows
+        else:
+            items = records if isinstance(records, list) else list(records)
+            n = len(items)
         with self._cond:
-            room = 0 if self._closing else self.max_buffer - len(self._buffer)
-            accepted = records if len(records) <= room else records[: max(room, 0)]
-            segment = self.journal.append(accepted) if self.journal is not None and accepted else None
-            self._buffer.extend((segment, record) for record in accepted)
-            lost = len(records) - len(accepted)
+            room = max(0 if self._closing else self.max_buffer - self._buffered, 0)
+            if n > room:
+                items = [records.slice(0, room)] if room and isinstance(records, CaptureBatch) else items[:room]
+            accepted = min(n, room)
+            segment = self.journal.append(items) if self.journal is not None and accepted else None
+            self._buffer.extend((segment, item) for item in items if accepted)
+            self._buffered += accepted
+            lost = n - accepted
             self.dropped += lost
-            if len(self._buffer) >= self.batch_size:
+            if self._buffered >= self.batch_size:
                 self._cond.notify_all()
         if lost and self._drop_log.ready():
             log.warning(
@@ -199,22 +214,25 @@ class CaptureWriter:
     def _run(self) -> None:
         unwritten = 0
         while (batch := self._take_batch()) is not None:
-            for (version, day), entries in _partition(batch).items():
-                outcome = self._write(version, day, [record for _, record in entries])
+            for (version, day, _), entries in _partition(batch).items():
+                outcome = self._write(version, day, [item for _, item in entries])
+                counts = [(segment, rows_of(item)) for segment, item in entries]
+                n = sum(rows for _, rows in counts)
                 with self._cond:
-                    self._inflight -= len(entries)
+                    self._inflight -= n
                     if outcome == "stored":
-                        self.written += len(entries)
+                        self.written += n
                     else:
-                        self.dropped += len(entries)
-                        unwritten += len(entries)
+                        self.dropped += n
+                        unwritten += n
                     if self.journal is not None and outcome != "stopped":  # stopped: replayed next start
-                        self.journal.done(segment for segment, _ in entries)
+                        self.journal.done(counts)
                     self._cond.notify_all()
         with self._cond:
-            self.dropped += len(self._buffer)
-            unwritten += len(self._buffer)
+            self.dropped += self._buffered
+            unwritten += self._buffered
             self._buffer.clear()
+            self._buffered = 0
             if self.journal is not None:
                 self.journal.close()  # what was not stored stays in it, for the next writer
         if unwritten:
@@ -222,26 +240,42 @@ class CaptureWriter:
                 "capture writer for %s stopped; %d records were not written (counted as dropped)", self.model, unwritten
             )
 
-    def _take_batch(self) -> list[dict] | None:
+    def _take_batch(self) -> list[tuple] | None:
+        """Up to ``batch_size`` records (a batch that does not fit is split: its rest stays first)."""
         deadline = time.monotonic() + self.flush_interval_s
         with self._cond:
             while not self._stop.is_set():
-                now, size = time.monotonic(), len(self._buffer)
+                now, size = time.monotonic(), self._buffered
                 if size >= self.batch_size or (size and (self._flush_waiters or now >= deadline)):
                     if self.journal is not None:
                         self.journal.rotate()  # later records go to a new segment
-                    batch = [self._buffer.popleft() for _ in range(min(size, self.batch_size))]
-                    self._inflight = len(batch)
-                    return batch
+                    return self._pop(self.batch_size)
                 self._cond.wait(deadline - now if now < deadline else self.flush_interval_s)
         return None
 
-    def _write(self, version: str, day: str, rows: list[dict]) -> str:
-        """Store one partition's rows, retrying until it works or the writer is closed: "stored",
-        "unencodable" (never storable) or "stopped"."""
+    def _pop(self, limit: int) -> list[tuple]:
+        """The oldest entries holding up to ``limit`` records (under the lock); a batch that does not fit
+        is split, its rest stays first in the buffer."""
+        batch, taken = [], 0
+        while taken < limit and self._buffer:
+            segment, item = self._buffer.popleft()
+            rows = rows_of(item)
+            if taken + rows > limit:
+                self._buffer.appendleft((segment, item.slice(limit - taken, rows)))
+                item, rows = item.slice(0, limit - taken), limit - taken
+            batch.append((segment, item))
+            taken += rows
+        self._buffered -= taken
+        self._inflight = taken
+        return batch
+
+    def _write(self, version: str, day: str, items: list) -> str:
+        """Store one partition's records (dicts) or batches, retrying until it works or the writer is
+        closed: "stored", "unencodable" (never storable) or "stopped"."""
         try:
-            data = encode(rows, self.format)
-        except (TypeError, ValueError) as e:
+            batches = isinstance(items[0], CaptureBatch)
+            data = encode_batches(items, self.format) if batches else encode(items, self.format)
+        except (TypeError, ValueError, KeyError, IndexError) as e:
             log.error("capture records of %s cannot be encoded as %s: %s", self.model, self.format, e)
             return "unencodable"
         key = capture_key(self.model, version, day, data, self.format)
@@ -281,18 +315,23 @@ def capture_key(model: str, version: str, day: str, data: bytes, format: str) ->
     return f"{captures_prefix(model, version)}{key_segment(day)}/{name}"
 
 
-def _partition(batch: list[tuple]) -> dict[tuple[str, str], list[tuple]]:
-    """``(journal segment, record)`` pairs grouped by (model version, UTC date of the record's time)."""
+def _partition(batch: list[tuple]) -> dict[tuple[str, str, bool], list[tuple]]:
+    """``(journal segment, record or batch)`` pairs grouped by (model version, UTC date of the record's
+    time, whether they are batches: those are stored column by column)."""
     today = timestamps.day()
-    groups: dict[tuple[str, str], list[tuple]] = {}
-    partitions: dict[tuple, tuple[str, str]] = {}  # (version, time[:10]) as recorded -> partition
+    stamp_times([item for _, item in batch if isinstance(item, CaptureBatch)])
+    groups: dict[tuple[str, str, bool], list[tuple]] = {}
+    partitions: dict[tuple, tuple[str, str, bool]] = {}  # (version, time[:10], batch) as recorded -> partition
     for entry in batch:
-        record = entry[1]
-        raw = (record.get("model_version"), str(record.get("time") or "")[:10])
+        item = entry[1]
+        if isinstance(item, CaptureBatch):
+            raw = (item.model_version, item.stamp[:10], True)
+        else:
+            raw = (item.get("model_version"), str(item.get("time") or "")[:10], False)
         partition = partitions.get(raw)
         if partition is None:
             day = raw[1] if _is_date(raw[1]) else today
-            partition = partitions[raw] = (key_segment(str(raw[0] or "unknown")), day)
+            partition = partitions[raw] = (key_segment(str(raw[0] or "unknown")), day, raw[2])
         groups.setdefault(partition, []).append(entry)
     return groups
 
@@ -304,7 +343,8 @@ class CaptureJournal:
     is closed (fsynced) when the writer takes a batch or when it holds ``segment_records``; a closed
     segment whose records are all stored (or can never be) is deleted. With ``segment_records`` the
     writer's batch size, at most one segment is partly stored at any time, so a replay stores fewer
-    than ``segment_records`` records twice. Not thread-safe: the writer calls it under its lock."""
+    than ``segment_records`` records twice (or than a request's rows, for a request larger than that). Not thread-safe:
+    the writer calls it under its lock."""
 
     LOCK = "LOCK"
 
@@ -331,37 +371,51 @@ class CaptureJournal:
     def _path(self, segment: int) -> Path:
         return self.folder / f"{segment:012d}.jsonl"
 
-    def replay(self) -> list[tuple[int, dict]]:
-        """The records an earlier writer left (a torn last line, from a machine crash, is skipped)."""
-        out: list[tuple[int, dict]] = []
+    def replay(self) -> list[tuple[int, dict | CaptureBatch]]:
+        """The records and batches an earlier writer left (a torn last line, from a machine crash, is
+        skipped)."""
+        out: list[tuple[int, dict | CaptureBatch]] = []
         for segment in self._segments():
             path, n = self._path(segment), 0
             for line in path.read_bytes().splitlines():
                 try:
-                    record = json.loads(line)
-                except ValueError:
+                    item = json.loads(line)
+                    if isinstance(item, dict) and JOURNAL_KEY in item:
+                        item = CaptureBatch.from_journal(item)
+                except (ValueError, KeyError, TypeError):
                     log.warning("capture journal %s: skipping a torn line", path)
                     continue
-                if isinstance(record, dict):
-                    out.append((segment, record))
-                    n += 1
+                if isinstance(item, (dict, CaptureBatch)):
+                    out.append((segment, item))
+                    n += rows_of(item)
             self._closed.add(segment)
             self._remaining[segment] = n
             if n == 0:
                 self._delete(segment)
         return out
 
-    def append(self, records: list[dict]) -> int:
-        """Append ``records`` to the open segment (in the OS before this returns); its number."""
+    def append(self, records: list[dict | CaptureBatch]) -> int:
+        """Append records or batches, one line each, to the open segment (in the OS before this
+        returns); its number. A segment holds at most ``segment_records`` records (unless one call
+        brings more), so that a writer's batch completes the segment it starts in."""
+        n = sum(rows_of(r) for r in records)
+        if self._file is not None and self._appended + n > self.segment_records:
+            self.rotate()
         if self._file is None:
             self._segment, self._next = self._next, self._next + 1
             self._file = open(self._path(self._segment), "ab", buffering=0)  # noqa: SIM115
             self._remaining[self._segment], self._appended = 0, 0
-        data = b"".join(json.dumps(r, default=str, separators=(",", ":")).encode() + b"\n" for r in records)
+        line = JSON_OPTIONS | orjson.OPT_APPEND_NEWLINE
+        data = b"".join(
+            [
+                orjson.dumps(r.to_journal() if isinstance(r, CaptureBatch) else r, option=line, default=_journal_value)
+                for r in records
+            ]
+        )
         self._file.write(data)  # unbuffered: one write(2), in the page cache when it returns
         segment = self._segment
-        self._remaining[segment] += len(records)
-        self._appended += len(records)
+        self._remaining[segment] += n
+        self._appended += n
         if self._appended >= self.segment_records:
             self.rotate()
         return segment
@@ -377,9 +431,13 @@ class CaptureJournal:
         if self._remaining.get(segment) == 0:
             self._delete(segment)
 
-    def done(self, segments: Iterable[int | None]) -> None:
-        """Records of these segments (one entry per record) are stored, or never can be."""
-        for segment, n in collections.Counter(s for s in segments if s is not None).items():
+    def done(self, counts: Iterable[tuple[int | None, int]]) -> None:
+        """Records of these segments (``(segment, records)`` pairs) are stored, or never can be."""
+        totals: collections.Counter = collections.Counter()
+        for segment, n in counts:
+            if segment is not None:
+                totals[segment] += n
+        for segment, n in totals.items():
             self._remaining[segment] -= n
             if self._remaining[segment] <= 0 and segment in self._closed:
                 self._delete(segment)
@@ -396,6 +454,16 @@ class CaptureJournal:
     def _delete(self, segment: int) -> None:
         self._remaining.pop(segment, None)
         self._path(segment).unlink(missing_ok=True)
+
+
+def _journal_value(value: object) -> object:
+    """What orjson does not serialize itself: a request's bytes (V2 BYTES) as text, numpy arrays of
+    other types as lists, anything else as its ``str``."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
 
 
 def _is_date(text: str) -> bool:

@@ -12,8 +12,9 @@ For each request (KServe V1 or V2) the transformer:
    goes back as received, or converted to the client's protocol (``responses.answer_in``). Its 4xx
    reach the client with their status and message (KServe's default would be 500; see
    ``predictor_client``);
-3. hands one capture record per row (request id, time, features by name, unseen categories,
-   prediction, model version, revision) to a ``CaptureWriter`` (buffered, written in batches from a
+3. hands the request's capture records (per row: request id, time, features by name, unseen
+   categories, prediction, model version, revision) to a ``CaptureWriter`` as one columnar
+   ``CaptureBatch`` (the request's own lists, no work per row; buffered, written in batches from a
    thread; a full or unreachable store drops and counts records, it never slows the request);
 4. hands the decoded rows to a ``DriftMonitor`` (bounded queue, background thread, windows of
    ``--drift_window`` rows, at most ``--drift_cpu_share`` of a core: at high row rates the checked
@@ -66,6 +67,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -88,15 +90,13 @@ from kfloop.inference.requests import (
     Decoded,
     RequestDecoder,
     request_in,
-    v1_rows,
-    v2_rows,
     v2_tensors,
 )
 from kfloop.inference.responses import answer_in, answer_predictions, requested_binary
 from kfloop.inference.tensors import Tensor, v2_input_metadata, v2_output_metadata
 from kfloop.monitoring.capture import CaptureWriter
 from kfloop.monitoring.capture_format import FORMATS
-from kfloop.monitoring.capture_rows import request_records, unseen_by_row
+from kfloop.monitoring.capture_rows import request_capture
 from kfloop.monitoring.constraints import load_baseline
 from kfloop.monitoring.drift import BACKENDS, load_detector
 from kfloop.monitoring.drift_monitor import DEFAULT_CPU_SHARE, DEFAULT_MAX_PENDING_ROWS, DriftMonitor
@@ -134,7 +134,6 @@ from kfloop.serving.model_servers.startup import (
 )
 from kfloop.store.bundle import DRIFT_DIR, load_schema, verify_bundle
 from kfloop.store.objects import ObjectStore, S3Store, open_store
-from kfloop.timestamps import rfc3339
 
 logger = logging.getLogger("kfloop.serving.model_servers.transformer")  # not "__main__" under python -m
 
@@ -400,23 +399,22 @@ class DriftTransformer(kserve.Model):
         into the request."""
         version = str(served or answer.get("model_version") or self.version)
         predictions = unseen = None
-        try:
-            names = self.schema.names
-            rows = v2_rows(tensors, names) if tensors is not None else v1_rows(body, names)
-            predictions = answer_predictions(answer)
-            unseen = unseen_by_row(rows, decoded, names)
-            self.capture.add(
-                request_records(
-                    self.name,
-                    version,
-                    revision or self.options.revision,
-                    request_id,
-                    rfc3339(),
-                    rows,
-                    unseen,
-                    predictions,
-                )
+        try:  # the request's columns as they are: no work per row here (the writer's thread does it)
+            capture = request_capture(
+                self.name,
+                version,
+                revision or self.options.revision,
+                request_id,
+                time.time(),  # formatted on the writer's thread
+                self.schema.names,
+                decoded,
+                answer,
+                body=body if tensors is None else None,
+                tensors=tensors,
             )
+            self.capture.add(capture)
+            unseen = {name: len(rows) for name, rows in capture.unseen.items()}  # for the data-quality window
+            predictions = answer_predictions(answer)  # for the prediction-drift window
         except Exception:  # capture is best effort: the client already has its answer
             logger.exception("could not capture request %s", request_id)
         self.monitor.submit(
