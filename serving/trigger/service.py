@@ -10,7 +10,9 @@ Endpoints:
   ``x-kfloop-decision-reason`` and ``x-kfloop-run``. A caller that asks with ``Accept:
   application/json`` gets the whole decision as a JSON body with HTTP 200 instead. A malformed
   event or another type is HTTP 400 (``{"error": ...}``, which Knative does not retry and hands
-  to the dead-letter sink) and changes nothing; a store that is down is a 503, which Knative retries.
+  to the dead-letter sink) and changes nothing; so is an event naming a model with no registered
+  version (HTTP 422, not 404, which Knative would retry; ``--new_models`` names models that may be
+  trained before their first version); a store that is down is a 503, which Knative retries.
 - ``POST /v1/dead-letters``: the Knative Triggers' ``deadLetterSink``: an event Knative gave up
   delivering (with its ``knativeerrorcode`` / ``knativeerrordest`` / ``knativeerrordata``
   extensions) is kept on the object store under ``dead-letters/DAY/``, counted
@@ -87,6 +89,9 @@ from kfloop.serving.trigger.rollout_flags import make_auto_rollout
 
 log = logging.getLogger(__name__)
 STATUS = ((InvalidRequest, 400), (ModelNotFound, 404), (StorageError, 503), (KfloopError, 500))
+# On the CloudEvents route an unknown model is 422, not 404: a Knative broker retries 404 (and 408, 409,
+# 429, 5xx), and no retry can make a model exist; 422 goes straight to the dead-letter sink
+EVENT_STATUS = ((ModelNotFound, 422), *STATUS)
 
 
 def build_app(
@@ -101,7 +106,7 @@ def build_app(
             event = parse_event(request.headers, await request.body())
             return _decision(await run_in_threadpool(trigger.handle_event, event), request)
         except KfloopError as e:
-            return _error(e, trigger, event.get("type"))
+            return _error(e, trigger, event.get("type"), EVENT_STATUS)
 
     async def dead_letter(request: Request) -> Response:
         event: dict = {}
@@ -247,9 +252,9 @@ def _json_object(body: bytes) -> dict:
     return doc
 
 
-def _error(error: KfloopError, trigger: RetrainTrigger | None, event_type: str | None) -> JSONResponse:
+def _error(error: KfloopError, trigger: RetrainTrigger | None, event_type: str | None, statuses=STATUS) -> JSONResponse:
     """The error as JSON with its HTTP status; counted as a rejected (4xx) or failed (5xx) event."""
-    status = next(code for kind, code in STATUS if isinstance(error, kind))
+    status = next(code for kind, code in statuses if isinstance(error, kind))
     if trigger is not None:
         kind = event_type if event_type in SIGNAL_TYPES else "other"  # bounded metric labels
         trigger.events[(kind, "rejected" if status < 500 else "error")] += 1
@@ -282,6 +287,15 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
         help="for a version whose parameters were tuned: reuse them (default) or retune with the same search",
     )
     p.add_argument("--original_source", help="original training data (default: the production version's data_uri)")
+    p.add_argument(
+        "--new_models",
+        nargs="*",
+        action="extend",
+        default=[],
+        metavar="NAME",
+        help="models the trigger may train before their first version is registered (on --original_source); "
+        "events naming any other model without a registered version are refused (HTTP 422) and store nothing",
+    )
     p.add_argument(
         "--pipeline_params",
         nargs="*",
@@ -360,6 +374,7 @@ def make_trigger(args: argparse.Namespace, settings: Settings) -> RetrainTrigger
         launch_attempts=args.launch_attempts,
         retry_seconds=args.retry_seconds,
         poll_seconds=args.poll_seconds,
+        new_models=tuple(args.new_models),
     )
     trigger.auto_rollout = make_auto_rollout(args, trigger.store, trigger.outbox, settings.control_token_path)
     return trigger
