@@ -513,7 +513,13 @@ def report(results: list[dict], samples: list, home: Path, serve_code: int, heal
     duplicated = sum(n - 1 for n in ids.values() if n > 1)
     print(
         f"\nCaptures: {answered} rows answered 200 through the gateway, {len(records)} records stored, "
-        f"{max(0, answered - len(records))} lost, {duplicated} duplicated. Gateway ready after the load: "
+        f"{max(0, answered - len(records))} lost, {duplicated} duplicated"
+        + (
+            f" ({len(records) - answered} more records than counted answers: wrk's requests in flight at its end)"
+            if len(records) > answered
+            else ""
+        )
+        + ". Gateway ready after the load: "
         f"HTTP {health}; kfloop serve exited with code {serve_code}."
     )
 
