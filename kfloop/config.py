@@ -57,6 +57,14 @@ class Settings:
     policy_file: Path | None = None
     # the control plane's bearer token file (default <home>/control-token; on a cluster, a mounted Secret)
     control_token_file: Path | None = None
+    # the trigger's OIDC sender authentication (kfloop.oidc; on a cluster whose Knative has authentication-oidc):
+    # events on its CloudEvents routes need a token of this issuer for this audience, from one of the subjects
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None  # default: the issuer's discovery document's jwks_uri
+    oidc_subjects: str | None = None  # comma-separated ``system:serviceaccount:NS:NAME``; none: any subject
+    oidc_jwks_ca_file: Path | None = None  # CA bundle for the JWKS URL (in a pod: the service account's ca.crt)
+    oidc_jwks_token_file: Path | None = None  # bearer token for the JWKS URL (in a pod: its service account token)
     # set by the platform
     sink_url: str | None = _platform("K_SINK")  # Knative SinkBinding: where emitted events go
     ce_overrides: str | None = _platform("K_CE_OVERRIDES")  # Knative SinkBinding: extensions to add

@@ -5,7 +5,9 @@
 alert only, which records the event and the decision, or retrain) and keeps the event and the model's new state on the
 object store; a feedback event stores its labels first (all or nothing) and then checks the
 model's labeled traffic with a ``QualityMonitor``, whose degraded windows become
-``io.kfloop.quality.degraded`` events handled like any other. A decision to start puts a run
+``io.kfloop.quality.degraded`` events handled like any other. An event naming a model with no registered
+version (unless it is one of ``new_models``, which may be trained from the original source) is refused
+with ``ModelNotFound`` before anything is written. A decision to start puts a run
 *in flight* in the stored state (a ``RunInFlight``, ``launching``) and returns at once; ``step`` (called by
 a background thread) builds the retraining data, launches the run through the runner (retried
 with backoff; after ``launch_attempts`` failures the run is reported failed), emits
@@ -81,6 +83,7 @@ class RetrainTrigger:
         retry_seconds: float = 2.0,
         retry_max_seconds: float = 60.0,
         poll_seconds: float = 5.0,
+        new_models: tuple[str, ...] = (),
         clock=time.time,
     ):
         if launch_attempts < 1:
@@ -93,6 +96,8 @@ class RetrainTrigger:
             retry_max_seconds,
         )
         self.poll_seconds, self.clock = poll_seconds, clock
+        self.new_models = frozenset(validate_model_name(m) for m in new_models)
+        self._known: set[str] = set()  # models seen with a registered version (versions are never deleted)
         self.store = open_store(settings)
         self.registry = Registry(self.store)
         self.events = collections.Counter()  # (type, outcome) -> count
@@ -109,6 +114,7 @@ class RetrainTrigger:
     def handle_event(self, event: dict) -> dict:
         """Decide on one event; InvalidRequest (nothing changed) when it is malformed."""
         signal = read_signal(event)
+        self.require_known(signal.model)
         with self._lock:
             state = load_state(self.store, signal.model)
             decision = decide(self.policy, state, signal, self.clock())
@@ -130,6 +136,18 @@ class RetrainTrigger:
             self.wake.set()
         out["quality"] = [self.handle_event(quality) for quality in quality_events]
         return out
+
+    def require_known(self, model: str) -> None:
+        """``ModelNotFound`` unless ``model`` has a registered version or is one of ``new_models``: an
+        event naming any other model is refused before anything is written (no state, no event log)."""
+        if model in self._known or model in self.new_models:
+            return
+        if not self.registry.version_numbers(model):
+            raise ModelNotFound(
+                f"model {model!r} has no registered version, so the trigger keeps no state for it: register a "
+                "version first (kfloop pipeline run), or name it in --new_models to train it from --original_source"
+            )
+        self._known.add(model)
 
     def handle_feedback(self, model: object, labels: object) -> dict:
         """Labels posted directly: handled as an ``io.kfloop.feedback`` event of this service."""

@@ -19,6 +19,8 @@ e.g. ``/latest/v1/models/churn:predict``; or KServe's host style, a ``Host`` hea
 label starts with ``latest-`` or ``prev-`` (``latest-churn.example.com``). Health: ``GET /``,
 ``/v2/health/live``, ``/v2/health/ready`` (503 until every model has a ready revision), and
 ``GET /v1/models`` (the served names). An unknown model is a 404 JSON error, no ready revision 503.
+Every error the gateway answers itself is ``{"error": "..."}`` JSON (a method a path does not take
+too: 405 with ``Allow``; ``kfloop.serving.json_errors``).
 
 A request that fails on a pooled connection without an answer (the revision closed or reset it: a
 stale keep-alive connection, or one reset after a malformed request) is sent once more to the same
@@ -86,6 +88,7 @@ from kfloop.names import (
 )
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.control_plane import ControlPlaneGuard
+from kfloop.serving.json_errors import EXCEPTION_HANDLERS
 from kfloop.serving.local.controller import LocalController
 from kfloop.serving.local.events_sink import EventSink
 from kfloop.serving.local.http_limits import (
@@ -159,7 +162,7 @@ class Gateway:
         admin = ADMIN_MODELS_PATH
         self.routes = Starlette(
             lifespan=self._lifespan,
-            exception_handlers={ClientDisconnect: _disconnected},
+            exception_handlers={**EXCEPTION_HANDLERS, ClientDisconnect: _disconnected},
             routes=[
                 Route("/", self.alive),
                 Route("/v2/health/live", self.alive),
@@ -430,7 +433,7 @@ class Answer(NamedTuple):
 async def _disconnected(request: Request, error: ClientDisconnect) -> Response:
     """A client gone before its body was read (or too slow: ``BodyDeadline`` answers 408): one line."""
     log.warning("%s %s: the client disconnected before its body was read", request.method, request.url.path)
-    return Response(status_code=400)
+    return _json(400, {"error": "the client disconnected before its body was read"})
 
 
 def _json(status: int, doc: dict) -> Response:

@@ -8,8 +8,10 @@ and one log line per refused request (no traceback).
   connections sending half a request stayed open until the client gave up).
 - ``BodyDeadline``: ASGI middleware; the whole body must arrive within ``body_seconds`` of the first
   read, else HTTP 408 (``{"error": ...}``) and the connection is closed.
-- The cap on open connections is uvicorn's ``limit_concurrency`` (HTTP 503 beyond it), the body size
-  limit ``kfloop.serving.body_limit.BodySizeLimit`` (413): ``Gateway.server`` sets both.
+- The cap on open connections is uvicorn's ``limit_concurrency`` (HTTP 503 beyond it, checked by
+  ``HeaderDeadline`` so that the answer is ``{"error": ...}`` JSON, as is its 400 for bytes that are not
+  an HTTP request), the body size limit ``kfloop.serving.body_limit.BodySizeLimit`` (413):
+  ``Gateway.server`` sets both.
 """
 
 from __future__ import annotations
@@ -33,6 +35,31 @@ def header_deadline_protocol(header_seconds: float) -> type:
     class HeaderDeadline(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
 
+        def __init__(self, config, *args, **kwargs) -> None:
+            super().__init__(config, *args, **kwargs)
+            # the cap is checked here, so the 503 beyond it is JSON like every other error (uvicorn's own
+            # answer is plain text), and so is the 400 for a request that is not HTTP
+            self.max_clients, self.limit_concurrency = self.limit_concurrency, None
+
+        def on_headers_complete(self) -> None:
+            self._cancel_header_timer()
+            cap = self.max_clients
+            if cap is None or (len(self.connections) < cap and len(self.tasks) < cap):
+                return super().on_headers_complete()
+            self.logger.warning("Exceeded concurrency limit.")
+            app, self.app = self.app, _over_capacity
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+
+        def send_400_response(self, msg: str) -> None:
+            body = orjson.dumps({"error": f"{msg.rstrip('.')}: not an HTTP/1.1 request"})
+            head = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            head += b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+            self.transport.write(head + body)
+            self.transport.close()
+
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._start_header_timer()
@@ -40,10 +67,6 @@ def header_deadline_protocol(header_seconds: float) -> type:
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._start_header_timer()
-
-        def on_headers_complete(self) -> None:
-            self._cancel_header_timer()
-            super().on_headers_complete()
 
         def connection_lost(self, exc) -> None:
             self._cancel_header_timer()
@@ -111,6 +134,11 @@ class BodyDeadline:
                 "%s %s: the body did not arrive within %gs (408)", scope["method"], scope["path"], self.body_seconds
             )
             await _answer(send, 408, f"the request body did not arrive within {self.body_seconds:g} s")
+
+
+async def _over_capacity(scope, receive, send) -> None:
+    """The answer to a request over the connection cap (uvicorn's ``limit_concurrency``), as JSON."""
+    await _answer(send, 503, "the gateway is serving its maximum number of connections; try again shortly")
 
 
 async def _answer(send, status: int, error: str) -> None:

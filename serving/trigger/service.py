@@ -12,7 +12,9 @@ Endpoints:
   ``x-kfloop-decision-reason`` and ``x-kfloop-run``. A caller that asks with ``Accept:
   application/json`` gets the whole decision as a JSON body with HTTP 200 instead. A malformed
   event or another type is HTTP 400 (``{"error": ...}``, which Knative does not retry and hands
-  to the dead-letter sink) and changes nothing; a store that is down is a 503, which Knative retries.
+  to the dead-letter sink) and changes nothing; so is an event naming a model with no registered
+  version (HTTP 422, not 404, which Knative would retry; ``--new_models`` names models that may be
+  trained before their first version); a store that is down is a 503, which Knative retries.
 - ``POST /v1/dead-letters``: the Knative Triggers' ``deadLetterSink``: an event Knative gave up
   delivering (with its ``knativeerrorcode`` / ``knativeerrordest`` / ``knativeerrordata``
   extensions) is kept on the object store under ``dead-letters/DAY/``, counted
@@ -23,13 +25,18 @@ Endpoints:
   deeper than ``MAX_JSON_DEPTH`` levels is HTTP 400 too (``kfloop.names``).
 - ``GET /v1/status[?model=NAME]``: the policy, each model's state and its run in flight.
 - ``GET /healthz``, ``GET /metrics`` (Prometheus).
+- Any other path or method: 404 or 405, ``{"error": ...}`` as every error here.
 
 Feedback and status are the control plane: they want ``Authorization: Bearer <control token>``
 (``kfloop.auth``; the token file ``KFLOOP_CONTROL_TOKEN_FILE``, by default ``<KFLOOP_HOME>/control-token``,
 is written at start when there is none), same-origin requests and JSON bodies
-(``kfloop.serving.control_plane``). ``/`` stays open: locally the transformers on 127.0.0.1 post to it,
-on a cluster the Knative broker, admitted by a NetworkPolicy. With ``--sink_auth`` the emitted events
-carry the token too (``kfloop serve``'s sink is its gateway's authenticated ``/kfloop/v1/events``).
+(``kfloop.serving.control_plane``). ``/`` stays open: locally the transformers on 127.0.0.1 post to
+it, on a cluster the Knative broker, admitted by a NetworkPolicy (``manifests/base/networkpolicy-trigger.yaml``).
+With ``--oidc_issuer`` and ``--oidc_audience`` (a cluster whose Knative Eventing has
+``authentication-oidc`` on: ``manifests/overlays/oidc``) ``/`` and ``/v1/dead-letters`` want the
+broker's OIDC token (``kfloop.oidc``; 401 without, which Knative does not retry); the control token is
+not one. With ``--sink_auth`` the emitted events carry the control token (``kfloop serve``'s sink is its
+gateway's authenticated ``/kfloop/v1/events``).
 
 With ``--auto_rollout STRATEGY`` each registered version is then rolled out through a canary
 analysis (``kfloop.serving.trigger.rollout_flags``); ``/v1/status?model=NAME`` lists those rollouts.
@@ -67,6 +74,7 @@ from kfloop.errors import ConfigError, InvalidRequest, KfloopError, ModelNotFoun
 from kfloop.events.cloudevents import parse_event, parse_json
 from kfloop.events.outbox import Outbox
 from kfloop.names import (
+    AUTHORIZATION_HEADER,
     DECISION_HEADER,
     DECISION_REASON_HEADER,
     FEEDBACK,
@@ -77,6 +85,7 @@ from kfloop.names import (
     TRIGGER_STATUS_PATH,
     dead_letter_key,
 )
+from kfloop.oidc import OidcVerifier, Unauthorized, http_fetcher
 from kfloop.retraining.policy import (
     DATA_STRATEGIES,
     SIGNAL_TYPES,
@@ -90,31 +99,45 @@ from kfloop.retraining.runners import DEFAULT_LOCAL_COMMAND, KfpRunner, LocalRun
 from kfloop.retraining.trigger import RetrainTrigger
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.control_plane import ControlPlaneGuard
+from kfloop.serving.json_errors import EXCEPTION_HANDLERS
 from kfloop.serving.trigger.metrics import metrics_response
 from kfloop.serving.trigger.rollout_flags import add_flags as add_rollout_flags
 from kfloop.serving.trigger.rollout_flags import make_auto_rollout
 
 log = logging.getLogger(__name__)
-STATUS = ((InvalidRequest, 400), (ModelNotFound, 404), (StorageError, 503), (KfloopError, 500))
+STATUS = ((Unauthorized, 401), (InvalidRequest, 400), (ModelNotFound, 404), (StorageError, 503), (KfloopError, 500))
+# On the CloudEvents route an unknown model is 422, not 404: a Knative broker retries 404 (and 408, 409,
+# 429, 5xx), and no retry can make a model exist; 422 goes straight to the dead-letter sink
+EVENT_STATUS = ((ModelNotFound, 422), *STATUS)
 
 
 def build_app(
-    trigger: RetrainTrigger, tick_seconds: float, token: str, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    trigger: RetrainTrigger,
+    tick_seconds: float,
+    token: str,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    oidc: OidcVerifier | None = None,
 ) -> Starlette:
     """The ASGI app around ``trigger``, with its background run worker in the lifespan; the feedback and
-    status routes want ``token``."""
+    status routes want ``token``; with ``oidc`` the CloudEvents routes want a broker's OIDC token."""
+
+    async def sender_verified(request: Request) -> None:
+        if oidc is not None:
+            await run_in_threadpool(oidc.verify_header, request.headers.get(AUTHORIZATION_HEADER))
 
     async def receive_event(request: Request) -> Response:
         event: dict = {}
         try:
+            await sender_verified(request)
             event = parse_event(request.headers, await request.body())
             return _decision(await run_in_threadpool(trigger.handle_event, event), request)
         except KfloopError as e:
-            return _error(e, trigger, event.get("type"))
+            return _error(e, trigger, event.get("type"), EVENT_STATUS)
 
     async def dead_letter(request: Request) -> Response:
         event: dict = {}
         try:
+            await sender_verified(request)
             event = parse_event(request.headers, await request.body())
             await run_in_threadpool(_keep_dead_letter, trigger, event)
         except KfloopError as e:
@@ -169,6 +192,7 @@ def build_app(
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,  # an unknown path (404) or method (405) as {"error": ...} too
         middleware=[
             Middleware(ControlPlaneGuard, token=token, protects=lambda path: path.rstrip("/") in guarded),
             Middleware(BodySizeLimit, max_bytes=max_body_bytes),
@@ -256,14 +280,15 @@ def _json_object(body: bytes) -> dict:
     return doc
 
 
-def _error(error: KfloopError, trigger: RetrainTrigger | None, event_type: str | None) -> JSONResponse:
+def _error(error: KfloopError, trigger: RetrainTrigger | None, event_type: str | None, statuses=STATUS) -> JSONResponse:
     """The error as JSON with its HTTP status; counted as a rejected (4xx) or failed (5xx) event."""
-    status = next(code for kind, code in STATUS if isinstance(error, kind))
+    status = next(code for kind, code in statuses if isinstance(error, kind))
     if trigger is not None:
         kind = event_type if event_type in SIGNAL_TYPES else "other"  # bounded metric labels
         trigger.events[(kind, "rejected" if status < 500 else "error")] += 1
     (log.warning if status < 500 else log.error)("request failed (%d): %s", status, error)
-    return JSONResponse({"error": str(error)}, status_code=status)
+    headers = {"www-authenticate": 'Bearer error="invalid_token"'} if status == 401 else None
+    return JSONResponse({"error": str(error)}, status_code=status, headers=headers)
 
 
 def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
@@ -307,6 +332,15 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--original_source", help="original training data (default: the production version's data_uri)")
     p.add_argument(
+        "--new_models",
+        nargs="*",
+        action="extend",
+        default=[],
+        metavar="NAME",
+        help="models the trigger may train before their first version is registered (on --original_source); "
+        "events naming any other model without a registered version are refused (HTTP 422) and store nothing",
+    )
+    p.add_argument(
         "--pipeline_params",
         nargs="*",
         action="extend",
@@ -336,6 +370,41 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     p.add_argument("--quality_margin", type=float, default=0.1, help="fraction off the test metric (default 0.1)")
     p.add_argument("--quality_window", type=int, default=200, help="labeled rows per quality window")
     p.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="larger requests get HTTP 413")
+    p.add_argument(
+        "--oidc_issuer",
+        default=settings.oidc_issuer,
+        help="verify the Knative broker's OIDC token on the CloudEvents routes (/ and /v1/dead-letters): "
+        "tokens of this issuer only (env KFLOOP_OIDC_ISSUER; the cluster's service account issuer); needs "
+        "the cryptography package and --oidc_audience",
+    )
+    p.add_argument(
+        "--oidc_audience",
+        default=settings.oidc_audience,
+        help="the audience the tokens must be for: the Triggers' spec.subscriber.audience (env KFLOOP_OIDC_AUDIENCE)",
+    )
+    p.add_argument(
+        "--oidc_subjects",
+        default=settings.oidc_subjects,
+        help="comma-separated token subjects accepted, system:serviceaccount:NS:NAME: the Triggers' "
+        "status.auth.serviceAccountName (env KFLOOP_OIDC_SUBJECTS; default any subject)",
+    )
+    p.add_argument(
+        "--oidc_jwks_url",
+        default=settings.oidc_jwks_url,
+        help="the issuer's keys (env KFLOOP_OIDC_JWKS_URL; default the discovery document's jwks_uri; in a pod "
+        "https://kubernetes.default.svc/openid/v1/jwks)",
+    )
+    p.add_argument(
+        "--oidc_jwks_ca_file",
+        default=settings.oidc_jwks_ca_file,
+        help="CA bundle for the JWKS URL (env KFLOOP_OIDC_JWKS_CA_FILE)",
+    )
+    p.add_argument(
+        "--oidc_jwks_token_file",
+        default=settings.oidc_jwks_token_file,
+        help="bearer token sent to the JWKS URL, e.g. the pod's own service account token "
+        "(env KFLOOP_OIDC_JWKS_TOKEN_FILE)",
+    )
     p.add_argument("--log_level", default=settings.log_level, help="(env KFLOOP_LOG_LEVEL, default INFO)")
     add_rollout_flags(p, settings)
     return p
@@ -388,9 +457,29 @@ def make_trigger(args: argparse.Namespace, settings: Settings) -> RetrainTrigger
         launch_attempts=args.launch_attempts,
         retry_seconds=args.retry_seconds,
         poll_seconds=args.poll_seconds,
+        new_models=tuple(args.new_models),
     )
     trigger.auto_rollout = make_auto_rollout(args, trigger.store, trigger.outbox, settings.control_token_path)
     return trigger
+
+
+def make_oidc(args: argparse.Namespace) -> OidcVerifier | None:
+    """The OIDC verifier the flags ask for (None without --oidc_issuer / --oidc_audience); ``ConfigError``
+    when one is missing, cryptography is not installed or the issuer's keys cannot be read."""
+    if not (args.oidc_issuer or args.oidc_audience):
+        return None
+    verifier = OidcVerifier(
+        args.oidc_issuer or "",
+        args.oidc_audience or "",
+        jwks_url=args.oidc_jwks_url,
+        subjects=(args.oidc_subjects or "").split(","),
+        fetch=http_fetcher(args.oidc_jwks_ca_file, args.oidc_jwks_token_file),
+    )
+    try:
+        verifier.refresh()
+    except Exception as e:  # noqa: BLE001 - name the cause, start nothing
+        raise ConfigError(f"cannot read the OIDC issuer's keys: {e.__class__.__name__}: {e}") from None
+    return verifier
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -401,6 +490,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser(settings).parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        oidc = make_oidc(args)
         trigger = make_trigger(args, settings)
         token = ensure_token(settings.control_token_path)
     except KfloopError as e:
@@ -414,7 +504,9 @@ def main(argv: list[str] | None = None) -> None:
         args.sink_url or "none (events stay in the outbox)",
         settings.control_token_path,
     )
-    app = build_app(trigger, min(args.poll_seconds, args.retry_seconds), token, args.max_body_bytes)
+    if oidc is not None:
+        log.info("the CloudEvents routes want %s", oidc.describe())
+    app = build_app(trigger, min(args.poll_seconds, args.retry_seconds), token, args.max_body_bytes, oidc)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, workers=1, log_level=args.log_level.lower(), timeout_graceful_shutdown=10
     )

@@ -596,3 +596,74 @@ def test_the_auto_rollout_overlay_turns_the_analysed_rollout_on(rendered):
     assert default_label in revision_labels
     selected = monitor["spec"]["selector"]["matchExpressions"]
     assert {"key": "serving.kserve.io/inferenceservice", "operator": "Exists"} in selected
+
+
+# ---------------------------------------------------------------- who may reach the trigger (issue 9)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_only_the_brokers_namespace_and_kfloops_pods_reach_the_trigger(target, rendered):
+    docs = rendered(target)
+    (policy,) = of_kind(docs, "NetworkPolicy")
+    assert policy["apiVersion"] == "networking.k8s.io/v1"
+    deployment = named(docs, "Deployment", "kfloop-trigger")
+    assert policy["metadata"].get("namespace") == deployment["metadata"].get("namespace")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items() and set(selector) == {"app.kubernetes.io/name"}
+    assert not [
+        d
+        for d in docs
+        if d["kind"] == "Deployment"
+        and selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        and d is not deployment
+    ]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress stays open: S3, the KFP API, the broker
+    (rule,) = policy["spec"]["ingress"]
+    (port,) = trigger_container(docs)["ports"]
+    assert rule["ports"] == [{"port": port["name"], "protocol": "TCP"}]
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "knative-eventing"}}},
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "kfloop"}}},
+    ]
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion of a container env value."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), value)
+
+
+def test_the_oidc_overlay_admits_exactly_the_triggers_service_accounts(rendered, crd_errors):
+    from kfloop.config import Settings
+    from kfloop.serving.trigger.service import build_parser
+
+    docs = rendered("overlays/oidc")
+    deployment = named(docs, "Deployment", "kfloop-trigger")
+    namespace = deployment["metadata"]["namespace"]
+    container = trigger_container(docs)
+    pod = {"POD_NAMESPACE": namespace}  # the downward API's value
+    (fieldref,) = [e for e in container["env"] if e["name"] == "POD_NAMESPACE"]
+    assert fieldref["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    env = {**named(docs, "ConfigMap", "kfloop-config")["data"]}
+    env.update({e["name"]: expand(e["value"], pod) for e in container["env"] if "value" in e})
+    args = build_parser(Settings.from_env(env)).parse_args(container["args"])
+    assert args.oidc_issuer.startswith("https://") and args.oidc_jwks_url.endswith("/openid/v1/jwks")
+    triggers = of_kind(docs, "Trigger")
+    for trigger in triggers:
+        assert crd_errors(trigger) == []  # spec.subscriber.audience is Knative's field
+        assert trigger["spec"]["subscriber"]["audience"] == args.oidc_audience
+        assert trigger["spec"]["delivery"]["deadLetterSink"]["audience"] == args.oidc_audience
+    # Knative's name for a Trigger's OIDC service account (knative.dev/eventing pkg/auth, kmeta.ChildName)
+    expected = {
+        f"system:serviceaccount:{namespace}:{t['metadata']['name']}-oidc-eventing.knative.dev-trigger" for t in triggers
+    }
+    assert set(args.oidc_subjects.split(",")) == expected
+    assert all(len(s.rsplit(":", 1)[1]) <= 63 for s in expected)  # longer names would be hashed by Knative
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    folder = os.path.dirname(str(args.oidc_jwks_ca_file))
+    assert folder == os.path.dirname(str(args.oidc_jwks_token_file)) and mounts[folder] == "oidc-jwks-access"
+    (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "oidc-jwks-access"]
+    sources = volume["projected"]["sources"]
+    assert {"path": "token", "expirationSeconds": 3600} == sources[0]["serviceAccountToken"]
+    assert sources[1]["configMap"]["name"] == "kube-root-ca.crt"
+    assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False  # no API credentials

@@ -95,6 +95,7 @@ def make_trigger(settings, clock):
         runner: ScriptedRunner, cooldown_seconds: float = 600, tuning="reuse", source="sample:churn", **options
     ) -> RetrainTrigger:
         policy = RetrainPolicy(consecutive_windows=1, cooldown_seconds=cooldown_seconds, tuning=tuning)
+        options.setdefault("new_models", ("churn",))  # trained from ``source`` before it has a version
         return RetrainTrigger(
             settings,
             policy,
@@ -193,6 +194,28 @@ def test_a_drift_signal_starts_one_run_and_the_same_event_twice_still_one(make_t
     assert sorted(e["type"] for e in logged) == sorted([DRIFT_DETECTED, DRIFT_DETECTED, RETRAIN_STARTED])
     assert trigger.events[(DRIFT_DETECTED, "start")] == 1 and trigger.events[(DRIFT_DETECTED, "duplicate")] == 1
     assert trigger.runs[("started", "scripted")] == 1
+
+
+def test_an_event_naming_a_model_without_a_version_is_refused_and_writes_nothing(make_trigger, tmp_path):
+    from kfloop.errors import ModelNotFound
+    from kfloop.names import FEEDBACK, QUALITY_DEGRADED
+
+    runner = ScriptedRunner()
+    trigger = make_trigger(runner, new_models=())
+    before = trigger.store.list("")
+    feedback = make_event(FEEDBACK, "client", {"model": "ghost", "labels": [{"request_id": "a:0", "label": 1}]})
+    quality = make_event(QUALITY_DEGRADED, "kfloop/trigger", {"model": "ghost"}, subject="ghost")
+    for event in (drift(0, model="ghost"), drift(0, model="churn"), feedback, quality):
+        with pytest.raises(ModelNotFound, match="has no registered version"):
+            trigger.handle_event(event)
+    with pytest.raises(ModelNotFound):
+        trigger.handle_feedback("ghost", [{"request_id": "a:0", "label": 1}])
+    assert trigger.store.list("") == before and trigger.in_flight_models() == [] and not runner.launched
+    # a registered version makes the model known; new_models lets one be trained before its first version
+    Registry(trigger.store).register("churn", make_bundle(tmp_path / "b1", 0.8))
+    assert trigger.handle_event(drift(0, model="churn"))["action"] == "start"
+    assert make_trigger(runner, new_models=("ghost",)).handle_event(drift(0, model="ghost"))["action"] == "start"
+    assert sorted(k.split("/")[1] for k in trigger.store.list("trigger/")) == ["churn", "ghost"]
 
 
 def test_launch_failures_are_retried_with_backoff_then_reported_failed(make_trigger, clock):

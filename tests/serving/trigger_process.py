@@ -40,9 +40,18 @@ print(json.dumps({"registered": registered, "gate": gate, "run_dir": "x", "log_p
 
 
 class Trigger(ServerProcess):
-    """``python -m kfloop.serving.trigger.service`` on a free port, with its home in ``tmp``."""
+    """``python -m kfloop.serving.trigger.service`` on a free port, with its home in ``tmp``; it may train
+    ``new_models`` (default churn) before they have a registered version (``--new_models``)."""
 
-    def __init__(self, tmp: Path, sink: EventSink, *args: str, env: dict | None = None, fake: bool = True):
+    def __init__(
+        self,
+        tmp: Path,
+        sink: EventSink,
+        *args: str,
+        env: dict | None = None,
+        fake: bool = True,
+        new_models: tuple[str, ...] = ("churn",),
+    ):
         self.tmp = tmp
         port = free_port()
         env = {
@@ -67,6 +76,7 @@ class Trigger(ServerProcess):
             "0.05",
             "--cooldown_seconds",
             "0",
+            *(["--new_models", *new_models] if new_models else []),
             *args,
         ]
         super().__init__("kfloop.serving.trigger.service", flags, port, "/healthz", env)

@@ -7,6 +7,7 @@ fresh one. Bounded loops, a few seconds."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import threading
@@ -116,10 +117,23 @@ def test_headers_slower_than_the_deadline_close_the_connection(gateway, caplog):
 def test_connections_over_the_cap_get_a_503(gateway):
     _, port, url = gateway
     held = [raw(port, EVENT_HEAD + b"Content-Length: 50\r\n\r\n{") for _ in range(25)]
-    statuses = [read_all(s, timeout=3)[:12] for s in held]
+    answers = [read_all(s, timeout=3) for s in held]
+    statuses = [a[:12] for a in answers]
     assert sum(1 for s in statuses if s == b"HTTP/1.1 503") >= 5, statuses
     assert all(s in (b"HTTP/1.1 503", b"HTTP/1.1 408") for s in statuses), statuses
+    for answer in answers:  # both as {"error": ...} JSON
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert b"content-type: application/json" in head.lower() and json.loads(body)["error"], answer
     assert httpx.get(url + "/", timeout=5).status_code == 200  # and it serves again
+
+
+def test_bytes_that_are_not_http_get_a_json_400(gateway):
+    _, port, url = gateway
+    answer = read_all(raw(port, b"\x16\x03\x01 not http at all\r\n\r\n"))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head
+    assert "not an HTTP/1.1 request" in json.loads(body)["error"]
+    assert httpx.get(url + "/", timeout=5).status_code == 200
 
 
 def test_a_reset_pooled_connection_is_retried_once_on_a_fresh_one(gateway):

@@ -162,7 +162,10 @@ class FlakyProxy:
 def trigger(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("delivery")
     sink = EventSink()
-    process = Trigger(tmp, sink, "--consecutive_windows", "2", "--original_source", "sample:churn?n_rows=800")
+    models = ("churn", "accept-binary", "accept-structured", "asks-json", "flaky", "always-failing", "unreachable")
+    models += tuple(f"plain-{i}" for i in range(4))
+    flags = ("--consecutive_windows", "2", "--original_source", "sample:churn?n_rows=800")
+    process = Trigger(tmp, sink, *flags, new_models=models)
     yield process
     code = process.stop()
     kill_fake_runs(process.home)
@@ -246,6 +249,20 @@ def test_a_malformed_event_is_not_retried_and_is_dead_lettered_with_the_error(tr
     assert "is_drift" in json.loads(base64.b64decode(kept["knativeerrordata"]))["error"]
     metrics = httpx.get(f"{trigger.url}/metrics").text
     assert 'kfloop_trigger_events_total{outcome="dead_letter",type="io.kfloop.drift.detected"}' in metrics
+
+
+def test_an_event_naming_an_unknown_model_is_not_retried_and_stores_no_state(trigger):
+    knative = delivery_to(trigger.url, trigger)
+    event = drift(0, model="ghost")  # not registered, not in --new_models
+    result = knative.send(event)
+    assert [s for _, s in knative.attempts] == [422]  # final: no retry can make the model exist
+    assert result["outcome"] == "dead_letter" and result["dls_status"] == 202
+    (kept,) = [e for e in dead_letters(trigger.home) if e["id"] == event["id"]]
+    assert kept["knativeerrorcode"] == "422"
+    assert "has no registered version" in json.loads(base64.b64decode(kept["knativeerrordata"]))["error"]
+    assert not [
+        k for k in LocalStore(trigger.home).list("") if k.split("/")[:2] in (["trigger", "ghost"], ["events", "ghost"])
+    ]
 
 
 def test_an_unreachable_trigger_is_retried_then_dead_lettered(trigger):

@@ -112,6 +112,49 @@ def test_feedback_and_status_want_the_token_and_the_event_route_stays_open(trigg
     assert httpx.get(trigger.url + "/metrics").status_code == 200
 
 
+def test_events_and_feedback_naming_an_unknown_model_are_refused_and_store_nothing(tmp_path):
+    from kfloop.names import FEEDBACK, QUALITY_DEGRADED
+    from kfloop.store.objects import LocalStore
+    from kfloop.store.registry import Registry
+    from tests.fakes.bundles import make_bundle
+
+    home = tmp_path / "home"
+    Registry(LocalStore(home)).register("churn", make_bundle(tmp_path / "bundle", 0.8))
+    sink = EventSink()
+    trigger = Trigger(tmp_path, sink, "--consecutive_windows", "1", new_models=())
+    try:
+        store = LocalStore(home)
+        before = store.list("")
+        labels = [{"request_id": "x:0", "label": 1}]
+        events = [
+            make_event(DRIFT_DETECTED, "kfloop/t", {"data": {"is_drift": 1}, "model": "ghost"}, subject="ghost"),
+            make_event(QUALITY_DEGRADED, "kfloop/t", {"model": "ghost"}, subject="ghost"),
+            make_event(FEEDBACK, "kfloop/t", {"model": "ghost", "labels": labels}, subject="ghost"),
+        ]
+        answers = [
+            trigger.post(e, binary=binary, accept=accept)
+            for e in events
+            for binary in (True, False)
+            for accept in (None, "application/json")
+        ]
+        assert {r.status_code for r in answers} == {422}, [r.text for r in answers]
+        assert all("'ghost' has no registered version" in r.json()["error"] for r in answers)
+        feedback = trigger.feedback({"model": "ghost", "labels": labels})
+        assert feedback.status_code == 404 and "has no registered version" in feedback.json()["error"]
+        assert trigger.status()["models"] == {} and trigger.status("ghost")["processed_events"] == 0
+        assert store.list("") == before  # nothing written: no trigger state, no event log, no feedback
+        assert trigger.runs() == []
+        # the registered model is served as before
+        known = trigger.post(events[0] | {"subject": "churn", "data": {"data": {"is_drift": 1}, "model": "churn"}})
+        assert known.status_code == 200 and known.json()["action"] == "start"
+        assert any(k.startswith("trigger/churn/") for k in store.list("")) and not store.list("trigger/ghost/")
+    finally:
+        code = trigger.stop()
+        kill_fake_runs(trigger.home)
+        sink.close()
+    assert code == 0, trigger.output()
+
+
 @pytest.mark.parametrize("sink_auth", [True, False])
 def test_emitted_events_carry_the_token_only_with_sink_auth(tmp_path, sink_auth):
     sink = EventSink()

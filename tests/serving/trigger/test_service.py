@@ -173,7 +173,9 @@ def test_two_consecutive_drifted_windows_start_a_run_a_gap_does_not(start, sink)
 
 
 def test_a_run_without_a_new_version_says_why(start, sink):
-    trigger = start("--consecutive_windows", "1", "--original_source", "sample:churn")
+    trigger = start(
+        "--consecutive_windows", "1", "--original_source", "sample:churn", new_models=("fail-churn", "gate-churn")
+    )
     assert trigger.post(drift(0, model="fail-churn")).json()["action"] == "start"
     assert trigger.post(drift(0, model="gate-churn")).json()["action"] == "start"  # one run per model
     wait_for(lambda: len(sink.of_type(RETRAIN_FINISHED)) == 2, what="both runs to finish")
