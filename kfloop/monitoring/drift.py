@@ -156,13 +156,17 @@ def _refuse_code(folder: Path) -> None:
 def prepare(X: np.ndarray, spec: dict) -> np.ndarray:
     """A float32 copy of ``X`` with NaN/unseen categories as code k and numeric NaN as -inf."""
     out = np.array(X, dtype=np.float32, copy=True)
-    for j, kind in enumerate(spec["kinds"]):
+    numeric = [j for j, kind in enumerate(spec["kinds"]) if kind != "categorical"]
+    if len(numeric) == out.shape[1]:  # all numeric: one pass over the matrix
+        out[np.isnan(out)] = -np.inf
+    elif numeric:
+        block = out[:, numeric]
+        block[np.isnan(block)] = -np.inf
+        out[:, numeric] = block
+    for j in _categorical(spec):
         col = out[:, j]
-        if kind == "categorical":
-            k = spec["n_categories"][str(j)]
-            col[~np.isin(col, np.arange(k, dtype=np.float32))] = k
-        else:
-            col[np.isnan(col)] = -np.inf
+        k = spec["n_categories"][str(j)]
+        col[~np.isin(col, np.arange(k, dtype=np.float32))] = k
     return out
 
 
@@ -261,8 +265,9 @@ class ScipyDrift:
         self._ref_run_end = np.append(_runs(ref_keys)[1], len(ref_keys))
         self._ref_start = (np.arange(m, dtype=np.int64) * n1)[:, None]
         from scipy.special import chdtrc  # what chi2.sf computes
+        from scipy.stats import kstwo  # imported here, at load: importing scipy.stats takes ~0.3 s of GIL
 
-        self._chi2_sf = chdtrc
+        self._chi2_sf, self._kstwo = chdtrc, kstwo
         self._ks_p: dict[float, float] = {}  # statistic -> p-value (the sample sizes are fixed)
         # reference counts per code 0..k (k: missing or unseen), categories absent from it have 0
         self._ref_counts = {
@@ -320,9 +325,7 @@ class ScipyDrift:
             if len(self._ks_p) + len(new) > KS_P_CACHE:
                 self._ks_p.clear()
             big, small = max(n1, n2), min(n1, n2)
-            from scipy.stats import kstwo
-
-            p = np.clip(kstwo.sf(np.array(new), np.round(big * small / (big + small))), 0, 1)
+            p = np.clip(self._kstwo.sf(np.array(new), np.round(big * small / (big + small))), 0, 1)
             self._ks_p.update(zip(new, p.tolist()))
         return np.array([self._ks_p[v] for v in d.tolist()])
 
