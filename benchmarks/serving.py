@@ -91,7 +91,7 @@ class Models:
     X: np.ndarray  # the same rows encoded (float32)
 
 
-def build_models(root: Path, n_rows: int, drift_backend: str) -> Models:
+def build_models(root: Path, n_rows: int, drift_backend: str = "alibi") -> Models:
     """Train on ``sample:churn`` with default parameters, fit the drift baseline, write the bundles."""
     import pandas as pd
     import xgboost
@@ -237,7 +237,7 @@ def _booster_dir(root: Path, model_file: Path) -> Path:
 # -- request bodies -------------------------------------------------------------------------------
 
 
-def write_bodies(models: Models, numeric: NumericModel, folder: Path) -> dict[tuple[str, int], list[Path]]:
+def write_bodies(models: Models, numeric: NumericModel | None, folder: Path) -> dict[tuple[str, int], list[Path]]:
     """JSON bodies by (format, rows), each a list of bodies on different test rows: ``v1`` objects,
     ``v2`` named inputs, ``fp32`` one encoded tensor, ``enc`` the encoded rows as V1 lists (the same churn
     rows in every format); ``n30`` V1 lists of the all-numeric model's test rows."""
@@ -246,7 +246,9 @@ def write_bodies(models: Models, numeric: NumericModel, folder: Path) -> dict[tu
     for n, count in DISTINCT_BODIES.items():
         for i in range(count):
             part = slice(i * n, (i + 1) * n)
-            bodies = {**_bodies(models, part), "n30": {"instances": _shortest(numeric.X[part])}}
+            bodies = _bodies(models, part)
+            if numeric is not None:
+                bodies["n30"] = {"instances": _shortest(numeric.X[part])}
             for kind, body in bodies.items():
                 path = folder / f"{kind}-{n}-{i}.json"
                 path.write_text(json.dumps(body, separators=(",", ":")))
