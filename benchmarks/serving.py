@@ -976,6 +976,10 @@ Notes
   like kfloop's default) and OMP_NUM_THREADS=1 (one XGBoost thread per call, as the kfloop predictor's
   --nthread 1 default: with all cores, OpenMP threads wait on each other whenever another process holds a
   core, here wrk or the machine's other load).
+- KServe xgbserver v0.20.0 (../shared/peers, kserve-storage 0.20.0): its default flags (gRPC off), the
+  booster without feature names (as the register step writes the stock booster), sent V1 lists; the
+  kserve transformer is benchmarks/passthrough_transformer.py, KServe's default forwarding to it.
+  numeric30: 30 numeric features, synthetic, every server sent V1 lists.
 - Requests go through different test rows in turn: 1-row requests through {DISTINCT_BODIES[1]} rows, 100-row
   requests through {DISTINCT_BODIES[100]} batches (identical rows would make every drift window drift).
 - One worker process per server; wrk (1 thread, separate process) shares the machine's {os.cpu_count()} cores
