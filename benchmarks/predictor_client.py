@@ -72,8 +72,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kfloop-client-bench-") as tmp:
         work = Path(tmp)
         log("building the churn bundle")
-        models = build_models(work, 5_000)
-        body = write_bodies(models, work / "bodies")["v1", 1][0].read_bytes()
+        models = build_models(work, 10_000)  # enough test rows for serving.py's 100-row bodies
+        body = write_bodies(models, None, work / "bodies")["v1", 1][0].read_bytes()
         (work / "logs").mkdir()
         predictor = kfloop_server("predictor", "predictor", work / "logs", "--model_dir", str(models.bundle))
         try:

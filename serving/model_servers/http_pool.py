@@ -70,7 +70,9 @@ class HttpPool:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.max_connections)
         async with self._slots:
-            return await asyncio.wait_for(self._exchange(request), timeout)
+            # a deadline on the answer's future, not asyncio.wait_for: that wraps the exchange in a task of
+            # its own, started on the next turn of the loop (an extra turn and task per request)
+            return await self._exchange(request, asyncio.get_running_loop().time() + timeout)
 
     async def aclose(self) -> None:
         """Close every connection (requests in flight fail with ``UpstreamClosed``)."""
@@ -92,32 +94,36 @@ class HttpPool:
         lines.append(body)
         return b"".join(lines)
 
-    async def _exchange(self, request: bytes) -> HttpResponse:
-        connection, reused = await self._connection()
+    async def _exchange(self, request: bytes, deadline: float) -> HttpResponse:
+        """``request``'s answer; ``asyncio.TimeoutError`` when it has not arrived by ``deadline`` (loop time)."""
+        connection, reused = await self._connection(deadline)
         try:
-            return await connection.send(request)
+            return await connection.send(request, deadline)
         except UpstreamClosed:
             if not (reused and not connection.answered_any_bytes):
                 raise
-        connection, _ = await self._connection(fresh=True)  # a stale keep-alive connection: once more
-        return await connection.send(request)
+        connection, _ = await self._connection(deadline, fresh=True)  # a stale keep-alive connection: once more
+        return await connection.send(request, deadline)
 
-    async def _connection(self, fresh: bool = False) -> tuple[_Connection, bool]:
+    async def _connection(self, deadline: float, fresh: bool = False) -> tuple[_Connection, bool]:
         while self._idle and not fresh:
             connection = self._idle.pop()
             if not connection.closed:
                 return connection, True
-        failed = 0
+        failed, loop = 0, asyncio.get_running_loop()
         while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise asyncio.TimeoutError()
             try:
                 _, connection = await asyncio.wait_for(
-                    asyncio.get_running_loop().create_connection(
-                        lambda: _Connection(self), self.host, self.port, ssl=self.ssl
-                    ),
-                    self.connect_timeout,
+                    loop.create_connection(lambda: _Connection(self), self.host, self.port, ssl=self.ssl),
+                    min(self.connect_timeout, remaining),
                 )
                 return connection, False
             except (OSError, asyncio.TimeoutError) as e:
+                if loop.time() >= deadline:  # the request's own time ran out, not the connect's
+                    raise asyncio.TimeoutError() from e
                 failed += 1
                 if failed > self.connect_retries:
                     raise UpstreamUnreachable(
@@ -143,9 +149,11 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._headers_done = False
 
-    async def send(self, request: bytes) -> HttpResponse:
+    async def send(self, request: bytes, deadline: float) -> HttpResponse:
         self.answered_any_bytes, self._headers, self._body, self._headers_done = False, {}, [], False
-        self._waiter = waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_at(deadline, _expire, waiter)
         self.transport.write(request)
         try:
             response = await waiter
@@ -153,6 +161,8 @@ class _Connection(asyncio.Protocol):
             self._waiter = None
             self.close()
             raise
+        finally:
+            timer.cancel()
         self._waiter = None
         self.pool._release(self)
         return response
@@ -218,3 +228,9 @@ class _Connection(asyncio.Protocol):
             self.close()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(response)
+
+
+def _expire(waiter: asyncio.Future) -> None:
+    """The deadline of an answer passed: ``asyncio.TimeoutError``, as ``asyncio.wait_for`` raises."""
+    if not waiter.done():
+        waiter.set_exception(asyncio.TimeoutError())

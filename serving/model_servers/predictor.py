@@ -61,7 +61,7 @@ from kfloop.serving.model_servers.startup import (
     run_entry_point,
 )
 from kfloop.store.bundle import MODEL_FILE, load_schema, verify_bundle
-from kfloop.training.booster import load_model, predict
+from kfloop.training.booster import DensePredictor, load_model, predict
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +94,14 @@ class XGBoostPredictor(kserve.Model):
         self.booster: xgb.Booster | None = None
         self.decoder: RequestDecoder | None = None
         self._batcher: MicroBatcher | None = None
+        self._dense: DensePredictor | None = None
 
     def load(self) -> bool:
         verify_bundle(self.model_dir)
         self.schema = load_schema(self.model_dir)
         self.booster = load_model(self.model_dir / MODEL_FILE)
         self.booster.set_param({"nthread": self.nthread})
+        self._dense = DensePredictor(self.booster)  # inplace_predict without its per-call Python work
         self.decoder = RequestDecoder(self.schema, self.max_batch_size)
         if self.micro_batching:
             self._batcher = MicroBatcher(self._predict_rows, max_rows=self.max_batch_size)
@@ -182,7 +184,7 @@ class XGBoostPredictor(kserve.Model):
         return await asyncio.get_running_loop().run_in_executor(None, self._predict_rows, decoded.X)
 
     def _predict_rows(self, X: np.ndarray) -> np.ndarray:
-        return predict(self.booster, self.schema, X)
+        return predict(self._dense, self.schema, X)
 
     def _v2_response(self, request: InferRequest, pred: np.ndarray) -> InferResponse:
         out = encode_v2_output(self.schema, pred)

@@ -219,3 +219,59 @@ def test_a_reference_that_is_not_a_plain_array_is_refused(detectors, tmp_path):
     np.save(folder / drift.X_REF_FILE, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ConfigError, match="not a plain numeric array"):
         drift.load_detector(folder)
+
+
+MIXED = FeatureSchema(
+    "y",
+    "binary",
+    (
+        Feature("real", "numeric"),
+        Feature("whole", "numeric"),  # few distinct values: ties within and across the samples
+        Feature("signed_zero", "numeric"),
+        Feature("constant", "numeric"),
+        Feature("three", "categorical", ("a", "b", "c")),
+        Feature("two", "categorical", ("a", "b")),  # a 2 x 2 table: Yates' correction
+        Feature("one", "categorical", ("a", "b")),  # one category in both: no degrees of freedom
+    ),
+    ("0", "1"),
+)
+
+
+def mixed(n, seed, shift=0.0, nan=0.05):
+    rng = np.random.default_rng(seed)
+    X = np.c_[
+        rng.normal(shift, 1.0, n),
+        rng.integers(0, 6, n) + round(shift),
+        rng.choice([-0.0, 0.0, 1.0, -1.0], n),
+        np.full(n, 3.0),
+        rng.choice(3, n, p=(0.5, 0.3, 0.2) if not shift else (0.3, 0.3, 0.4)),
+        rng.choice(2, n, p=(0.7, 0.3)),
+        np.zeros(n),
+    ].astype(np.float32)
+    X[:, :3][rng.random((n, 3)) < nan] = np.nan
+    X[:, 4][rng.random(n) < nan] = np.nan  # missing: a category of its own
+    return X
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_scipy_backend_statistics_are_scipys_own(seed):
+    """The precomputed reference gives what ``ks_2samp`` and ``chi2_contingency`` give on the same columns."""
+    from scipy.stats import chi2_contingency, ks_2samp
+
+    det = drift.fit_baseline(MIXED, mixed(3000 + seed, seed=seed), backend="scipy")
+    window = mixed(rng_n := 100 + 60 * seed, seed=1000 + seed, shift=0.3 * (seed % 3))
+    data = det.predict(window)["data"]
+    ref, win = det.x_ref, drift.prepare(window, det.spec)
+    assert len(win) == rng_n
+    for j, feature in enumerate(MIXED.features):
+        if feature.kind == "numeric":
+            d, p = ks_2samp(ref[:, j], win[:, j], alternative="two-sided", method="asymp")[:2]
+        else:
+            cats = np.union1d(ref[:, j], win[:, j])
+            table = np.vstack(
+                [np.bincount(np.searchsorted(cats, c), minlength=len(cats)) for c in (ref[:, j], win[:, j])]
+            )
+            d, p = chi2_contingency(table)[:2]
+        assert data["distance"][j] == pytest.approx(float(np.float32(d)), rel=1e-6, abs=1e-12), feature.name
+        assert data["p_val"][j] == pytest.approx(float(np.float32(p)), rel=1e-5, abs=1e-30), feature.name
+    assert data["p_val"][3] == 1.0 and data["p_val"][6] == 1.0  # a constant column and a single category

@@ -8,7 +8,16 @@ import pytest
 
 from kfloop.errors import ConfigError, DataError
 from kfloop.schema import infer_schema
-from kfloop.training.booster import TrainParams, load_model, predict, predicted_labels, save_model, train
+from kfloop.training.booster import (
+    DensePredictor,
+    TrainParams,
+    iteration_range,
+    load_model,
+    predict,
+    predicted_labels,
+    save_model,
+    train,
+)
 
 FAST = TrainParams(n_estimators=30, max_depth=3, learning_rate=0.3, early_stopping_rounds=5)
 
@@ -166,3 +175,24 @@ def test_bad_params_name_the_parameter(bad):
 def test_unknown_params_are_rejected():
     with pytest.raises(ConfigError, match="eta"):
         TrainParams.from_mapping({"eta": 0.1})
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+@pytest.mark.parametrize("rows", [1, 7, 400])
+def test_dense_predictor_answers_as_inplace_predict(task, rows):
+    """Serving's direct call gives inplace_predict's numbers, shape and dtype (categorical codes, missing
+    values, early stopping's best iteration included)."""
+    schema, valid, booster = fit(task, params=TrainParams(n_estimators=60, max_depth=3, early_stopping_rounds=3))
+    X = schema.encode_frame(pd.concat([valid] * 2).iloc[:rows])
+    X[0, 0] = np.nan
+    dense = DensePredictor(booster)
+    want = booster.inplace_predict(X, iteration_range=iteration_range(booster))
+    got = dense(X)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(predict(dense, schema, X), predict(booster, schema, X))
+    first = dense(X[:1])
+    kept = first.copy()
+    dense(X[::-1].copy())
+    np.testing.assert_array_equal(first, kept)  # an answer is not overwritten by the next call
+    assert predict(dense, schema, np.empty((0, 3), dtype=np.float32)).shape[0] == 0
