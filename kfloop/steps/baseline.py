@@ -43,7 +43,6 @@ def fit_drift_baseline(
     """Fit the drift detector reference on the training features (or ``reference``'s) and save it, with
     the baseline statistics and constraints beside it (``write_constraints``)."""
     schema = bundle.load_schema(model_dir)
-    train_df = pd.read_parquet(train_path, columns=schema.names)
     if reference.strip():
         from kfloop.training.data import load_source
 
@@ -52,9 +51,11 @@ def fit_drift_baseline(
         if missing:
             raise DataError(f"drift reference {loaded.uri} lacks the schema's feature columns {missing}")
         frame, source = loaded.frame[schema.names], loaded.uri
+        train_df = pd.read_parquet(train_path, columns=schema.names)
         expected = pd.concat([train_df, frame], ignore_index=True)
     else:
-        frame, source, expected = train_df, "training split", train_df
+        frame = expected = pd.read_parquet(train_path, columns=schema.names)
+        source = "training split"
     detector = drift.fit_baseline(schema, schema.encode_frame(frame), backend=backend, p_val=p_val)
     folder = drift.save_detector(detector, out_dir)
     (Path(folder) / REFERENCE_FILE).write_text(json.dumps({"source": source, "rows": len(frame)}, indent=1))

@@ -18,7 +18,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from kfloop.batch.job import BatchOptions, run_batch
 from kfloop.config import DEFAULT_IMAGE, Settings
-from kfloop.names import DRIFT_DETECTED
+from kfloop.names import DRIFT_DETECTED, MULTIVARIATE_DRIFT_DETECTED
 from kfloop.pipelines.monitoring import YAML_PATH, compile_pipeline
 from kfloop.retraining.policy import read_signal
 from tests.batch.conftest import register_churn
@@ -88,8 +88,10 @@ def test_monitor_run_checks_real_captures_of_a_low_traffic_model_and_delivers_it
     assert proc.returncode == 0, proc.stderr
     assert "version 1: 150 captured rows, 0 labeled" in proc.stderr
     assert "feature_drift        1 alerting, 0 ok, 0 too few rows" in proc.stdout
-    assert f"events: 1 emitted, 1 delivered to {sink.url}, 0 pending" in proc.stdout
+    assert "multivariate_drift   1 alerting, 0 ok, 0 too few rows" in proc.stdout  # the domain classifier too
+    assert f"events: 2 emitted, 2 delivered to {sink.url}, 0 pending" in proc.stdout
     (event,) = sink.of_type(DRIFT_DETECTED)
+    assert len(sink.of_type(MULTIVARIATE_DRIFT_DETECTED)) == 1
     assert read_signal(event).is_drift and event["data"]["data"]["window_size"] == 150
     assert "tenure" in event["data"]["data"]["p_val_by_feature"]
     page = (tmp_path / "report.html").read_text()

@@ -28,6 +28,7 @@ from kfloop.store.event_log import record_event
 from kfloop.store.objects import LocalStore
 from kfloop.store.registry import Registry
 from kfloop.timestamps import rfc3339
+from kfloop.training import booster
 from kfloop.training.samples import churn
 from tests.conftest import wait_for
 
@@ -35,9 +36,11 @@ WINDOW, REQUEST_ROWS, WINDOWS_CHECKED = 200, 20, 20
 
 
 def write_bundle(root: Path, schema) -> Path:
-    """A registrable bundle with the churn schema (the model file is not read here)."""
+    """A registrable bundle with the churn schema and a small real booster (the baseline step predicts
+    with it for the prediction reference of the constraints)."""
     root.mkdir(parents=True)
-    (root / bundle.MODEL_FILE).write_bytes(b"model")
+    model = booster.train(schema, churn(500, seed=5), None, booster.TrainParams(n_estimators=5, nthread=1))
+    booster.save_model(model, root / bundle.MODEL_FILE)
     (root / bundle.SCHEMA_FILE).write_text(json.dumps(schema.to_dict()))
     (root / bundle.METRICS_FILE).write_text(json.dumps({"task": "binary", "metrics": {"auc": 0.86}}))
     bundle.write_manifest(root)

@@ -420,7 +420,9 @@ def test_an_alert_only_signal_is_recorded_and_starts_no_run(settings, clock):
     runner = ScriptedRunner()
     policy = RetrainPolicy(consecutive_windows=1, rules={"estimated_quality": SignalRule("retrain", 1, 0.7)})
     outbox = Outbox.for_settings(settings, "trigger", None)
-    trigger = RetrainTrigger(settings, policy, runner, outbox, original_source="sample:churn", clock=clock)
+    trigger = RetrainTrigger(
+        settings, policy, runner, outbox, original_source="sample:churn", clock=clock, new_models=("churn",)
+    )
     data = {"model": "churn", "model_version": "1", "status": "alert", "value": 2, "threshold": 0, "direction": "above"}
     alert = make_event(DATA_QUALITY_VIOLATED, "kfloop/monitor", {**data, "window_index": 0}, id="dq0")
     out = trigger.handle_event(alert)
