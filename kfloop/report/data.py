@@ -8,7 +8,9 @@ Shapes read from the event log (``kfloop.events.cloudevents`` types):
 
 - window summaries (``kfloop.monitoring.window_log``): one per checked window, clean or drifted; the
   drift chart, the status and the table use them, and fall back to the drift events below for a
-  store written before summaries existed (then only the drifted windows are known).
+  store written before summaries existed (then only the drifted windows are known). Their
+  ``signals`` (``SignalResult.to_dict()`` each: feature drift, data quality, prediction drift...)
+  feed the status's alerting signals and the signal table; a signal no summary has is absent.
 - ``io.kfloop.drift.detected``: Alibi's envelope ``{"meta", "data": {"is_drift", "p_val",
   "threshold", "distance", "p_val_by_feature", "window_index", "window_size"}}`` plus context
   (``model_version`` or ``version``); ``p_val_by_feature`` may also sit next to ``data``.
@@ -350,6 +352,17 @@ def live_quality(store: ObjectStore, facts: ModelFacts) -> dict:
         end, value = parse_time(row["end"]), _number(row["estimated"].get(out["metric"]))
         if end is not None and value is not None:
             out["series"].setdefault(f"v{row['model_version']} estimated (calibrated)", []).append((end, value))
+    for name, estimator in estimators.items():  # no labeled window yet: the estimate of the captures alone
+        if any(str(r["model_version"]) == name for r in out["estimates"]):
+            continue
+        captured = [c for c in facts.captures if str(c.get("model_version")) == name]
+        try:
+            points = _captured_estimates(estimator, captured, quality_window(len(facts.captures)), out["metric"])
+        except DataError as e:
+            notes.append(f"No calibrated estimate of v{name}'s captures: {e}")
+        else:
+            if points:
+                out["series"][f"v{name} estimated (calibrated)"] = points
     uncalibrated = [c for c in facts.captures if str(c.get("model_version")) not in estimators]
     if out["metric"] == "accuracy" and uncalibrated:
         try:
@@ -359,6 +372,26 @@ def live_quality(store: ObjectStore, facts: ModelFacts) -> dict:
         else:
             _add_series(out["series"], estimates, "estimated_accuracy", "estimated (uncalibrated)")
     return {**out, "note": " ".join(notes)}
+
+
+def _captured_estimates(estimator, captures: list[dict], window: int, metric: str) -> list[tuple[dt.datetime, float]]:
+    """The calibrated estimate of ``metric`` for every complete window of captured predictions."""
+    import pandas as pd
+
+    from kfloop.monitoring.quality import windows
+
+    if not captures:
+        return []
+    schema, points = estimator.schema, []
+    for _, _, rows in windows(pd.DataFrame(captures), window):
+        X = None
+        if schema.task == "regression":
+            served = pd.DataFrame([f if isinstance(f, dict) else {} for f in rows["features"]])
+            X = schema.encode_frame(served.reindex(columns=schema.names))
+        value = _number(estimator.estimate(rows["prediction"].tolist(), X).get(metric))
+        if value is not None:
+            points.append((rows["time"].iloc[-1].to_pydatetime(), value))
+    return points
 
 
 def load_bundle_estimator(store: ObjectStore, record: VersionRecord):

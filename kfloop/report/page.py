@@ -1,11 +1,14 @@
 """The monitoring report: one self-contained HTML page about what the loop saw and did.
 
-For each model: a one-screen status per version (healthy / drifting / degraded, with its last
-decision), a summary, feature drift over every checked window with the reference-vs-served
-distributions of the features that moved, a timeline of drift, retraining and
-rollout events, live quality per version (from feedback labels, with the CBPE estimate), the
-traffic split between revisions, the canary decisions with their evidence, and the registry
-lineage. Plots are PNGs (``kfloop.report.plots``) embedded as base64 ``data:`` images and the
+For each model: a one-screen status per version (healthy / drifting / data issues / degraded, with
+the signals that alerted in its last windows and its last decision), a summary, feature drift over
+every checked window with the reference-vs-served distributions of the features that moved, every
+monitoring signal of the window summaries (ok / alert / too few rows per signal and version, and the
+violated constraints of the last alerting data-quality window), a timeline of drift, retraining and
+rollout events, live quality per version (from feedback labels, next to the calibrated estimate, or
+the uncalibrated one for bundles without a calibrator), the traffic split between revisions, the
+canary decisions with their evidence, and the registry lineage. A signal no window has a result for
+is absent, not zero. Plots are PNGs (``kfloop.report.plots``) embedded as base64 ``data:`` images and the
 style sheet is inline, so the file needs nothing else to open. Every text taken from the
 store is HTML-escaped. A small inline script sets ``data-loaded`` on ``<body>`` to the number
 of images the browser decoded and ``data-layout`` to the boxes of the elements the browser test
@@ -312,6 +315,7 @@ def _signals(windows: list[dict], suffix: str) -> str:
     header = ["signal", "version", "windows ok", "alert", "too few rows", "last verdict"]
     out = [
         _heading("signals", suffix),
+        _img("plot-signals" + suffix, plots.signal_plot(windows), "Every signal's result per window"),
         _fold(table(header, rows, id_="signals-table" + suffix), len(rows), "signal rows", "fold-signals" + suffix),
     ]
     reasons = [(c, reason, n) for c in counts for reason, n in c["reasons"].items()]

@@ -1,12 +1,13 @@
 """A realistic store for the monitoring report, and an HTML parser that collects what tests check.
 
 The store (``loop_store``) holds what a short run of the loop leaves behind: two registered
-versions of ``churn`` (v1 production, v2 staging and trained by a retraining run), two hours of
-captured requests (v1 only, then v1 stable with v2 as a 20% canary), every drift window checked on
-them by real detectors (v1's reference: tenure 0-34; the second hour serves tenure 20-69, so v1's
-windows drift then while v2, whose reference is that traffic, stays clean) as window summaries and,
-for the drifted ones, drift events, a retraining run started and finished, and two canary analysis
-steps. Event times are relative to now, so they share the axis with registry stages.
+versions of ``churn`` (v1 production, v2 staging and trained by a retraining run, whose bundle also
+has a CBPE calibrator), two hours of captured requests (v1 only, then v1 stable with v2 as a 20%
+canary), every window checked on them by real detectors and baseline constraints (v1's reference:
+tenure 0-34; the second hour serves tenure 20-69, so v1's windows drift then, with tenure out of
+range and less sure predictions, while v2, whose reference is that traffic, stays clean) as window
+summaries with their data-quality and prediction-drift results and, for the drifted ones, drift
+events, a retraining run started and finished, and two canary analysis steps. Event times are relative to now, so they share the axis with registry stages.
 """
 
 from __future__ import annotations

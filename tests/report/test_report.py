@@ -133,6 +133,7 @@ def test_every_plot_is_an_embedded_png_with_id_and_alt(page):
     assert {img["id"] for img in page.images} == {
         "plot-drift",
         "plot-dist-1-tenure",
+        "plot-signals",
         "plot-timeline",
         "plot-quality",
         "plot-traffic",

@@ -5,11 +5,14 @@ calibrator, labeled so), and signals that were never computed are absent, not ze
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 from collections import Counter
 
 import pytest
+from PIL import Image
 
 from kfloop.monitoring.estimation import Curve, Estimator
 from kfloop.monitoring.signals import SignalResult
@@ -48,6 +51,27 @@ def test_the_signals_table_counts_every_stored_windows_results(loop_store, page)
     assert re.fullmatch(r"ok [0-9.e-]+ \(alerts < 0\.025\)", last[("feature_drift", "v2")])
     text = " ".join(page.text)
     assert "data_quality v2, 3 windows: 24 rows in the window; the constraints need at least 50" in text
+
+
+def colours_of(page: Page, id_: str) -> dict[tuple, int]:
+    [img] = [img for img in page.images if img["id"] == id_]
+    data = base64.b64decode(img["src"].split(",", 1)[1], validate=True)
+    rgb = Image.open(io.BytesIO(data)).convert("RGB")
+    return {colour: n for n, colour in rgb.getcolors(maxcolors=1_000_000)}
+
+
+def rgb(hex_colour: str) -> tuple:
+    return tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+
+
+def test_the_signal_chart_marks_each_windows_result(page):
+    from kfloop.report.plots import SIGNAL_COLOURS
+
+    colours = colours_of(page, "plot-signals")
+    square = 25  # pixels of one mark at least (s=30 points at 96 dpi), a legend's mark included
+    ok, alert, too_few = (colours.get(rgb(SIGNAL_COLOURS[s]), 0) for s in ("ok", "alert", "insufficient"))
+    assert ok > 21 * square and alert > 12 * square and too_few > 6 * square  # 21 ok, 12 alerts, 6 too few
+    assert ok > alert > too_few
 
 
 def test_the_violated_constraints_of_the_last_alerting_data_quality_window(loop_store, page):
@@ -142,6 +166,12 @@ def test_signals_never_computed_are_absent_not_zero(tmp_path):
     text = " ".join(page.text)
     assert "data_quality" not in text and "prediction_drift" not in text and "Violated constraints" not in text
     assert page.tables["status-table"][1][5] == "-"
+    from kfloop.report.plots import SIGNAL_COLOURS
+
+    colours = colours_of(page, "plot-signals")
+    assert colours.get(rgb(SIGNAL_COLOURS["ok"]), 0) > 3 * 25
+    for status in ("alert", "insufficient"):  # no mark (a few anti-aliased pixels of text may match)
+        assert colours.get(rgb(SIGNAL_COLOURS[status]), 0) < 25, status
 
 
 def test_a_store_of_drift_events_only_has_no_signal_results(tmp_path):
@@ -176,8 +206,8 @@ def test_the_calibrated_estimate_next_to_the_realized_quality(loop_store, page):
     assert "Uncalibrated estimate (mean confidence; the bundle has no calibrator): v1." in text
 
 
-def calibrated_store(tmp_path, schema: dict) -> tuple[LocalStore, Registry]:
-    """A store with one version whose calibrator was fitted for ``schema``, with labeled captures."""
+def calibrated_store(tmp_path, schema: dict, labels: bool = True) -> tuple[LocalStore, Registry]:
+    """A store with one version whose calibrator was fitted for ``schema``, with (labeled) captures."""
     root = make_bundle(tmp_path / "b", 0.9)
     curve = Curve((0.2, 0.8), (0.1, 0.9))
     Estimator(FeatureSchema.from_dict(schema), {"estimated_accuracy": 0.9}, curves={"1": curve}).save(root)
@@ -187,8 +217,21 @@ def calibrated_store(tmp_path, schema: dict) -> tuple[LocalStore, Registry]:
     registry.register("churn", root)
     rows = [(when, "1", "stable") for when, _, _ in traffic_rows()[:300]]
     write_captures(store, "churn", rows)
-    add_labels(store, rows)
+    if labels:
+        add_labels(store, rows)
     return store, registry
+
+
+def test_before_labels_a_calibrated_version_gets_the_calibrated_estimate_of_its_captures(tmp_path):
+    store, _ = calibrated_store(tmp_path, SCHEMA, labels=False)
+    quality = live_quality(store, gather(store, "churn"))
+    assert quality["rows"] == [] and quality["estimates"] == [] and quality["note"] == "No labels yet."
+    [(name, points)] = quality["series"].items()
+    assert name == "v1 estimated (calibrated)" and len(points) == 300 // 30  # windows of 30 captures
+    assert [round(v, 6) for _, v in points] == [0.9] * 10  # the curve maps the captured 0.8 to 0.9
+    assert [t for t, _ in points] == sorted(t for t, _ in points)
+    page = Page(build_report(store, "churn"))
+    assert "plot-quality" in {img["id"] for img in page.images} and "Calibrated estimate: v1." in " ".join(page.text)
 
 
 def test_a_calibrator_for_another_schema_is_not_used_and_the_report_says_why(tmp_path):
