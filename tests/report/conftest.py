@@ -7,7 +7,8 @@ canary), every window checked on them by real detectors and baseline constraints
 tenure 0-34; the second hour serves tenure 20-69, so v1's windows drift then, with tenure out of
 range and less sure predictions, while v2, whose reference is that traffic, stays clean) as window
 summaries with their data-quality and prediction-drift results and, for the drifted ones, drift
-events, a retraining run started and finished, and two canary analysis steps. Event times are relative to now, so they share the axis with registry stages.
+events, a retraining run started and finished, and two canary analysis steps. Event times are
+relative to now, so they share the axis with registry stages.
 """
 
 from __future__ import annotations
