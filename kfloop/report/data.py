@@ -637,13 +637,15 @@ CHECK_NAMES = {
 
 def _signal_results(value: object) -> list[dict]:
     """The ``signals`` list of a window summary (``SignalResult.to_dict()`` each), read tolerantly: an
-    entry that names no known signal or status is left out; missing fields are None or empty."""
-    out = []
+    entry that names no known signal or status is left out, and so is a second result of one signal
+    (the first counts); missing fields are None or empty."""
+    out, seen = [], set()
     for item in value if isinstance(value, list) else []:
-        if not isinstance(item, dict) or item.get("signal") not in SIGNALS:
+        if not isinstance(item, dict) or item.get("signal") not in SIGNALS or item["signal"] in seen:
             continue
         if item.get("status") not in SIGNAL_STATUSES:
             continue
+        seen.add(item["signal"])
         evidence = item.get("evidence")
         out.append(
             {
@@ -670,7 +672,7 @@ def signal_detail(result: dict) -> str:
     evidence = result.get("evidence") or {}
     if result["signal"] == "data_quality":
         seen: list[str] = []
-        for v in evidence.get("violations") or ():
+        for v in _as_list(evidence.get("violations")):
             if isinstance(v, dict):
                 what = CHECK_NAMES.get(str(v.get("check")), str(v.get("check")))
                 text = f"{v['feature']} {what}" if v.get("feature") else what
@@ -716,7 +718,7 @@ def last_violations(windows: list[dict]) -> list[dict]:
     for w in windows:
         result = _result(w, "data_quality")
         if result is not None and result["status"] == "alert":
-            violations = [v for v in result["evidence"].get("violations") or () if isinstance(v, dict)]
+            violations = [v for v in _as_list(result["evidence"].get("violations")) if isinstance(v, dict)]
             last[w["version"]] = {
                 "version": w["version"],
                 "window_index": w["window_index"],

@@ -253,3 +253,45 @@ def test_a_changed_calibrator_in_the_store_is_refused(tmp_path):
     path.write_text(path.read_text().replace("0.9", "0.99"))
     quality = live_quality(store, gather(store, "churn"))
     assert quality["calibrated"] == [] and "does not match the version record" in quality["note"]
+
+
+def test_hostile_or_malformed_signal_results_are_escaped_or_left_out(tmp_path):
+    store = LocalStore(tmp_path / "home")
+    attack = "<b>x</b>"
+    data = {"is_drift": 0, "threshold": 0.025, "p_val_by_feature": {"tenure": 0.4}, "window_index": 0}
+    data |= {"window_size": 60, "window_start": at(0), "window_end": at(1)}
+    summary = window_summary({"data": data}, {"model": "churn", "model_version": attack})
+    violation = {"feature": attack, "check": attack, "count": attack, "share": 0.5, "limit": 0.01}
+    summary["signals"] += [
+        {"signal": attack, "status": "alert"},  # no such signal
+        {"signal": "prediction_drift", "status": attack},  # no such status
+        "not a result",
+        {"signal": "data_quality", "status": "alert", "rows": 60, "evidence": {"violations": [violation, 7]}},
+        {"signal": "prediction_drift", "status": "alert", "evidence": {"drifted_outputs": [attack]}},
+        {"signal": "data_quality", "status": "insufficient", "reason": attack},  # a second result: not counted
+    ]
+    log = WindowLog(store)
+    log.add(summary)
+    data |= {"window_index": 1, "window_start": at(1), "window_end": at(2)}
+    later = window_summary({"data": data}, {"model": "churn", "model_version": attack})
+    later["signals"] += [
+        {"signal": "data_quality", "status": "insufficient", "reason": attack, "evidence": []},
+        {"signal": "prediction_drift", "status": "alert", "value": "NaN", "evidence": {"drifted_outputs": 5}},
+    ]
+    log.add(later)
+    assert log.flush()
+    page = Page(build_report(store, "churn"))
+    assert not [tag for tag, _ in page.tags if tag == "b"]
+    header, *rows = page.tables["signals-table"]
+    assert [(r[0], r[2], r[3], r[4]) for r in rows] == [
+        ("feature_drift", "2", "0", "0"),
+        ("data_quality", "0", "1", "1"),
+        ("prediction_drift", "0", "2", "0"),
+    ]
+    assert rows[2][5] == "alert - (alerts < -)"  # a value that is not a number shows as missing
+    [violations] = [t for name, t in page.tables.items() if name.startswith("violations-table-")]
+    assert violations[1:] == [[attack, attack, attack, "0.5", "0.01", ""]]  # the entry 7 is no check
+    alerting = dict(zip(page.tables["status-table"][0], page.tables["status-table"][1]))["signals alerting"]
+    assert f"data_quality 1 of 1: {attack} {attack}" in alerting
+    assert alerting.endswith("prediction_drift 2 of 2")  # its last alert names no outputs (5 is not a list)
+    assert f"data_quality v{attack}, 1 window: {attack}" in " ".join(page.text)
