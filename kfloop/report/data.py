@@ -299,7 +299,7 @@ def live_quality(store: ObjectStore, facts: ModelFacts) -> dict:
 
     - a version whose bundle has a calibrator (``signals/calibration.json``): the calibrated CBPE
       (classifiers) or DLE (regressors) estimate of each labeled window, made from the captured
-      predictions alone, next to the realized metric (``estimation.estimate_vs_realized``);
+      predictions alone, next to the realized metric (``estimation.estimate_vs_realized``'s rows);
     - an older bundle without one (classifiers): the uncalibrated mean confidence of each window of
       captured predictions (``quality.estimated_quality``), labeled so.
 
@@ -339,15 +339,13 @@ def live_quality(store: ObjectStore, facts: ModelFacts) -> dict:
         if estimator is not None:
             estimators[str(version.version)] = estimator
     out["calibrated"] = sorted(estimators, key=_version_key)
+    measured = {(str(r["model_version"]), r["window_index"]): r for r in out["rows"]}
     versions = labeled["model_version"].astype(str) if len(labeled) else pd.Series(dtype=str)
     for name, estimator in sorted(estimators.items(), key=lambda item: _version_key(item[0])):
         own = labeled[versions == name]
         if len(own) < (out["window"] or 1):
             continue
-        from kfloop.monitoring.estimation import estimate_vs_realized
-
-        for row in estimate_vs_realized(estimator, own, out["window"]):
-            out["estimates"].append({**row, "metric": out["metric"]})
+        out["estimates"] += _estimates_vs_realized(estimator, own, out["window"], measured)
     for row in out["estimates"]:
         end, value = parse_time(row["end"]), _number(row["estimated"].get(out["metric"]))
         if end is not None and value is not None:
@@ -372,6 +370,32 @@ def live_quality(store: ObjectStore, facts: ModelFacts) -> dict:
         else:
             _add_series(out["series"], estimates, "estimated_accuracy", "estimated (uncalibrated)")
     return {**out, "note": " ".join(notes)}
+
+
+def _estimates_vs_realized(estimator, labeled, window: int, measured: dict) -> list[dict]:
+    """``kfloop.monitoring.estimation.estimate_vs_realized`` of one version's labeled rows, with the
+    realized metrics taken from the ``rolling_quality`` windows already measured (the same windows:
+    computing them again would double the report's cost)."""
+    from kfloop.monitoring.quality import windows
+    from kfloop.timestamps import rfc3339
+
+    schema, out = estimator.schema, []
+    for version, index, rows in windows(labeled, window):
+        X = schema.encode_frame(rows) if schema.task == "regression" else None
+        estimated = {k: v for k, v in estimator.estimate(rows["prediction"].tolist(), X).items() if k != "n"}
+        realized = measured.get((version, index), {})
+        out.append(
+            {
+                "model_version": version,
+                "window_index": index,
+                "start": rfc3339(rows["time"].iloc[0]),
+                "end": rfc3339(rows["time"].iloc[-1]),
+                "n": len(rows),
+                "estimated": estimated,
+                "realized": {k: realized.get(k) for k in estimated},
+            }
+        )
+    return out
 
 
 def _captured_estimates(estimator, captures: list[dict], window: int, metric: str) -> list[tuple[dt.datetime, float]]:

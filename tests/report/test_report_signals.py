@@ -192,6 +192,14 @@ def test_the_calibrated_estimate_next_to_the_realized_quality(loop_store, page):
         "v1 estimated (uncalibrated)",
     }
     [estimate] = quality["estimates"]
+    from kfloop.monitoring.estimation import estimate_vs_realized
+    from kfloop.monitoring.feedback import labeled_frame
+    from kfloop.report.data import load_bundle_estimator
+
+    record = Registry(loop_store).get("churn", 2)
+    labeled = labeled_frame(loop_store, "churn", FeatureSchema.from_dict(record.schema), version="2")
+    direct = estimate_vs_realized(load_bundle_estimator(loop_store, record), labeled, quality["window"])
+    assert [estimate] == direct  # what the estimation module says, realized metrics included
     realized = estimate["realized"]["accuracy"]
     measured = next(r for r in quality["rows"] if r["model_version"] == "2")
     assert realized == pytest.approx(measured["accuracy"]) and estimate["n"] == measured["n"]
