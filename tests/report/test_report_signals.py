@@ -303,3 +303,49 @@ def test_hostile_or_malformed_signal_results_are_escaped_or_left_out(tmp_path):
     assert f"data_quality 1 of 1: {attack} {attack}" in alerting
     assert alerting.endswith("prediction_drift 2 of 2")  # its last alert names no outputs (5 is not a list)
     assert f"data_quality v{attack}, 1 window: {attack}" in " ".join(page.text)
+
+
+def test_a_regressors_dle_estimate_before_and_after_labels(tmp_path):
+    """A real regressor with its residual models (DLE): the estimated RMSE of its captured windows
+    before labels arrive, then of each labeled window next to the realized RMSE."""
+    import numpy as np
+
+    from kfloop.monitoring.capture import CaptureWriter, capture_record
+    from kfloop.monitoring.estimation import fit_estimator
+    from kfloop.monitoring.feedback import FeedbackStore
+    from kfloop.training.booster import predict
+    from tests.fakes.bundles import build_bundle, churn_frame
+
+    df = churn_frame(1400, seed=3).drop(columns=["churned"])
+    df["spend"] = 3.0 * df["tenure"] + (df["plan"] == "basic") * 20 + np.random.default_rng(3).normal(0, 8, len(df))
+    train, valid, served = df.iloc[:800], df.iloc[800:1100], df.iloc[1100:]
+    root, schema, booster = build_bundle(tmp_path / "b", train.reset_index(drop=True), "spend", "regression")
+    fit_estimator(booster, schema, valid.reset_index(drop=True)).save(root)
+    bundle.write_manifest(root)
+    store = LocalStore(tmp_path / "home")
+    Registry(store).register("spend", root)
+    values = predict(booster, schema, schema.encode_frame(served)).tolist()
+    rows = []
+    for i, ((_, row), value) in enumerate(zip(served.iterrows(), values)):
+        features = {k: (None if v != v else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        features.pop("spend")
+        rows.append(capture_record("spend", "1", features, value, request_id=f"r{i}:0", time=at(i / 6)))
+    with CaptureWriter(store, "spend", batch_size=10_000, flush_interval_s=60) as writer:
+        writer.add(rows)
+    before = live_quality(store, gather(store, "spend"))
+    assert before["metric"] == "rmse" and before["calibrated"] == ["1"] and before["estimates"] == []
+    [(name, points)] = before["series"].items()
+    assert name == "v1 estimated (calibrated)" and len(points) == 10 and all(4 < v < 20 for _, v in points)
+    labels = [{"request_id": f"r{i}:0", "label": float(y)} for i, y in enumerate(served["spend"])]
+    FeedbackStore(store).add("spend", schema, labels)
+    after = live_quality(store, gather(store, "spend"))
+    assert len(after["estimates"]) == len(after["rows"]) == 10
+    for estimate, measured in zip(after["estimates"], after["rows"]):
+        assert estimate["realized"]["rmse"] == pytest.approx(measured["rmse"])
+        assert set(estimate["estimated"]) == {"mae", "rmse"}
+    estimated = np.mean([e["estimated"]["rmse"] for e in after["estimates"]])
+    realized = np.mean([e["realized"]["rmse"] for e in after["estimates"]])
+    assert abs(estimated - realized) < 0.2 * realized  # no shift: the residual model knows the error
+    page = Page(build_report(store, "spend"))
+    header, *table_rows = page.tables["estimate-table"]
+    assert header[-3:] == ["estimated rmse", "realized rmse", "estimate - realized"] and len(table_rows) == 10
