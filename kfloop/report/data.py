@@ -345,7 +345,10 @@ def live_quality(store: ObjectStore, facts: ModelFacts) -> dict:
         own = labeled[versions == name]
         if len(own) < (out["window"] or 1):
             continue
-        out["estimates"] += _estimates_vs_realized(estimator, own, out["window"], measured)
+        try:
+            out["estimates"] += _estimates_vs_realized(estimator, own, out["window"], measured)
+        except (DataError, ValueError) as e:  # captured predictions the estimator cannot read
+            notes.append(f"No calibrated estimate of v{name}'s labeled windows: {e}")
     for row in out["estimates"]:
         end, value = parse_time(row["end"]), _number(row["estimated"].get(out["metric"]))
         if end is not None and value is not None:
@@ -356,7 +359,7 @@ def live_quality(store: ObjectStore, facts: ModelFacts) -> dict:
         captured = [c for c in facts.captures if str(c.get("model_version")) == name]
         try:
             points = _captured_estimates(estimator, captured, quality_window(len(facts.captures)), out["metric"])
-        except DataError as e:
+        except (DataError, ValueError) as e:
             notes.append(f"No calibrated estimate of v{name}'s captures: {e}")
         else:
             if points:

@@ -349,3 +349,16 @@ def test_a_regressors_dle_estimate_before_and_after_labels(tmp_path):
     page = Page(build_report(store, "spend"))
     header, *table_rows = page.tables["estimate-table"]
     assert header[-3:] == ["estimated rmse", "realized rmse", "estimate - realized"] and len(table_rows) == 10
+
+
+def test_captured_predictions_the_calibrator_cannot_read_give_a_note_not_an_error(tmp_path):
+    from kfloop.monitoring.capture import CaptureWriter, capture_record
+
+    store, _ = calibrated_store(tmp_path, SCHEMA, labels=False)
+    with CaptureWriter(store, "churn", batch_size=10_000, flush_interval_s=60) as writer:
+        writer.add(
+            [capture_record("churn", "1", {"tenure": 3, "plan": "basic"}, "high", time=at(1.05))]
+        )  # in the first window
+    quality = live_quality(store, gather(store, "churn"))
+    assert "No calibrated estimate of v1's captures: captured predictions are not rows" in quality["note"]
+    assert Page(build_report(store, "churn")).headings[1] == "Model churn"
