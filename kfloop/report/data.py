@@ -8,7 +8,9 @@ Shapes read from the event log (``kfloop.events.cloudevents`` types):
 
 - window summaries (``kfloop.monitoring.window_log``): one per checked window, clean or drifted; the
   drift chart, the status and the table use them, and fall back to the drift events below for a
-  store written before summaries existed (then only the drifted windows are known).
+  store written before summaries existed (then only the drifted windows are known). Their
+  ``signals`` (``SignalResult.to_dict()`` each: feature drift, data quality, prediction drift...)
+  feed the status's alerting signals and the signal table; a signal no summary has is absent.
 - ``io.kfloop.drift.detected``: Alibi's envelope ``{"meta", "data": {"is_drift", "p_val",
   "threshold", "distance", "p_val_by_feature", "window_index", "window_size"}}`` plus context
   (``model_version`` or ``version``); ``p_val_by_feature`` may also sit next to ``data``.
@@ -37,6 +39,7 @@ from kfloop.names import (
     RETRAIN_FINISHED,
     RETRAIN_STARTED,
     ROLLOUT_DECISION,
+    SIGNALS,
     WINDOWS_PREFIX,
 )
 from kfloop.store.event_log import read_events
@@ -167,6 +170,7 @@ def drift_windows(facts: ModelFacts) -> list[dict]:
                 "is_drift": bool(w.get("is_drift")),
                 "threshold": _threshold(w.get("threshold")),
                 "p_values": {str(k): _number(v) for k, v in (w.get("p_values") or {}).items()},
+                "signals": _signal_results(w.get("signals")),
             }
             for w in facts.windows
         ]
@@ -187,6 +191,7 @@ def drift_windows(facts: ModelFacts) -> list[dict]:
                 "is_drift": bool(inner.get("is_drift")),
                 "threshold": _threshold(inner.get("threshold")),
                 "p_values": {str(k): _number(v) for k, v in p_by.items()},
+                "signals": [],
             }
         )
     return rows
@@ -289,15 +294,25 @@ def _number(value: object) -> float | None:
 
 
 def live_quality(store: ObjectStore, facts: ModelFacts) -> dict:
-    """Measured quality per version and window (``kfloop.monitoring.quality.rolling_quality`` on the labeled
-    captures) and the label-free CBPE accuracy estimate of the captured probabilities:
-    ``{"metric", "window", "rows": [measured windows], "series": {"v2 measured": [(end, value)],
-    "v2 estimated (CBPE)": [...]}, "note"}``."""
-    out: dict = {"metric": None, "window": None, "rows": [], "series": {}, "note": ""}
+    """Measured quality per version and window (``kfloop.monitoring.quality.rolling_quality`` on the
+    labeled captures) and, per version, its label-free estimate:
+
+    - a version whose bundle has a calibrator (``signals/calibration.json``): the calibrated CBPE
+      (classifiers) or DLE (regressors) estimate of each labeled window, made from the captured
+      predictions alone, next to the realized metric (``estimation.estimate_vs_realized``'s rows);
+    - an older bundle without one (classifiers): the uncalibrated mean confidence of each window of
+      captured predictions (``quality.estimated_quality``), labeled so.
+
+    ``{"metric", "window", "rows": [measured windows], "estimates": [estimate-vs-realized windows],
+    "calibrated": [versions], "series": {"v2 measured": [(end, value)], "v2 estimated (calibrated)":
+    [...], "v1 estimated (uncalibrated)": [...]}, "note"}``."""
+    out: dict = {"metric": None, "window": None, "rows": [], "estimates": [], "calibrated": [], "series": {}}
     record = production(facts) or (facts.versions[-1] if facts.versions else None)
     if record is None:
         return {**out, "note": "No labels yet (and no registered version whose schema could read them)."}
-    from kfloop.errors import DataError
+    import pandas as pd
+
+    from kfloop.errors import ChecksumError, DataError
     from kfloop.monitoring import (
         feedback,  # pandas and scikit-learn: loaded only when a report is built
         quality,
@@ -314,14 +329,127 @@ def live_quality(store: ObjectStore, facts: ModelFacts) -> dict:
         if not out["rows"]:
             notes.append(f"{len(labeled)} labeled rows: fewer than one window of {out['window']} per version.")
         _add_series(out["series"], out["rows"], out["metric"], "measured")
-    if out["metric"] == "accuracy" and facts.captures:
+    estimators = {}
+    for version in facts.versions:
         try:
-            estimates = quality.estimated_quality(facts.captures, quality_window(len(facts.captures)))
-        except DataError as e:
-            notes.append(f"No CBPE estimate: {e}")
+            estimator = load_bundle_estimator(store, version)
+        except (DataError, ChecksumError) as e:
+            notes.append(f"v{version.version}'s calibrator is not used: {e}")
+            continue
+        if estimator is not None:
+            estimators[str(version.version)] = estimator
+    out["calibrated"] = sorted(estimators, key=_version_key)
+    measured = {(str(r["model_version"]), r["window_index"]): r for r in out["rows"]}
+    versions = labeled["model_version"].astype(str) if len(labeled) else pd.Series(dtype=str)
+    for name, estimator in sorted(estimators.items(), key=lambda item: _version_key(item[0])):
+        own = labeled[versions == name]
+        if len(own) < (out["window"] or 1):
+            continue
+        try:
+            out["estimates"] += _estimates_vs_realized(estimator, own, out["window"], measured)
+        except (DataError, ValueError) as e:  # captured predictions the estimator cannot read
+            notes.append(f"No calibrated estimate of v{name}'s labeled windows: {e}")
+    for row in out["estimates"]:
+        end, value = parse_time(row["end"]), _number(row["estimated"].get(out["metric"]))
+        if end is not None and value is not None:
+            out["series"].setdefault(f"v{row['model_version']} estimated (calibrated)", []).append((end, value))
+    for name, estimator in estimators.items():  # no labeled window yet: the estimate of the captures alone
+        if any(str(r["model_version"]) == name for r in out["estimates"]):
+            continue
+        captured = [c for c in facts.captures if str(c.get("model_version")) == name]
+        try:
+            points = _captured_estimates(estimator, captured, quality_window(len(facts.captures)), out["metric"])
+        except (DataError, ValueError) as e:
+            notes.append(f"No calibrated estimate of v{name}'s captures: {e}")
         else:
-            _add_series(out["series"], estimates, "estimated_accuracy", "estimated (CBPE)")
+            if points:
+                out["series"][f"v{name} estimated (calibrated)"] = points
+    uncalibrated = [c for c in facts.captures if str(c.get("model_version")) not in estimators]
+    if out["metric"] == "accuracy" and uncalibrated:
+        try:
+            estimates = quality.estimated_quality(uncalibrated, quality_window(len(facts.captures)))
+        except DataError as e:
+            notes.append(f"No uncalibrated estimate: {e}")
+        else:
+            _add_series(out["series"], estimates, "estimated_accuracy", "estimated (uncalibrated)")
     return {**out, "note": " ".join(notes)}
+
+
+def _estimates_vs_realized(estimator, labeled, window: int, measured: dict) -> list[dict]:
+    """``kfloop.monitoring.estimation.estimate_vs_realized`` of one version's labeled rows, with the
+    realized metrics taken from the ``rolling_quality`` windows already measured (the same windows:
+    computing them again would double the report's cost)."""
+    from kfloop.monitoring.quality import windows
+    from kfloop.timestamps import rfc3339
+
+    schema, out = estimator.schema, []
+    for version, index, rows in windows(labeled, window):
+        X = schema.encode_frame(rows) if schema.task == "regression" else None
+        estimated = {k: v for k, v in estimator.estimate(rows["prediction"].tolist(), X).items() if k != "n"}
+        realized = measured.get((version, index), {})
+        out.append(
+            {
+                "model_version": version,
+                "window_index": index,
+                "start": rfc3339(rows["time"].iloc[0]),
+                "end": rfc3339(rows["time"].iloc[-1]),
+                "n": len(rows),
+                "estimated": estimated,
+                "realized": {k: realized.get(k) for k in estimated},
+            }
+        )
+    return out
+
+
+def _captured_estimates(estimator, captures: list[dict], window: int, metric: str) -> list[tuple[dt.datetime, float]]:
+    """The calibrated estimate of ``metric`` for every complete window of captured predictions."""
+    import pandas as pd
+
+    from kfloop.monitoring.quality import windows
+
+    if not captures:
+        return []
+    schema, points = estimator.schema, []
+    for _, _, rows in windows(pd.DataFrame(captures), window):
+        X = None
+        if schema.task == "regression":
+            served = pd.DataFrame([f if isinstance(f, dict) else {} for f in rows["features"]])
+            X = schema.encode_frame(served.reindex(columns=schema.names))
+        value = _number(estimator.estimate(rows["prediction"].tolist(), X).get(metric))
+        if value is not None:
+            points.append((rows["time"].iloc[-1].to_pydatetime(), value))
+    return points
+
+
+def load_bundle_estimator(store: ObjectStore, record: VersionRecord):
+    """The quality estimator (``kfloop.monitoring.estimation.Estimator``) of a version's bundle, or None
+    when the bundle has no calibrator (trained before it existed). Each file is checked against the
+    version record's checksum; ``DataError`` (or ``ChecksumError``) when one differs or does not match
+    the version's schema."""
+    import tempfile
+    from pathlib import Path
+
+    from kfloop.errors import ChecksumError
+    from kfloop.store import bundle
+    from kfloop.store.objects import sha256_bytes
+
+    if bundle.CALIBRATION_FILE not in record.files:
+        return None
+    from kfloop.monitoring.estimation import load_estimator
+    from kfloop.schema import FeatureSchema
+
+    with tempfile.TemporaryDirectory(prefix="kfloop-report-") as folder:
+        for rel in (bundle.CALIBRATION_FILE, bundle.RESIDUAL_ABS_FILE, bundle.RESIDUAL_SQ_FILE):
+            entry = record.files.get(rel)
+            if entry is None:
+                continue
+            data = store.get(f"{record.bundle_key}/{rel}")
+            if sha256_bytes(data) != entry["sha256"]:
+                raise ChecksumError(f"{record.ref}: {rel} in the store does not match the version record")
+            target = Path(folder) / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        return load_estimator(folder, FeatureSchema.from_dict(record.schema))
 
 
 def quality_window(rows: int) -> int:
@@ -344,9 +472,12 @@ STATUS_WINDOWS = 5  # a version is drifting when its last window, or half of its
 def version_status(facts: ModelFacts, windows: list[dict] | None = None) -> list[dict]:
     """One row per version (registered or seen in windows), newest first: ``version``, ``stage``,
     ``status`` (``degraded``: a quality-degraded event names it; ``drifting``: its last window, or half
-    of its last ``STATUS_WINDOWS``, drifted; ``healthy``: checked windows, neither of those; ``not
-    checked``: no window), ``windows``, ``drifted``, ``last_window``, ``degraded`` (count and last
-    event data), and ``decision``/``decision_time``: the newest registry stage change or rollout verdict."""
+    of its last ``STATUS_WINDOWS``, drifted, or so did another drift signal's (prediction,
+    multivariate, attribution, bias); ``data issues``: so did the data-quality check's; ``healthy``:
+    checked windows, none of those; ``not checked``: no window), ``windows``, ``drifted``,
+    ``last_window``, ``degraded`` (count and last event data), ``alerts``: the signals other than
+    feature drift that alerted in those last windows (``recent_alerts``), and
+    ``decision``/``decision_time``: the newest registry stage change or rollout verdict."""
     windows = drift_windows(facts) if windows is None else windows
     stages = {str(v.version): v for v in facts.versions}
     names = sorted({*stages, *(w["version"] for w in windows)}, key=_version_key, reverse=True)
@@ -360,7 +491,20 @@ def version_status(facts: ModelFacts, windows: list[dict] | None = None) -> list
         own = [w for w in windows if w["version"] == name]
         recent = own[-STATUS_WINDOWS:]
         drifting = bool(recent) and (recent[-1]["is_drift"] or 2 * sum(w["is_drift"] for w in recent) >= len(recent))
-        status = "degraded" if degraded.get(name) else "drifting" if drifting else "healthy" if own else "not checked"
+        alerts = recent_alerts(recent)
+        sustained = {a["signal"] for a in alerts if a["sustained"]}
+        drifting = drifting or bool(sustained & set(DRIFT_SIGNALS[1:]))
+        status = (
+            "degraded"
+            if degraded.get(name)
+            else "drifting"
+            if drifting
+            else "data issues"
+            if "data_quality" in sustained
+            else "healthy"
+            if own
+            else "not checked"
+        )
         record = stages.get(name)
         choices = [
             (parse_time(h.get("time")), f"{h.get('stage') or 'alias ' + str(h.get('alias'))}: {h.get('reason') or '-'}")
@@ -387,6 +531,7 @@ def version_status(facts: ModelFacts, windows: list[dict] | None = None) -> list
                 "drifted": sum(w["is_drift"] for w in own),
                 "last_window": own[-1] if own else None,
                 "degraded": degraded.get(name, []),
+                "alerts": [a for a in alerts if a["signal"] != "feature_drift"],
                 "decision": what,
                 "decision_time": when,
             }
@@ -503,3 +648,131 @@ def _within(when: dt.datetime | None, span: dict) -> bool:
 
 def _version_key(version: str) -> tuple:
     return (0, int(version), "") if str(version).isdigit() else (1, 0, str(version))
+
+
+# -- every monitoring signal of the window summaries ----------------------------------------------
+
+SIGNAL_STATUSES = ("ok", "alert", "insufficient")  # kfloop.monitoring.signals.STATUSES
+DRIFT_SIGNALS = ("feature_drift", "prediction_drift", "multivariate_drift", "attribution_drift", "bias_drift")
+CHECK_NAMES = {
+    "missing_rate": "missing rate up",
+    "out_of_range": "out of range",
+    "unseen_categories": "unseen categories",
+    "rejected_requests": "rejected requests",
+}
+
+
+def _signal_results(value: object) -> list[dict]:
+    """The ``signals`` list of a window summary (``SignalResult.to_dict()`` each), read tolerantly: an
+    entry that names no known signal or status is left out, and so is a second result of one signal
+    (the first counts); missing fields are None or empty."""
+    out, seen = [], set()
+    for item in value if isinstance(value, list) else []:
+        if not isinstance(item, dict) or item.get("signal") not in SIGNALS or item["signal"] in seen:
+            continue
+        if item.get("status") not in SIGNAL_STATUSES:
+            continue
+        seen.add(item["signal"])
+        evidence = item.get("evidence")
+        out.append(
+            {
+                "signal": item["signal"],
+                "status": item["status"],
+                "value": _number(item.get("value")),
+                "threshold": _number(item.get("threshold")),
+                "direction": item.get("direction") if item.get("direction") in ("above", "below") else "below",
+                "rows": item.get("rows"),
+                "reason": str(item.get("reason") or ""),
+                "evidence": evidence if isinstance(evidence, dict) else {},
+            }
+        )
+    return out
+
+
+def _result(window: dict, signal: str) -> dict | None:
+    return next((s for s in window.get("signals") or () if s["signal"] == signal), None)
+
+
+def signal_detail(result: dict) -> str:
+    """What an alerting result names: the violated checks (data quality), the drifted outputs or
+    features, or the features a classifier used (multivariate drift); empty when it names nothing."""
+    evidence = result.get("evidence") or {}
+    if result["signal"] == "data_quality":
+        seen: list[str] = []
+        for v in _as_list(evidence.get("violations")):
+            if isinstance(v, dict):
+                what = CHECK_NAMES.get(str(v.get("check")), str(v.get("check")))
+                text = f"{v['feature']} {what}" if v.get("feature") else what
+                if text not in seen:
+                    seen.append(text)
+        return ", ".join(seen)
+    outputs = evidence.get("drifted_outputs")
+    if isinstance(outputs, list) and outputs:
+        return "output " + ", ".join(str(n) for n in outputs[:4])
+    for key in ("features", "drifted", "top_features"):
+        named = evidence.get(key)
+        if isinstance(named, list) and named:
+            return ", ".join(str(n) for n in named[:4])
+    return ""
+
+
+def signal_table(windows: list[dict]) -> list[dict]:
+    """Per signal (in ``kfloop.names.SIGNALS`` order) and version: ``{"signal", "version", "ok",
+    "alert", "insufficient", "last"`` (the newest result with a verdict, or None)``, "reasons"``
+    (why windows had too few rows, with their counts)``}``. Only signals some window has a result
+    for: a signal that was never computed is absent, not zero."""
+    cells: dict[tuple[str, str], dict] = {}
+    for w in windows:
+        for result in w.get("signals") or ():
+            row = cells.setdefault(
+                (result["signal"], w["version"]),
+                {"signal": result["signal"], "version": w["version"], "last": None, "reasons": Counter()}
+                | dict.fromkeys(SIGNAL_STATUSES, 0),
+            )
+            row[result["status"]] += 1
+            if result["status"] == "insufficient":
+                row["reasons"][result["reason"]] += 1
+            else:
+                row["last"] = {**result, "time": w["time"], "window_index": w["window_index"]}
+    order = {name: k for k, name in enumerate(SIGNALS)}
+    return sorted(cells.values(), key=lambda r: (order[r["signal"]], _version_key(r["version"])))
+
+
+def last_violations(windows: list[dict]) -> list[dict]:
+    """Per version (newest first), its last window whose data-quality check was violated:
+    ``{"version", "window_index", "time", "rows", "violations"}`` (the result's evidence list)."""
+    last: dict[str, dict] = {}
+    for w in windows:
+        result = _result(w, "data_quality")
+        if result is not None and result["status"] == "alert":
+            violations = [v for v in _as_list(result["evidence"].get("violations")) if isinstance(v, dict)]
+            last[w["version"]] = {
+                "version": w["version"],
+                "window_index": w["window_index"],
+                "time": w["time"],
+                "rows": result["rows"],
+                "violations": violations,
+            }
+    return [last[v] for v in sorted(last, key=_version_key, reverse=True)]
+
+
+def recent_alerts(recent: list[dict]) -> list[dict]:
+    """The signals that alerted in ``recent`` windows (one version's last few), in ``SIGNALS`` order:
+    ``{"signal", "alerts", "verdicts"`` (windows with an ok or alert result)``, "sustained"`` (the last
+    verdict alerted, or half of the verdicts did)``, "detail"`` (``signal_detail`` of the last alert)``}``."""
+    out = []
+    for signal in SIGNALS:
+        results = [r for r in (_result(w, signal) for w in recent) if r is not None and r["status"] != "insufficient"]
+        alerts = [r for r in results if r["status"] == "alert"]
+        if alerts:
+            sustained = results[-1]["status"] == "alert" or 2 * len(alerts) >= len(results)
+            out.append(
+                {
+                    "signal": signal,
+                    "alerts": len(alerts),
+                    "verdicts": len(results),
+                    "sustained": sustained,
+                    "detail": signal_detail(alerts[-1]),
+                }
+            )
+    return out

@@ -1,11 +1,14 @@
 """The monitoring report: one self-contained HTML page about what the loop saw and did.
 
-For each model: a one-screen status per version (healthy / drifting / degraded, with its last
-decision), a summary, feature drift over every checked window with the reference-vs-served
-distributions of the features that moved, a timeline of drift, retraining and
-rollout events, live quality per version (from feedback labels, with the CBPE estimate), the
-traffic split between revisions, the canary decisions with their evidence, and the registry
-lineage. Plots are PNGs (``kfloop.report.plots``) embedded as base64 ``data:`` images and the
+For each model: a one-screen status per version (healthy / drifting / data issues / degraded, with
+the signals that alerted in its last windows and its last decision), a summary, feature drift over
+every checked window with the reference-vs-served distributions of the features that moved, every
+monitoring signal of the window summaries (ok / alert / too few rows per signal and version, and the
+violated constraints of the last alerting data-quality window), a timeline of drift, retraining and
+rollout events, live quality per version (from feedback labels, next to the calibrated estimate, or
+the uncalibrated one for bundles without a calibrator), the traffic split between revisions, the
+canary decisions with their evidence, and the registry lineage. A signal no window has a result for
+is absent, not zero. Plots are PNGs (``kfloop.report.plots``) embedded as base64 ``data:`` images and the
 style sheet is inline, so the file needs nothing else to open. Every text taken from the
 store is HTML-escaped. A small inline script sets ``data-loaded`` on ``<body>`` to the number
 of images the browser decoded and ``data-layout`` to the boxes of the elements the browser test
@@ -36,7 +39,8 @@ ul.ev{margin:0;padding-left:1.1em}.bad{color:#b00}.ok{color:#070}
 .status{border:1px solid #ccd;border-radius:6px;padding:.4em .9em;margin:.8em 0;background:#fafaff}
 .badge{display:inline-block;padding:1px 9px;border-radius:9px;color:#fff;font-weight:600}
 .badge.healthy{background:#1a7f37}.badge.drifting{background:#cf222e}.badge.degraded{background:#bc4c00}
-.badge.not-checked{background:#6e7781}details{margin:.5em 0}summary{cursor:pointer;color:#335}
+.badge.not-checked{background:#6e7781}.badge.data-issues{background:#9a6700}
+details{margin:.5em 0}summary{cursor:pointer;color:#335}
 .dists{display:grid;grid-template-columns:1fr 1fr;gap:.4em}.dists img{margin:0}"""
 SCRIPT = """window.addEventListener('load',function(){var n=0;for(var i of document.images){
 if(i.complete&&i.naturalWidth>0)n++;}document.body.setAttribute('data-loaded',String(n));
@@ -49,7 +53,9 @@ INTROS = {  # anchor: (heading, explanation)
     "status": (
         "Status",
         "Per version: degraded (a quality-degraded event names it), drifting (its last window, or half of "
-        "its last 5, drifted), healthy (checked, neither), with its last decision.",
+        "its last 5, drifted, or so did its predictions), data issues (so did its data-quality check), "
+        "healthy (checked, none of those), with the other signals that alerted in its last 5 windows and "
+        "its last decision.",
     ),
     "summary": ("Summary", ""),
     "drift": (
@@ -60,6 +66,12 @@ INTROS = {  # anchor: (heading, explanation)
         f"feature's p-value falls below the threshold (dashed line). Each point is a checked window's "
         f"smallest p-value; p-values of 0 are drawn at {plots.P_FLOOR:g}.",
     ),
+    "signals": (
+        "Monitoring signals",
+        "Every check run on each window, per version: how many windows were ok, alerted, or had too few "
+        "rows for a verdict (not a verdict), and the last verdict's value against its threshold. A signal "
+        "that was never computed for a version (no baseline constraints in an older bundle) is not listed.",
+    ),
     "timeline": (
         "Timeline",
         "Drift, quality, retraining and rollout events, and registry stage changes, on one "
@@ -67,10 +79,13 @@ INTROS = {  # anchor: (heading, explanation)
     ),
     "quality": (
         "Live quality",
-        "Quality measured on served requests that received a label (feedback), per version "
-        "and window of labeled rows, next to the label-free CBPE estimate (the mean confidence of the "
-        "captured predictions: the expected accuracy if the model is calibrated and the relation between "
-        "features and labels has not changed).",
+        "Quality measured on served requests that received a label (feedback), per version and window "
+        "of labeled rows, next to the label-free estimate made from the captured predictions alone. A "
+        "version whose bundle has a calibrator gets the calibrated estimate (CBPE for classifiers, DLE "
+        "for regressors) of each labeled window, shown against what the labels realized; an older bundle "
+        "without one gets the uncalibrated estimate (the mean confidence of its captured predictions: the "
+        "expected accuracy only if the model is calibrated), labeled so. Both assume the relation "
+        "between features and labels has not changed.",
     ),
     "traffic": ("Traffic split", "Captured requests per revision and version over time."),
     "canary": (
@@ -140,6 +155,7 @@ def _model_section(store: ObjectStore, facts: rd.ModelFacts, suffix: str) -> str
         _status(facts, windows, suffix),
         _summary(facts, suffix),
         _drift(store, facts, windows, suffix),
+        _signals(windows, suffix),
         _timeline(facts, suffix),
         _quality(store, facts, suffix),
         _traffic(facts, suffix),
@@ -197,12 +213,13 @@ def _status(facts: rd.ModelFacts, windows: list[dict], suffix: str) -> str:
                 badge,
                 f"{r['drifted']} of {r['windows']}" if r["windows"] else "-",
                 f"{_time(last['time'])} ({'drifted' if last['is_drift'] else 'clean'})" if last else None,
+                _alerts(r["alerts"]),
                 f"{_time(r['decision_time'])} {r['decision']}" if r["decision"] else None,
             )
         )
     if not rows:
         return _heading("status", suffix) + _note("No versions registered or checked.")
-    header = ["version", "stage", "status", "windows drifted", "last window", "last decision"]
+    header = ["version", "stage", "status", "windows drifted", "last window", "signals alerting", "last decision"]
     return (
         f"<div class='status' id='status-block{esc(suffix)}' data-box>"
         + _heading("status", suffix)
@@ -265,6 +282,90 @@ def _drift(store: ObjectStore, facts: rd.ModelFacts, windows: list[dict], suffix
     return "".join(out) + _fold(Html(_capped(len(windows)) + shown), len(rows), "windows", "fold-drift" + suffix)
 
 
+def _alerts(alerts: list[dict]) -> Html | None:
+    """The status cell of the signals that alerted in a version's last windows, e.g.
+    ``data_quality 4 of 5: tenure out of range``; None (shown as -) when none did."""
+    if not alerts:
+        return None
+    return Html(
+        "<br>".join(
+            f"<span class='bad'>{esc(a['signal'])}</span> {a['alerts']} of {a['verdicts']}"
+            + (f": {esc(a['detail'])}" if a["detail"] else "")
+            for a in alerts
+        )
+    )
+
+
+def _signals(windows: list[dict], suffix: str) -> str:
+    counts = rd.signal_table(windows)
+    if not counts:
+        return _heading("signals", suffix) + _note("No window summary holds signal results.")
+    rows = []
+    for c in counts:
+        last = c["last"]
+        verdict = None
+        if last is not None:
+            side = "&gt;" if last["direction"] == "above" else "&lt;"
+            mark = "bad" if last["status"] == "alert" else "ok"
+            verdict = Html(
+                f"<span class='{mark}'>{esc(last['status'])}</span> {esc(_fmt(last['value']))} "
+                f"(alerts {side} {esc(_fmt(last['threshold']))})"
+            )
+        rows.append((c["signal"], f"v{c['version']}", c["ok"], c["alert"], c["insufficient"], verdict))
+    header = ["signal", "version", "windows ok", "alert", "too few rows", "last verdict"]
+    out = [
+        _heading("signals", suffix),
+        _img("plot-signals" + suffix, plots.signal_plot(windows), "Every signal's result per window"),
+        _fold(table(header, rows, id_="signals-table" + suffix), len(rows), "signal rows", "fold-signals" + suffix),
+    ]
+    reasons = [(c, reason, n) for c in counts for reason, n in c["reasons"].items()]
+    if reasons:
+        out.append(
+            "<p class='note' id='signals-too-few"
+            + esc(suffix)
+            + "'>Too few rows: "
+            + "; ".join(
+                f"{esc(c['signal'])} v{esc(c['version'])}, {n} window{'s' if n > 1 else ''}: {esc(reason)}"
+                for c, reason, n in reasons
+            )
+            + ".</p>"
+        )
+    for last in rd.last_violations(windows):
+        vrows = [
+            (
+                v.get("feature") or "-",
+                rd.CHECK_NAMES.get(str(v.get("check")), v.get("check")),
+                v.get("count"),
+                _fmt(v.get("share")),
+                _fmt(v.get("limit")),
+                _violation_detail(v),
+            )
+            for v in last["violations"]
+        ]
+        out.append(
+            f"<h4>Violated constraints: v{esc(last['version'])}, window {esc(last['window_index'])} "
+            f"({esc(_time(last['time']))}, {esc(last['rows'])} rows), its last alerting data-quality window</h4>"
+            + table(
+                ["feature", "check", "rows", "share", "tolerated share", "details"],
+                vrows,
+                id_=f"violations-table-{key_segment(last['version'])}{suffix}",
+            )
+        )
+    return "".join(out)
+
+
+def _violation_detail(v: dict) -> str:
+    if v.get("check") == "out_of_range":
+        low, high = (v.get("range") or [None, None])[:2]
+        return (
+            f"training range {_fmt(low)} to {_fmt(high)}; window {_fmt(v.get('window_min'))} to "
+            f"{_fmt(v.get('window_max'))} ({_fmt(v.get('below'))} below, {_fmt(v.get('above'))} above)"
+        )
+    if v.get("check") == "missing_rate":
+        return f"training missing rate {_fmt(v.get('training_rate'))}"
+    return ""
+
+
 def _timeline(facts: rd.ModelFacts, suffix: str) -> str:
     points = [(rd.parse_time(e.get("time")), str(e.get("type"))) for e in facts.events]
     points += [(rd.parse_time(h.get("time")), "registry") for v in facts.versions for h in v.stage_history]
@@ -319,7 +420,56 @@ def _quality(store: ObjectStore, facts: rd.ModelFacts, suffix: str) -> str:
                 "fold-quality" + suffix,
             ),
         ]
+    out.append(_estimates(quality, metric, suffix))
     return "".join(out)
+
+
+def _estimates(quality: dict, metric: str, suffix: str) -> str:
+    """Which estimate each version gets, and the calibrated estimate of each labeled window against
+    what its labels realized."""
+    calibrated = quality["calibrated"]
+    uncalibrated = sorted({name.split()[0] for name in quality["series"] if name.endswith("(uncalibrated)")})
+    lines = []
+    if calibrated:
+        lines.append(f"Calibrated estimate: {', '.join('v' + v for v in calibrated)}.")
+    if uncalibrated:
+        lines.append(
+            f"Uncalibrated estimate (mean confidence; the bundle has no calibrator): {', '.join(uncalibrated)}."
+        )
+    out = [_note(" ".join(lines), "estimate-kinds" + suffix)] if lines else []
+    rows = []
+    for r in quality["estimates"][-MAX_ROWS:]:
+        estimated, realized = _number(r["estimated"].get(metric)), _number(r["realized"].get(metric))
+        error = None if estimated is None or realized is None else f"{estimated - realized:+.4f}"
+        rows.append(
+            (
+                f"v{r['model_version']}",
+                r["window_index"],
+                _time(rd.parse_time(r["end"])),
+                r["n"],
+                _fmt(estimated),
+                _fmt(realized),
+                error,
+            )
+        )
+    if rows:
+        header = ["version", "window", "last prediction", "rows", f"estimated {metric}", f"realized {metric}",
+                  "estimate - realized"]  # fmt: skip
+        out.append(
+            _fold(
+                Html(_capped(len(quality["estimates"])) + table(header, rows, id_="estimate-table" + suffix)),
+                len(rows),
+                "estimated windows",
+                "fold-estimates" + suffix,
+            )
+        )
+    return "".join(out)
+
+
+def _number(value: object) -> float | None:
+    """A finite number, else None (a metric the labels could not give, such as AUC of one class)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) != float("inf")
+    return value if ok and value == value else None
 
 
 def _traffic(facts: rd.ModelFacts, suffix: str) -> str:

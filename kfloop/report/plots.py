@@ -141,6 +141,40 @@ def _smallest(window: dict) -> float | None:
     return min(finite) if finite else None
 
 
+SIGNAL_COLOURS = {"ok": CLEAN, "alert": DRIFTED, "insufficient": "#b0b0b0"}  # a window's result per signal
+
+
+def signal_plot(windows: list[dict]) -> str | None:
+    """One lane per signal and version (``kfloop.report.data.drift_windows`` rows with their ``signals``):
+    a mark at each window's end time, green when ok, red when it alerted, grey with too few rows."""
+    from kfloop.names import SIGNALS
+
+    order = {name: k for k, name in enumerate(SIGNALS)}
+    marks: dict[tuple[str, str], list[tuple[dt.datetime, str]]] = {}
+    for w in windows:
+        for result in w.get("signals") or ():
+            if w["time"] is not None:
+                marks.setdefault((result["signal"], w["version"]), []).append((w["time"], result["status"]))
+    if not marks:
+        return None
+    lanes = sorted(marks, key=lambda lane: (order.get(lane[0], len(order)), len(lane[1]), lane[1]))
+    height = 1.0 + 0.32 * len(lanes)
+    fig, ax = plt.subplots(figsize=(WIDTH, height))
+    fig.subplots_adjust(left=0.2, right=MARGINS["right"], bottom=0.55 / height + 0.05, top=1 - 0.35 / height)
+    for status, colour in SIGNAL_COLOURS.items():
+        xs = [t for lane in lanes for t, s in marks[lane] if s == status]
+        ys = [row for row, lane in enumerate(lanes) for _, s in marks[lane] if s == status]
+        if xs:
+            ax.scatter(xs, ys, color=colour, marker="s", s=30, zorder=3, label=f"{status} ({len(xs)})")
+    ax.set_yticks(range(len(lanes)), [f"{signal} v{version}" for signal, version in lanes], fontsize=8)
+    ax.set_ylim(len(lanes) - 0.5, -0.5)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Every signal's result per window", y=1.0, fontsize=10)
+    _time_axis(ax, [t for lane in lanes for t, _ in marks[lane]])
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return png_base64(fig)
+
+
 def timeline_plot(points: list[tuple[dt.datetime, str]]) -> str | None:
     """Events as markers on one lane per kind (``points`` are (time, lane key) pairs)."""
     lanes = [lane for lane in LANES if any(key == lane[0] for _, key in points)]

@@ -1,12 +1,14 @@
 """A realistic store for the monitoring report, and an HTML parser that collects what tests check.
 
 The store (``loop_store``) holds what a short run of the loop leaves behind: two registered
-versions of ``churn`` (v1 production, v2 staging and trained by a retraining run), two hours of
-captured requests (v1 only, then v1 stable with v2 as a 20% canary), every drift window checked on
-them by real detectors (v1's reference: tenure 0-34; the second hour serves tenure 20-69, so v1's
-windows drift then while v2, whose reference is that traffic, stays clean) as window summaries and,
-for the drifted ones, drift events, a retraining run started and finished, and two canary analysis
-steps. Event times are relative to now, so they share the axis with registry stages.
+versions of ``churn`` (v1 production, v2 staging and trained by a retraining run, whose bundle also
+has a CBPE calibrator), two hours of captured requests (v1 only, then v1 stable with v2 as a 20%
+canary), every window checked on them by real detectors and baseline constraints (v1's reference:
+tenure 0-34; the second hour serves tenure 20-69, so v1's windows drift then, with tenure out of
+range and less sure predictions, while v2, whose reference is that traffic, stays clean) as window
+summaries with their data-quality and prediction-drift results and, for the drifted ones, drift
+events, a retraining run started and finished, and two canary analysis steps. Event times are
+relative to now, so they share the axis with registry stages.
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.isotonic import IsotonicRegression
 
 from kfloop.events.cloudevents import make_event
 from kfloop.monitoring.capture import CaptureWriter, capture_record
+from kfloop.monitoring.constraints import compute, load_baseline, save_baseline
+from kfloop.monitoring.data_quality import check_data_quality
 from kfloop.monitoring.drift import fit_baseline, save_detector
 from kfloop.monitoring.drift_window import WindowedDrift
+from kfloop.monitoring.estimation import Curve, Estimator
 from kfloop.monitoring.feedback import FeedbackStore
+from kfloop.monitoring.prediction_drift import check_prediction_drift
 from kfloop.monitoring.window_log import WindowLog, window_summary
 from kfloop.names import DRIFT_DETECTED, FEEDBACK, RETRAIN_FINISHED, RETRAIN_STARTED, ROLLOUT_DECISION
 from kfloop.schema import FeatureSchema
@@ -43,22 +50,44 @@ def features(i: int) -> dict:
     return {"tenure": i % 35 if i < CANARY_FROM else 20 + i % 50, "plan": "basic" if i % 2 else "premium"}
 
 
-def bundle_with_reference(root: Path, auc: float, tenure: range) -> Path:
-    """``make_bundle`` with a drift reference (scipy backend) of tenure uniform over ``tenure``."""
+def prediction(i: int, version: str) -> list[float]:
+    """Request ``i``'s answer ``[p(0), p(1)]``: class ``i % 2`` with probability 0.8, except v1's in the
+    second hour (on tenure it never saw), which is only 0.6 sure (prediction drift)."""
+    sure, unsure = (0.6, 0.4) if version == "1" and i >= CANARY_FROM else (0.8, 0.2)
+    return [unsure, sure] if i % 2 else [sure, unsure]
+
+
+def bundle_with_reference(root: Path, auc: float, tenure: range, calibrated: bool = False) -> Path:
+    """``make_bundle`` with a drift reference (scipy backend) of tenure uniform over ``tenure``, the
+    baseline statistics and constraints of those rows (their predictions as ``prediction`` gives them
+    in the first hour) and, when ``calibrated``, a CBPE calibrator fitted on a validation split where
+    the class predicted with probability 0.8 is right 90% of the time."""
     make_bundle(root, auc)
     rng = np.random.default_rng(len(tenure))
     frame = pd.DataFrame(
         {"tenure": rng.integers(tenure.start, tenure.stop, 2000), "plan": rng.choice(["basic", "premium"], 2000)}
     )
     schema = FeatureSchema.from_dict(SCHEMA)
-    save_detector(fit_baseline(schema, schema.encode_frame(frame), backend="scipy"), root / bundle.DRIFT_DIR)
+    X = schema.encode_frame(frame)
+    save_detector(fit_baseline(schema, X, backend="scipy"), root / bundle.DRIFT_DIR)
+    save_baseline(compute(schema, X, [prediction(i, "2") for i in range(len(X))]), root / bundle.DRIFT_DIR)
+    if calibrated:
+        p1 = np.array([prediction(i, "2")[1] for i in range(1000)])
+        positive = np.where(np.arange(1000) // 2 % 10 == 0, p1 < 0.5, p1 > 0.5)  # one in ten of each is wrong
+        fitted = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p1, positive.astype(float))
+        curve = Curve(tuple(fitted.X_thresholds_.tolist()), tuple(fitted.y_thresholds_.tolist()))
+        estimator = Estimator(schema, {}, curves={"1": curve})
+        estimator.reference = {"estimated_accuracy": estimator.estimate(np.column_stack([1 - p1, p1]))["accuracy"]}
+        estimator.save(root)
     bundle.write_manifest(root)
     return root
 
 
 def check_windows(store, registry, rows: list[tuple[str, str, str]]) -> list[dict]:
-    """Every window of each version's served rows checked by its registered reference, as the drift
-    monitor does: summaries in the window log, a drift event for each drifted window. Returns them."""
+    """Every window of each version's served rows checked by its registered reference and baseline, as
+    the transformer does: feature drift, data quality and prediction drift in the window log's
+    summaries (v1's second-hour windows: tenure out of range and less sure predictions; v2's windows
+    of 24 rows are too few for the baseline's checks), a drift event for each drifted window."""
     from kfloop.monitoring.drift import load_detector
 
     schema, log, summaries = FeatureSchema.from_dict(SCHEMA), WindowLog(store), []
@@ -66,6 +95,7 @@ def check_windows(store, registry, rows: list[tuple[str, str, str]]) -> list[dic
         record = registry.get("churn", int(version))
         folder = store.root / record.bundle_key / bundle.DRIFT_DIR
         windowed = WindowedDrift(load_detector(folder), WINDOW[version])
+        baseline = load_baseline(folder, schema)
         served = [(i, when) for i, (when, v, _) in enumerate(rows) if v == version]
         for start in range(0, len(served) - WINDOW[version] + 1, WINDOW[version]):
             part = served[start : start + WINDOW[version]]
@@ -73,7 +103,9 @@ def check_windows(store, registry, rows: list[tuple[str, str, str]]) -> list[dic
             [result] = windowed.add(X)
             result["data"]["window_start"], result["data"]["window_end"] = part[0][1], part[-1][1]
             context = {"model": "churn", "model_version": version, "revision": "stable" if version == "1" else "canary"}
-            summary = window_summary(result, context)
+            predictions = [prediction(i, version) for i, _ in part]
+            signals = [check_data_quality(baseline, X), check_prediction_drift(baseline, predictions)]
+            summary = window_summary(result, context, signals)
             log.add(summary)
             summaries.append(summary)
             if summary["is_drift"]:
@@ -112,8 +144,7 @@ def drift_data(window: int, p_tenure: float, p_plan: float, version: str = "1", 
 
 
 def write_captures(store, model: str, rows: list[tuple[str, str, str]]) -> None:
-    """Capture records from (time, version, revision) triples; request ``i`` predicts class ``i % 2``
-    with probability 0.8, as ``[p(0), p(1)]``."""
+    """Capture records from (time, version, revision) triples; request ``i`` answers ``prediction(i, version)``."""
     with CaptureWriter(store, model, batch_size=10_000, flush_interval_s=60) as writer:
         writer.add(
             [
@@ -121,7 +152,7 @@ def write_captures(store, model: str, rows: list[tuple[str, str, str]]) -> None:
                     model,
                     version,
                     features(i),
-                    [0.2, 0.8] if i % 2 else [0.8, 0.2],
+                    prediction(i, version),
                     revision=revision,
                     time=when,
                     request_id=f"r{i}:0",
@@ -190,7 +221,7 @@ def build_loop_store(root: Path) -> LocalStore:
     )
     registry.register(
         "churn",
-        bundle_with_reference(root / "b2", 0.91, range(20, 70)),
+        bundle_with_reference(root / "b2", 0.91, range(20, 70), calibrated=True),
         lineage={
             "data_uri": "s3://kfloop/data/churn-2024-05.parquet",
             "data_sha256": "b2" * 32,

@@ -47,6 +47,7 @@ SECTIONS = [
     "Status",
     "Summary",
     "Feature drift",
+    "Monitoring signals",
     "Timeline",
     "Live quality",
     "Traffic split",
@@ -132,6 +133,7 @@ def test_every_plot_is_an_embedded_png_with_id_and_alt(page):
     assert {img["id"] for img in page.images} == {
         "plot-drift",
         "plot-dist-1-tenure",
+        "plot-signals",
         "plot-timeline",
         "plot-quality",
         "plot-traffic",
@@ -149,14 +151,22 @@ def test_status_at_the_top_per_version_with_the_last_decision(page):
     first = next(i for i, (tag, _) in enumerate(page.tags) if tag == "table")
     assert page.tags[first][1]["id"] == "status-table"  # the first table of the page
     header, *rows = page.tables["status-table"]
-    assert header == ["version", "stage", "status", "windows drifted", "last window", "last decision"]
+    assert header == [
+        "version",
+        "stage",
+        "status",
+        "windows drifted",
+        "last window",
+        "signals alerting",
+        "last decision",
+    ]
     assert [r[:4] for r in rows] == [
         ["v2", "staging", "healthy", "0 of 3"],
         ["v1", "production", "drifting", "4 of 10"],
     ]
     assert rows[1][4].endswith("(drifted)") and rows[0][4].endswith("(clean)")
-    assert rows[1][5].endswith("production: deployed to local")
-    assert rows[0][5].endswith("canary continue at 20%: canary within limits") or "staging" in rows[0][5]
+    assert rows[1][6].endswith("production: deployed to local")
+    assert rows[0][6].endswith("canary continue at 20%: canary within limits") or "staging" in rows[0][6]
 
 
 def test_status_degraded_drifting_healthy_and_not_checked():
