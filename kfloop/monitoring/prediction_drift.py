@@ -34,7 +34,7 @@ _EPS = 1e-4
 
 def check_prediction_drift(baseline: Baseline, predictions: Any) -> SignalResult:
     """The ``prediction_drift`` result of one window's ``predictions`` (as the predictor answered them)."""
-    P = baseline.columns(predictions)
+    P = np.round(baseline.columns(predictions), 6)  # the precision the baseline keeps (constraints.compute)
     P = P[np.isfinite(P).all(axis=1)]
     n = len(P)
     if n < baseline.min_rows:

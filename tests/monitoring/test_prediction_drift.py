@@ -96,3 +96,16 @@ def test_binary_answers_of_the_positive_class_alone_are_accepted():
     both = check_prediction_drift(model.baseline, predictions)
     alone = check_prediction_drift(model.baseline, predictions[:, 1].tolist())
     assert alone.alerting and alone.value == pytest.approx(both.value)
+
+
+def test_a_model_with_few_distinct_outputs_does_not_alert_on_its_own_distribution():
+    """The baseline keeps predictions rounded to 6 decimals; the window is compared at the same
+    precision, so a coarse model (a few distinct scores, unrounded float32) is not flagged against itself."""
+    rng = np.random.default_rng(3)
+    frame = regression_data()
+    schema = infer_schema(frame, "target")
+    levels = np.float32([10.123456789, 20.987654321, 35.55555555])
+    baseline = constraints.compute(schema, schema.encode_frame(frame), rng.choice(levels, len(frame)))
+    same = check_prediction_drift(baseline, rng.choice(levels, 300).tolist())
+    assert same.status == "ok", same.value
+    assert check_prediction_drift(baseline, rng.choice(levels[:2], 300).tolist()).alerting
