@@ -55,6 +55,7 @@ from kfloop.monitoring.signals import SignalResult
 from kfloop.schema import FeatureSchema
 from kfloop.store import bundle
 from kfloop.timestamps import rfc3339
+from kfloop.training.booster import load_model
 
 SIGNAL = "estimated_quality"
 ESTIMATED_METRIC = {"binary": "accuracy", "multiclass": "accuracy", "regression": "mae"}
@@ -358,9 +359,4 @@ def _residual_matrix(
 def _load_booster(path: Path) -> xgboost.Booster:
     if not path.is_file():
         raise DataError(f"{path} is missing: the regressor's estimator needs it")
-    booster = xgboost.Booster()
-    try:
-        booster.load_model(str(path))
-    except xgboost.core.XGBoostError as e:
-        raise DataError(f"{path} is not an XGBoost model: {e}") from e
-    return booster
+    return load_model(path)
