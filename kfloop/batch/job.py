@@ -7,7 +7,9 @@ the row number) and the row's capture id, the rows that cannot be predicted go t
 their reason, the predicted rows become capture records (revision ``batch``; row ``i`` is
 ``<batch id>:<i>``, so feedback labels join them as they join served rows) and a seeded sample of the
 chunk's rows (``drift_rows``) is checked against the version's drift baseline. One progress line per
-chunk. Everything is committed at the end: the capture objects, then the rejects and predictions files;
+chunk. Reading, writing and capture run on threads of their own beside the prediction
+(``kfloop.batch.overlap``: the predictions and rejects on one, the capture objects on the next, each a
+chunk behind). Everything is committed at the end: the capture objects, then the rejects and predictions files;
 a failure leaves neither file and no capture.
 
 The model reference is resolved first, then the input's columns are checked against the schema: an
@@ -62,6 +64,7 @@ DEFAULT_DRIFT_ROWS = 5_000
 REJECTS_SUFFIX = ".rejects.csv"
 READ_AHEAD = 1  # chunks read ahead of the one being predicted
 WRITE_AHEAD = 1  # predicted chunks waiting for the writer besides the one being written
+CAPTURE_AHEAD = 1  # written chunks waiting for the capture thread besides the one being encoded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +168,7 @@ class _Job:
         self.predictions = TableFile(options.output, settings, workdir, dictionary_columns=[BATCH_PREDICTION_COLUMN])
         self.rejects = TableFile(options.rejects_location, settings, workdir)
         self.spool = Spool(store) if options.capture else None
+        self.capturer: Drain | None = None  # the capture thread, while the job runs
         self.rng = np.random.default_rng(options.seed)
         self.counts = {"rows": 0, "predicted": 0, "rejected": 0, "captured": 0}
         self.unseen: dict[str, int] = {}
@@ -175,6 +179,8 @@ class _Job:
         chunk_index = -1
         with _system_memory_pool():
             writer: Drain[_Predicted] = Drain(self._write, depth=WRITE_AHEAD, name="batch-write")
+            if self.spool is not None:  # capture objects are encoded on a thread of their own, beside the writer
+                self.capturer = Drain(self._capture_chunk, depth=CAPTURE_AHEAD, name="batch-capture")
             try:
                 chunks = prefetch(source.chunks(), depth=READ_AHEAD, name="batch-read")
                 try:
@@ -184,6 +190,8 @@ class _Job:
                 finally:
                     chunks.close()
                 writer.close()
+                if self.capturer is not None:  # after the writer: it has handed over every chunk
+                    self.capturer.close()
                 self.predictions.close(self._prediction_schema())
                 self.rejects.close(self._rejects_schema(source.columns()))
                 if self.spool is not None:
@@ -191,7 +199,9 @@ class _Job:
                 self.rejects.commit()
                 self.predictions.commit()
             except BaseException:
-                writer.abort()
+                writer.abort()  # first: the writer may be waiting to hand a chunk to the capture thread
+                if self.capturer is not None:
+                    self.capturer.abort()
                 self.predictions.abort()
                 self.rejects.abort()
                 if self.spool is not None:
@@ -245,8 +255,8 @@ class _Job:
         self.predictions.write(self._prediction_table(table, encoded, rows, request_ids, pred))
         if encoded.rejected:
             self.rejects.write(self._rejects_table(table, encoded, offset))
-        if self.spool is not None and len(rows):
-            self._capture(table, encoded, request_ids, pred)
+        if self.capturer is not None and len(rows):
+            self.capturer.put((table, encoded, request_ids, pred))
         line = (
             f"chunk {chunk.index}: rows {offset}-{offset + chunk.num_rows - 1}: {len(rows)} predicted, "
             f"{len(encoded.rejected)} rejected"
@@ -316,6 +326,12 @@ class _Job:
             [pa.field(BATCH_ROW_COLUMN, pa.int64()), pa.field(BATCH_REASON_COLUMN, pa.string())]
             + [pa.field(n, pa.string()) for n in input_columns if n not in fixed]
         )
+
+    def _capture_chunk(self, item: tuple) -> None:
+        """On the capture thread: a written chunk's capture object, then its memory given back."""
+        self._capture(*item)
+        del item
+        pa.default_memory_pool().release_unused()
 
     def _capture(self, table: pa.Table, encoded: EncodedChunk, request_ids: pa.Array, pred: np.ndarray) -> None:
         n = len(encoded.accepted)
