@@ -8,9 +8,9 @@ their reason, the predicted rows become capture records (revision ``batch``; row
 ``<batch id>:<i>``, so feedback labels join them as they join served rows) and a seeded sample of the
 chunk's rows (``drift_rows``) is checked against the version's drift baseline. One progress line per
 chunk. Reading, writing and capture run on threads of their own beside the prediction
-(``kfloop.batch.overlap``: the predictions and rejects on one, the capture objects on the next, each a
-chunk behind). Everything is committed at the end: the capture objects, then the rejects and predictions files;
-a failure leaves neither file and no capture.
+(``kfloop.batch.overlap``: the drift check, predictions and rejects on one, the capture objects on the
+next, each a chunk behind). Everything is committed at the end: the capture objects, then the rejects
+and predictions files; a failure leaves neither file and no capture.
 
 The model reference is resolved first, then the input's columns are checked against the schema: an
 unknown version or stage, or an input that lacks feature columns, fails before any row is predicted.
@@ -142,7 +142,8 @@ class _Predicted:
     table: pa.Table  # the columns the writer needs
     encoded: EncodedChunk
     pred: np.ndarray
-    drift: dict | None
+    drift_sample: np.ndarray | None  # the encoded rows the drift check takes (checked by the writer)
+    drift: dict | None = None
 
 
 @contextlib.contextmanager
@@ -227,11 +228,11 @@ class _Job:
         }
 
     def _predict(self, index: int, table: pa.Table) -> _Predicted:
-        """On the job's thread: encode, predict and check drift (the rows stay in order)."""
+        """On the job's thread: encode, predict and draw the drift sample (the rows stay in order)."""
         offset = self.counts["rows"]
         encoded = self.encoder.encode(table)
         pred = predict(self.booster, self.schema, encoded.X)
-        drift = self._check_drift(index, encoded.X)
+        sample = self._drift_sample(encoded.X)
         for name, count in encoded.unseen.items():
             self.unseen[name] = self.unseen.get(name, 0) + count
         self.counts["rows"] += table.num_rows
@@ -243,10 +244,13 @@ class _Job:
             if self.options.id_column:  # one piece of its own, not a view of the chunk's CSV blocks
                 columns[self.options.id_column] = table.column(self.options.id_column).combine_chunks()
             table = pa.table(columns)
-        return _Predicted(index, offset, self.counts["rows"] - offset, table, encoded, pred, drift)
+        return _Predicted(index, offset, self.counts["rows"] - offset, table, encoded, pred, sample)
 
     def _write(self, chunk: _Predicted) -> None:
-        """On the writer thread: the chunk's predictions, rejects and capture object, then its progress line."""
+        """On the writer thread: the chunk's drift check (off the prediction's thread), predictions and rejects,
+        its capture handed to the capture thread, then its progress line."""
+        if chunk.drift_sample is not None:
+            chunk.drift, chunk.drift_sample = self._check_drift(chunk.index, chunk.drift_sample), None
         table, encoded, pred, offset = chunk.table, chunk.encoded, chunk.pred, chunk.offset
         rows = offset + encoded.accepted
         request_ids = pc.binary_join_element_wise(
@@ -368,12 +372,15 @@ class _Job:
         self.spool.add(capture_key(self.record.name, str(self.record.version), now[:10], data, "parquet"), data)
         self.counts["captured"] += n
 
-    def _check_drift(self, index: int, X: np.ndarray) -> dict | None:
+    def _drift_sample(self, X: np.ndarray) -> np.ndarray | None:
+        """The seeded sample of a chunk's encoded rows that the drift check takes (None: no check)."""
         if self.detector is None or len(X) == 0:
             return None
-        sample = X
         if len(X) > self.options.drift_rows:
-            sample = X[np.sort(self.rng.choice(len(X), self.options.drift_rows, replace=False))]
+            return X[np.sort(self.rng.choice(len(X), self.options.drift_rows, replace=False))]
+        return X
+
+    def _check_drift(self, index: int, sample: np.ndarray) -> dict:
         data = self.detector.predict(sample)["data"]
         result = {
             "chunk": index,
