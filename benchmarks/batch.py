@@ -11,16 +11,18 @@ in memory (the floor: no reading, validation, writing, capture or drift), and ba
 commit), and again without capture records. Each kind loads once in a process of its own, then the
 three take turns, ``--repeat`` runs each, and the fastest run of each counts (the machine is shared: a
 single run measures the neighbours, and taking turns spreads a change in their load over all three).
-Prints rows/s of each, their ratio (target at 1M rows: batch >= 0.8x), the CPU ratio (the floor's CPU
-seconds, all threads, over batch's: what batch costs beyond prediction, hardly moved by the machine's
-load) and peak RSS (target: batch's does not grow with the input; the floor holds the whole input in
-memory). Clocks start after the imports (Alibi Detect's take ~3 s) and the floor's load.
+Prints rows/s of each, their ratio (target at 1M rows: batch >= 0.8x), the CPU ratios (the floor's CPU
+seconds, all threads, over batch's, with and without capture: what batch costs beyond prediction, hardly
+moved by the machine's load), peak RSS (target: batch's does not grow with the input; the floor holds
+the whole input in memory), and the load average before and after. Clocks start after the imports
+(Alibi Detect's take ~3 s) and the floor's load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -95,8 +97,8 @@ print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss 
 """
 
 HEADER = (
-    "input", "inplace_predict rows/s", "batch rows/s", "ratio", "no capture", "ratio", "CPU ratio", "floor MB",
-    "batch MB",
+    "input", "inplace_predict rows/s", "batch rows/s", "ratio", "no capture", "ratio", "CPU ratio", "no capture",
+    "floor MB", "batch MB",
 )  # fmt: skip
 
 
@@ -165,7 +167,8 @@ def main() -> None:
             raise SystemExit(setup.stderr)
         ref = setup.stdout.split()[0]
         print(f"model {ref} (pipeline steps on sample:churn, defaults); batch: 100000-row chunks, drift on")
-        print("{:<18} {:>22} {:>13} {:>6} {:>11} {:>6} {:>9} {:>9} {:>9}".format(*HEADER))
+        print(f"load average {_load()} ({os.cpu_count()} CPUs)")
+        print("{:<18} {:>22} {:>13} {:>6} {:>11} {:>6} {:>9} {:>10} {:>9} {:>9}".format(*HEADER))
         for fmt in args.formats.split(","):
             for rows in args.rows.split(","):
                 source, out = str(data / f"in-{rows}.{fmt}"), str(data / f"out-{rows}-{fmt}.parquet")
@@ -175,9 +178,15 @@ def main() -> None:
                     f"{int(rows):>9,} {fmt:<8} {rate['floor']:>22,.0f} {rate['batch']:>13,.0f} "
                     f"{rate['batch'] / rate['floor']:>6.2f} {rate['bare']:>11,.0f} "
                     f"{rate['bare'] / rate['floor']:>6.2f} {r['floor']['cpu'] / r['batch']['cpu']:>9.2f} "
+                    f"{r['floor']['cpu'] / r['bare']['cpu']:>10.2f} "
                     f"{r['floor']['peak_mb']:>9,.0f} {r['batch']['peak_mb']:>9,.0f}",
                     flush=True,
                 )
+        print(f"load average {_load()}")
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -179,6 +179,7 @@ def encode_parquet_table(table, json_columns: list[str], json_features: Sequence
     strings, ``json_columns`` (and the fields ``json_features`` of the ``features`` struct) as JSON text,
     any other column as a typed Arrow column (struct, list, number) that ``decode`` reads back as the
     same Python values."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     missing = [c for c in TEXT_FIELDS if c not in table.column_names]
@@ -188,12 +189,13 @@ def encode_parquet_table(table, json_columns: list[str], json_features: Sequence
     if json_features:
         metadata["kfloop.json_features"] = json.dumps(list(json_features))
     table = _required(table).replace_schema_metadata(metadata)
-    sink = io.BytesIO()
+    # Arrow's own growing buffer, not io.BytesIO: ~15% less CPU for a 100k-row table (pyarrow 21)
+    sink = pa.BufferOutputStream()
     # no column statistics (nothing reads them) and dictionaries only for the dictionary columns and the
     # text inside structs (categories): trying dictionaries on unique ids and floats, and the statistics,
     # took ~4x the time of writing the pages (pyarrow 21)
     pq.write_table(table, sink, write_statistics=False, use_dictionary=_dictionary_columns(table.schema))
-    return sink.getvalue()
+    return sink.getvalue().to_pybytes()
 
 
 def _required(table):

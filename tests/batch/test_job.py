@@ -131,6 +131,27 @@ def test_a_failure_in_a_later_chunk_leaves_no_output_no_rejects_and_no_captures(
     assert read_captures(open_store(settings), "churn") == []
 
 
+def test_a_capture_that_fails_on_its_thread_fails_the_job_and_leaves_nothing(churn_model, tmp_path, monkeypatch):
+    import kfloop.batch.job as job
+
+    settings, ref, _ = churn_model
+    _, path = _input(tmp_path, n=600)
+    encode, calls = job.encode_parquet_table, []
+
+    def encode_then_fail(*args, **kwargs):  # the capture of the second chunk fails (a full disk, say)
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("no space left on device")
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(job, "encode_parquet_table", encode_then_fail)
+    with pytest.raises(OSError, match="no space left"):
+        run_batch(BatchOptions(ref, path, str(tmp_path / "out.csv"), chunk_rows=100), settings, _quiet)
+    assert len(calls) == 2  # nothing encoded after the failure
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "home", "in.csv"]
+    assert read_captures(open_store(settings), "churn") == []
+
+
 def test_unknown_models_versions_and_stages_are_refused(churn_model):
     settings, _, _ = churn_model
     with pytest.raises(ModelNotFound, match="no version 7"):
