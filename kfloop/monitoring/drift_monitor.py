@@ -21,10 +21,13 @@ queued every ``settle_s`` seconds, so the counters catch up with the traffic.
 
 Checking a window costs milliseconds (Alibi's TabularDrift on 500 rows against a 10,000-row
 reference: ~9 ms), so at high row rates the checks would take a whole core from serving.
-``cpu_share`` bounds them: after a check that took ``t`` seconds the monitor rests for
+``cpu_share`` bounds them: after a check that used ``t`` seconds of this thread's CPU
+(``time.thread_time()``, not wall time: on a busy machine a 2 ms check can take 30 ms of wall time
+waiting for a core or the GIL, which would make the monitor rest for nothing) the monitor rests for
 ``t * (1 / cpu_share - 1)`` seconds, and rows served while it rests are not checked (counted in
-``rows_skipped``). Windows stay whole and contiguous; at high traffic they become a sample of it.
-With ``cpu_share=1`` every row is checked.
+``rows_skipped``); the thread rests as well, so rows queued during a check wait for the rest's end
+and the checks' CPU stays within the share however fast rows come. Windows stay whole and
+contiguous; at high traffic they become a sample of it. With ``cpu_share=1`` every row is checked.
 
 With a ``quality`` window (``kfloop.monitoring.quality_window``: the version's bundle has baseline
 constraints), the same windows are also checked for data quality and prediction drift: ``submit``
@@ -188,7 +191,7 @@ class DriftMonitor:
                 end = start + self.windowed.window_size - self.windowed.pending
                 if self.windowed.pending == 0:  # a new window: its first rows' submit time
                     self._window_start = queued_at[min(int(np.searchsorted(bounds, start, "right")), len(bounds) - 1)]
-                began = time.monotonic()
+                began = time.thread_time()  # this thread's CPU: the cap bounds CPU, not time waited for a core
                 signals: list[SignalResult] = []
                 if self.quality is not None:  # its windows are the drift windows: one summary holds both
                     try:
@@ -206,8 +209,12 @@ class DriftMonitor:
                 self.rows_checked += len(X[start:end])
                 start = end
                 if self.windowed.pending == 0 and self.cpu_share < 1:  # a window was checked: rest
-                    now = time.monotonic()
-                    self._rest_until = now + (now - began) * (1 / self.cpu_share - 1)
+                    used = time.thread_time() - began
+                    self._rest_until = time.monotonic() + used * (1 / self.cpu_share - 1)
+                    with self._cond:  # the thread rests too: rows queued during the check wait (stop ends it)
+                        self._cond.wait_for(
+                            lambda: self._stopping or not self.resting, self._rest_until - time.monotonic()
+                        )
             with self._cond:
                 self._needed = self.windowed.window_size - self.windowed.pending
 
