@@ -35,6 +35,7 @@ saved by one backend can be loaded with the other (``load_detector(folder, backe
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -174,6 +175,8 @@ def to_jsonable(value: Any) -> Any:
     """``value`` with numpy arrays and scalars as Python lists and numbers; NaN/inf become None."""
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind == "f":  # p-values, distances
+        return [v if math.isfinite(v) else None for v in value.tolist()]
     if isinstance(value, (list, tuple, np.ndarray)):
         return [to_jsonable(v) for v in value]
     if isinstance(value, (bool, np.bool_)):
