@@ -346,7 +346,7 @@ class DriftTransformer(kserve.Model):
         ``tensors``); ``forward`` is what the predictor gets when it speaks the same protocol (on the
         other one it gets a body rebuilt from the decoded matrix). Returns the answer in the client's
         protocol and the predictor's own answer."""
-        decoded = self._decode(body, tensors)
+        decoded = self._decode(body, tensors, forward if isinstance(forward, bytes) else None)
         sent = forwarded_headers(headers, request_id)
         if protocol != self.client.protocol or self.options.encoded_rows:
             forward, json_length = request_in(self.client.protocol, decoded, self.schema, request_id), None
@@ -375,11 +375,11 @@ class DriftTransformer(kserve.Model):
             self.rejected_requests += 1
             raise InvalidInput(str(e)) from e
 
-    def _decode(self, body: Any, tensors: list[Tensor] | None) -> Decoded:
+    def _decode(self, body: Any, tensors: list[Tensor] | None, raw: bytes | None = None) -> Decoded:
         try:
             if tensors is not None:
                 return self.decoder.decode_v2_inputs(tensors)
-            return self.decoder.decode_v1(body)
+            return self.decoder.decode_v1(body, raw)
         except InvalidRequest as e:
             self.rejected_requests += 1
             raise InvalidInput(str(e)) from e
