@@ -12,8 +12,9 @@ and ends when it was checked. With a ``window_log`` every checked window, clean 
 gets a summary there (``kfloop.monitoring.window_log``), written in batches on this thread.
 Counters for Prometheus: ``rows_submitted`` (queued), ``rows_checked``
 (through the detection thread, results reported), ``rows_dropped``, ``rows_skipped``,
-``windows_checked``, ``drift_detected``, ``errors``; ``last_p_values`` holds the p-value of each
-feature in the last window and ``window_rows`` the rows waiting for the current window to fill.
+``windows_checked``, ``drift_detected``, ``errors``, ``check_cpu_s`` (CPU seconds the checks used);
+``last_p_values`` holds the p-value of each feature in the last window and ``window_rows`` the rows
+waiting for the current window to fill.
 
 The thread is woken when the queued rows complete a window, not for every request (a wake-up per
 request cost the transformer ~0.1 ms of CPU at one request at a time); otherwise it takes what is
@@ -97,6 +98,7 @@ class DriftMonitor:
         self.cpu_share = cpu_share
         self.rows_submitted = self.rows_checked = self.rows_dropped = self.rows_skipped = 0
         self.windows_checked = self.drift_detected = self.errors = 0
+        self.check_cpu_s = 0.0  # this thread's CPU in checks (the cap's measure)
         self.last_p_values: dict[str, float | None] = {}
         self.quality = quality
         # every key from the start (the metrics read these from another thread); empty without a baseline
@@ -208,8 +210,9 @@ class DriftMonitor:
                     self._note_error("checking drift", e)
                 self.rows_checked += len(X[start:end])
                 start = end
+                used = time.thread_time() - began
+                self.check_cpu_s += used
                 if self.windowed.pending == 0 and self.cpu_share < 1:  # a window was checked: rest
-                    used = time.thread_time() - began
                     self._rest_until = time.monotonic() + used * (1 / self.cpu_share - 1)
                     with self._cond:  # the thread rests too: rows queued during the check wait (stop ends it)
                         self._cond.wait_for(

@@ -67,6 +67,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -687,7 +688,14 @@ def serve(args: argparse.Namespace) -> None:
     server = model_server(args, predictor_config=config)
     server.dataplane = VersionedDataPlane(model_registry=server.registered_models)
     freeze_heap()
+    # the capture writer's and the drift monitor's threads run Python between their numpy/orjson calls; a
+    # request waiting for the GIL waits up to one switch interval (default 5 ms) each time it wants it back
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     server.start([model])
+
+
+SWITCH_INTERVAL_S = 0.001  # against the default 5 ms, two transformers behind one predictor, load alternating
+# between them: p99 at 1 row c=16 ~12% lower, 100-row requests at c=8 15-30% more per second
 
 
 if __name__ == "__main__":

@@ -158,6 +158,7 @@ def test_after_a_check_the_monitor_rests_for_its_cpu_share_and_skips_rows(fitted
     assert monitor.submit(rows)
     wait_for(lambda: monitor.windows_checked == 2)
     assert (monitor.rows_checked, monitor.rows_skipped) == (20, 10)
+    assert 0.6 <= monitor.check_cpu_s < 0.6 + 0.2  # what the two checks used, counted for the metrics
     assert monitor.stop()
 
 
