@@ -105,4 +105,3 @@ def _copied(value: Any) -> Any:
     if kind is tuple:
         return tuple(_copied(v) for v in value)
     return copy.deepcopy(value)
-
