@@ -22,13 +22,15 @@ queued every ``settle_s`` seconds, so the counters catch up with the traffic.
 
 Checking a window costs milliseconds (Alibi's TabularDrift on 500 rows against a 10,000-row
 reference: ~9 ms), so at high row rates the checks would take a whole core from serving.
-``cpu_share`` bounds them: after a check that used ``t`` seconds of this thread's CPU
-(``time.thread_time()``, not wall time: on a busy machine a 2 ms check can take 30 ms of wall time
-waiting for a core or the GIL, which would make the monitor rest for nothing) the monitor rests for
-``t * (1 / cpu_share - 1)`` seconds, and rows served while it rests are not checked (counted in
-``rows_skipped``); the thread rests as well, so rows queued during a check wait for the rest's end
-and the checks' CPU stays within the share however fast rows come. Windows stay whole and
-contiguous; at high traffic they become a sample of it. With ``cpu_share=1`` every row is checked.
+``cpu_share`` bounds them as a budget: the checks earn ``cpu_share`` seconds of CPU per second of
+wall time (up to ``burst_s`` seconds' worth saved while traffic is light) and spend what each check
+uses of this thread's CPU (``time.thread_time()``, not wall time: on a busy machine a 2 ms check can
+take 30 ms of wall time waiting for a core or the GIL). When a check leaves the budget in debt, the
+monitor rests until it is paid back, and rows served while it rests are not checked (counted in
+``rows_skipped``); the thread rests as well, so rows queued during a check wait, and over any ``T``
+seconds the checks use at most ``cpu_share * (T + burst_s)`` plus one check. While the checks cost less
+than the share, every row is checked. Windows stay whole and contiguous; at high traffic they become a
+sample of it. With ``cpu_share=1`` every row is checked.
 
 With a ``quality`` window (``kfloop.monitoring.quality_window``: the version's bundle has baseline
 constraints), the same windows are also checked for data quality and prediction drift: ``submit``
@@ -65,6 +67,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_PENDING_ROWS = 50_000
 DEFAULT_SETTLE_S = 0.25
 DEFAULT_CPU_SHARE = 0.25
+DEFAULT_BURST_S = 1.0  # the checks' unspent budget is kept for at most this many seconds' worth
 
 
 class DriftMonitor:
@@ -82,6 +85,7 @@ class DriftMonitor:
         warn_interval_s: float = 30.0,
         settle_s: float = DEFAULT_SETTLE_S,
         cpu_share: float = DEFAULT_CPU_SHARE,
+        burst_s: float = DEFAULT_BURST_S,
         quality: WindowedQuality | None = None,
         window_log: WindowLog | None = None,
     ):
@@ -113,6 +117,8 @@ class DriftMonitor:
         self._pending_rows = 0
         self._needed = windowed.window_size  # queued rows that complete the current window
         self._rest_until = 0.0  # time.monotonic() before which served rows are not checked
+        self._budget = self._budget_max = cpu_share * burst_s  # CPU seconds the checks may still use
+        self._budget_at = time.monotonic()  # when the budget was last brought up to date
         self.settle_s = settle_s
         self._cond = threading.Condition()
         self._stopping = False
@@ -212,14 +218,21 @@ class DriftMonitor:
                 start = end
                 used = time.thread_time() - began
                 self.check_cpu_s += used
-                if self.windowed.pending == 0 and self.cpu_share < 1:  # a window was checked: rest
-                    self._rest_until = time.monotonic() + used * (1 / self.cpu_share - 1)
+                if self.cpu_share < 1 and self._spend(used) < 0 and self.windowed.pending == 0:  # a window, in debt
+                    self._rest_until = time.monotonic() - self._budget / self.cpu_share
                     with self._cond:  # the thread rests too: rows queued during the check wait (stop ends it)
                         self._cond.wait_for(
                             lambda: self._stopping or not self.resting, self._rest_until - time.monotonic()
                         )
             with self._cond:
                 self._needed = self.windowed.window_size - self.windowed.pending
+
+    def _spend(self, used: float) -> float:
+        """Earn the budget since it was last brought up to date, spend ``used``; the budget left."""
+        now = time.monotonic()
+        earned = (now - self._budget_at) * self.cpu_share
+        self._budget, self._budget_at = min(self._budget_max, self._budget + earned) - used, now
+        return self._budget
 
     def _take(self) -> tuple[list[np.ndarray], list[float]] | None:
         """Everything queued, once it completes the current window, at stop, or after ``settle_s``

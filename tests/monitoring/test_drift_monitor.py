@@ -145,20 +145,24 @@ class BusyDetector(SleepyDetector):
 def test_after_a_check_the_monitor_rests_for_its_cpu_share_and_skips_rows(fitted, tmp_path):
     schema, detector = fitted
     monitor = DriftMonitor(
-        WindowedDrift(BusyDetector(detector, 0.3), 10), Outbox(tmp_path / "o", None), "kfloop/churn", cpu_share=0.5
-    )  # 0.3 s of CPU per check, then at least 0.3 s of rest
+        WindowedDrift(BusyDetector(detector, 0.2), 10),
+        Outbox(tmp_path / "o", None),
+        "kfloop/churn",
+        cpu_share=0.1,
+        burst_s=0.5,
+    )  # 0.2 s of CPU per check, 0.05 s saved up: with a tenth of a core, 1.5 s for the check and its rest
     rows = schema.encode_frame(churn(10, seed=1))
+    began = time.monotonic()
     assert monitor.submit(rows)
     wait_for(lambda: monitor.resting)
-    rested_from = time.monotonic()
     assert monitor.submit(rows)  # served while resting: skipped
     assert (monitor.rows_skipped, monitor.rows_submitted, monitor.windows_checked) == (10, 10, 1)
     wait_for(lambda: not monitor.resting)
-    assert time.monotonic() - rested_from >= 0.25  # the rest matches the CPU the check used
+    assert time.monotonic() - began >= 1.45  # the rest pays back the CPU the check used beyond the share
     assert monitor.submit(rows)
     wait_for(lambda: monitor.windows_checked == 2)
     assert (monitor.rows_checked, monitor.rows_skipped) == (20, 10)
-    assert 0.6 <= monitor.check_cpu_s < 0.6 + 0.2  # what the two checks used, counted for the metrics
+    assert 0.4 <= monitor.check_cpu_s < 0.4 + 0.2  # what the two checks used, counted for the metrics
     assert monitor.stop()
 
 
@@ -178,9 +182,23 @@ def test_the_cap_bounds_the_checks_cpu_however_fast_rows_come(fitted, tmp_path):
         monitor.submit(rows)
         time.sleep(0.001)
     elapsed, checked = time.monotonic() - began, monitor.windows_checked
-    # every check uses >= 20 ms of CPU and is followed by >= 60 ms of rest: at most a quarter of a core
-    assert 0 < checked * 0.02 <= share * elapsed + 0.02
+    # every check uses >= 20 ms of CPU: at most a quarter of a core, and the second saved at the start
+    assert 0 < checked * 0.02 <= share * (elapsed + 1.0) + 0.02
     assert monitor.rows_skipped > monitor.rows_checked
+    assert monitor.stop()
+
+
+def test_checks_within_the_share_skip_no_row(fitted, tmp_path):
+    schema, detector = fitted  # 20 ms of CPU every 200 ms: a tenth of a core, under the quarter allowed
+    monitor = DriftMonitor(
+        WindowedDrift(BusyDetector(detector, 0.02), 10), Outbox(tmp_path / "o", None), "kfloop/churn", cpu_share=0.25
+    )
+    rows = schema.encode_frame(churn(10, seed=1))
+    for _ in range(8):
+        assert monitor.submit(rows)
+        time.sleep(0.2)
+    wait_for(lambda: monitor.windows_checked == 8)
+    assert (monitor.rows_checked, monitor.rows_skipped) == (80, 0)
     assert monitor.stop()
 
 
