@@ -26,7 +26,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serving  # noqa: E402  (the serving benchmark's models, built the same way)
-
 from kfloop.events.outbox import Outbox  # noqa: E402
 from kfloop.monitoring.drift_monitor import DEFAULT_CPU_SHARE, DriftMonitor  # noqa: E402
 from kfloop.monitoring.drift_window import WindowedDrift  # noqa: E402
@@ -114,8 +113,8 @@ def main() -> None:
                     flush=True,
                 )
     print(
-        f"(cpu_share {DEFAULT_CPU_SHARE}: the checks earn that share of a core and rest when a check leaves them in debt; "
-        "rows offered meanwhile are skipped; coverage counts the rows queued at the end, checked at stop)"
+        f"(cpu_share {DEFAULT_CPU_SHARE}: the checks earn that share of a core and rest when a check leaves them "
+        "in debt; rows offered meanwhile are skipped; coverage counts the rows queued at the end, checked at stop)"
     )
 
 
