@@ -625,6 +625,7 @@ class Result:
     wrk_cores: float
     other_cores: float
     coverage: float | None = None  # drift transformers: rows queued for drift checks / rows served
+    check_ms: float | None = None  # ... and the drift thread's CPU ms per checked window
 
 
 def wrk_script(bodies: list[Path]) -> Path:
@@ -687,6 +688,8 @@ class Sample:
     other_s: float
     queued_rows: int = 0  # a drift transformer's: rows queued for drift checks meanwhile (not skipped/dropped)
     served_rows: int = 0  # ... and rows it served meanwhile
+    check_cpu_s: float = 0.0  # ... and the CPU its drift thread used checking windows meanwhile
+    windows: int = 0  # ... in this many windows
 
 
 def measure(
@@ -706,10 +709,12 @@ def measure(
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk_s = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     busy_s, ours_s = (_busy_ticks() - busy) / CLK_TCK, (_group_ticks(pgids) - ours) / CLK_TCK
-    queued = served = 0
+    queued = served = windows = 0
+    check_s = 0.0
     if transformer:  # the transformer's own counts: every served row is queued, skipped, dropped or unreferenced
         delta = {k: v - before[k] for k, v in drift_counters(transformer).items()}
         queued, served = delta["kfloop_drift_rows_submitted_total"], sum(delta[k] for k in SERVED_ROWS)
+        windows, check_s = delta["kfloop_drift_windows_checked_total"], delta["kfloop_drift_check_cpu_seconds_total"]
     return Sample(
         wrk["requests"],
         wrk["seconds"],
@@ -721,6 +726,8 @@ def measure(
         max(busy_s - ours_s - wrk_s, 0.0),
         queued,
         served,
+        check_s,
+        windows,
     )
 
 
@@ -739,6 +746,9 @@ def combine(target: Target, rows: int, concurrency: int, samples: list[Sample]) 
         sum(s.wrk_s for s in samples) / seconds,
         sum(s.other_s for s in samples) / seconds,
         sum(s.queued_rows for s in samples) / max(sum(s.served_rows for s in samples), 1)
+        if target.key.startswith("tr-")
+        else None,
+        sum(s.check_cpu_s for s in samples) * 1e3 / max(sum(s.windows for s in samples), 1)
         if target.key.startswith("tr-")
         else None,
     )
@@ -790,19 +800,22 @@ DRIFT_COUNTERS = (
     "kfloop_drift_rows_skipped_total",
     "kfloop_drift_rows_dropped_total",
     "kfloop_drift_rows_unreferenced_total",
+    "kfloop_drift_windows_checked_total",
+    "kfloop_drift_check_cpu_seconds_total",  # (seconds, not a count)
 )
-SERVED_ROWS = (DRIFT_COUNTERS[0], *DRIFT_COUNTERS[2:])  # queued, skipped, dropped, unreferenced
+SERVED_ROWS = (DRIFT_COUNTERS[0], *DRIFT_COUNTERS[2:5])  # queued, skipped, dropped, unreferenced
 
 
-def drift_counters(server: Server) -> dict[str, int]:
-    """A drift transformer's row counters from its /metrics, summed over versions."""
+def drift_counters(server: Server) -> dict[str, float]:
+    """A drift transformer's row and window counters and its checks' CPU seconds from its /metrics, summed
+    over versions."""
     with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as r:
         text = r.read().decode()
     values = dict.fromkeys(DRIFT_COUNTERS, 0)
     for line in text.splitlines():
         name = line.split("{", 1)[0]
         if name in values:
-            values[name] += int(float(line.rsplit(" ", 1)[1]))
+            values[name] += float(line.rsplit(" ", 1)[1])
     return values
 
 
@@ -921,6 +934,7 @@ def _print_peer_model(by: dict, keys: tuple[str, str, str, str], goals: bool, dr
         lambda *sh: (by[(tr, *sh)].coverage, by[(tr, *sh)].rps * sh[0]),
         lambda v: f"{v[0]:.0%} ({v[1]:.0f})",
     )
+    line("  drift check CPU ms per window", lambda *sh: by[(tr, *sh)].check_ms, lambda v: f"{v:.2f}")
 
 
 def print_targets(results: list[Result]) -> bool:
@@ -1079,9 +1093,12 @@ def main() -> None:
     print_table(results, floor_lines)
     for key, c in counters.items():
         print(
-            f"{key}: {c['kfloop_drift_rows_submitted_total']} rows queued for drift checks, "
-            f"{c['kfloop_drift_rows_checked_total']} checked, {c['kfloop_drift_rows_skipped_total']} skipped while "
-            f"the monitor rested (--drift_cpu_share, default 0.25), {c['kfloop_drift_rows_dropped_total']} dropped"
+            f"{key}: {c['kfloop_drift_rows_submitted_total']:.0f} rows queued for drift checks, "
+            f"{c['kfloop_drift_rows_checked_total']:.0f} checked, {c['kfloop_drift_rows_skipped_total']:.0f} skipped "
+            f"while the monitor rested (--drift_cpu_share, default 0.25), "
+            f"{c['kfloop_drift_rows_dropped_total']:.0f} dropped; "
+            f"{c['kfloop_drift_check_cpu_seconds_total'] * 1e3 / max(c['kfloop_drift_windows_checked_total'], 1):.2f} "
+            f"ms of CPU per window checked"
         )
     print_peer_ratios(results, peer_reason, args.drift_backend)
     if {t.key for t in TARGETS} - PEER_TARGETS - {t.key for t in targets}:

@@ -69,13 +69,15 @@ class RequestDecoder:
 
     # -- V1 ------------------------------------------------------------------------------------
 
-    def decode_v1(self, body: Any) -> Decoded:
-        """``{"instances": [...]}``: lists in schema order, or objects keyed by feature name."""
+    def decode_v1(self, body: Any, raw: bytes | None = None) -> Decoded:
+        """``{"instances": [...]}``: lists in schema order, or objects keyed by feature name. ``raw``: the
+        JSON text ``body`` was parsed from, when at hand (it spares the all-numeric check a pass over
+        every value)."""
         instances = _body_list(body, "instances")
         self._check_rows(len(instances), '"instances"')
         if isinstance(instances[0], dict):
             return self._decode_objects(instances)
-        return self._decode_rows(instances)
+        return self._decode_rows(instances, raw)
 
     def _decode_objects(self, instances: list) -> Decoded:
         """Objects keyed by feature name; checked in bulk first, one by one only to name a bad one."""
@@ -93,13 +95,16 @@ class RequestDecoder:
         columns = [list(map(operator.itemgetter(name), instances)) for name in self.names]
         return self._encode_columns(columns, len(instances))
 
-    def _decode_rows(self, rows: list) -> Decoded:
+    def _decode_rows(self, rows: list, raw: bytes | None = None) -> Decoded:
         """Lists in schema order; an all-numeric batch is one numpy conversion."""
         width = len(self.names)
         if not self._codes:
             X = _float_matrix(rows)
-            if X is not None and X.ndim == 2 and X.shape[1] == width and _plain_matrix(rows, X):
-                return Decoded(X, {})
+            if X is not None and X.ndim == 2 and X.shape[1] == width:
+                if raw is not None and numbers_only(raw) and not (np.abs(X) >= _LARGE).any():
+                    return Decoded(X, {})  # JSON numbers and nulls only, none large: the value rule holds
+                if _plain_matrix(rows, X):
+                    return Decoded(X, {})
         if not set(map(type, rows)) <= {list, tuple} or set(map(len, rows)) != {width}:
             for i, row in enumerate(rows):
                 if type(row) not in (list, tuple):
@@ -380,6 +385,17 @@ def _plain_matrix(rows: list, X: np.ndarray) -> bool:
     which names the bad value)."""
     values = list(itertools.chain.from_iterable(rows))
     return set(map(type, values)) <= _PLAIN and _fit(values, set(map(type, values)), None, X)
+
+
+_NUMBER_BYTES = b"0123456789.,-+eE[] \t\r\n"  # what JSON numbers, lists and whitespace are written with
+_ONLY_INSTANCES = b'{"instancs":}'  # {"instances": ...} without them (and without the e of its name)
+
+
+def numbers_only(raw: bytes) -> bool:
+    """Whether the JSON text ``raw`` (valid JSON: the body as parsed) is ``{"instances": ...}`` holding
+    nothing but lists, numbers and nulls: no string (it would add quotes), no boolean, no object. One
+    pass in C over the bytes, where checking the parsed values' types is a Python step per value."""
+    return raw.translate(None, _NUMBER_BYTES).replace(b"null", b"") == _ONLY_INSTANCES
 
 
 def is_number(value: Any) -> bool:

@@ -6,13 +6,13 @@ chi-squared on the 2 x k table of reference vs window category counts for catego
 and a Bonferroni or FDR correction over features. Every result is Alibi Detect's envelope
 ``{"meta": {...}, "data": {"is_drift", "p_val", "threshold", "distance"}}`` as plain JSON.
 
-Two backends compute the same tests. ``alibi`` (the default) is Alibi Detect 0.13's
-``TabularDrift``; Alibi Detect 0.13 is licensed under BSL 1.1, which forbids production use
-without a commercial licence from Seldon. ``scipy`` computes the same statistics and p-values
-as ``scipy.stats.ks_2samp`` and ``chi2_contingency`` from a reference prepared once at load
-(sorted numeric columns, category counts): a 500-row window costs well under a millisecond
-against a 10,000-row reference, where Alibi takes ~10 ms. It needs no Alibi Detect and is the
-backend to use in production without that licence.
+Two backends compute the same tests. ``scipy`` (the default) computes the same statistics and
+p-values as ``scipy.stats.ks_2samp`` and ``chi2_contingency`` from a reference prepared once at load
+(sorted numeric columns, category counts): a 500-row window of 30 numeric features costs ~2 ms of
+CPU against a 10,000-row reference, where Alibi takes ~20x more. It needs no Alibi Detect.
+``alibi`` is Alibi Detect 0.13's ``TabularDrift`` (its p-values are scipy's to 1e-5:
+``tests/monitoring/test_drift.py``); Alibi Detect 0.13 is licensed under BSL 1.1, which forbids
+production use without a commercial licence from Seldon.
 
 Preparation, the same for both backends and for reference and window alike:
 
@@ -35,6 +35,7 @@ saved by one backend can be loaded with the other (``load_detector(folder, backe
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -67,7 +68,7 @@ class DriftDetector(Protocol):
 def fit_baseline(
     schema: FeatureSchema,
     X_ref: np.ndarray,
-    backend: str = "alibi",
+    backend: str = "scipy",
     p_val: float = 0.05,
     correction: str = "bonferroni",
     max_ref_rows: int = 10000,
@@ -174,6 +175,8 @@ def to_jsonable(value: Any) -> Any:
     """``value`` with numpy arrays and scalars as Python lists and numbers; NaN/inf become None."""
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind == "f":  # p-values, distances
+        return [v if math.isfinite(v) else None for v in value.tolist()]
     if isinstance(value, (list, tuple, np.ndarray)):
         return [to_jsonable(v) for v in value]
     if isinstance(value, (bool, np.bool_)):

@@ -12,8 +12,9 @@ and ends when it was checked. With a ``window_log`` every checked window, clean 
 gets a summary there (``kfloop.monitoring.window_log``), written in batches on this thread.
 Counters for Prometheus: ``rows_submitted`` (queued), ``rows_checked``
 (through the detection thread, results reported), ``rows_dropped``, ``rows_skipped``,
-``windows_checked``, ``drift_detected``, ``errors``; ``last_p_values`` holds the p-value of each
-feature in the last window and ``window_rows`` the rows waiting for the current window to fill.
+``windows_checked``, ``drift_detected``, ``errors``, ``check_cpu_s`` (CPU seconds the checks used);
+``last_p_values`` holds the p-value of each feature in the last window and ``window_rows`` the rows
+waiting for the current window to fill.
 
 The thread is woken when the queued rows complete a window, not for every request (a wake-up per
 request cost the transformer ~0.1 ms of CPU at one request at a time); otherwise it takes what is
@@ -21,10 +22,15 @@ queued every ``settle_s`` seconds, so the counters catch up with the traffic.
 
 Checking a window costs milliseconds (Alibi's TabularDrift on 500 rows against a 10,000-row
 reference: ~9 ms), so at high row rates the checks would take a whole core from serving.
-``cpu_share`` bounds them: after a check that took ``t`` seconds the monitor rests for
-``t * (1 / cpu_share - 1)`` seconds, and rows served while it rests are not checked (counted in
-``rows_skipped``). Windows stay whole and contiguous; at high traffic they become a sample of it.
-With ``cpu_share=1`` every row is checked.
+``cpu_share`` bounds them as a budget: the checks earn ``cpu_share`` seconds of CPU per second of
+wall time (up to ``burst_s`` seconds' worth saved while traffic is light) and spend what each check
+uses of this thread's CPU (``time.thread_time()``, not wall time: on a busy machine a 2 ms check can
+take 30 ms of wall time waiting for a core or the GIL). When a check leaves the budget in debt, the
+monitor rests until it is paid back, and rows served while it rests are not checked (counted in
+``rows_skipped``); the thread rests as well, so rows queued during a check wait, and over any ``T``
+seconds the checks use at most ``cpu_share * (T + burst_s)`` plus one check. While the checks cost less
+than the share, every row is checked. Windows stay whole and contiguous; at high traffic they become a
+sample of it. With ``cpu_share=1`` every row is checked.
 
 With a ``quality`` window (``kfloop.monitoring.quality_window``: the version's bundle has baseline
 constraints), the same windows are also checked for data quality and prediction drift: ``submit``
@@ -61,6 +67,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_PENDING_ROWS = 50_000
 DEFAULT_SETTLE_S = 0.25
 DEFAULT_CPU_SHARE = 0.25
+DEFAULT_BURST_S = 1.0  # the checks' unspent budget is kept for at most this many seconds' worth
 
 
 class DriftMonitor:
@@ -78,6 +85,7 @@ class DriftMonitor:
         warn_interval_s: float = 30.0,
         settle_s: float = DEFAULT_SETTLE_S,
         cpu_share: float = DEFAULT_CPU_SHARE,
+        burst_s: float = DEFAULT_BURST_S,
         quality: WindowedQuality | None = None,
         window_log: WindowLog | None = None,
     ):
@@ -94,6 +102,7 @@ class DriftMonitor:
         self.cpu_share = cpu_share
         self.rows_submitted = self.rows_checked = self.rows_dropped = self.rows_skipped = 0
         self.windows_checked = self.drift_detected = self.errors = 0
+        self.check_cpu_s = 0.0  # this thread's CPU in checks (the cap's measure)
         self.last_p_values: dict[str, float | None] = {}
         self.quality = quality
         # every key from the start (the metrics read these from another thread); empty without a baseline
@@ -108,6 +117,8 @@ class DriftMonitor:
         self._pending_rows = 0
         self._needed = windowed.window_size  # queued rows that complete the current window
         self._rest_until = 0.0  # time.monotonic() before which served rows are not checked
+        self._budget = self._budget_max = cpu_share * burst_s  # CPU seconds the checks may still use
+        self._budget_at = time.monotonic()  # when the budget was last brought up to date
         self.settle_s = settle_s
         self._cond = threading.Condition()
         self._stopping = False
@@ -188,7 +199,7 @@ class DriftMonitor:
                 end = start + self.windowed.window_size - self.windowed.pending
                 if self.windowed.pending == 0:  # a new window: its first rows' submit time
                     self._window_start = queued_at[min(int(np.searchsorted(bounds, start, "right")), len(bounds) - 1)]
-                began = time.monotonic()
+                began = time.thread_time()  # this thread's CPU: the cap bounds CPU, not time waited for a core
                 signals: list[SignalResult] = []
                 if self.quality is not None:  # its windows are the drift windows: one summary holds both
                     try:
@@ -205,11 +216,23 @@ class DriftMonitor:
                     self._note_error("checking drift", e)
                 self.rows_checked += len(X[start:end])
                 start = end
-                if self.windowed.pending == 0 and self.cpu_share < 1:  # a window was checked: rest
-                    now = time.monotonic()
-                    self._rest_until = now + (now - began) * (1 / self.cpu_share - 1)
+                used = time.thread_time() - began
+                self.check_cpu_s += used
+                if self.cpu_share < 1 and self._spend(used) < 0 and self.windowed.pending == 0:  # a window, in debt
+                    self._rest_until = time.monotonic() - self._budget / self.cpu_share
+                    with self._cond:  # the thread rests too: rows queued during the check wait (stop ends it)
+                        self._cond.wait_for(
+                            lambda: self._stopping or not self.resting, self._rest_until - time.monotonic()
+                        )
             with self._cond:
                 self._needed = self.windowed.window_size - self.windowed.pending
+
+    def _spend(self, used: float) -> float:
+        """Earn the budget since it was last brought up to date, spend ``used``; the budget left."""
+        now = time.monotonic()
+        earned = (now - self._budget_at) * self.cpu_share
+        self._budget, self._budget_at = min(self._budget_max, self._budget + earned) - used, now
+        return self._budget
 
     def _take(self) -> tuple[list[np.ndarray], list[float]] | None:
         """Everything queued, once it completes the current window, at stop, or after ``settle_s``

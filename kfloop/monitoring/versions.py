@@ -54,6 +54,7 @@ _SUMMED = (
     "windows_checked",
     "drift_detected",
     "errors",
+    "check_cpu_s",
 )
 
 

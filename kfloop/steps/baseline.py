@@ -34,7 +34,7 @@ def fit_drift_baseline(
     model_dir: str,
     train_path: str,
     out_dir: str,
-    backend: str = "alibi",
+    backend: str = "scipy",
     p_val: float = 0.05,
     reference: str = "",
     settings: Settings | None = None,

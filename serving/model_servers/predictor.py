@@ -131,7 +131,7 @@ class XGBoostPredictor(kserve.Model):
         """A plain JSON request (``serving/fast_path.py``), answered as KServe's path answers it."""
         request_id_of(headers, body.get("id") if protocol == "v2" and isinstance(body, dict) else None)  # 400: too long
         if protocol == "v1":
-            pred = await self._predict(self._decoded(self.decoder.decode_v1, body))
+            pred = await self._predict(self._decoded(lambda b: self.decoder.decode_v1(b, raw), body))
             doc = v1_answer(encode_predictions(self.schema, pred))
         else:
             binary = _checked_outputs(body)

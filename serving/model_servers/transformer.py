@@ -67,6 +67,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -346,7 +347,7 @@ class DriftTransformer(kserve.Model):
         ``tensors``); ``forward`` is what the predictor gets when it speaks the same protocol (on the
         other one it gets a body rebuilt from the decoded matrix). Returns the answer in the client's
         protocol and the predictor's own answer."""
-        decoded = self._decode(body, tensors)
+        decoded = self._decode(body, tensors, forward if isinstance(forward, bytes) else None)
         sent = forwarded_headers(headers, request_id)
         if protocol != self.client.protocol or self.options.encoded_rows:
             forward, json_length = request_in(self.client.protocol, decoded, self.schema, request_id), None
@@ -375,11 +376,11 @@ class DriftTransformer(kserve.Model):
             self.rejected_requests += 1
             raise InvalidInput(str(e)) from e
 
-    def _decode(self, body: Any, tensors: list[Tensor] | None) -> Decoded:
+    def _decode(self, body: Any, tensors: list[Tensor] | None, raw: bytes | None = None) -> Decoded:
         try:
             if tensors is not None:
                 return self.decoder.decode_v2_inputs(tensors)
-            return self.decoder.decode_v1(body)
+            return self.decoder.decode_v1(body, raw)
         except InvalidRequest as e:
             self.rejected_requests += 1
             raise InvalidInput(str(e)) from e
@@ -687,7 +688,14 @@ def serve(args: argparse.Namespace) -> None:
     server = model_server(args, predictor_config=config)
     server.dataplane = VersionedDataPlane(model_registry=server.registered_models)
     freeze_heap()
+    # the capture writer's and the drift monitor's threads run Python between their numpy/orjson calls; a
+    # request waiting for the GIL waits up to one switch interval (default 5 ms) each time it wants it back
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     server.start([model])
+
+
+SWITCH_INTERVAL_S = 0.001  # against the default 5 ms, two transformers behind one predictor, load alternating
+# between them: p99 at 1 row c=16 ~12% lower, 100-row requests at c=8 15-30% more per second
 
 
 if __name__ == "__main__":

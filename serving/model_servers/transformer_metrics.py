@@ -81,6 +81,12 @@ class TransformerCollector:
                 labels,
                 monitor.rows_skipped,
             )
+            yield _counter(
+                "kfloop_drift_check_cpu_seconds",
+                "CPU the drift thread used checking windows (what --drift_cpu_share bounds)",
+                labels,
+                monitor.check_cpu_s,
+            )
             yield _counter("kfloop_drift_errors", "Drift checks or event writes that failed", labels, monitor.errors)
             yield _counter(
                 "kfloop_drift_rows_submitted", "Served rows queued for drift detection", labels, monitor.rows_submitted

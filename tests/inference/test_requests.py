@@ -3,13 +3,17 @@ that name the field; read back as rows by feature name; rebuilt in the other pro
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 
 from kfloop.errors import InvalidRequest
 from kfloop.inference.requests import (
     RequestDecoder,
+    numbers_only,
     request_in,
     v1_request,
     v1_rows,
@@ -131,6 +135,35 @@ def test_bad_v1_requests_name_the_field(body, message):
 def test_numeric_strings_that_are_not_numbers_fail_on_the_fast_path_too():
     with pytest.raises(InvalidRequest, match="feature 'income' at row 0: .* got 'n/a'"):
         RequestDecoder(NUMERIC).decode_v1({"instances": [[1, "n/a"]]})
+
+
+RAW_BODIES = [  # (JSON text, only numbers and nulls in "instances")
+    (b'{"instances": [[31, 52.5], [45, null]]}', True),
+    (b'{"instances":[[1e3,-2.5E-3],[+0,0]]}'.replace(b"+0", b"0"), True),
+    (b'{\n "instances" : [ [ 1 , 2 ] ]\n}', True),
+    (b'{"instances": [["31", "52.5"]]}', False),  # numeric strings: numbers, but checked value by value
+    (b'{"instances": [[1, true]]}', False),
+    (b'{"instances": [[false, 1]]}', False),
+    (b'{"instances": [[1, 2]], "parameters": {}}', False),
+    (b'{"instances": [[1, {}]]}', False),
+    (b'{"instances": [[1, [2]]]}', True),  # lists only: the shape check refuses it
+    (b'{"\u0069nstances": [[1, 2]]}', False),
+    (b'{"instances": [[1, 1e300]]}', True),  # a large number: checked exactly
+    (b'{"instances": [[1, 18446744073709551615]]}', True),
+]
+
+
+@pytest.mark.parametrize("raw, plain", RAW_BODIES, ids=[r.decode() for r, _ in RAW_BODIES])
+def test_the_json_text_spares_the_value_check_only_for_numbers_and_nulls(raw, plain):
+    assert numbers_only(raw) is plain
+    decoder, body = RequestDecoder(NUMERIC), orjson.loads(raw)
+    try:
+        expected = decoder.decode_v1(body)
+    except InvalidRequest as e:  # refused alike, naming the same field
+        with pytest.raises(InvalidRequest, match=re.escape(str(e))):
+            decoder.decode_v1(body, raw)
+    else:
+        assert_same(decoder.decode_v1(body, raw).X, expected.X)
 
 
 # -- V2 ------------------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def test_overrides_cannot_replace_required_attributes(fitted, tmp_path):
 
 
 class SleepyDetector:
-    """Wraps a detector; every check takes at least ``seconds``."""
+    """Wraps a detector; every check takes at least ``seconds`` of wall time, sleeping (no CPU)."""
 
     def __init__(self, inner, seconds: float):
         self.inner, self.seconds = inner, seconds
@@ -132,20 +132,89 @@ class SleepyDetector:
         return self.inner.predict(X)
 
 
+class BusyDetector(SleepyDetector):
+    """Wraps a detector; every check uses at least ``seconds`` of its thread's CPU."""
+
+    def predict(self, X):
+        began = time.thread_time()
+        while time.thread_time() - began < self.seconds:
+            pass
+        return self.inner.predict(X)
+
+
 def test_after_a_check_the_monitor_rests_for_its_cpu_share_and_skips_rows(fitted, tmp_path):
     schema, detector = fitted
     monitor = DriftMonitor(
-        WindowedDrift(SleepyDetector(detector, 0.5), 10), Outbox(tmp_path / "o", None), "kfloop/churn", cpu_share=0.5
-    )  # a 0.5 s check, then 0.5 s of rest
+        WindowedDrift(BusyDetector(detector, 0.2), 10),
+        Outbox(tmp_path / "o", None),
+        "kfloop/churn",
+        cpu_share=0.1,
+        burst_s=0.5,
+    )  # 0.2 s of CPU per check, 0.05 s saved up: with a tenth of a core, 1.5 s for the check and its rest
     rows = schema.encode_frame(churn(10, seed=1))
+    began = time.monotonic()
     assert monitor.submit(rows)
     wait_for(lambda: monitor.resting)
     assert monitor.submit(rows)  # served while resting: skipped
     assert (monitor.rows_skipped, monitor.rows_submitted, monitor.windows_checked) == (10, 10, 1)
     wait_for(lambda: not monitor.resting)
+    assert time.monotonic() - began >= 1.45  # the rest pays back the CPU the check used beyond the share
     assert monitor.submit(rows)
     wait_for(lambda: monitor.windows_checked == 2)
     assert (monitor.rows_checked, monitor.rows_skipped) == (20, 10)
+    assert 0.4 <= monitor.check_cpu_s < 0.4 + 0.2  # what the two checks used, counted for the metrics
+    assert monitor.stop()
+
+
+def test_the_cap_bounds_the_checks_cpu_however_fast_rows_come(fitted, tmp_path):
+    schema, detector = fitted
+    share = 0.25
+    monitor = DriftMonitor(
+        WindowedDrift(BusyDetector(detector, 0.02), 10),
+        Outbox(tmp_path / "o", None),
+        "kfloop/churn",
+        max_pending_rows=30,
+        cpu_share=share,
+    )
+    rows = schema.encode_frame(churn(10, seed=1))
+    began = time.monotonic()
+    while time.monotonic() - began < 1.5:  # 10 rows a millisecond: rows queue up during every check
+        monitor.submit(rows)
+        time.sleep(0.001)
+    elapsed, checked = time.monotonic() - began, monitor.windows_checked
+    # every check uses >= 20 ms of CPU: at most a quarter of a core, and the second saved at the start
+    assert 0 < checked * 0.02 <= share * (elapsed + 1.0) + 0.02
+    assert monitor.rows_skipped > monitor.rows_checked
+    assert monitor.stop()
+
+
+def test_checks_within_the_share_skip_no_row(fitted, tmp_path):
+    schema, detector = fitted  # 20 ms of CPU every 200 ms: a tenth of a core, under the quarter allowed
+    monitor = DriftMonitor(
+        WindowedDrift(BusyDetector(detector, 0.02), 10), Outbox(tmp_path / "o", None), "kfloop/churn", cpu_share=0.25
+    )
+    rows = schema.encode_frame(churn(10, seed=1))
+    for _ in range(8):
+        assert monitor.submit(rows)
+        time.sleep(0.2)
+    wait_for(lambda: monitor.windows_checked == 8)
+    assert (monitor.rows_checked, monitor.rows_skipped) == (80, 0)
+    assert monitor.stop()
+
+
+def test_waiting_for_a_core_is_not_counted_against_the_share(fitted, tmp_path):
+    schema, detector = fitted  # a check that takes 0.3 s of wall time but almost no CPU: next to no rest
+    monitor = DriftMonitor(
+        WindowedDrift(SleepyDetector(detector, 0.3), 10), Outbox(tmp_path / "o", None), "kfloop/churn", cpu_share=0.1
+    )
+    rows = schema.encode_frame(churn(10, seed=1))
+    assert monitor.submit(rows)
+    wait_for(lambda: monitor.windows_checked == 1)
+    time.sleep(0.3)  # by wall time the rest would be 2.7 s
+    assert not monitor.resting
+    assert monitor.submit(rows)
+    wait_for(lambda: monitor.windows_checked == 2)
+    assert (monitor.rows_checked, monitor.rows_skipped) == (20, 0)
     assert monitor.stop()
 
 

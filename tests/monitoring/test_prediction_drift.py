@@ -10,7 +10,7 @@ from scipy.stats import ks_2samp
 
 from kfloop.errors import ConfigError
 from kfloop.monitoring import constraints
-from kfloop.monitoring.prediction_drift import check_prediction_drift, psi
+from kfloop.monitoring.prediction_drift import check_prediction_drift, ks_test, psi
 from kfloop.schema import infer_schema
 from tests.fakes.datasets import multiclass_data, regression_data
 from tests.fakes.quality import churn_model
@@ -109,3 +109,13 @@ def test_a_model_with_few_distinct_outputs_does_not_alert_on_its_own_distributio
     same = check_prediction_drift(baseline, rng.choice(levels, 300).tolist())
     assert same.status == "ok", same.value
     assert check_prediction_drift(baseline, rng.choice(levels[:2], 300).tolist()).alerting
+
+
+def test_ks_test_answers_what_ks_2samp_does_first_time_and_remembered():
+    rng = np.random.default_rng(3)
+    reference = rng.beta(2, 5, 2000)
+    windows = [rng.beta(2, 5, 500) for _ in range(20)] + [rng.beta(3, 5, 500), np.round(rng.random(500), 1)]
+    windows += [rng.beta(2, 5, 37), np.full(500, 0.5)]  # another window size; every value tied
+    for live in windows + windows:  # the second time from what was remembered
+        expected = ks_2samp(reference, live)
+        assert ks_test(reference, live) == (float(expected.statistic), float(expected.pvalue))

@@ -48,3 +48,16 @@ def test_every_signal_has_its_own_event_type():
     from kfloop.names import SIGNAL_EVENT_TYPES
 
     assert len(set(SIGNAL_EVENT_TYPES.values())) == len(SIGNALS)
+
+
+def test_to_dict_is_asdict_and_copies_the_evidence():
+    import dataclasses
+
+    import numpy as np
+
+    evidence = {"outputs": {"p": {"q": [0.1, 0.5], "pair": (1, "a")}}, "n": np.float64(0.5), "none": None}
+    result = SignalResult("prediction_drift", "alert", value=0.001, threshold=0.01, rows=500, evidence=evidence)
+    out = result.to_dict()
+    assert out == dataclasses.asdict(result) and type(out["evidence"]["outputs"]["p"]["pair"]) is tuple
+    out["evidence"]["outputs"]["p"]["q"].append(1.0)
+    assert evidence["outputs"]["p"]["q"] == [0.1, 0.5]  # the result's own evidence is untouched
