@@ -64,7 +64,7 @@ def drift_reference(
 ) -> dict:
     """``data`` with the drift reference of a run that ``event`` (a drift event) started: the rows served
     since its window began (``kfloop.retraining.reference_data``); ``data`` unchanged for other runs."""
-    from kfloop.retraining.reference_data import build_reference_data, drift_onset
+    from kfloop.retraining.reference_data import build_reference_data, drift_onset, drift_window_end
 
     since = drift_onset(event) if event and record is not None else None
     if since is None:
@@ -72,7 +72,8 @@ def drift_reference(
     from kfloop.schema import FeatureSchema
 
     out = Path(settings.home).resolve() / "trigger" / "data" / f"{key_segment(run_name)}-reference.parquet"
-    return {**data, **build_reference_data(settings, model, FeatureSchema.from_dict(record.schema), since, out)}
+    schema, end = FeatureSchema.from_dict(record.schema), drift_window_end(event)
+    return {**data, **build_reference_data(settings, model, schema, since, out, complete_after=end)}
 
 
 def pipeline_arguments(policy: RetrainPolicy, model: str, data: dict, record: VersionRecord | None = None) -> dict:

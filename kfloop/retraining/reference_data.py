@@ -38,6 +38,9 @@ MIN_REFERENCE_ROWS = 50
 MAX_REFERENCE_ROWS = 10_000
 # a row is captured just before it is queued for drift checking (the window's start is the submit time)
 CAPTURE_SLACK = dt.timedelta(milliseconds=20)
+# how long a run's launch waits for the drifted window's captures to be stored: a transformer writes
+# them in batches at least every capture_flush_seconds (default 5 s), so twice that and some slack
+CAPTURE_WAIT_S = 12.0
 
 
 def drift_onset(event: dict) -> dt.datetime | None:
@@ -54,6 +57,18 @@ def drift_onset(event: dict) -> dt.datetime | None:
         except ValueError:
             continue
     return None
+
+
+def drift_window_end(event: dict) -> dt.datetime | None:
+    """The end of the drifted window that ``event`` reports (when the monitor recorded it), else None."""
+    if event.get("type") != DRIFT_DETECTED:
+        return None
+    outer = event.get("data") if isinstance(event.get("data"), dict) else {}
+    inner = outer.get("data") if isinstance(outer.get("data"), dict) else outer
+    try:
+        return timestamps.parse_time(str(inner.get("window_end") or outer.get("window_end")))
+    except ValueError:
+        return None
 
 
 def stored_event(store: ObjectStore, model: str, event_id: str) -> dict | None:
@@ -79,15 +94,30 @@ def build_reference_data(
     *,
     min_rows: int = MIN_REFERENCE_ROWS,
     max_rows: int = MAX_REFERENCE_ROWS,
+    complete_after: dt.datetime | None = None,
+    wait_s: float = CAPTURE_WAIT_S,
 ) -> dict:
     """Write the rows served between ``since`` and ``now`` (the last ``max_rows``) to ``out_path``;
     returns ``{"drift_reference": source or None, "reference_rows", "reference_since", "reference_note"}``
-    (``drift_reference`` None: fewer than ``min_rows``, the training split stays the reference)."""
+    (``drift_reference`` None: fewer than ``min_rows``, the training split stays the reference).
+
+    With ``complete_after`` (the drifted window's end) it first waits, at most ``wait_s``, until a row
+    served at or after that time is stored: transformers write captures in batches, so right after the
+    drift event the window's own rows may still be in memory."""
+    import time
+
     import pandas as pd
 
     store = open_store(settings)
     now = now or timestamps.now()
-    records = [r for r in read_captures(store, model, since=since) if _time(r) <= now][-max_rows:]
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = [r for r in read_captures(store, model, since=since) if _time(r) <= now]
+        caught_up = complete_after is None or any(_time(r) >= complete_after for r in records)
+        if caught_up or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    records = records[-max_rows:]
     result = {"reference_rows": len(records), "reference_since": timestamps.rfc3339(since)}
     if len(records) < min_rows:
         note = (

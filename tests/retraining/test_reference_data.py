@@ -25,7 +25,7 @@ from kfloop.schema import infer_schema
 from kfloop.steps.baseline import REFERENCE_FILE, fit_drift_baseline
 from kfloop.store import bundle
 from kfloop.store.event_log import record_event
-from kfloop.store.objects import LocalStore
+from kfloop.store.objects import LocalStore, open_store
 from kfloop.store.registry import Registry
 from kfloop.timestamps import rfc3339
 from kfloop.training import booster
@@ -162,3 +162,35 @@ def test_a_reference_without_the_schemas_columns_is_refused(loop, tmp_path):
     bad = parquet(pd.DataFrame({"age": [40.0] * 10}), tmp_path / "bad.parquet")
     with pytest.raises(DataError, match="lacks the schema's feature columns"):
         fit_drift_baseline(str(loop["model_dir"]), bad, str(tmp_path / "det"), backend="scipy", reference=bad)
+
+
+def test_the_launch_waits_for_the_drifted_windows_captures_to_be_stored(tmp_path):
+    """A transformer stores captures in batches (every few seconds): a run launched right after the drift
+    event waits until rows served after the window's end are stored, so the window's own rows are in."""
+    import datetime as dt
+    import threading
+
+    from kfloop.retraining.reference_data import build_reference_data
+    from kfloop.timestamps import now
+
+    settings = Settings(home=tmp_path / "home")
+    store = open_store(settings)
+    frame = churn(300, seed=4).drop(columns=["churn"])
+    rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    since, end = now() - dt.timedelta(seconds=1), now()
+
+    def flush_late():
+        time.sleep(1.0)
+        with CaptureWriter(store, "churn", batch_size=1000) as writer:
+            writer.add([capture_record("churn", "1", row, [0.5, 0.5], time=rfc3339()) for row in rows])
+
+    late = threading.Thread(target=flush_late)
+    late.start()
+    schema = infer_schema(churn(200, seed=0), "churn")
+    data = build_reference_data(settings, "churn", schema, since, tmp_path / "ref.parquet", complete_after=end,
+                                now=now() + dt.timedelta(seconds=30))  # fmt: skip
+    late.join()
+    assert data["reference_rows"] == 300 and data["drift_reference"]
+    # without a window end nothing is awaited: what is stored now is what the run gets
+    quick = build_reference_data(settings, "churn", schema, end + dt.timedelta(seconds=60), tmp_path / "q.parquet")
+    assert quick["reference_rows"] == 0 and quick["drift_reference"] is None
