@@ -108,6 +108,13 @@ TRIGGER_PREFIX = "trigger"  # trigger/MODEL/state.json, trigger/MODEL/rollouts/N
 OUTBOX_PREFIX = "outbox"  # outbox/NAME/STAMP-UID.json: events a stopping pod could not deliver (sealed)
 # windows/MODEL/VERSION/DAY/STAMP-UID-SHA.jsonl: a summary of every checked drift window (kfloop.monitoring.window_log)
 WINDOWS_PREFIX = "windows"
+# Mirrored (shadow) traffic on a cluster (kfloop.rollout.mirror): mirror/MODEL/state.json says where the model's
+# transformer mirrors to (sealed JSON; a rollout writes it, the transformer polls it); the candidate's answers go to
+# shadow/MODEL/VERSION/DAY/STAMP-UID-SHA.jsonl (records of serving/local/shadow.py's format, plus the request id)
+MIRROR_PREFIX = "mirror"
+SHADOW_PREFIX = "shadow"
+SHADOW_ISVC_SUFFIX = "-shadow"  # the candidate's own InferenceService: {isvc}-shadow (shadow_isvc_name)
+MAX_SHADOW_ISVC_CHARS = 47  # Knative names {name}-predictor-00001 within 63 characters
 
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 ALIAS_PATTERN = MODEL_NAME_PATTERN  # aliases are key segments and read well in NAME@ALIAS
@@ -245,3 +252,27 @@ def auto_rollout_key(model: str, version: int) -> str:
 def dead_letter_key(day: str, stamp: str, event_id: str) -> str:
     """``dead-letters/DAY/STAMP-ID.json``: one event a Knative Trigger gave up delivering."""
     return f"{DEAD_LETTERS_PREFIX}/{key_segment(day)}/{key_segment(stamp)}-{key_segment(str(event_id))}.json"
+
+
+def mirror_state_key(model: str) -> str:
+    return f"{MIRROR_PREFIX}/{key_segment(model)}/state.json"
+
+
+def shadow_records_prefix(model: str, version: int | str | None = None) -> str:
+    prefix = f"{SHADOW_PREFIX}/{key_segment(model)}/"
+    return prefix + (f"{key_segment(str(version))}/" if version is not None else "")
+
+
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def shadow_isvc_name(isvc: str) -> str:
+    """The InferenceService a shadow candidate of InferenceService ``isvc`` runs as: ``{isvc}-shadow``,
+    refused (``RegistryError``) unless it is a DNS-1035 label of at most ``MAX_SHADOW_ISVC_CHARS``."""
+    name = f"{isvc}{SHADOW_ISVC_SUFFIX}"
+    if not isinstance(isvc, str) or not _DNS_LABEL.match(name) or len(name) > MAX_SHADOW_ISVC_CHARS:
+        raise RegistryError(
+            f"InferenceService {isvc!r} cannot have a shadow: {name!r} must be lowercase letters, digits and '-', "
+            f"starting with a letter, at most {MAX_SHADOW_ISVC_CHARS} characters (Knative adds -predictor-00001)"
+        )
+    return name

@@ -68,7 +68,10 @@ def add_commands(groups) -> None:
     status.add_argument("model", metavar="NAME", help="the model to show")
     status.set_defaults(handler=status_command)
     shadow = sub.add_parser(
-        "shadow", parents=[common], help="mirror a share of the predictions to a version and record its answers (local)"
+        "shadow",
+        parents=[common],
+        help="mirror a share of the predictions to a version and record its answers (on kubernetes: the "
+        "transformer mirrors to the version's own InferenceService NAME-shadow)",
     )
     shadow.add_argument("ref", metavar="NAME:VERSION", help="the version that receives the mirrored requests")
     shadow.add_argument("--percent", type=int, required=True, help="share of requests mirrored; 0 stops mirroring")
@@ -215,12 +218,9 @@ def shadow_command(args, settings: Settings) -> int:
     record = _registry(settings).resolve(args.ref)
     target = make_target(rollout_options(args, settings))
     if not hasattr(target, "shadow"):
-        raise ConfigError(
-            f"the {target.name} target cannot mirror traffic (KServe has no request mirroring, "
-            f"kserve#2978); shadow a version with --target local"
-        )
+        raise ConfigError(f"the {target.name} target cannot mirror traffic; shadow a version with --target local")
     rollout.check_percent(args.percent)
-    show(args, target.shadow(record.name, record.version, args.percent))
+    show(args, target.shadow(record.name, record.version, args.percent, record=record))
     return 0
 
 

@@ -9,11 +9,12 @@ version ``archived``; a rollback sends all traffic back to stable and the candid
 
 On the local gateway a step re-deploys the same canary version with the new percentage (the
 running revision keeps running); on Kubernetes the same call patches ``canaryTrafficPercent``.
-``blue-green`` bakes the candidate at 0% while the gateway mirrors the requests to it (shadow
-traffic; on Kubernetes, where KServe has no mirroring, only what reaches its ``latest-`` tag URL
-counts), then switches all traffic at once. ``all-at-once`` first measures the stable revision,
-switches all traffic to the candidate, compares its first requests with that baseline and, on
-failure, deploys the previous version again.
+``blue-green`` bakes the candidate at 0% while the requests are mirrored to it (shadow traffic: the
+gateway does it locally; on Kubernetes, where KServe has none, the model's transformer mirrors to the
+candidate's own predictor-only InferenceService, ``kfloop.rollout.mirror``), compares its recorded
+answers with the stable revision, then switches all traffic at once and removes the shadow.
+``all-at-once`` first measures the stable revision, switches all traffic to the candidate, compares
+its first requests with that baseline and, on failure, deploys the previous version again.
 
 Every decision (a step passed, promoted, rolled back, aborted) is an ``io.kfloop.rollout.decision``
 CloudEvent (data: ``canary_version``, ``stable_version``, ``step``, ``percent``, ``verdict``,
@@ -157,7 +158,7 @@ class _Analysis:
                 )
         rollout.deploy(self.registry, self.target, self.record.ref, percent)
         if self.plan.shadow and hasattr(self.target, "shadow"):
-            self.target.shadow(self.model, self.version, self.plan.shadow_percent)
+            self.target.shadow(self.model, self.version, self.plan.shadow_percent, record=self.record)
         self.say(f"  {self.record.ref} at {percent}%" + (" with shadow traffic" if self.plan.shadow else ""))
 
     def _sides(self) -> tuple[Side, Side]:

@@ -38,6 +38,10 @@ apart in the captures on a cluster too.
     (``serving.kserve.io/enable-metric-aggregation``: queue-proxy serves its own and the
     container's metrics on port ``aggr-metric``, 9088), which the base InferenceService turns on.
 
+  A shadow side (blue-green on a cluster: the candidate gets only mirrored traffic, from the model's
+  transformer) is not queried: its requests, errors, p99 and predictions come from the shadow records
+  on the object store (``kfloop.rollout.mirror``), written since the mark.
+
   Any template may be replaced; placeholders: ``{namespace}``, ``{revision}``, ``{isvc}``,
   ``{window}`` (whole seconds), ``{revision_label}``. Ranges need two scrapes: hold steps for a few
   minutes.
@@ -57,6 +61,7 @@ from kfloop.auth import TokenFile
 from kfloop.errors import ConfigError, KfloopError, ModelNotFound
 from kfloop.names import ADMIN_MODELS_PATH
 from kfloop.rollout.analysis import RevisionStats
+from kfloop.rollout.mirror import ShadowRecords, shadow_stats
 from kfloop.rollout.stats import CaptureReader, histogram_quantile, labeled_quality, quantile, window_delta
 from kfloop.store.objects import ObjectStore
 from kfloop.store.registry import Registry
@@ -111,6 +116,7 @@ class _StoreStats:
         self.store = store
         self._readers: dict[str, CaptureReader] = {}
         self._schemas: dict[tuple[str, int], dict | None] = {}
+        self._shadow: dict[str, ShadowRecords] = {}
 
     def add(self, model: str, side: Side, since: str, stats: RevisionStats) -> RevisionStats:
         if self.store is None:
@@ -121,6 +127,15 @@ class _StoreStats:
             predictions=reader.predictions(side.version, since),
             quality=labeled_quality(self.store, model, self._schema(model, side.version), side.version, since),
         )
+
+    def shadow(self, model: str, side: Side, since: str) -> RevisionStats:
+        """A side that only gets mirrored traffic on a cluster: its numbers and predictions from the
+        shadow records the model's transformer wrote since ``since`` (``kfloop.rollout.mirror``)."""
+        if self.store is None:
+            raise ConfigError(f"the shadow side of {model} (version {side.version}) is read from the object store")
+        reader = self._shadow.setdefault(model, ShadowRecords(self.store, model))
+        found = shadow_stats(reader.records(side.version, since))
+        return RevisionStats(side.version, found.requests, found.errors, found.p99_ms, found.predictions)
 
     def _schema(self, model: str, version: int) -> dict | None:
         if (model, version) not in self._schemas:
@@ -247,6 +262,8 @@ class PrometheusSource:
     def _side(self, model: str, side: Side | None, window: int, mark: dict) -> RevisionStats:
         if side is None:
             return RevisionStats()
+        if side.shadow:  # mirrored by the transformer to the candidate's own InferenceService
+            return self._store.shadow(model, side, mark["time"])
         if not side.revision:
             raise ConfigError(
                 f"version {side.version} of {model} has no Knative revision name to query "

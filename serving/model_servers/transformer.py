@@ -15,7 +15,9 @@ For each request (KServe V1 or V2) the transformer:
 3. hands the request's capture records (per row: request id, time, features by name, unseen
    categories, prediction, model version, revision) to a ``CaptureWriter`` as one columnar
    ``CaptureBatch`` (the request's own lists, no work per row; buffered, written in batches from a
-   thread; a full or unreachable store drops and counts records, it never slows the request);
+   thread; a full or unreachable store drops and counts records, it never slows the request); when a
+   rollout set a shadow candidate (the mirror state of ``kfloop.rollout.mirror``), a share of the
+   requests goes to it too, in the background, and its answers are recorded (``mirror.py``);
 4. hands the decoded rows to a ``DriftMonitor`` (bounded queue, background thread, windows of
    ``--drift_window`` rows, at most ``--drift_cpu_share`` of a core: at high row rates the checked
    windows are a sample of the traffic); a drifted window becomes an ``io.kfloop.drift.detected`` CloudEvent
@@ -110,6 +112,7 @@ from kfloop.schema import FeatureSchema
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.model_servers import transformer_metrics as metrics
 from kfloop.serving.model_servers.fast_path import InferenceFastPath, Reply, binary_reply, wrap_application
+from kfloop.serving.model_servers.mirror import TrafficMirror
 from kfloop.serving.model_servers.predictor_client import (
     PredictorAnswer,
     PredictorClient,
@@ -177,8 +180,10 @@ class DriftTransformer(kserve.Model):
         model_version: str | None = None,
         token: str | None = None,
         references: Callable[[str], Path] | None = None,
+        mirror: TrafficMirror | None = None,
     ):
         super().__init__(name, return_response_headers=True)
+        self.mirror = mirror  # shadow traffic (serving/model_servers/mirror.py), None: off
         self.token = token  # the control token: an x-kfloop-revision header counts only when signed with it
         self.model_dir, self.store, self.outbox, self.client = Path(model_dir), store, outbox, client
         self.options, self.version = options, model_version
@@ -217,6 +222,8 @@ class DriftTransformer(kserve.Model):
         self.monitor.add(VersionReference(self.version, self.schema, detector, baseline))
         capture_location = _prefix_uri(self.store, captures_prefix(key_segment(self.name), self.version))
         self.outbox.start()
+        if self.mirror is not None:
+            self.mirror.start()
         self.ready = True
         logger.info(
             "transformer for %s version %s (%s): %d features, drift window %d rows (%s backend), "
@@ -264,6 +271,8 @@ class DriftTransformer(kserve.Model):
     def stop(self) -> None:
         """Check the queued rows, write the buffered captures, stop the outbox (KServe calls this on unload)."""
         timeout = self.options.shutdown_seconds
+        if self.mirror is not None:
+            self.mirror.stop(timeout)
         if self.monitor is not None:
             self.monitor.stop(timeout)
         if self.capture is not None and not self.capture.close(timeout):
@@ -361,6 +370,16 @@ class DriftTransformer(kserve.Model):
             answer_id = _v2_id(body) or request_id  # the client's V2 id, whatever x-request-id says
             answer = answer_in(protocol, answer, self.name, predictor.version or self.version, answer_id)
         self._observe(body, tensors, decoded, answer, request_id, predictor.version, self._gateway_revision(headers))
+        if self.mirror is not None:  # a share to the shadow candidate, in the background (mirror.py)
+            self.mirror.after_answer(
+                forward,
+                sent,
+                json_length,
+                request_id,
+                predictor,
+                self.options.revision,
+                predictor.version or self.version,
+            )
         return answer, predictor
 
     def _gateway_revision(self, headers: dict[str, str]) -> str | None:
@@ -540,6 +559,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="Largest request body (413 above)")
     add("--predictor_max_connections", type=int, default=100, help="Pooled connections to the predictor")
     add(
+        "--mirror_poll_seconds",
+        type=float,
+        default=5.0,
+        help="How often the mirror state (shadow traffic: kfloop rollout shadow) is read from the store; 0: off",
+    )
+    add("--mirror_in_flight", type=int, default=64, help="Mirrored requests in flight at most (more are dropped)")
+    add("--mirror_timeout", type=float, default=10.0, help="Longest wait for the shadow candidate's answer (s)")
+    add("--mirror_flush_seconds", type=float, default=2.0, help="Longest time a shadow record waits in memory")
+    add(
         "--shutdown_seconds",
         type=float,
         default=10.0,
@@ -671,6 +699,17 @@ def serve(args: argparse.Namespace) -> None:
         args.model_version or registered_version,
         token=read_token(settings.control_token_path),
         references=lambda version: fetch_registered(f"{args.model_name}:{version}", settings)[0],
+        mirror=None
+        if args.mirror_poll_seconds <= 0
+        else TrafficMirror(
+            args.model_name,
+            store,
+            client.path,
+            poll_seconds=args.mirror_poll_seconds,
+            flush_seconds=args.mirror_flush_seconds,
+            max_in_flight=args.mirror_in_flight,
+            timeout=args.mirror_timeout,
+        ),
     )
     model.load()
     metrics.register_collector(metrics.TransformerCollector(model.name, model.parts))

@@ -2,7 +2,8 @@
 
 Counted as they happen: inference requests and error answers by HTTP status (``RequestCounter``,
 an ASGI middleware, so answers KServe gives before the model runs, such as malformed JSON, are
-counted too) and the predictor's error answers by status. Read when scraped
+counted too), the predictor's error answers by status, and mirrored requests (``MIRRORED``, shadow
+traffic: ``serving/model_servers/mirror.py``) by candidate version and result. Read when scraped
 (``TransformerCollector``): drift windows checked, drifted windows, the last p-value per feature,
 drift rows dropped and skipped, capture records written and dropped, and the outbox's depth and deliveries;
 with baseline constraints, the data-quality and prediction-drift windows by status, the violated
@@ -25,6 +26,11 @@ PREDICTOR_ERRORS = Counter(
     "kfloop_transformer_predictor_errors",
     "Error answers from the predictor (or unreachable/timeout), by the status sent on",
     ["model_name", "code"],
+)
+MIRRORED = Counter(  # serving/model_servers/mirror.py
+    "kfloop_transformer_mirrored",
+    "Requests mirrored to a shadow candidate, by its version and result (mirrored, failed, dropped)",
+    ["model_name", "version", "result"],
 )
 _INFER_PATH = re.compile(r"^/v1/models/(?P<v1>[^/:]+):predict$|^/v2/models/(?P<v2>[^/]+)(/versions/[^/]+)?/infer$")
 

@@ -43,6 +43,7 @@ class FakeKubeAPI:
         self.canary_start_reconciles = 2
         self.auto_reconcile = False
         self.routes: dict[tuple[str, str], dict] = {}
+        self.addresses: dict[str, str] = {}  # InferenceService name -> the predictor address reconcile reports
         self.deployments: dict[tuple[str, str], int] = {}  # Standard mode: Deployment -> reconciles seen
         self.rolled_out: dict[tuple[str, str], tuple[str | None, str | None]] = {}
         self._versions = itertools.count(1)
@@ -200,6 +201,14 @@ class FakeKubeAPI:
         self.objects[(namespace, name)] = patched
         return 200, copy.deepcopy(patched)
 
+    def _delete(self, namespace, name, content_type, body):
+        if name is None or (namespace, name) not in self.objects:
+            return 404, _not_found(name)
+        del self.objects[(namespace, name)]
+        self.revisions.pop((namespace, name), None)
+        self.rolled_out.pop((namespace, name), None)
+        return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+
     # -- the KServe controller, Serverless mode ---------------------------------------------------
 
     def reconcile(self, name: str, namespace: str = NS) -> dict:
@@ -231,6 +240,7 @@ class FakeKubeAPI:
         obj["status"] = {
             "observedGeneration": obj["metadata"]["generation"],
             "url": f"http://{name}.{namespace}.example.com",
+            "address": {"url": f"http://{name}.{namespace}.svc.cluster.local"},
             "deploymentMode": obj["metadata"].get("annotations", {}).get("serving.kserve.io/deploymentMode"),
             "conditions": [{"type": "PredictorReady", "status": "True"}, {"type": "Ready", "status": "True"}],
             "components": {
@@ -239,6 +249,9 @@ class FakeKubeAPI:
                     "latestReadyRevision": latest,
                     "latestRolledoutRevision": rolled,
                     "traffic": traffic,
+                    "address": {
+                        "url": self.addresses.get(name, f"http://{name}-predictor.{namespace}.svc.cluster.local")
+                    },
                     **({"previousRolledoutRevision": previous} if previous else {}),
                 }
             },
@@ -362,7 +375,7 @@ ISVC_PATH = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/i
 
 ROUTE_PATH = re.compile(r"^/apis/gateway\.networking\.k8s\.io/v1/namespaces/([^/]+)/httproutes/([^/]+)$")
 
-VERBS = {"GET": "get", "POST": "create", "PATCH": "patch"}
+VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "DELETE": "delete"}
 
 
 def merge_patch(target, patch):

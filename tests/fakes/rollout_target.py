@@ -38,7 +38,7 @@ class MemoryTarget:
         self.state = self.state.rolled_back()
         return self.status(model)
 
-    def shadow(self, model, version, percent):
+    def shadow(self, model, version, percent, record=None):
         self.calls.append(("shadow", version, percent))
         self.state = self.state.shadowed(version, percent)
         return self.status(model)

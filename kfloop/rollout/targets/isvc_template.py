@@ -19,12 +19,15 @@ from pathlib import Path
 import yaml
 
 from kfloop.errors import ConfigError
+from kfloop.rollout.targets.isvc_status import MODEL_VERSION, STABLE_VERSION
 from kfloop.store.bundle import MODEL_FILE
 
 MANIFEST_PATH = Path(__file__).resolve().parents[3] / "manifests" / "base" / "inferenceservice.yaml"
 PREDICTOR_CONTAINER = "kserve-container"
 STORAGE_ENV = "STORAGE_URI"
 PART_OF = {"app.kubernetes.io/part-of": "kfloop"}
+SHADOW_OF_LABEL = "kfloop.io/shadow-of"  # on a shadow InferenceService: the one whose transformer mirrors to it
+KSERVE_ANNOTATIONS = "serving.kserve.io/"  # copied from the main service to its shadow
 MARKER = 'BASE_YAML = r"""'
 
 
@@ -59,6 +62,31 @@ def inferenceservice(
                 container["image"] = image
     obj["spec"]["predictor"] = with_storage_uri(obj["spec"]["predictor"], storage_uri, version)
     return obj
+
+
+def shadow_inferenceservice(main: dict, name: str, storage_uri: str, version: str) -> dict:
+    """The predictor-only InferenceService ``name`` that serves ``version`` (bundle ``storage_uri``) as a
+    shadow candidate of the InferenceService ``main``: a copy of its predictor (same runtime, model name,
+    resources, ServiceAccount; no canary, no name of a Standard-mode canary entry) and its KServe
+    annotations (deployment mode, metrics), with kfloop's version annotations and the label
+    ``SHADOW_OF_LABEL`` naming ``main``. No transformer: nothing captures or drift-checks its answers."""
+    meta = main.get("metadata") or {}
+    predictor = with_storage_uri(main["spec"]["predictor"], storage_uri, version)
+    for field in ("canaryTrafficPercent", "name"):
+        predictor.pop(field, None)
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(KSERVE_ANNOTATIONS)}
+    annotations.update({MODEL_VERSION: version, STABLE_VERSION: version})
+    return {
+        "apiVersion": main.get("apiVersion") or "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": name,
+            "namespace": meta.get("namespace"),
+            "labels": {**PART_OF, SHADOW_OF_LABEL: meta["name"]},
+            "annotations": annotations,
+        },
+        "spec": {"predictor": predictor},
+    }
 
 
 def with_storage_uri(predictor: dict, uri: str, version: str | None = None) -> dict:

@@ -29,6 +29,13 @@ is in the spec, the stable one and the canary; ``status`` maps the predictor's t
 (``kfloop.rollout.targets.isvc_status``). A missing service is created from the base manifest
 (``kfloop.rollout.targets.isvc_template``).
 
+Shadow traffic (``shadow``; KServe has no mirroring, kserve#2978): the candidate runs as its own
+predictor-only InferenceService ``{isvc}-shadow`` (``names.shadow_isvc_name``), a copy of the model's
+predictor with the candidate's bundle, no transformer and no traffic of its own; once it is ready its
+cluster-local URL, version and percentage go to the mirror state on the object store
+(``kfloop.rollout.mirror``), which the model's transformer polls and mirrors by. 0% (or no version)
+removes the mirror state, then the shadow InferenceService (the only delete this target makes).
+
 Writes are JSON merge patches that carry the ``resourceVersion`` read before, so a concurrent
 change makes the API server answer 409 instead of one writer silently undoing the other.
 """
@@ -41,6 +48,8 @@ from pathlib import Path
 
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, KfloopError, RegistryError
+from kfloop.names import shadow_isvc_name, shadow_records_prefix
+from kfloop.rollout.mirror import MirrorState, clear_state, read_state, write_state
 from kfloop.rollout.targets import isvc_template
 from kfloop.rollout.targets.isvc_status import (
     CANARY_VERSION,
@@ -55,9 +64,11 @@ from kfloop.rollout.targets.isvc_status import (
     canary_status,
     deployment_mode,
     describe,
+    is_ready,
     is_standard,
     predictor_service,
 )
+from kfloop.store.objects import ObjectStore, open_store
 from kfloop.store.registry import VersionRecord
 
 GROUP, API_VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -95,6 +106,7 @@ class KubernetesTarget:
         poll_seconds: float = 2.0,
         clock=time.monotonic,
         sleep=time.sleep,
+        store: ObjectStore | None = None,
     ):
         if standard_canary not in STANDARD_CANARY_CHOICES:
             raise ConfigError(
@@ -103,6 +115,7 @@ class KubernetesTarget:
         self._namespace, self.isvc_name, self._api, self.image = namespace, isvc_name, api, image
         self.standard_canary, self.canary_timeout, self.route_grace = standard_canary, canary_timeout, route_grace
         self.poll_seconds, self.clock, self.sleep = poll_seconds, clock, sleep
+        self._store = store  # the mirror state of shadow traffic; default: KFLOOP_* storage
 
     # -- the RolloutTarget protocol --------------------------------------------------------------
 
@@ -172,7 +185,77 @@ class KubernetesTarget:
         obj = self._get(name)
         if obj is None:
             return {**doc, "exists": False, "stable": None, "canary": None, "ready": False}
-        return {**doc, "exists": True, **describe(obj)}
+        return {**doc, "exists": True, **describe(obj), "shadow": self._shadow_status(model)}
+
+    def shadow(self, model: str, version: int | None, percent: int, record: VersionRecord | None = None) -> dict:
+        """Mirror ``percent`` % of the model's requests to ``record`` (of ``version``), run as the
+        predictor-only InferenceService ``{isvc}-shadow``; waits until it is ready (``canary_timeout``,
+        else it is deleted again). ``version`` None or ``percent`` 0 stops: the mirror state, then the
+        shadow InferenceService, are removed."""
+        name = self._isvc(model)
+        shadow_name = shadow_isvc_name(name)
+        if not version or not percent:
+            clear_state(self.store, model)
+            self._delete(shadow_name)
+            return self.status(model)
+        if not 0 < percent <= 100:
+            raise RegistryError(f"shadow percentage {percent} must be between 0 and 100")
+        if record is None or record.name != model or record.version != version:
+            raise ConfigError(f"shadow of {model}:{version} needs its registry record (the bundle to serve)")
+        current = self._get(name)
+        if current is None:
+            raise RegistryError(
+                f"InferenceService {name} does not exist in namespace {self.namespace}: deploy a version of "
+                f"{model} first (its transformer mirrors the traffic)"
+            )
+        wanted = isvc_template.shadow_inferenceservice(current, shadow_name, servable_uri(record), str(version))
+        existing = self._get(shadow_name)
+        if existing is None:
+            self._call("create", shadow_name, self.api.create_namespaced_custom_object, body=wanted)
+        elif annotations_of(existing).get(MODEL_VERSION) != str(version):
+            self._patch(existing, wanted["metadata"]["annotations"], wanted["spec"]["predictor"])
+        ready = self._await_shadow(shadow_name)
+        state = MirrorState(
+            model, int(version), int(percent), shadow_url(ready, self.namespace), shadow_name, self.namespace
+        )
+        write_state(self.store, state)
+        return self.status(model)
+
+    def _await_shadow(self, name: str) -> dict:
+        """The shadow InferenceService once ready; deleted again (and an error) when it is not within
+        ``canary_timeout``."""
+        start = self.clock()
+        while True:
+            obj = self._get(name)
+            if obj is None:
+                raise RegistryError(f"the shadow InferenceService {name} in namespace {self.namespace} was deleted")
+            if is_ready(obj) and (obj.get("status") or {}).get("conditions"):
+                return obj
+            if self.clock() - start >= self.canary_timeout:
+                conditions = (obj.get("status") or {}).get("conditions") or "no status yet"
+                self._delete(name)
+                raise RegistryError(
+                    f"the shadow InferenceService {name} in namespace {self.namespace} did not become ready within "
+                    f"{self.canary_timeout:g}s ({conditions}); it was deleted again and nothing is mirrored"
+                )
+            self.sleep(self.poll_seconds)
+
+    def _shadow_status(self, model: str) -> dict | None:
+        """What the mirror state says (None: no shadow traffic)."""
+        try:
+            state = read_state(self.store, model)
+        except KfloopError as e:
+            return {"error": f"cannot read the mirror state: {e}"}
+        if state is None:
+            return None
+        records = self.store.uri(shadow_records_prefix(model, state.version))
+        return {**state.to_dict(), "records": records}
+
+    @property
+    def store(self) -> ObjectStore:
+        if self._store is None:
+            self._store = open_store(Settings.from_env())
+        return self._store
 
     def revision_label(self, model: str, flavor: str) -> str | None:
         """The scrape label a canary analysis selects a side's metrics by: None (the query set's
@@ -362,6 +445,22 @@ class KubernetesTarget:
         except _transport_errors() as e:
             raise self._error("get", name, e) from None
 
+    def _delete(self, name: str) -> bool:
+        """Delete the InferenceService ``name``; False when it did not exist."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.api.delete_namespaced_custom_object(
+                GROUP, API_VERSION, self.namespace, PLURAL, name, _request_timeout=TIMEOUT_SECONDS
+            )
+            return True
+        except ApiException as e:
+            if e.status == 404 and _status(e).get("details"):
+                return False
+            raise self._error("delete", name, e) from None
+        except _transport_errors() as e:
+            raise self._error("delete", name, e) from None
+
     def _with_canary(self, model: str) -> tuple[dict, str]:
         name = self._isvc(model)
         current = self._get(name)
@@ -438,6 +537,18 @@ def servable_uri(record: VersionRecord) -> str:
             f"with a URI starting with one of {SERVABLE_SCHEMES}"
         )
     return record.bundle_uri
+
+
+def shadow_url(obj: dict, namespace: str) -> str:
+    """The cluster-local URL of a (predictor-only) InferenceService: its predictor's address, else the
+    service's, else the predictor Service's name in ``namespace``."""
+    status = obj.get("status") or {}
+    predictor = (status.get("components") or {}).get("predictor") or {}
+    for address in (predictor.get("address"), status.get("address")):
+        url = (address or {}).get("url")
+        if url:
+            return url.rstrip("/")
+    return f"http://{predictor_service(obj['metadata']['name'])}.{namespace}.svc.cluster.local"
 
 
 def route_share(route: dict, service: str) -> int | None:

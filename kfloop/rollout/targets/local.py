@@ -42,8 +42,9 @@ class LocalTarget:
     def rollback(self, model: str) -> dict:
         return self._call("POST", f"{model}/rollback")
 
-    def shadow(self, model: str, version: int | None, percent: int) -> dict:
-        """Mirror ``percent`` of the predictions to ``version`` (None or 0% stops mirroring)."""
+    def shadow(self, model: str, version: int | None, percent: int, record: VersionRecord | None = None) -> dict:
+        """Mirror ``percent`` of the predictions to ``version`` (None or 0% stops mirroring); the gateway
+        finds the version's bundle itself (``record`` is for targets that need it)."""
         return self._call("POST", f"{model}/shadow", {"version": version, "percent": percent})
 
     def status(self, model: str) -> dict:

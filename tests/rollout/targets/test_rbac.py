@@ -6,8 +6,9 @@ allowed by the Role of the account that makes it in manifests/, and the Roles gr
 - the trigger's automatic rollout (ServiceAccount ``kfloop-trigger``, Role ``kfloop-trigger-rollout`` of
   ``overlays/auto-rollout``): the calls ``kfloop.rollout.controller`` makes through the target
   (``rollout.deploy`` of a first version and of each canary step, ``status``, ``promote``, ``rollback``);
-- ``kfloop rollout shadow --target kubernetes`` is refused before any call (KubernetesTarget has no
-  ``shadow``), so it needs nothing.
+  and, for ``--auto_rollout blue-green``, the shadow calls (``shadow``: the candidate's own
+  InferenceService created, waited for, deleted) the trigger's Role must allow too, while the deploy
+  step's Role has no delete.
 
 Each records a Knative-mode service's rollout and a Standard-mode one's (``spec.canary``, checked
 against the HTTPRoute KServe writes; the fake plays a KServe with kserve#5912).
@@ -25,6 +26,7 @@ from kfloop.rollout import actions as rollout
 from kfloop.rollout.targets import isvc_template
 from kfloop.rollout.targets.isvc_status import MODE_ANNOTATION, MODEL_VERSION, STABLE_VERSION
 from kfloop.rollout.targets.kubernetes import KubernetesTarget
+from kfloop.store.objects import open_store
 from tests.fakes.kube_api import NS, FakeKubeAPI, use_kubeconfig
 
 STANDARD_NS = "kfloop-standard"
@@ -97,7 +99,8 @@ def test_the_deploy_step_calls_exactly_what_its_role_grants(registry, fake, s3_s
     assert api_calls(fake) == granted(role("base", "kfloop-pipeline-deployer"))
 
 
-def test_the_triggers_automatic_rollout_calls_exactly_what_its_role_grants(registry, fake):  # noqa: F811
+def test_the_triggers_automatic_rollout_calls_exactly_what_its_role_grants(registry, fake, s3_settings):  # noqa: F811
+    store = open_store(s3_settings)
     target = KubernetesTarget(namespace=NS, api=fake.api())
     rollout.deploy(registry, target, "churn:1")  # all-at-once / the first version: create
     fake.reconcile("churn")
@@ -116,8 +119,22 @@ def test_the_triggers_automatic_rollout_calls_exactly_what_its_role_grants(regis
         rollout.deploy(registry, standard, "churn:2", step)
         standard.status("churn")
     rollout.promote(registry, standard, "churn")
+    # blue-green: the candidate at 0% with a shadow InferenceService the transformer mirrors to, then the
+    # switch; the shadow goes when the analysis ends (promoted here, rolled back the same way)
+    blue_green = KubernetesTarget(
+        namespace=NS, api=fake.api(), poll_seconds=0, sleep=lambda _: fake.reconcile("churn-shadow"), store=store
+    )
+    record = registry.get("churn", 3)
+    registry.set_stage("churn", 3, "staging", reason="again, as blue-green")
+    rollout.deploy(registry, blue_green, "churn:3", 0)
+    fake.reconcile("churn")
+    assert blue_green.shadow("churn", 3, 100, record=record)["shadow"]["isvc"] == "churn-shadow"
+    blue_green.shadow("churn", None, 0)
+    rollout.promote(registry, blue_green, "churn")
+    assert (NS, "churn-shadow") not in fake.objects
     calls = api_calls(fake)
     assert calls == granted(role("overlays/auto-rollout", "kfloop-trigger-rollout"))
+    assert ("serving.kserve.io", "inferenceservices", "delete") not in granted(role("base", "kfloop-pipeline-deployer"))
     base_trigger = role("base", "kfloop-trigger")  # the base trigger has no Kubernetes API rights
     assert not {c for c in granted(base_trigger) if c[0] == "serving.kserve.io"}
 
@@ -132,25 +149,24 @@ def test_a_role_missing_a_verb_the_code_calls_is_caught(registry, fake):  # noqa
     assert api_calls(fake) - granted(narrowed) == {("serving.kserve.io", "inferenceservices", "patch")}
 
 
-def test_shadow_on_kubernetes_is_refused_without_any_api_call(fake, capsys, tmp_path, monkeypatch):
+def test_shadow_on_kubernetes_from_the_cli_creates_and_deletes_the_shadow(
+    registry, fake, capsys, tmp_path, monkeypatch, s3_settings
+):  # noqa: F811
     from kfloop.cli.main import main
 
     use_kubeconfig(monkeypatch, tmp_path / "config", fake, NS)
-    assert (
-        main(
-            [
-                "--home",
-                str(tmp_path / "home"),
-                "rollout",
-                "shadow",
-                "churn:2",
-                "--percent",
-                "50",
-                "--target",
-                "kubernetes",
-            ]
-        )
-        != 0
-    )
-    assert capsys.readouterr().err.startswith("error: ")
-    assert fake.requests == []
+    for key, value in s3_settings.storage_env().items():
+        monkeypatch.setenv(key, value)
+    KubernetesTarget(namespace=NS, api=fake.api()).deploy(registry.get("churn", 1), None)
+    fake.reconcile("churn")
+    fake.auto_reconcile = True  # the shadow InferenceService gets ready as the CLI waits for it
+    args = ["--home", str(tmp_path / "home"), "rollout", "shadow", "churn:2", "--target", "kubernetes", "--json"]
+    assert main([*args, "--percent", "50"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["shadow"]["version"] == 2 and shown["shadow"]["percent"] == 50
+    assert shown["shadow"]["url"] == f"http://churn-shadow-predictor.{NS}.svc.cluster.local"
+    assert (NS, "churn-shadow") in fake.objects
+    assert main([*args, "--percent", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["shadow"] is None
+    assert (NS, "churn-shadow") not in fake.objects
+    assert {c[2] for c in api_calls(fake)} == {"get", "create", "delete"}
