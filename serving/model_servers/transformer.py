@@ -71,9 +71,9 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -467,7 +467,7 @@ class DriftTransformer(kserve.Model):
 def _request_id(headers: dict[str, str], v2_id: str | None) -> str:
     """The client's ``x-request-id`` or ``ce-id`` header, else the V2 request id, else a new id. An id
     goes out in a header: one over ``kfloop.names.MAX_REQUEST_ID_BYTES`` or not printable ASCII is a 400."""
-    return request_id_of(headers, v2_id) or uuid.uuid4().hex
+    return request_id_of(headers, v2_id) or os.urandom(16).hex()  # a uuid4's 128 random bits, at a quarter of its cost
 
 
 def _instances_only(body: Any, forward: Any) -> bool:
