@@ -428,7 +428,7 @@ def test_concurrent_v1_requests_are_combined_for_the_predictor_and_each_gets_its
             return await asyncio.gather(*(client.post(url, json=b, headers=h) for b, h in requests))
 
     responses = asyncio.run(send_all())
-    for (body, headers), response, want in zip(requests, responses, expected):
+    for (_, headers), response, want in zip(requests, responses, expected):
         assert response.status_code == 200, response.text
         assert response.json()["predictions"] == want
         assert response.headers["x-request-id"] == headers["x-request-id"]
