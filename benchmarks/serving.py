@@ -114,7 +114,13 @@ def build_models(root: Path, n_rows: int, drift_backend: str = "alibi") -> Model
         data / "quality.md",
     )
     train_model(str(data / "train.parquet"), str(data / "valid.parquet"), str(data / "schema.json"), {}, str(bundle))
-    fit_drift_baseline(str(bundle), str(data / "train.parquet"), str(bundle / "drift"), backend=drift_backend)
+    fit_drift_baseline(  # as the pipeline's baseline step: the prediction baseline on the held-out split
+        str(bundle),
+        str(data / "train.parquet"),
+        str(bundle / "drift"),
+        backend=drift_backend,
+        valid_path=str(data / "valid.parquet"),
+    )
     write_manifest(bundle)
     schema = load_schema(bundle)
     numeric = _numeric_twin(bundle, root / "numeric-bundle", schema, MODEL_FILE, SCHEMA_FILE)
@@ -211,7 +217,13 @@ def build_numeric_model(root: Path, n_rows: int, drift_backend: str) -> NumericM
         data / "quality.md",
     )
     train_model(str(data / "train.parquet"), str(data / "valid.parquet"), str(data / "schema.json"), {}, str(bundle))
-    fit_drift_baseline(str(bundle), str(data / "train.parquet"), str(bundle / "drift"), backend=drift_backend)
+    fit_drift_baseline(  # as the pipeline's baseline step: the prediction baseline on the held-out split
+        str(bundle),
+        str(data / "train.parquet"),
+        str(bundle / "drift"),
+        backend=drift_backend,
+        valid_path=str(data / "valid.parquet"),
+    )
     write_manifest(bundle)
     booster_dir = _booster_dir(root / "numeric30-booster", bundle / MODEL_FILE)
     booster = xgboost.Booster(model_file=str(bundle / MODEL_FILE))

@@ -53,6 +53,9 @@ def check_data_quality(
     missing_rates: dict[str, float] = {}
     nan = np.isnan(X)
     nan_counts = nan.sum(axis=0)
+    lows, highs = _bounds(baseline)
+    with np.errstate(invalid="ignore"):  # NaN (missing, or no bound) compares False: not counted
+        below_counts, above_counts = (X < lows).sum(axis=0), (X > highs).sum(axis=0)
 
     def check(feature: str, what: str, count: int, limit: float, chance: float, **details) -> None:
         share = count / n
@@ -74,9 +77,9 @@ def check_data_quality(
         else:
             n_missing = int(nan_counts[j])
             if f.min is not None and f.max is not None:
-                present = col[~nan[:, j]]
-                low, high = int((present < f.min).sum()), int((present > f.max).sum())
+                low, high = int(below_counts[j]), int(above_counts[j])
                 if low or high:
+                    present = col[~nan[:, j]]
                     check(
                         f.name,
                         "out_of_range",
@@ -114,6 +117,23 @@ def check_data_quality(
             "rejected_requests": int(rejected_requests),
         },
     )
+
+
+def _bounds(baseline: Baseline) -> tuple[np.ndarray, np.ndarray]:
+    """The numeric features' training ranges as two float32 rows (NaN for categorical features and features
+    without a range), remembered per baseline."""
+    known = _BOUNDS.get(id(baseline))
+    if known is None or known[0] is not baseline:
+        ranged = [f.kind != "categorical" and f.min is not None and f.max is not None for f in baseline.features]
+        lows = np.array([f.min if r else np.nan for f, r in zip(baseline.features, ranged)], dtype=np.float32)
+        highs = np.array([f.max if r else np.nan for f, r in zip(baseline.features, ranged)], dtype=np.float32)
+        if len(_BOUNDS) >= 64:
+            _BOUNDS.clear()
+        known = _BOUNDS[id(baseline)] = (baseline, lows, highs)
+    return known[1], known[2]
+
+
+_BOUNDS: dict[int, tuple[Baseline, np.ndarray, np.ndarray]] = {}
 
 
 def _unlikely(count: int, n: int, rate: float) -> bool:

@@ -19,7 +19,7 @@ new rows; with early stopping the effect is small (see the README's monitoring f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.stats import ks_2samp
@@ -47,7 +47,7 @@ def check_prediction_drift(baseline: Baseline, predictions: Any) -> SignalResult
     m = P.shape[1]
     outputs, smallest = {}, 1.0
     for i, name in enumerate(baseline.prediction_outputs):
-        ref, live = baseline.prediction_sample[:, i], P[:, i]
+        ref, live = _reference(baseline.prediction_sample, i), P[:, i]
         statistic, p_value = ks_test(ref, live)
         p = min(1.0, p_value * m)
         smallest = min(smallest, p)
@@ -56,9 +56,9 @@ def check_prediction_drift(baseline: Baseline, predictions: Any) -> SignalResult
             "p_value": p,
             "psi": round(psi(ref, live), 6),
             "window_mean": round(float(live.mean()), 6),
-            "training_mean": round(float(ref.mean()), 6),
+            "training_mean": ref.mean,
             "window_quantiles": [round(float(q), 6) for q in np.quantile(live, (0.05, 0.5, 0.95))],
-            "training_quantiles": [round(float(q), 6) for q in np.quantile(ref, (0.05, 0.5, 0.95))],
+            "training_quantiles": ref.quantiles,
         }
     threshold = baseline.prediction_p_val
     drifted = sorted(name for name, o in outputs.items() if o["p_value"] < threshold)
@@ -73,13 +73,50 @@ def check_prediction_drift(baseline: Baseline, predictions: Any) -> SignalResult
     )
 
 
-def ks_test(reference: np.ndarray, live: np.ndarray) -> tuple[float, float]:
+class Reference(NamedTuple):
+    """One output's baseline predictions and what every window's checks need of them, computed once:
+    sorted, the PSI bins' edges and shares, the mean and quantiles as reported."""
+
+    values: np.ndarray
+    sorted: np.ndarray
+    edges: np.ndarray
+    shares: np.ndarray
+    mean: float
+    quantiles: list[float]
+
+    @classmethod
+    def of(cls, values: np.ndarray, bins: int = PSI_BINS) -> Reference:
+        edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
+        shares = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1) / len(values)
+        quantiles = [round(float(q), 6) for q in np.quantile(values, (0.05, 0.5, 0.95))]
+        return cls(values, np.sort(values), edges, shares, round(float(values.mean()), 6), quantiles)
+
+
+def _reference(sample: np.ndarray, column: int) -> Reference:
+    """``Reference.of(sample[:, column])``, remembered per baseline sample (a baseline's sample is not changed
+    once loaded)."""
+    key = (id(sample), column)
+    known = _REFERENCES.get(key)
+    if known is None or known[0] is not sample:
+        if len(_REFERENCES) >= _REFERENCE_CACHE:
+            _REFERENCES.clear()
+        known = _REFERENCES[key] = (sample, Reference.of(sample[:, column]))
+    return known[1]
+
+
+_REFERENCE_CACHE = 64  # outputs of the baselines loaded at once (a few versions' classes)
+_REFERENCES: dict[tuple[int, int], tuple[np.ndarray, Reference]] = {}
+
+
+def ks_test(reference: np.ndarray | Reference, live: np.ndarray) -> tuple[float, float]:
     """``ks_2samp(reference, live)``'s statistic and p-value (two-sided, ``method="auto"``). The statistic
     is computed as ``ks_2samp`` computes it (the same operations, so the same float); the p-value depends
     only on it and the two sample sizes, so it is remembered per (sizes, statistic): with a fixed window
     size the statistic takes at most lcm(n1, n2) + 1 values, and ``ks_2samp`` costs ~1 ms of a window's
     check (its exact p-value and its argument handling), the statistic alone ~0.1 ms."""
-    data1, data2 = np.sort(reference), np.sort(live)
+    data1 = reference.sorted if isinstance(reference, Reference) else np.sort(reference)
+    reference = reference.values if isinstance(reference, Reference) else reference
+    data2 = np.sort(live)
     n1, n2 = len(data1), len(data2)
     data_all = np.concatenate([data1, data2])
     cddiffs = np.searchsorted(data1, data_all, side="right") / n1 - np.searchsorted(data2, data_all, side="right") / n2
@@ -98,11 +135,12 @@ _KS_P_CACHE = 20_000  # p-values remembered (a few hundred kB)
 _KS_P: dict[tuple[int, int, float], tuple[float, float]] = {}  # (sizes, statistic): ks_2samp's answer
 
 
-def psi(reference: np.ndarray, live: np.ndarray, bins: int = PSI_BINS) -> float:
+def psi(reference: np.ndarray | Reference, live: np.ndarray, bins: int = PSI_BINS) -> float:
     """The population stability index of ``live`` against ``reference``, over the reference's quantile
     bins (fewer when values repeat); shares are floored at 1e-4 so an empty bin stays finite."""
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
-    ref = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1) / len(reference)
+    if not isinstance(reference, Reference) or bins != PSI_BINS:
+        reference = Reference.of(reference.values if isinstance(reference, Reference) else reference, bins)
+    edges, ref = reference.edges, reference.shares
     cur = np.bincount(np.searchsorted(edges, live, side="right"), minlength=len(edges) + 1) / max(len(live), 1)
     ref, cur = np.maximum(ref, _EPS), np.maximum(cur, _EPS)
     return float(np.sum((cur - ref) * np.log(cur / ref)))

@@ -35,6 +35,7 @@ from kfloop.errors import ConfigError, InvalidRequest, KfloopError
 from kfloop.inference.responses import requested_binary
 from kfloop.inference.tensors import Tensor
 from kfloop.names import REQUEST_ID_HEADER, validate_request_id
+from kfloop.serving.model_servers.http_protocol import CoalescingHttpToolsProtocol
 from kfloop.store.objects import open_store
 from kfloop.store.registry import ModelRef, Registry
 
@@ -177,18 +178,21 @@ def add_error_handlers(app) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
 
 
-def listen_on(host: str) -> None:
-    """Make KServe's REST server listen on ``host``: kserve 0.20's ``RESTServer`` hard-codes
-    ``0.0.0.0`` in its uvicorn config, and ``ModelServer.start`` builds it by its name in
-    ``kserve.model_server``, so a subclass that sets the host takes that name's place."""
+def listen_on(host: str | None) -> None:
+    """Make KServe's REST server listen on ``host`` (None: KServe's ``0.0.0.0``) and write each answer's
+    head and body in one system call (``http_protocol``): kserve 0.20's ``RESTServer`` hard-codes
+    ``0.0.0.0`` and uvicorn's default protocol in its uvicorn config, and ``ModelServer.start`` builds
+    it by its name in ``kserve.model_server``, so a subclass that sets both takes that name's place."""
     base = kserve.protocol.rest.server.RESTServer
 
-    class BoundRESTServer(base):
+    class KfloopRESTServer(base):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.config.host = host
+            if host is not None:
+                self.config.host = host
+            self.config.http = CoalescingHttpToolsProtocol
 
-    kserve.model_server.RESTServer = BoundRESTServer
+    kserve.model_server.RESTServer = KfloopRESTServer
 
 
 def model_server(args: argparse.Namespace, **extra: Any) -> kserve.ModelServer:
@@ -201,7 +205,7 @@ def model_server(args: argparse.Namespace, **extra: Any) -> kserve.ModelServer:
                 f"--http_host {host}: KServe's gRPC server listens on every address ([::]); "
                 f"pass --enable_grpc false to listen on {host} only"
             )
-        listen_on(host)
+    listen_on(None if host in ALL_ADDRESSES else host)
     return kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

@@ -66,12 +66,26 @@ class TransformerCollector:
     """Reads the drift monitor, capture writer and outbox of a transformer at scrape time."""
 
     def __init__(self, model_name: str, parts: Callable[[], tuple]):
-        """``parts()`` returns ``(monitor, capture, outbox)``; any may be None before ``load``."""
+        """``parts()`` returns ``(monitor, capture, outbox, coalescer)``; any may be None before ``load``
+        (the coalescer is None when coalesced forwarding is off)."""
         self.model_name, self.parts = model_name, parts
 
     def collect(self):
-        monitor, capture, outbox = self.parts()
+        monitor, capture, outbox, coalescer = self.parts()
         labels = [self.model_name]
+        if coalescer is not None:
+            yield _counter(
+                "kfloop_transformer_predictor_calls",
+                "Calls to the predictor for V1 requests (concurrent ones combined: forward_batching.py)",
+                labels,
+                coalescer.calls,
+            )
+            yield _counter(
+                "kfloop_transformer_coalesced_requests",
+                "V1 requests answered through those calls",
+                labels,
+                coalescer.requests,
+            )
         if monitor is not None:
             yield _counter("kfloop_drift_windows_checked", "Drift windows checked", labels, monitor.windows_checked)
             yield _counter("kfloop_drift_detected", "Drift windows with drift", labels, monitor.drift_detected)

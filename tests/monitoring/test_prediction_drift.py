@@ -119,3 +119,22 @@ def test_ks_test_answers_what_ks_2samp_does_first_time_and_remembered():
     for live in windows + windows:  # the second time from what was remembered
         expected = ks_2samp(reference, live)
         assert ks_test(reference, live) == (float(expected.statistic), float(expected.pvalue))
+
+
+def test_the_reference_prepared_once_gives_the_same_statistics_as_computed_fresh():
+    import scipy.stats
+
+    from kfloop.monitoring.prediction_drift import Reference, ks_test, psi
+
+    rng = np.random.default_rng(11)
+    reference = rng.beta(2, 5, 3000).round(6)
+    prepared = Reference.of(reference)
+    for shift in (0.0, 0.02, 0.1):
+        live = np.clip(rng.beta(2, 5, 500) + shift, 0, 1).round(6)
+        assert ks_test(prepared, live) == ks_test(reference, live)
+        statistic, p_value = ks_test(prepared, live)
+        exact = scipy.stats.ks_2samp(reference, live)
+        assert statistic == exact.statistic and abs(p_value - exact.pvalue) < 1e-12
+        assert psi(prepared, live) == psi(reference, live)
+    assert prepared.mean == round(float(reference.mean()), 6)
+    assert prepared.quantiles == [round(float(q), 6) for q in np.quantile(reference, (0.05, 0.5, 0.95))]

@@ -94,3 +94,43 @@ def test_results_of_any_trailing_shape_are_split_by_rows(fn):
     for X, result in zip(inputs, asyncio.run(run_all(batcher, inputs))):
         np.testing.assert_array_equal(result, fn(X))
     batcher.close()
+
+
+def test_a_lone_small_request_is_predicted_on_the_loop_and_a_burst_still_shares_calls():
+    fn = RecordingFn(delay=0.0)
+    batcher = MicroBatcher(fn, max_rows=1000, inline_rows=4)
+    loop_thread = threading.current_thread().name
+
+    async def scenario():
+        alone = await batcher.run(np.ones((2, 2), np.float32))
+        large = await batcher.run(np.ones((5, 2), np.float32))  # over inline_rows: the thread
+        burst = await run_all(batcher, matrices(12))  # read together: they queue, then share calls
+        return alone, large, burst
+
+    alone, large, burst = asyncio.run(scenario())
+    np.testing.assert_array_equal(alone, [2.0, 2.0])
+    np.testing.assert_array_equal(large, [2.0] * 5)
+    for X, result in zip(matrices(12), burst):
+        np.testing.assert_array_equal(result, X.sum(axis=1))
+    assert batcher.inline_calls == 1
+    assert fn.calls[:2] == [2, 5] and len(fn.calls) < 2 + 12
+    assert loop_thread in fn.threads and len(fn.threads) == 2
+    batcher.close()
+
+
+def test_a_lone_caller_cancelled_before_its_inline_call_leaves_nothing_queued():
+    fn = RecordingFn(delay=0.0)
+    batcher = MicroBatcher(fn, inline_rows=4)
+
+    async def scenario():
+        task = asyncio.ensure_future(batcher.run(np.ones((1, 2), np.float32)))
+        await asyncio.sleep(0)  # the call waits for its turn of the loop
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return task, await batcher.run(np.full((1, 2), 3.0, np.float32))
+
+    task, after = asyncio.run(scenario())
+    assert task.cancelled() and fn.calls == [1]
+    np.testing.assert_array_equal(after, [6.0])
+    assert batcher.inline_calls == 1
+    batcher.close()

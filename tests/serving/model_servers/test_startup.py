@@ -11,6 +11,7 @@ from kserve.errors import InvalidInput
 
 from kfloop.errors import ConfigError
 from kfloop.serving.model_servers import startup
+from kfloop.serving.model_servers.http_protocol import CoalescingHttpToolsProtocol
 from kfloop.serving.model_servers.startup import install_event_loop, request_id_of, require_json
 
 uvloop = pytest.importorskip("uvloop")
@@ -80,3 +81,7 @@ def test_http_host_binds_kserves_rest_server_and_refuses_grpc_on_every_address(m
     startup.listen_on("127.0.0.1")
     server = kserve.model_server.RESTServer("kserve.model_server:app", None, None, 12345)
     assert server.config.host == "127.0.0.1" and server.config.port == 12345
+    assert server.config.http is CoalescingHttpToolsProtocol  # each answer's head and body in one write
+    startup.listen_on(None)
+    server = kserve.model_server.RESTServer("kserve.model_server:app", None, None, 12345)
+    assert server.config.host == "0.0.0.0" and server.config.http is CoalescingHttpToolsProtocol

@@ -397,6 +397,46 @@ def test_v1_and_v2_through_the_transformer_match_the_predictor(servers, rows, na
     assert len(v1_lists.headers["x-request-id"]) == 32  # generated
 
 
+def test_concurrent_v1_requests_are_combined_for_the_predictor_and_each_gets_its_own_rows(servers, predictor):
+    """48 concurrent V1 requests of 1-20 rows, as objects or lists, some traced: the transformer makes fewer
+    predictor calls than requests, every answer is the predictor's own for those rows, under the request's
+    own id; combined calls over the predictor's 50-row limit are refused with 400 there and sent again one by
+    one, and nothing is lost on the way."""
+    import asyncio
+
+    local = servers["local"]
+    frame = churn(400, seed=21)
+    table = instances(frame)
+    requests = []
+    start = 0
+    for i in range(48):
+        n = 1 + (i * 7) % 20
+        rows = table[start : start + n]
+        start = (start + n) % (len(table) - 20)
+        body = {"instances": rows if i % 3 else [[r[k] for k in rows[0]] for r in rows]}
+        headers = {"x-request-id": f"combined-{i}"}
+        if i % 8 == 0:
+            headers["traceparent"] = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"  # always sent alone
+        requests.append((body, headers))
+    expected = [post_v1(predictor, {"instances": body["instances"]}).json()["predictions"] for body, _ in requests]
+    calls_before = local.metric("kfloop_transformer_predictor_calls_total", model_name=MODEL)
+    answered_before = local.metric("kfloop_transformer_coalesced_requests_total", model_name=MODEL)
+
+    async def send_all():
+        async with httpx.AsyncClient(timeout=30) as client:
+            url = f"{local.url}/v1/models/{MODEL}:predict"
+            return await asyncio.gather(*(client.post(url, json=b, headers=h) for b, h in requests))
+
+    responses = asyncio.run(send_all())
+    for (_, headers), response, want in zip(requests, responses, expected):
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"] == want
+        assert response.headers["x-request-id"] == headers["x-request-id"]
+    calls = local.metric("kfloop_transformer_predictor_calls_total", model_name=MODEL) - calls_before
+    answered = local.metric("kfloop_transformer_coalesced_requests_total", model_name=MODEL) - answered_before
+    assert answered == len(requests) and calls < len(requests)
+
+
 @pytest.mark.parametrize("protocol", ["v1", "v2"])
 def test_the_fast_path_serves_and_captures_as_kserve_path_does(servers, rows, protocol):
     """``local`` answers on the fast path, ``kserve_path`` (request logging on) on KServe's own: the
