@@ -20,7 +20,8 @@ import asyncio
 import logging
 
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from kfloop.serving.http_protocol import CoalescingHttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,10 @@ DEFAULT_MAX_CONNECTIONS = 1000
 
 
 def header_deadline_protocol(header_seconds: float) -> type:
-    """uvicorn's httptools protocol with a deadline for each request's headers."""
+    """kfloop's httptools protocol (``kfloop.serving.http_protocol``: one write per answer, a JSON 400 for
+    bytes that are not HTTP) with a deadline for each request's headers."""
 
-    class HeaderDeadline(HttpToolsProtocol):
+    class HeaderDeadline(CoalescingHttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
 
         def __init__(self, config, *args, **kwargs) -> None:
@@ -52,13 +54,6 @@ def header_deadline_protocol(header_seconds: float) -> type:
                 super().on_headers_complete()
             finally:
                 self.app = app
-
-        def send_400_response(self, msg: str) -> None:
-            body = orjson.dumps({"error": f"{msg.rstrip('.')}: not an HTTP/1.1 request"})
-            head = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-            head += b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
-            self.transport.write(head + body)
-            self.transport.close()
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)

@@ -35,7 +35,7 @@ from kfloop.errors import ConfigError, InvalidRequest, KfloopError
 from kfloop.inference.responses import requested_binary
 from kfloop.inference.tensors import Tensor
 from kfloop.names import REQUEST_ID_HEADER, validate_request_id
-from kfloop.serving.model_servers.http_protocol import CoalescingHttpToolsProtocol
+from kfloop.serving.http_protocol import CoalescingHttpToolsProtocol
 from kfloop.store.objects import open_store
 from kfloop.store.registry import ModelRef, Registry
 

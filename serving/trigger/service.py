@@ -99,6 +99,7 @@ from kfloop.retraining.runners import DEFAULT_LOCAL_COMMAND, KfpRunner, LocalRun
 from kfloop.retraining.trigger import RetrainTrigger
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.control_plane import ControlPlaneGuard
+from kfloop.serving.http_protocol import CoalescingHttpToolsProtocol
 from kfloop.serving.json_errors import EXCEPTION_HANDLERS
 from kfloop.serving.trigger.metrics import metrics_response
 from kfloop.serving.trigger.rollout_flags import add_flags as add_rollout_flags
@@ -508,7 +509,13 @@ def main(argv: list[str] | None = None) -> None:
         log.info("the CloudEvents routes want %s", oidc.describe())
     app = build_app(trigger, min(args.poll_seconds, args.retry_seconds), token, args.max_body_bytes, oidc)
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, workers=1, log_level=args.log_level.lower(), timeout_graceful_shutdown=10
+        app,
+        host=args.host,
+        port=args.port,
+        workers=1,
+        log_level=args.log_level.lower(),
+        timeout_graceful_shutdown=10,
+        http=CoalescingHttpToolsProtocol,  # a JSON 400 for bytes that are not HTTP, one write per answer
     )
     _Server(config).run()
 

@@ -10,8 +10,8 @@ import pytest
 from kserve.errors import InvalidInput
 
 from kfloop.errors import ConfigError
+from kfloop.serving.http_protocol import CoalescingHttpToolsProtocol
 from kfloop.serving.model_servers import startup
-from kfloop.serving.model_servers.http_protocol import CoalescingHttpToolsProtocol
 from kfloop.serving.model_servers.startup import install_event_loop, request_id_of, require_json
 
 uvloop = pytest.importorskip("uvloop")

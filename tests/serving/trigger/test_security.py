@@ -84,6 +84,22 @@ def test_hostile_event_ids_and_model_names_are_refused_and_write_nothing_outside
     assert answer.status_code == 202 and answer.headers[DECISION_HEADER] == "start"  # Knative's reply: empty
 
 
+def test_bytes_that_are_not_http_get_a_json_400(trigger):
+    """A TLS hello or junk on the trigger's port: a JSON 400 (``kfloop.serving.http_protocol``), not
+    uvicorn's plain text."""
+    import json
+    import socket
+
+    with socket.create_connection(("127.0.0.1", trigger.port), timeout=5) as s:
+        s.sendall(b"\x16\x03\x01\x02\x00 hello, not http\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head
+    assert json.loads(body)["error"].endswith("not an HTTP/1.1 request")
+
+
 def test_feedback_and_status_want_the_token_and_the_event_route_stays_open(trigger):
     token_file = trigger.home / CONTROL_TOKEN_FILE
     assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600

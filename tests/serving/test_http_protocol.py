@@ -10,7 +10,7 @@ import time
 import pytest
 import uvicorn
 
-from kfloop.serving.model_servers.http_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
+from kfloop.serving.http_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
 
 
 class RecordingTransport:
@@ -184,3 +184,12 @@ def test_a_plain_answer_reaches_the_socket_in_one_write():
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+def test_bytes_that_are_not_http_get_a_json_400(server_port):
+    import json
+
+    answer = exchange(server_port, b"\x16\x03\x01\x02\x00 hello, not http\r\n\r\n", b"}")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"content-type: application/json" in head
+    assert json.loads(body)["error"].endswith("not an HTTP/1.1 request")

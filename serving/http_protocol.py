@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol with each response's head and body written to the socket together.
+"""uvicorn's httptools protocol as kfloop's servers speak it: each response's head and body written to
+the socket together, and bytes that are not an HTTP request answered in JSON.
 
 uvicorn writes a response's status line and headers when the application sends
 ``http.response.start``, and the body when it sends ``http.response.body``: two ``send`` calls,
@@ -13,6 +14,10 @@ next write, and sends both in one call. Nothing waits for the body: a held head 
 latest on the event loop's next turn (a 204, a HEAD answer, a streamed body sent later), and
 before the transport closes. ``100 Continue`` goes out at once. The bytes on the wire, and their
 order, are exactly uvicorn's.
+
+uvicorn answers bytes it cannot parse as HTTP/1.1 with a plain-text 400; this protocol answers
+``{"error": "<parser's message>: not an HTTP/1.1 request"}``, like every other kfloop error. The
+predictor, the drift transformer, the retraining trigger and the local gateway all serve with it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _HEAD_START = b"HTTP/1.1 "
@@ -62,3 +68,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))
+
+    def send_400_response(self, msg: str) -> None:
+        """Bytes that are not an HTTP request: a JSON 400, and the connection closed."""
+        body = orjson.dumps({"error": f"{msg.rstrip('.')}: not an HTTP/1.1 request"})
+        head = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+        head += b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        self.transport.write(head + body)
+        self.transport.close()
