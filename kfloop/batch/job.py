@@ -8,9 +8,9 @@ their reason, the predicted rows become capture records (revision ``batch``; row
 ``<batch id>:<i>``, so feedback labels join them as they join served rows) and a seeded sample of the
 chunk's rows (``drift_rows``) is checked against the version's drift baseline. One progress line per
 chunk. Reading, writing and capture run on threads of their own beside the prediction
-(``kfloop.batch.overlap``: the drift check, predictions and rejects on one, the capture objects on the
-next, each a chunk behind). Everything is committed at the end: the capture objects, then the rejects
-and predictions files; a failure leaves neither file and no capture.
+(``kfloop.batch.overlap``: the drift check, predictions and rejects on one, the capture objects on
+another, each handed every predicted chunk, side by side). Everything is committed at the end: the
+capture objects, then the rejects and predictions files; a failure leaves neither file and no capture.
 
 The model reference is resolved first, then the input's columns are checked against the schema: an
 unknown version or stage, or an input that lacks feature columns, fails before any row is predicted.
@@ -68,7 +68,7 @@ REJECTS_SUFFIX = ".rejects.csv"
 READ_AHEAD = 1  # chunks read ahead of the one being predicted
 WRITE_AHEAD = 1  # predicted chunks waiting for the writer besides the one being written
 MAX_PREDICTORS = 4  # chunks predicted at once, each by xgboost on cpus // predictors threads
-CAPTURE_AHEAD = 1  # written chunks waiting for the capture thread besides the one being encoded
+CAPTURE_AHEAD = 1  # predicted chunks waiting for the capture thread besides the one being encoded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +147,8 @@ class _Predicted:
     encoded: EncodedChunk
     pred: np.ndarray
     drift_sample: np.ndarray | None  # the encoded rows the drift check takes (checked by the writer)
+    rows: np.ndarray  # the input row numbers of the accepted rows
+    request_ids: pa.Array  # their capture ids, ``<batch id>:<row>``
     drift: dict | None = None
 
 
@@ -202,14 +204,14 @@ class _Job:
                         in_flight.append(self._submit(pool, chunk_index, table))
                         del table
                         if len(in_flight) >= self.predictors:
-                            writer.put(self._predicted(*in_flight.popleft()))
+                            self._hand_over(self._predicted(*in_flight.popleft()), writer)
                     while in_flight:
-                        writer.put(self._predicted(*in_flight.popleft()))
+                        self._hand_over(self._predicted(*in_flight.popleft()), writer)
                 finally:
                     pool.shutdown(wait=True, cancel_futures=True)
                     chunks.close()
                 writer.close()
-                if self.capturer is not None:  # after the writer: it has handed over every chunk
+                if self.capturer is not None:
                     self.capturer.close()
                 self.predictions.close(self._prediction_schema())
                 self.rejects.close(self._rejects_schema(source.columns()))
@@ -218,7 +220,7 @@ class _Job:
                 self.rejects.commit()
                 self.predictions.commit()
             except BaseException:
-                writer.abort()  # first: the writer may be waiting to hand a chunk to the capture thread
+                writer.abort()
                 if self.capturer is not None:
                     self.capturer.abort()
                 self.predictions.abort()
@@ -266,23 +268,29 @@ class _Job:
             if self.options.id_column:  # one piece of its own, not a view of the chunk's CSV blocks
                 columns[self.options.id_column] = table.column(self.options.id_column).combine_chunks()
             table = pa.table(columns)
-        return _Predicted(index, offset, num_rows, table, encoded, pred, sample)
-
-    def _write(self, chunk: _Predicted) -> None:
-        """On the writer thread: the chunk's drift check (off the prediction's thread), predictions and rejects,
-        its capture handed to the capture thread, then its progress line."""
-        if chunk.drift_sample is not None:
-            chunk.drift, chunk.drift_sample = self._check_drift(chunk.index, chunk.drift_sample), None
-        table, encoded, pred, offset = chunk.table, chunk.encoded, chunk.pred, chunk.offset
         rows = offset + encoded.accepted
         request_ids = pc.binary_join_element_wise(
             pa.scalar(f"{self.batch_id}:"), pc.cast(pa.array(rows), pa.string()), ""
         )
+        return _Predicted(index, offset, num_rows, table, encoded, pred, sample, rows, request_ids)
+
+    def _hand_over(self, chunk: _Predicted, writer: Drain) -> None:
+        """On the job's thread: a predicted chunk to the writer and, side by side, to the capture thread (so the
+        last chunk's capture object is encoded while its predictions are written, not after)."""
+        if self.capturer is not None and len(chunk.rows):
+            self.capturer.put((chunk.table, chunk.encoded, chunk.request_ids, chunk.pred))
+        writer.put(chunk)
+
+    def _write(self, chunk: _Predicted) -> None:
+        """On the writer thread: the chunk's drift check (off the prediction's thread), predictions and rejects,
+        then its progress line."""
+        if chunk.drift_sample is not None:
+            chunk.drift, chunk.drift_sample = self._check_drift(chunk.index, chunk.drift_sample), None
+        table, encoded, pred, offset = chunk.table, chunk.encoded, chunk.pred, chunk.offset
+        rows, request_ids = chunk.rows, chunk.request_ids
         self.predictions.write(self._prediction_table(table, encoded, rows, request_ids, pred))
         if encoded.rejected:
             self.rejects.write(self._rejects_table(table, encoded, offset))
-        if self.capturer is not None and len(rows):
-            self.capturer.put((table, encoded, request_ids, pred))
         line = (
             f"chunk {chunk.index}: rows {offset}-{offset + chunk.num_rows - 1}: {len(rows)} predicted, "
             f"{len(encoded.rejected)} rejected"
@@ -290,7 +298,7 @@ class _Job:
             + (_drift_text(chunk.drift) if chunk.drift else "")
         )
         n = chunk.num_rows
-        del request_ids, table, encoded, pred, chunk
+        del rows, request_ids, table, encoded, pred, chunk
         pa.default_memory_pool().release_unused()  # give the chunk's memory back (see _system_memory_pool)
         now = time.monotonic()
         took, self._last_progress = now - self._last_progress, now
@@ -354,7 +362,7 @@ class _Job:
         )
 
     def _capture_chunk(self, item: tuple) -> None:
-        """On the capture thread: a written chunk's capture object, then its memory given back."""
+        """On the capture thread: a predicted chunk's capture object, then its memory given back."""
         self._capture(*item)
         del item
         pa.default_memory_pool().release_unused()
@@ -370,7 +378,8 @@ class _Job:
         else:
             flat = pa.array(np.ascontiguousarray(pred, dtype=np.float32).ravel())
             prediction = pa.FixedSizeListArray.from_arrays(flat, len(self.schema.classes))
-        unseen = _constant("{}", n)
+        zeros = pa.array(np.zeros(n, dtype=np.int32))  # the indices of every constant column (one copy)
+        unseen = _constant("{}", zeros)
         if encoded.unseen_rows:
             texts = np.full(n, "{}", dtype=object)
             where = np.searchsorted(encoded.accepted, list(encoded.unseen_rows))
@@ -381,10 +390,10 @@ class _Job:
         captured = pa.table(
             {
                 "request_id": request_ids,
-                "time": _constant(now, n),
-                "model": _constant(self.record.name, n),
-                "model_version": _constant(str(self.record.version), n),
-                "revision": _constant(BATCH_REVISION, n),
+                "time": _constant(now, zeros),
+                "model": _constant(self.record.name, zeros),
+                "model_version": _constant(str(self.record.version), zeros),
+                "revision": _constant(BATCH_REVISION, zeros),
                 "features": features,
                 "prediction": prediction,
                 "unseen": unseen,
@@ -448,9 +457,9 @@ def _received(table: pa.Table, encoded: EncodedChunk, name: str, kind: str) -> p
     return column
 
 
-def _constant(value: str, n: int) -> pa.Array:
-    """``n`` copies of one string, dictionary-encoded (one copy in memory)."""
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value]))
+def _constant(value: str, zeros: pa.Array) -> pa.Array:
+    """One string in every row (``zeros``: an int32 array of zeros, a row each), dictionary-encoded (one copy)."""
+    return pa.DictionaryArray.from_arrays(zeros, pa.array([value]))
 
 
 def _as_text(column: pa.ChunkedArray) -> pa.Array:
