@@ -67,7 +67,8 @@ DEFAULT_DRIFT_ROWS = 5_000
 REJECTS_SUFFIX = ".rejects.csv"
 READ_AHEAD = 1  # chunks read ahead of the one being predicted
 WRITE_AHEAD = 1  # predicted chunks waiting for the writer besides the one being written
-MAX_PREDICTORS = 4  # chunks predicted at once, each by xgboost on cpus // predictors threads
+MAX_PREDICTORS = 4  # xgboost calls at once, each on cpus // predictors threads (a chunk is cut in as many slices)
+MIN_SLICE_ROWS = 4096  # rows below which a chunk is predicted in one call
 CAPTURE_AHEAD = 1  # predicted chunks waiting for the capture thread besides the one being encoded
 
 
@@ -178,10 +179,11 @@ class _Job:
         self.options, self.record, self.schema = options, record, schema
         self.booster, self.detector, self.store, self.progress = booster, detector, store, progress
         self.encoder = ChunkEncoder(schema)
-        # Chunks are predicted side by side, each with few xgboost threads (one on 2 CPUs), not one at a time
-        # with all: the threads of one call wait for each other, and spin, whenever the writer, capture or
-        # reader thread takes one of their CPUs (1M rows, 2 CPUs: 0.92 s where one 2-thread call took 1.18 s;
-        # the same predictions). A booster predicts concurrently (xgboost's inplace_predict is thread-safe).
+        # Slices of rows are predicted side by side (each chunk in ``predictors`` slices, two chunks in flight),
+        # each call with few xgboost threads (one on 2 CPUs), not one call at a time with all: the threads of
+        # one call wait for each other, and spin, whenever the writer, capture or reader thread takes one of
+        # their CPUs (1M rows, 2 CPUs: 0.92 s where one 2-thread call took 1.18 s; the same predictions). A
+        # booster predicts concurrently (xgboost's inplace_predict is thread-safe).
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         self.predictors = max(1, min(MAX_PREDICTORS, cpus))
         booster.set_param({"nthread": max(1, cpus // self.predictors)})
@@ -263,11 +265,15 @@ class _Job:
         self.counts["rows"] += table.num_rows
         self.counts["predicted"] += len(encoded.accepted)
         self.counts["rejected"] += len(encoded.rejected)
-        return index, offset, table, encoded, pool.submit(predict, self.booster, self.schema, encoded.X)
+        parts = _row_slices(len(encoded.X), self.predictors)
+        return index, offset, table, encoded, [pool.submit(predict, self.booster, self.schema, encoded.X[p]) for p in parts]
 
-    def _predicted(self, index: int, offset: int, table: pa.Table, encoded: EncodedChunk, future: Future) -> _Predicted:
+    def _predicted(
+        self, index: int, offset: int, table: pa.Table, encoded: EncodedChunk, futures: list[Future]
+    ) -> _Predicted:
         """On the job's thread, in order: a chunk's predictions, its drift sample drawn, for the writer."""
-        pred, num_rows = future.result(), table.num_rows
+        parts = [future.result() for future in futures]
+        pred, num_rows = (parts[0] if len(parts) == 1 else np.concatenate(parts)), table.num_rows
         sample = self._drift_sample(encoded.X)
         encoded.X = None  # not needed by the writer: free it now
         if not encoded.rejected:  # the writer needs the id column and the features as captured, no more
@@ -429,6 +435,15 @@ class _Job:
         }
         self.drift.append(result)
         return result
+
+
+def _row_slices(n: int, parts: int) -> list[slice]:
+    """``n`` rows cut into ``parts`` slices of consecutive rows (one when there are few rows): a chunk is predicted
+    by every predictor, so a lone chunk (a small input, the last chunk) uses every CPU too. Rows are predicted
+    independently: the slices' predictions, concatenated, are the chunk's."""
+    parts = max(1, min(parts, n // MIN_SLICE_ROWS))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
 
 
 def _drift_text(drift: dict) -> str:
