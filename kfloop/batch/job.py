@@ -265,8 +265,9 @@ class _Job:
         self.counts["rows"] += table.num_rows
         self.counts["predicted"] += len(encoded.accepted)
         self.counts["rejected"] += len(encoded.rejected)
-        parts = _row_slices(len(encoded.X), self.predictors)
-        return index, offset, table, encoded, [pool.submit(predict, self.booster, self.schema, encoded.X[p]) for p in parts]
+        slices = _row_slices(len(encoded.X), self.predictors)
+        futures = [pool.submit(predict, self.booster, self.schema, encoded.X[rows]) for rows in slices]
+        return index, offset, table, encoded, futures
 
     def _predicted(
         self, index: int, offset: int, table: pa.Table, encoded: EncodedChunk, futures: list[Future]
