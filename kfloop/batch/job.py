@@ -179,7 +179,7 @@ class _Job:
         self.options, self.record, self.schema = options, record, schema
         self.booster, self.detector, self.store, self.progress = booster, detector, store, progress
         self.encoder = ChunkEncoder(schema)
-        # Slices of rows are predicted side by side (each chunk in ``predictors`` slices, two chunks in flight),
+        # Slices of rows are predicted side by side (each chunk in ``predictors`` slices, as many chunks in flight),
         # each call with few xgboost threads (one on 2 CPUs), not one call at a time with all: the threads of
         # one call wait for each other, and spin, whenever the writer, capture or reader thread takes one of
         # their CPUs (1M rows, 2 CPUs: 0.92 s where one 2-thread call took 1.18 s; the same predictions). A
