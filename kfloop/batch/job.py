@@ -8,9 +8,9 @@ their reason, the predicted rows become capture records (revision ``batch``; row
 ``<batch id>:<i>``, so feedback labels join them as they join served rows) and a seeded sample of the
 chunk's rows (``drift_rows``) is checked against the version's drift baseline. One progress line per
 chunk. Reading, writing and capture run on threads of their own beside the prediction
-(``kfloop.batch.overlap``: the drift check, predictions and rejects on one, the capture objects on the
-next, each a chunk behind). Everything is committed at the end: the capture objects, then the rejects
-and predictions files; a failure leaves neither file and no capture.
+(``kfloop.batch.overlap``: the drift check, predictions and rejects on one, the capture objects on
+another, each handed every predicted chunk, side by side). Everything is committed at the end: the
+capture objects, then the rejects and predictions files; a failure leaves neither file and no capture.
 
 The model reference is resolved first, then the input's columns are checked against the schema: an
 unknown version or stage, or an input that lacks feature columns, fails before any row is predicted.
@@ -67,8 +67,9 @@ DEFAULT_DRIFT_ROWS = 5_000
 REJECTS_SUFFIX = ".rejects.csv"
 READ_AHEAD = 1  # chunks read ahead of the one being predicted
 WRITE_AHEAD = 1  # predicted chunks waiting for the writer besides the one being written
-MAX_PREDICTORS = 4  # chunks predicted at once, each by xgboost on cpus // predictors threads
-CAPTURE_AHEAD = 1  # written chunks waiting for the capture thread besides the one being encoded
+MAX_PREDICTORS = 4  # xgboost calls at once, each on cpus // predictors threads (a chunk is cut in as many slices)
+MIN_SLICE_ROWS = 4096  # rows below which a chunk is predicted in one call
+CAPTURE_AHEAD = 1  # predicted chunks waiting for the capture thread besides the one being encoded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,17 +148,26 @@ class _Predicted:
     encoded: EncodedChunk
     pred: np.ndarray
     drift_sample: np.ndarray | None  # the encoded rows the drift check takes (checked by the writer)
+    rows: np.ndarray  # the input row numbers of the accepted rows
+    request_ids: pa.Array  # their capture ids, ``<batch id>:<row>``
     drift: dict | None = None
 
 
 @contextlib.contextmanager
-def _system_memory_pool():
-    """Arrow allocates from the C allocator while the job runs, and the writer gives each chunk's memory
-    back (``release_unused``, malloc_trim): with Arrow's default mimalloc pool, freed chunks stay with the
-    process and its memory grows with the number of chunks (1M rows took ~60 MB more than 100k). Buffers
+def _job_memory_pool():
+    """Arrow allocates from jemalloc while the job runs, and the writer and capture threads give each chunk's
+    memory back (``release_unused``: jemalloc purges its arenas): with Arrow's default mimalloc pool, freed
+    chunks stay with the process and its memory grows with the number of chunks (1M rows took ~60 MB more
+    than 100k); with the C allocator (malloc_trim) memory stays bounded too, but every chunk's buffers are new
+    pages the kernel faults in and zeroes (~0.15-0.2 s more CPU per 1M Parquet rows; peak 449 MB at 3M rows
+    against jemalloc's 469, both flat from 1M). Where this pyarrow has no jemalloc, the C allocator. Buffers
     remember their pool, so ones allocated before or after the job are freed where they came from."""
     previous = pa.default_memory_pool()
-    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        pool = pa.jemalloc_memory_pool()
+    except NotImplementedError:  # a pyarrow built without jemalloc
+        pool = pa.system_memory_pool()
+    pa.set_memory_pool(pool)
     try:
         yield
     finally:
@@ -169,10 +179,11 @@ class _Job:
         self.options, self.record, self.schema = options, record, schema
         self.booster, self.detector, self.store, self.progress = booster, detector, store, progress
         self.encoder = ChunkEncoder(schema)
-        # Chunks are predicted side by side, each with few xgboost threads (one on 2 CPUs), not one at a time
-        # with all: the threads of one call wait for each other, and spin, whenever the writer, capture or
-        # reader thread takes one of their CPUs (1M rows, 2 CPUs: 0.92 s where one 2-thread call took 1.18 s;
-        # the same predictions). A booster predicts concurrently (xgboost's inplace_predict is thread-safe).
+        # Slices of rows are predicted side by side (each chunk in ``predictors`` slices, as many chunks in flight),
+        # each call with few xgboost threads (one on 2 CPUs), not one call at a time with all: the threads of
+        # one call wait for each other, and spin, whenever the writer, capture or reader thread takes one of
+        # their CPUs (1M rows, 2 CPUs: 0.92 s where one 2-thread call took 1.18 s; the same predictions). A
+        # booster predicts concurrently (xgboost's inplace_predict is thread-safe).
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         self.predictors = max(1, min(MAX_PREDICTORS, cpus))
         booster.set_param({"nthread": max(1, cpus // self.predictors)})
@@ -189,7 +200,7 @@ class _Job:
 
     def run(self, source) -> dict:
         chunk_index = -1
-        with _system_memory_pool():
+        with _job_memory_pool():
             writer: Drain[_Predicted] = Drain(self._write, depth=WRITE_AHEAD, name="batch-write")
             if self.spool is not None:  # capture objects are encoded on a thread of their own, beside the writer
                 self.capturer = Drain(self._capture_chunk, depth=CAPTURE_AHEAD, name="batch-capture")
@@ -202,14 +213,14 @@ class _Job:
                         in_flight.append(self._submit(pool, chunk_index, table))
                         del table
                         if len(in_flight) >= self.predictors:
-                            writer.put(self._predicted(*in_flight.popleft()))
+                            self._hand_over(self._predicted(*in_flight.popleft()), writer)
                     while in_flight:
-                        writer.put(self._predicted(*in_flight.popleft()))
+                        self._hand_over(self._predicted(*in_flight.popleft()), writer)
                 finally:
                     pool.shutdown(wait=True, cancel_futures=True)
                     chunks.close()
                 writer.close()
-                if self.capturer is not None:  # after the writer: it has handed over every chunk
+                if self.capturer is not None:
                     self.capturer.close()
                 self.predictions.close(self._prediction_schema())
                 self.rejects.close(self._rejects_schema(source.columns()))
@@ -218,7 +229,7 @@ class _Job:
                 self.rejects.commit()
                 self.predictions.commit()
             except BaseException:
-                writer.abort()  # first: the writer may be waiting to hand a chunk to the capture thread
+                writer.abort()
                 if self.capturer is not None:
                     self.capturer.abort()
                 self.predictions.abort()
@@ -254,11 +265,16 @@ class _Job:
         self.counts["rows"] += table.num_rows
         self.counts["predicted"] += len(encoded.accepted)
         self.counts["rejected"] += len(encoded.rejected)
-        return index, offset, table, encoded, pool.submit(predict, self.booster, self.schema, encoded.X)
+        slices = _row_slices(len(encoded.X), self.predictors)
+        futures = [pool.submit(predict, self.booster, self.schema, encoded.X[rows]) for rows in slices]
+        return index, offset, table, encoded, futures
 
-    def _predicted(self, index: int, offset: int, table: pa.Table, encoded: EncodedChunk, future: Future) -> _Predicted:
+    def _predicted(
+        self, index: int, offset: int, table: pa.Table, encoded: EncodedChunk, futures: list[Future]
+    ) -> _Predicted:
         """On the job's thread, in order: a chunk's predictions, its drift sample drawn, for the writer."""
-        pred, num_rows = future.result(), table.num_rows
+        parts = [future.result() for future in futures]
+        pred, num_rows = (parts[0] if len(parts) == 1 else np.concatenate(parts)), table.num_rows
         sample = self._drift_sample(encoded.X)
         encoded.X = None  # not needed by the writer: free it now
         if not encoded.rejected:  # the writer needs the id column and the features as captured, no more
@@ -266,23 +282,29 @@ class _Job:
             if self.options.id_column:  # one piece of its own, not a view of the chunk's CSV blocks
                 columns[self.options.id_column] = table.column(self.options.id_column).combine_chunks()
             table = pa.table(columns)
-        return _Predicted(index, offset, num_rows, table, encoded, pred, sample)
-
-    def _write(self, chunk: _Predicted) -> None:
-        """On the writer thread: the chunk's drift check (off the prediction's thread), predictions and rejects,
-        its capture handed to the capture thread, then its progress line."""
-        if chunk.drift_sample is not None:
-            chunk.drift, chunk.drift_sample = self._check_drift(chunk.index, chunk.drift_sample), None
-        table, encoded, pred, offset = chunk.table, chunk.encoded, chunk.pred, chunk.offset
         rows = offset + encoded.accepted
         request_ids = pc.binary_join_element_wise(
             pa.scalar(f"{self.batch_id}:"), pc.cast(pa.array(rows), pa.string()), ""
         )
+        return _Predicted(index, offset, num_rows, table, encoded, pred, sample, rows, request_ids)
+
+    def _hand_over(self, chunk: _Predicted, writer: Drain) -> None:
+        """On the job's thread: a predicted chunk to the writer and, side by side, to the capture thread (so the
+        last chunk's capture object is encoded while its predictions are written, not after)."""
+        if self.capturer is not None and len(chunk.rows):
+            self.capturer.put((chunk.table, chunk.encoded, chunk.request_ids, chunk.pred))
+        writer.put(chunk)
+
+    def _write(self, chunk: _Predicted) -> None:
+        """On the writer thread: the chunk's drift check (off the prediction's thread), predictions and rejects,
+        then its progress line."""
+        if chunk.drift_sample is not None:
+            chunk.drift, chunk.drift_sample = self._check_drift(chunk.index, chunk.drift_sample), None
+        table, encoded, pred, offset = chunk.table, chunk.encoded, chunk.pred, chunk.offset
+        rows, request_ids = chunk.rows, chunk.request_ids
         self.predictions.write(self._prediction_table(table, encoded, rows, request_ids, pred))
         if encoded.rejected:
             self.rejects.write(self._rejects_table(table, encoded, offset))
-        if self.capturer is not None and len(rows):
-            self.capturer.put((table, encoded, request_ids, pred))
         line = (
             f"chunk {chunk.index}: rows {offset}-{offset + chunk.num_rows - 1}: {len(rows)} predicted, "
             f"{len(encoded.rejected)} rejected"
@@ -290,8 +312,8 @@ class _Job:
             + (_drift_text(chunk.drift) if chunk.drift else "")
         )
         n = chunk.num_rows
-        del request_ids, table, encoded, pred, chunk
-        pa.default_memory_pool().release_unused()  # give the chunk's memory back (see _system_memory_pool)
+        del rows, request_ids, table, encoded, pred, chunk
+        pa.default_memory_pool().release_unused()  # give the chunk's memory back (see _job_memory_pool)
         now = time.monotonic()
         took, self._last_progress = now - self._last_progress, now
         self.progress(f"{line} ({n / took if took else 0:,.0f} rows/s)")
@@ -354,7 +376,7 @@ class _Job:
         )
 
     def _capture_chunk(self, item: tuple) -> None:
-        """On the capture thread: a written chunk's capture object, then its memory given back."""
+        """On the capture thread: a predicted chunk's capture object, then its memory given back."""
         self._capture(*item)
         del item
         pa.default_memory_pool().release_unused()
@@ -370,7 +392,8 @@ class _Job:
         else:
             flat = pa.array(np.ascontiguousarray(pred, dtype=np.float32).ravel())
             prediction = pa.FixedSizeListArray.from_arrays(flat, len(self.schema.classes))
-        unseen = _constant("{}", n)
+        zeros = pa.array(np.zeros(n, dtype=np.int32))  # the indices of every constant column (one copy)
+        unseen = _constant("{}", zeros)
         if encoded.unseen_rows:
             texts = np.full(n, "{}", dtype=object)
             where = np.searchsorted(encoded.accepted, list(encoded.unseen_rows))
@@ -381,10 +404,10 @@ class _Job:
         captured = pa.table(
             {
                 "request_id": request_ids,
-                "time": _constant(now, n),
-                "model": _constant(self.record.name, n),
-                "model_version": _constant(str(self.record.version), n),
-                "revision": _constant(BATCH_REVISION, n),
+                "time": _constant(now, zeros),
+                "model": _constant(self.record.name, zeros),
+                "model_version": _constant(str(self.record.version), zeros),
+                "revision": _constant(BATCH_REVISION, zeros),
                 "features": features,
                 "prediction": prediction,
                 "unseen": unseen,
@@ -413,6 +436,15 @@ class _Job:
         }
         self.drift.append(result)
         return result
+
+
+def _row_slices(n: int, parts: int) -> list[slice]:
+    """``n`` rows cut into ``parts`` slices of consecutive rows (one when there are few rows): a chunk is predicted
+    by every predictor, so a lone chunk (a small input, the last chunk) uses every CPU too. Rows are predicted
+    independently: the slices' predictions, concatenated, are the chunk's."""
+    parts = max(1, min(parts, n // MIN_SLICE_ROWS))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
 
 
 def _drift_text(drift: dict) -> str:
@@ -448,9 +480,9 @@ def _received(table: pa.Table, encoded: EncodedChunk, name: str, kind: str) -> p
     return column
 
 
-def _constant(value: str, n: int) -> pa.Array:
-    """``n`` copies of one string, dictionary-encoded (one copy in memory)."""
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value]))
+def _constant(value: str, zeros: pa.Array) -> pa.Array:
+    """One string in every row (``zeros``: an int32 array of zeros, a row each), dictionary-encoded (one copy)."""
+    return pa.DictionaryArray.from_arrays(zeros, pa.array([value]))
 
 
 def _as_text(column: pa.ChunkedArray) -> pa.Array:

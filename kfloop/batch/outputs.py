@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,6 +21,8 @@ from kfloop.config import Settings
 from kfloop.errors import ConfigError, DataError
 from kfloop.store.objects import ObjectStore
 from kfloop.training.data import format_of, local_path, s3_location
+
+COMMIT_THREADS = 4  # capture objects put at once when a job commits
 
 
 def sibling(location: str, suffix: str) -> str:
@@ -121,11 +124,17 @@ class Spool:
         self.keys.append(key)
 
     def commit(self) -> None:
-        """Put every object; on a failure, delete the ones already put (best effort) and re-raise."""
+        """Put every object, ``COMMIT_THREADS`` at a time (a local store syncs each object to disk, an S3 store
+        uploads it: waits that overlap); on a failure, delete the ones already put (best effort) and re-raise."""
         try:
-            for i, key in enumerate(self.keys):
-                self.store.put(key, (self.dir / f"{i:06d}").read_bytes())
-                self.committed.append(key)
+            with ThreadPoolExecutor(max(1, min(COMMIT_THREADS, len(self.keys))), "batch-commit") as pool:
+                done = [pool.submit(self._put, i, key) for i, key in enumerate(self.keys)]
+                try:
+                    for future in done:
+                        future.result()
+                finally:  # an error: put nothing more, and wait for the puts under way (so they can be deleted)
+                    for future in done:
+                        future.cancel()
         except BaseException:
             for key in self.committed:
                 try:
@@ -136,6 +145,10 @@ class Spool:
             raise
         finally:
             self.close()
+
+    def _put(self, i: int, key: str) -> None:
+        self.store.put(key, (self.dir / f"{i:06d}").read_bytes())
+        self.committed.append(key)  # list.append is atomic: puts on several threads
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -196,3 +196,24 @@ def test_input_and_output_on_s3(s3_settings, tmp_path):
     store.get_file("outputs/out.parquet", tmp_path / "out.parquet")
     assert len(pd.read_parquet(tmp_path / "out.parquet")) == 300
     assert store.exists("outputs/out.rejects.csv") and len(read_captures(store, "churn")) == 300
+
+
+def test_a_chunk_predicted_in_slices_side_by_side_equals_one_prediction_of_its_rows(churn_model, tmp_path):
+    from kfloop.batch.job import MIN_SLICE_ROWS, _row_slices
+    from kfloop.store import bundle
+    from kfloop.store.registry import Registry
+    from kfloop.training.booster import load_model, predict
+
+    assert _row_slices(10, 4) == [slice(0, 10)]  # few rows: one call
+    slices = _row_slices(4 * MIN_SLICE_ROWS + 3, 4)
+    assert len(slices) == 4 and slices[0].start == 0 and slices[-1].stop == 4 * MIN_SLICE_ROWS + 3
+    assert all(a.stop == b.start for a, b in zip(slices, slices[1:]))
+    settings, ref, schema = churn_model
+    n = 3 * MIN_SLICE_ROWS + 17  # one chunk of several slices
+    frame, path = _input(tmp_path, n=n, name="in.parquet")
+    summary = run_batch(BatchOptions(ref, path, str(tmp_path / "out.parquet"), chunk_rows=n), settings, _quiet)
+    assert summary["chunks"] == 1 and summary["predicted"] == n
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    _, model_dir = Registry(open_store(settings)).fetch_bundle(ref, tmp_path / "fetched")
+    expected = predict(load_model(model_dir / bundle.MODEL_FILE), schema, schema.encode_frame(frame))
+    assert np.array_equal(out[["probability_0", "probability_1"]].to_numpy(), expected.astype(np.float32))

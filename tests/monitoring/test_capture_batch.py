@@ -168,6 +168,11 @@ def test_a_parquet_object_has_one_typed_column_per_feature(tmp_path, schema):
     assert table.schema.field("prediction").type == pa.list_(pa.float64())
     assert json.loads(table.schema.metadata[b"kfloop.json_columns"]) == ["unseen"]
     assert b"kfloop.json_features" not in table.schema.metadata
+    group = pq.ParquetFile(pa.BufferReader(store.get(key))).metadata.row_group(0)
+    encodings = {group.column(i).path_in_schema: group.column(i).encodings for i in range(group.num_columns)}
+    assert "DELTA_BINARY_PACKED" in encodings["features.tenure_months"]  # integer features delta bit-packed
+    assert "DELTA_BINARY_PACKED" in encodings["features.support_calls"]
+    assert "DELTA_BINARY_PACKED" not in encodings["features.age"]
 
 
 def test_a_feature_of_mixed_types_and_nan_read_back_as_received(tmp_path, schema):
