@@ -45,7 +45,7 @@ process("sample:churn", "churn", settings, out / "train.parquet", out / "valid.p
 train_model(out / "train.parquet", out / "valid.parquet", out / "schema.json", {}, out / "model")
 evaluate_model(out / "model", out / "test.parquet", "churn", settings, out / "evaluation.json", AUTO_THRESHOLD, 0.01,
                out / "train.parquet")
-fit_drift_baseline(out / "model", out / "train.parquet", out / "drift")
+fit_drift_baseline(out / "model", out / "train.parquet", out / "drift", valid_path=out / "valid.parquet")
 print(register("churn", settings, str(out / "model"), str(out / "evaluation.json"), None, str(out / "drift"), {}).ref)
 for rows in map(int, sys.argv[3].split(",")):
     frame = load_sample(f"churn?n_rows={rows}&seed=7")

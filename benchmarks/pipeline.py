@@ -41,7 +41,7 @@ evaluate_model(
 )
 analyze(out / "model", out / "test.parquet", "age", out / "analysis.json", out / "report.md",
               out / "evaluation.json")
-fit_drift_baseline(out / "model", out / "train.parquet", out / "drift")
+fit_drift_baseline(out / "model", out / "train.parquet", out / "drift", valid_path=out / "valid.parquet")
 fit_signal_baselines(out / "model", out / "valid.parquet", out / "signals")
 lineage = {"data_uri": info["data_uri"], "data_sha256": info["data_sha256"]}
 print(register("churn", settings, out / "model", out / "evaluation.json", out / "analysis.json",
