@@ -4,7 +4,8 @@ Counted as they happen: inference requests and error answers by HTTP status (``R
 an ASGI middleware, so answers KServe gives before the model runs, such as malformed JSON, are
 counted too), the predictor's error answers by status, and mirrored requests (``MIRRORED``, shadow
 traffic: ``serving/model_servers/mirror.py``) by candidate version and result. Read when scraped
-(``TransformerCollector``): drift windows checked, drifted windows, the last p-value per feature,
+(``TransformerCollector``): predictor calls and the V1 requests answered through them (coalesced
+forwarding, ``forward_batching.py``), drift windows checked, drifted windows, the last p-value per feature,
 drift rows dropped and skipped, capture records written and dropped, and the outbox's depth and deliveries;
 with baseline constraints, the data-quality and prediction-drift windows by status, the violated
 data-quality checks by kind, and the last window's prediction-drift p-value and violation count.
