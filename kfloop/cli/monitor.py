@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from kfloop.cli.main import print_json
-from kfloop.cli.pipeline import _add_kfp_flags, _host, add_submit_flags, schedule_delete_command, schedule_list_command
+from kfloop.cli.pipeline import add_schedule_options, add_submit_flags, kfp_host, report_schedule
 from kfloop.config import Settings
 from kfloop.errors import ConfigError, KfloopError
 
@@ -88,24 +88,7 @@ def _add_schedule_flags(schedule) -> None:
         "5 fields (MIN HOUR DOM MON DOW), KFP's 6 or @hourly/@daily/...; --every a duration such as 6h (at least "
         "60s). Give --since the schedule's period (e.g. --every 1d --since 1d) to check each row once."
     )
-    when = schedule.add_mutually_exclusive_group()
-    when.add_argument("--cron", metavar="EXPR", help="cron expression, e.g. '0 3 * * *' (03:00 every day, UTC)")
-    when.add_argument("--every", metavar="DURATION", help="interval between runs, e.g. 6h, 1d")
-    schedule.add_argument("--experiment", default="kfloop", help="experiment name (default kfloop)")
-    schedule.add_argument("--name", help="recurring run name (default kfloop-<model>-monitoring)")
-    schedule.add_argument("--max-concurrency", type=int, default=1, help="runs of the schedule at once (default 1)")
-    schedule.add_argument("--catchup", action="store_true", help="after a pause, start every missed run")
-    _add_kfp_flags(schedule)
-    schedule.set_defaults(schedule_parser=schedule)
-    actions = schedule.add_subparsers(title="schedule commands", metavar="COMMAND")
-    list_ = actions.add_parser("list", help="list the recurring runs on the KFP API")
-    list_.add_argument("--experiment", help="only those of this experiment")
-    _add_kfp_flags(list_)
-    list_.set_defaults(handler=schedule_list_command)
-    delete = actions.add_parser("delete", help="delete a recurring run by id (its past runs stay)")
-    delete.add_argument("id", help="recurring run id, as 'monitor schedule list' prints it")
-    _add_kfp_flags(delete)
-    delete.set_defaults(handler=schedule_delete_command)
+    add_schedule_options(schedule, "kfloop-<model>-monitoring", "monitor schedule list")
 
 
 def compile_command(args, settings: Settings) -> int:
@@ -210,7 +193,7 @@ def schedule_command(args, settings: Settings) -> int:
 
     if args.cron is None and args.every is None:
         raise ConfigError("monitor schedule needs --cron EXPR or --every DURATION (or the command list or delete)")
-    host = _host(args)
+    host = kfp_host(args)
     yaml_path = _yaml_path(args)
     arguments = prepare(args, settings, check_registry=False)
     result = create_schedule(
@@ -227,8 +210,4 @@ def schedule_command(args, settings: Settings) -> int:
         progress=lambda line: print(line, file=sys.stderr),
         description="kfloop scheduled monitoring",
     )
-    if args.json:
-        print_json(result)
-    else:
-        print(f"recurring run {result['id']} ({result['name']}): {result['schedule']}, {result['status']}")
-    return 0
+    return report_schedule(args, result)

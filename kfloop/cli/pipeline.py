@@ -51,7 +51,7 @@ def add_submit_flags(submit, default_run_name: str) -> None:
     )
 
 
-def _add_kfp_flags(cmd) -> None:
+def add_kfp_flags(cmd) -> None:
     # --host is checked by the handlers: a required flag here would also be required before 'list'/'delete'
     cmd.add_argument("--host", help="Kubeflow Pipelines API URL, e.g. http://localhost:8888 (required)")
     cmd.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
@@ -67,32 +67,40 @@ def _add_schedule_commands(sub) -> None:
         "@monthly/@yearly; --every a duration such as 30m, 6h, 1d, 1h30m (at least 60s). Both are checked "
         "before any call to the API.",
     )
-    when = schedule.add_mutually_exclusive_group()
-    when.add_argument("--cron", metavar="EXPR", help="cron expression, e.g. '0 3 * * *' (03:00 every day, UTC)")
-    when.add_argument("--every", metavar="DURATION", help="interval between runs, e.g. 6h, 1d, 1h30m")
     schedule.add_argument("--data", help="source: a CSV/Parquet path, s3://bucket/key, or sample:churn|breast_cancer")
     schedule.add_argument("--target", help="target column (default: the sample's target, else 'churn')")
     schedule.add_argument("--model-name", help="registered model name (default churn)")
     schedule.add_argument("--param", action="append", metavar="KEY=VALUE", help="any pipeline parameter (repeatable)")
     schedule.add_argument("--pipeline", type=Path, help="compiled pipeline YAML (default: the packaged training.yaml)")
+    add_schedule_options(schedule, "kfloop-<model>-retraining", "pipeline schedule list")
+    schedule.set_defaults(handler=schedule_command)
+
+
+def add_schedule_options(schedule, default_name: str, list_command: str) -> None:
+    """What every ``... schedule`` command takes (``pipeline schedule``, ``monitor schedule``): when it runs,
+    the recurring run's experiment, name and concurrency, the KFP flags, and its ``list`` and ``delete``
+    commands."""
+    when = schedule.add_mutually_exclusive_group()
+    when.add_argument("--cron", metavar="EXPR", help="cron expression, e.g. '0 3 * * *' (03:00 every day, UTC)")
+    when.add_argument("--every", metavar="DURATION", help="interval between runs, e.g. 6h, 1d, 1h30m")
     schedule.add_argument("--experiment", default="kfloop", help="experiment name (default kfloop)")
-    schedule.add_argument("--name", help="recurring run name (default kfloop-<model>-retraining)")
+    schedule.add_argument("--name", help=f"recurring run name (default {default_name})")
     schedule.add_argument(
         "--max-concurrency", type=int, default=1, help="runs of the schedule at once at most (default 1)"
     )
     schedule.add_argument(
         "--catchup", action="store_true", help="after a pause, start every missed run (default: only the latest)"
     )
-    _add_kfp_flags(schedule)
-    schedule.set_defaults(handler=schedule_command, schedule_parser=schedule)
+    add_kfp_flags(schedule)
+    schedule.set_defaults(schedule_parser=schedule)
     actions = schedule.add_subparsers(title="schedule commands", metavar="COMMAND")
     list_ = actions.add_parser("list", help="list the recurring runs on the KFP API")
     list_.add_argument("--experiment", help="only those of this experiment")
-    _add_kfp_flags(list_)
+    add_kfp_flags(list_)
     list_.set_defaults(handler=schedule_list_command)
     delete = actions.add_parser("delete", help="delete a recurring run by id (its past runs stay)")
-    delete.add_argument("id", help="recurring run id, as 'schedule list' prints it")
-    _add_kfp_flags(delete)
+    delete.add_argument("id", help=f"recurring run id, as '{list_command}' prints it")
+    add_kfp_flags(delete)
     delete.set_defaults(handler=schedule_delete_command)
 
 
@@ -188,7 +196,7 @@ def submit_and_report(args, yaml_path: Path, arguments: dict, run_name: str | No
     return 0
 
 
-def _host(args) -> str:
+def kfp_host(args) -> str:
     if not args.host:
         raise ConfigError("--host is required: the Kubeflow Pipelines API URL, e.g. http://localhost:8888")
     return args.host
@@ -199,7 +207,7 @@ def schedule_command(args, settings: Settings) -> int:
 
     if args.cron is None and args.every is None:
         raise ConfigError("pipeline schedule needs --cron EXPR or --every DURATION (or the command list or delete)")
-    host = _host(args)
+    host = kfp_host(args)
     yaml_path = _yaml_path(args)
     arguments = pipeline_arguments(args, yaml_path)
     result = create_schedule(
@@ -215,6 +223,11 @@ def schedule_command(args, settings: Settings) -> int:
         catchup=args.catchup,
         progress=lambda line: print(line, file=sys.stderr),
     )
+    return report_schedule(args, result)
+
+
+def report_schedule(args, result: dict) -> int:
+    """A created recurring run, as JSON (``--json``) or one line."""
     if args.json:
         print_json(result)
     else:
@@ -243,7 +256,7 @@ def schedule_list_command(args, settings: Settings) -> int:
 def schedule_delete_command(args, settings: Settings) -> int:
     from kfloop.pipelines.schedule import delete_schedule
 
-    delete_schedule(_host(args), args.id, args.namespace, progress=lambda line: print(line, file=sys.stderr))
+    delete_schedule(kfp_host(args), args.id, args.namespace, progress=lambda line: print(line, file=sys.stderr))
     if args.json:
         print_json({"id": args.id, "deleted": True})
     else:
