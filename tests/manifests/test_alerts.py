@@ -79,6 +79,7 @@ def exported(tmp_path_factory) -> set[str]:
     import kserve.metrics
 
     from kfloop.serving.model_servers import predictor, transformer_metrics
+    from kfloop.serving.model_servers.forward_batching import ForwardCoalescer
     from kfloop.serving.trigger.metrics import TriggerCollector
 
     tmp = tmp_path_factory.mktemp("exported")
@@ -93,7 +94,8 @@ def exported(tmp_path_factory) -> set[str]:
     wait_for(lambda: monitor.windows_checked == 1)
     monitor.stop()
     capture = CaptureWriter(LocalStore(tmp / "home"), "churn")
-    transformer = transformer_metrics.TransformerCollector("churn", lambda: (monitor, capture, outbox))
+    coalescer = ForwardCoalescer(None, max_rows=100, max_bytes=10_000)  # its counters, read at scrape time
+    transformer = transformer_metrics.TransformerCollector("churn", lambda: (monitor, capture, outbox, coalescer))
     settings = Settings(home=tmp / "trigger")
     trigger = RetrainTrigger(settings, RetrainPolicy(), LocalRunner(settings), Outbox(tmp / "t", sink_url=None))
     trigger.auto_rollout = AutoRollout(LocalStore(tmp / "home"), AnalysisPlan(), Thresholds(), None, None)
