@@ -1,5 +1,6 @@
-"""A real churn model and its baseline constraints, and served windows of ``sample:churn`` traffic
-(decoded as the transformer decodes requests, predicted by the model) for the quality-check tests."""
+"""The churn model of ``tests.fakes.churn_model`` with its baseline constraints, and served windows of
+``sample:churn`` traffic (decoded as the transformer decodes requests, predicted by the model) for the
+quality-check tests."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import xgboost
 
 from kfloop.inference.requests import Decoded, RequestDecoder
 from kfloop.monitoring import constraints
-from kfloop.schema import FeatureSchema, infer_schema
-from kfloop.training.booster import TrainParams, predict, train
+from kfloop.schema import FeatureSchema
+from kfloop.training.booster import predict
 from kfloop.training.samples import churn
-
-TRAIN_ROWS = 4000
+from tests.fakes.churn_model import churn_model as trained
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,19 +37,16 @@ class ChurnModel:
 
 
 def training_frame():
-    """The rows ``churn_model`` is trained on (the first 4000 of 5000 customers of seed 0)."""
-    return churn(TRAIN_ROWS + 1000, seed=0).iloc[:TRAIN_ROWS]
+    """The rows ``churn_model`` is trained on (``tests.fakes.churn_model``'s training split)."""
+    return trained().train
 
 
 @functools.lru_cache(maxsize=1)
 def churn_model() -> ChurnModel:
-    """Trained on 4000 rows of ``sample:churn`` (seed 0) with early stopping on 1000 more, as the
-    pipeline trains; the baseline is the baseline step's (training rows, predictions on the validation rows)."""
-    data = churn(TRAIN_ROWS + 1000, seed=0)
-    train_df, valid_df = data.iloc[:TRAIN_ROWS], data.iloc[TRAIN_ROWS:]
-    schema = infer_schema(data, "churn")
-    booster = train(schema, train_df, valid_df, TrainParams(nthread=1))
-    X = schema.encode_frame(train_df)
-    held_out = predict(booster, schema, schema.encode_frame(valid_df))
-    baseline = constraints.compute(schema, X, held_out, prediction_rows="validation")
-    return ChurnModel(schema, booster, baseline, RequestDecoder(schema))
+    """``tests.fakes.churn_model``'s booster (trained as the pipeline trains, early stopping on the
+    validation split) with the baseline step's baseline: training rows, predictions on the validation rows."""
+    model = trained()
+    X = model.schema.encode_frame(model.train)
+    held_out = predict(model.booster, model.schema, model.schema.encode_frame(model.valid))
+    baseline = constraints.compute(model.schema, X, held_out, prediction_rows="validation")
+    return ChurnModel(model.schema, model.booster, baseline, RequestDecoder(model.schema))

@@ -14,8 +14,9 @@ from kfloop.monitoring import constraints
 from kfloop.schema import Feature, infer_schema
 from kfloop.store.bundle import CONSTRAINTS_FILE, STATISTICS_FILE
 from kfloop.training.samples import churn
+from tests.fakes.churn_model import TRAIN_ROWS, VALID_ROWS
 from tests.fakes.datasets import multiclass_data, regression_data
-from tests.fakes.quality import TRAIN_ROWS, churn_model, training_frame
+from tests.fakes.quality import churn_model, training_frame
 
 
 def test_statistics_describe_the_training_data():
@@ -33,7 +34,7 @@ def test_statistics_describe_the_training_data():
     assert by_name["contract"]["frequencies"] == pytest.approx(shares.to_dict(), abs=1e-9)
     predictions = stats["predictions"]
     assert predictions["kind"] == "probability" and predictions["outputs"] == ["1"]
-    assert predictions["rows"] == "validation" and len(predictions["sample"]["1"]) == predictions["count"] == 1000
+    assert predictions["rows"] == "validation" and len(predictions["sample"]["1"]) == predictions["count"] == VALID_ROWS
     # the sample is of the model's answers on churn customers: its mean is near the churn rate
     assert np.mean(predictions["sample"]["1"]) == pytest.approx(train["churn"].mean(), abs=0.03)
     # at most MAX_PREDICTION_SAMPLE answers are kept
