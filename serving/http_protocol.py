@@ -50,10 +50,12 @@ class CoalescingTransport:
         self._transport.write(data)
 
     def flush(self) -> None:
-        """Write a held head now."""
+        """Write a held head now (not when the connection is already closing: the client is gone, and a
+        closed transport refuses writes)."""
         if self._held is not None:
             data, self._held = self._held, None
-            self._transport.write(data)
+            if not self._transport.is_closing():
+                self._transport.write(data)
 
     def close(self) -> None:
         self.flush()
