@@ -106,6 +106,9 @@ def serve_command(args, settings: Settings) -> int:
         transformer_args=shlex.split(args.transformer_args),
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C (SIGINT) stops kfloop serve even when it was started with SIGINT ignored (a background job of a
+    # shell without job control inherits that), so that it always ends the same way, printing "stopped"
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _run(_serve(args, registry, controller, model, sock, token, settings.control_token_path, trigger))
     except KeyboardInterrupt:
@@ -115,6 +118,7 @@ def serve_command(args, settings: Settings) -> int:
         if trigger:
             trigger.stop()  # nor the trigger, nor a retraining run it started
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         sock.close()
     return 0
 
