@@ -96,32 +96,10 @@ def build_models(root: Path, n_rows: int, drift_backend: str = "alibi") -> Model
     import pandas as pd
     import xgboost
 
-    from kfloop.config import Settings
-    from kfloop.steps.baseline import fit_drift_baseline
-    from kfloop.steps.process import process
-    from kfloop.steps.train import train_model
     from kfloop.store.bundle import MODEL_FILE, SCHEMA_FILE, load_schema, write_manifest
 
     data, bundle = root / "data", root / "bundle"
-    process(
-        f"sample:churn?n_rows={n_rows}",
-        "churn",
-        Settings(home=root / "home-build"),
-        data / "train.parquet",
-        data / "valid.parquet",
-        data / "test.parquet",
-        data / "schema.json",
-        data / "quality.md",
-    )
-    train_model(str(data / "train.parquet"), str(data / "valid.parquet"), str(data / "schema.json"), {}, str(bundle))
-    fit_drift_baseline(  # as the pipeline's baseline step: the prediction baseline on the held-out split
-        str(bundle),
-        str(data / "train.parquet"),
-        str(bundle / "drift"),
-        backend=drift_backend,
-        valid_path=str(data / "valid.parquet"),
-    )
-    write_manifest(bundle)
+    _pipeline_steps(f"sample:churn?n_rows={n_rows}", "churn", root, data, bundle, drift_backend)
     schema = load_schema(bundle)
     numeric = _numeric_twin(bundle, root / "numeric-bundle", schema, MODEL_FILE, SCHEMA_FILE)
     write_manifest(numeric)
@@ -142,6 +120,36 @@ def build_models(root: Path, n_rows: int, drift_backend: str = "alibi") -> Model
         rows,
         schema.encode_frame(test),
     )
+
+
+def _pipeline_steps(source: str, target: str, root: Path, data: Path, bundle: Path, drift_backend: str) -> None:
+    """The training pipeline's steps on ``source``: process into ``data``, train into ``bundle``, fit the drift
+    baseline as the baseline step does (the prediction baseline on the held-out split), write the manifest."""
+    from kfloop.config import Settings
+    from kfloop.steps.baseline import fit_drift_baseline
+    from kfloop.steps.process import process
+    from kfloop.steps.train import train_model
+    from kfloop.store.bundle import write_manifest
+
+    process(
+        source,
+        target,
+        Settings(home=root / "home-build"),
+        data / "train.parquet",
+        data / "valid.parquet",
+        data / "test.parquet",
+        data / "schema.json",
+        data / "quality.md",
+    )
+    train_model(str(data / "train.parquet"), str(data / "valid.parquet"), str(data / "schema.json"), {}, str(bundle))
+    fit_drift_baseline(
+        str(bundle),
+        str(data / "train.parquet"),
+        str(bundle / "drift"),
+        backend=drift_backend,
+        valid_path=str(data / "valid.parquet"),
+    )
+    write_manifest(bundle)
 
 
 def _enough(test, needed: int, n_rows: int):
@@ -192,11 +200,7 @@ def build_numeric_model(root: Path, n_rows: int, drift_backend: str) -> NumericM
     import pandas as pd
     import xgboost
 
-    from kfloop.config import Settings
-    from kfloop.steps.baseline import fit_drift_baseline
-    from kfloop.steps.process import process
-    from kfloop.steps.train import train_model
-    from kfloop.store.bundle import MODEL_FILE, write_manifest
+    from kfloop.store.bundle import MODEL_FILE
 
     rng = np.random.default_rng(7)
     X = rng.normal(0.0, 1.0, (n_rows, NUMERIC_FEATURES)).round(4)
@@ -206,25 +210,7 @@ def build_numeric_model(root: Path, n_rows: int, drift_backend: str) -> NumericM
     data, bundle = root / "numeric-data", root / "numeric30-bundle"
     data.mkdir()
     frame.to_parquet(data / "all.parquet")
-    process(
-        str(data / "all.parquet"),
-        "label",
-        Settings(home=root / "home-build"),
-        data / "train.parquet",
-        data / "valid.parquet",
-        data / "test.parquet",
-        data / "schema.json",
-        data / "quality.md",
-    )
-    train_model(str(data / "train.parquet"), str(data / "valid.parquet"), str(data / "schema.json"), {}, str(bundle))
-    fit_drift_baseline(  # as the pipeline's baseline step: the prediction baseline on the held-out split
-        str(bundle),
-        str(data / "train.parquet"),
-        str(bundle / "drift"),
-        backend=drift_backend,
-        valid_path=str(data / "valid.parquet"),
-    )
-    write_manifest(bundle)
+    _pipeline_steps(str(data / "all.parquet"), "label", root, data, bundle, drift_backend)
     booster_dir = _booster_dir(root / "numeric30-booster", bundle / MODEL_FILE)
     booster = xgboost.Booster(model_file=str(bundle / MODEL_FILE))
     booster.set_param({"nthread": 1})
