@@ -12,8 +12,9 @@ Per request shape (churn: 8 features, 3 categorical, with a missing and an unsee
   record dict per row (``request_records``), ``CaptureWriter.add``; ``batch``: ``request_capture``
   and ``CaptureWriter.add`` (the transformer's path). Without and with the crash journal (one line per
   record, or per request, written before ``add`` returns);
-- writer thread: encoding 500 records' worth of requests into one stored object (``encode`` of the
-  records, ``encode_batches`` of the batches), in JSON Lines and Parquet, per request.
+- writer thread: encoding a stored object's worth of requests (the transformer's ``--capture_batch_size``,
+  5,000 records) into one stored object (``encode`` of the records, ``encode_batches`` of the batches), in
+  JSON Lines and Parquet, per request.
 
 Costs are this thread's CPU time (``time.thread_time``: system calls included, other processes not),
 the least of several repeats, for each alike; ratios are measured in this one run.
@@ -36,11 +37,12 @@ from kfloop.monitoring.capture import CaptureWriter
 from kfloop.monitoring.capture_format import encode, encode_batches
 from kfloop.monitoring.capture_rows import request_capture, request_records, unseen_by_row
 from kfloop.schema import infer_schema
+from kfloop.serving.model_servers.transformer import TransformerOptions
 from kfloop.store.objects import LocalStore
 from kfloop.timestamps import rfc3339
 from kfloop.training.samples import churn
 
-OBJECT_RECORDS = 500  # the writer's default batch_size
+OBJECT_RECORDS = TransformerOptions().capture_batch_size  # records per stored object, as the transformer writes
 
 
 class Case:

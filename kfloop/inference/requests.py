@@ -44,10 +44,14 @@ DEFAULT_MAX_BATCH = 10_000
 
 @dataclasses.dataclass
 class Decoded:
-    """A decoded request: the model's input matrix and the unseen categories per feature."""
+    """A decoded request: the model's input matrix and the unseen categories per feature; for rows of
+    JSON numbers and nulls (V1 lists of an all-numeric model), also ``exact``: the same rows as float64,
+    which holds every value as received (the values below 2**53, where an integer is exact in float64),
+    so capture stores them without reading the request's Python values again."""
 
     X: np.ndarray
     unseen: dict[str, int]
+    exact: np.ndarray | None = None
 
     @property
     def n_rows(self) -> int:
@@ -99,12 +103,15 @@ class RequestDecoder:
         """Lists in schema order; an all-numeric batch is one numpy conversion."""
         width = len(self.names)
         if not self._codes:
-            X = _float_matrix(rows)
-            if X is not None and X.ndim == 2 and X.shape[1] == width:
+            exact = _float_matrix(rows, width)  # float64, then float32: as fast as float32 alone (reading the values)
+            if exact is not None and exact.ndim == 2 and exact.shape[1] == width:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    X = exact.astype(np.float32)
+                    exact = None if (np.abs(exact) >= _EXACT).any() else exact
                 if raw is not None and numbers_only(raw) and not (np.abs(X) >= _LARGE).any():
-                    return Decoded(X, {})  # JSON numbers and nulls only, none large: the value rule holds
+                    return Decoded(X, {}, exact)  # JSON numbers and nulls only, none large: the value rule holds
                 if _plain_matrix(rows, X):
-                    return Decoded(X, {})
+                    return Decoded(X, {}, exact)
         if not set(map(type, rows)) <= {list, tuple} or set(map(len, rows)) != {width}:
             for i, row in enumerate(rows):
                 if type(row) not in (list, tuple):
@@ -278,6 +285,7 @@ def check_values(
 
 
 _PLAIN = frozenset({int, float, type(None)})
+_EXACT = 2.0**53  # below it, float64 holds every integer (and every JSON fraction as parsed) exactly
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAGNITUDE_LIMIT = 2**64  # a numeric value's magnitude stays below it
 _LARGE = np.float32(2**62)  # below it, no value breaks the magnitude limit
@@ -373,11 +381,23 @@ def _category_code(name: str, codes: dict[str, float], value: Any, i: int, unsee
     return code
 
 
-def _float_matrix(rows: list) -> np.ndarray | None:
-    try:
-        return _as_float32(rows)
-    except (ValueError, TypeError, OverflowError):
-        return None
+def _float_matrix(rows: list, width: int) -> np.ndarray | None:
+    """The rows as one float64 matrix as numpy converts them, or None when it cannot. Rows that are all lists
+    of ``width`` values are read as one flat iterator (~25% faster than ``asarray``'s nested discovery)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if set(map(type, rows)) <= _ROW_TYPES and set(map(len, rows)) == {width}:
+            try:
+                values = itertools.chain.from_iterable(rows)
+                return np.fromiter(values, np.float64, len(rows) * width).reshape(len(rows), width)
+            except (ValueError, TypeError, OverflowError):  # a null (asarray makes it NaN) or a string
+                pass
+        try:
+            return np.asarray(rows, dtype=np.float64)
+        except (ValueError, TypeError, OverflowError):
+            return None
+
+
+_ROW_TYPES = frozenset({list, tuple})
 
 
 def _plain_matrix(rows: list, X: np.ndarray) -> bool:

@@ -50,6 +50,7 @@ class CaptureBatch:
     start: int
     stop: int
     unseen: dict[str, Sequence[int]] = dataclasses.field(default_factory=dict)  # rows coded missing, per feature
+    exact: np.ndarray | None = None  # V1 lists of numbers: the decoder's float64 rows (``Decoded.exact``)
 
     @property
     def n_rows(self) -> int:
@@ -99,18 +100,18 @@ class CaptureBatch:
 
     def to_journal(self) -> dict:
         """The batch as one JSON-able object (no copy: ``asdict`` would copy the request's values)."""
-        return {JOURNAL_KEY: 1, **{name: getattr(self, name) for name in _FIELDS}}
+        return {JOURNAL_KEY: 1, **{name: getattr(self, name) for name in _JOURNAL_FIELDS}}
 
     @classmethod
     def from_journal(cls, doc: dict) -> CaptureBatch:
-        values = {k: v for k, v in doc.items() if k in _FIELDS}
+        values = {k: v for k, v in doc.items() if k in _JOURNAL_FIELDS}
         values["names"] = tuple(values["names"])
         if values["layout"] not in LAYOUTS:
             raise ValueError(f"capture batch layout {values['layout']!r} is not one of {LAYOUTS}")
         return cls(**values)
 
 
-_FIELDS = tuple(f.name for f in dataclasses.fields(CaptureBatch))
+_JOURNAL_FIELDS = tuple(f.name for f in dataclasses.fields(CaptureBatch) if f.name != "exact")  # (the rows hold it)
 
 
 def stamp_times(batches: Sequence[CaptureBatch]) -> None:

@@ -116,6 +116,7 @@ def request_capture(
         0,
         n,
         unseen,
+        decoded.exact if layout == "rows" else None,
     )
 
 

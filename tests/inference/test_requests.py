@@ -166,6 +166,30 @@ def test_the_json_text_spares_the_value_check_only_for_numbers_and_nulls(raw, pl
         assert_same(decoder.decode_v1(body, raw).X, expected.X)
 
 
+EXACT_ROWS = [  # (instances, whether float64 holds them as received)
+    ([[0.1, 52.5], [45, None]], True),
+    ([[2**53 - 1, -(2**53 - 1)]], True),
+    ([[2**53, 1.0]], False),  # float64 holds 2**53, but not every integer beyond it
+    ([["0.1", 2.5]], False),  # a numeric string: a number for the model, a string as received
+]
+
+
+@pytest.mark.parametrize("instances, exact", EXACT_ROWS, ids=[str(r) for r, _ in EXACT_ROWS])
+def test_rows_of_numbers_also_decode_to_float64_as_received(instances, exact):
+    raw = orjson.dumps({"instances": instances})
+    for decoded in (
+        RequestDecoder(NUMERIC).decode_v1(orjson.loads(raw), raw),
+        RequestDecoder(NUMERIC).decode_v1(orjson.loads(raw)),
+    ):
+        assert decoded.X.dtype == np.float32
+        if not exact:
+            assert decoded.exact is None
+            continue
+        assert decoded.exact.dtype == np.float64
+        assert [[None if np.isnan(v) else v for v in row] for row in decoded.exact.tolist()] == instances
+        assert_same(decoded.exact.astype(np.float32), decoded.X)
+
+
 # -- V2 ------------------------------------------------------------------------------------------
 
 

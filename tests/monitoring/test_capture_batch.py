@@ -16,7 +16,7 @@ from kfloop.inference.responses import answer_predictions
 from kfloop.monitoring.capture import CaptureWriter, read_captures
 from kfloop.monitoring.capture_batch import CaptureBatch
 from kfloop.monitoring.capture_rows import request_capture, request_records, unseen_by_row
-from kfloop.schema import infer_schema
+from kfloop.schema import Feature, FeatureSchema, infer_schema
 from kfloop.store.objects import LocalStore
 from kfloop.training.samples import churn
 
@@ -190,6 +190,52 @@ def test_a_feature_of_mixed_types_and_nan_read_back_as_received(tmp_path, schema
     assert back["a:4"]["features"]["age"] == "41" and back["b:4"]["features"]["age"] == 41
     assert all(back[f"b:{i}"]["features"]["total_charges"] is None for i in range(len(rows)))
     assert back["b:3"]["unseen"] == {"payment_method": "cheque"} and back["a:3"]["unseen"] == back["b:3"]["unseen"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "stored_type"),
+    [
+        ([[1.5, None, 3], [4, 5.25, -6], [0.1, 2**40, 1e-300]], "double"),  # numbers and nulls: one type
+        ([[1.5, 2, 3], [4, 5.25, -6]], "double"),  # no null: the columns are strided views of one array
+        ([[1, 2, 3], [4, None, 6]], "int64"),
+        ([["a", "b", "c"], ["d", None, "f"]], "string"),
+    ],
+)
+def test_rows_of_numbers_are_stored_as_typed_columns_in_one_conversion_and_read_back(tmp_path, rows, stored_type):
+    names = ("x", "y", "z")
+    store = LocalStore(tmp_path / "store")
+    batches = [
+        CaptureBatch("m", "1", "stable", TIME, f"r{k}", f"c{k}", names, "rows", rows, [0.5] * len(rows), 0, len(rows))
+        for k in range(3)
+    ]
+    with CaptureWriter(store, "m", flush_interval_s=0.05, format="parquet") as writer:
+        for batch in batches:
+            writer.add(batch)
+    [key] = store.list("captures/")
+    table = pq.ParquetFile(pa.BufferReader(store.get(key))).read(use_threads=False)
+    features = table.schema.field("features").type
+    assert [str(features.field(i).type) for i in range(features.num_fields)] == [stored_type] * 3
+    assert b"kfloop.json_features" not in table.schema.metadata
+    back = {r["request_id"]: r["features"] for r in read_captures(store, "m")}
+    for k in range(3):
+        for i, row in enumerate(rows):
+            assert back[f"r{k}:{i}"] == dict(zip(names, row))  # (3 == 3.0)
+
+
+def test_rows_of_numbers_are_stored_from_the_decoders_float64_rows_as_received(tmp_path):
+    schema = FeatureSchema("y", "regression", tuple(Feature(name, "numeric") for name in ("a", "b")))
+    rows = [[0.1, 41], [None, 2.5e-7], [123456789.123, -3]]
+    body = {"instances": rows}
+    batch = request_capture("m", "1", "stable", "r", TIME, schema.names, RequestDecoder(schema).decode_v1(body),
+                            {"predictions": [0.5, 0.25, 0.75]}, body=body)  # fmt: skip
+    assert batch.exact is not None and "exact" not in batch.to_journal()  # the journal's line holds the rows
+    store = LocalStore(tmp_path / "store")
+    with CaptureWriter(store, "m", flush_interval_s=0.05, format="parquet") as writer:
+        writer.add(batch)
+        writer.add(CaptureBatch.from_journal({**batch.to_journal(), "request_id": "replayed"}))  # no float64 rows
+    back = {r["request_id"]: r["features"] for r in read_captures(store, "m")}
+    for request in ("r", "replayed"):
+        assert [[back[f"{request}:{i}"][n] for n in ("a", "b")] for i in range(3)] == rows  # 0.1, not float32's
 
 
 def test_a_full_buffer_keeps_the_first_rows_of_a_batch(tmp_path, schema):

@@ -36,7 +36,7 @@ import pytest
 
 from kfloop.errors import ConfigError, KfloopError
 from kfloop.events.cloudevents import make_event
-from kfloop.monitoring.capture import CaptureWriter, capture_record
+from kfloop.monitoring.capture import CaptureWriter, capture_record, read_captures
 from kfloop.names import DRIFT_DETECTED, RETRAIN_FINISHED, ROLLOUT_DECISION
 from kfloop.rollout import actions as rollout
 from kfloop.rollout.analysis import RevisionStats, Thresholds, compare, plan_for
@@ -501,11 +501,7 @@ def listening_addresses(pid: int) -> list[tuple[str, int]]:
 
 def captured(home: Path, request_id: str, timeout: float = 20.0) -> dict:
     def find():
-        for path in (home / "captures").rglob("*.jsonl"):
-            for line in path.read_text().splitlines():
-                if request_id in line:
-                    return json.loads(line)
-        return None
+        return next((r for r in read_captures(LocalStore(home), MODEL) if r["request_id"] == request_id), None)
 
     return wait_for(find, timeout, f"the capture of {request_id}")
 
