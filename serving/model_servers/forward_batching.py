@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 
@@ -136,7 +137,9 @@ class ForwardCoalescer:
             self._start_calls()
 
     async def _combined(self, batch: list[_Waiting]) -> None:
-        content = orjson.dumps({"instances": [row for w in batch for row in w.instances]})
+        content = combined_body([w.content for w in batch]) or orjson.dumps(
+            {"instances": [row for w in batch for row in w.instances]}
+        )
         try:
             answer = await self.client.infer(content, batch[0].headers)
         except (PredictorRejected, PredictorError) as e:
@@ -170,6 +173,29 @@ class ForwardCoalescer:
             if not w.future.done():
                 w.future.set_result(PredictorAnswer({"predictions": predictions[start:stop]}, answer.version, None))
             start = stop
+
+
+_INSTANCES_START = re.compile(rb'\s*\{\s*"instances"\s*:\s*\[')
+
+
+def combined_body(contents: list[bytes]) -> bytes | None:
+    """One ``{"instances": [...]}`` body holding the rows of ``contents`` (bodies that parsed as an object of
+    ``instances`` alone), spliced from their text without encoding the rows again (at 100 rows of 30 numbers
+    ``orjson.dumps`` of the parsed rows was a tenth of the transformer's request path); None when a body is
+    not plainly ``{"instances": [...]}`` (the key written with escapes, or named twice, as a parser keeps the
+    last one): then the rows are encoded."""
+    parts = []
+    for content in contents:
+        start = _INSTANCES_START.match(content)
+        end = content.rstrip()
+        if start is None or not end.endswith(b"}") or content.count(b'"instances"') != 1:
+            return None
+        end = end[:-1].rstrip()
+        part = content[start.end() : len(end) - 1]
+        if not end.endswith(b"]") or not part.strip():  # (an empty list: no rows to join)
+            return None
+        parts.append(part)
+    return b'{"instances":[' + b",".join(parts) + b"]}"
 
 
 async def _settle(waiting: _Waiting, call) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import orjson
 import pytest
 
-from kfloop.serving.model_servers.forward_batching import ForwardCoalescer
+from kfloop.serving.model_servers.forward_batching import ForwardCoalescer, combined_body
 from kfloop.serving.model_servers.predictor_client import PredictorAnswer, PredictorError, PredictorRejected
 
 
@@ -141,3 +141,43 @@ def test_a_client_that_goes_away_is_not_sent():
     first, kept = asyncio.run(scenario())
     assert kept.doc["predictions"] == [2.0, 3.0, 4.0]
     assert [n for n, _ in predictor.calls] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    "bodies",
+    [
+        [b'{"instances": [[1, 2], [3, 4]]}', b' {"instances":[[5,6]]}\n'],
+        [b'{"instances":[{"a": 1, "b": "x]}"}]}', b'{ "instances" : [ {"a": 2, "b": null} ] }'],
+    ],
+)
+def test_a_combined_body_is_spliced_from_the_bodies_and_holds_their_rows_in_order(bodies):
+    combined = combined_body(bodies)
+    assert combined is not None
+    assert orjson.loads(combined) == {"instances": [row for b in bodies for row in orjson.loads(b)["instances"]]}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"instances":[1],"instances":[2]}',  # a parser keeps the last one
+        b'{"\\u0069nstances":[[1, 2]]}',  # the key written with an escape
+        b'{"instances":[]}',
+        b'{"instances":[{"a": "instances"}]}',  # the name in a value: not told apart from a key, so encoded
+    ],
+)
+def test_a_body_that_is_not_plainly_instances_is_encoded_instead(body):
+    assert combined_body([b'{"instances":[[0, 0]]}', body]) is None
+
+
+def test_combined_calls_of_spliced_and_encoded_bodies_answer_alike():
+    answers = {}
+    for duplicate in (False, True):
+        predictor = RowSumPredictor()
+        coalescer = ForwardCoalescer(predictor, max_rows=1000, max_bytes=10**6, max_in_flight=1)
+        requests = [request(i, n=2) for i in range(8)]
+        if duplicate:  # a duplicate key in one body makes the call encode the rows
+            rows, content, headers = requests[3]
+            requests[3] = (rows, content[:-1] + b',"instances":' + orjson.dumps(rows) + b"}", headers)
+        answers[duplicate] = [a.doc["predictions"] for a in asyncio.run(send(coalescer, requests))]
+        assert len(predictor.calls) < len(requests)
+    assert answers[False] == answers[True] == [sums(request(i, n=2)[0]) for i in range(8)]
