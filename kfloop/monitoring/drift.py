@@ -271,7 +271,7 @@ class ScipyDrift:
         from scipy.stats import kstwo  # imported here, at load: importing scipy.stats takes ~0.3 s of GIL
 
         self._chi2_sf, self._kstwo = chdtrc, kstwo
-        self._ks_p: dict[float, float] = {}  # statistic -> p-value (the sample sizes are fixed)
+        self._ks_p: dict[tuple[int, int], dict[int, float]] = {}  # (n1, n2) -> {k: p-value of k / lcm(n1, n2)}
         # reference counts per code 0..k (k: missing or unseen), categories absent from it have 0
         self._ref_counts = {
             j: np.bincount(x_ref[:, j].astype(np.intp), minlength=spec["n_categories"][str(j)] + 1)
@@ -321,16 +321,44 @@ class ScipyDrift:
         return d, self._ks_p_values(d, n1, n2)
 
     def _ks_p_values(self, d: np.ndarray, n1: int, n2: int) -> np.ndarray:
-        """``kstwo.sf`` as ``ks_2samp`` calls it, remembered per statistic: with fixed sample sizes the
-        statistic takes at most lcm(n1, n2) + 1 values, and computing one p-value costs ~0.1 ms."""
-        new = [v for v in set(d.tolist()) if v not in self._ks_p]
+        """``kstwo.sf`` as ``ks_2samp`` calls it, remembered per statistic. With fixed sample sizes the
+        statistic is a multiple ``k / lcm(n1, n2)``, so it is remembered by ``k`` (a float key would
+        take several values for one ``k``: ``i/n1 - j/n2`` rounds differently for different ``i, j``);
+        computing one p-value costs ~0.5 ms (scipy evaluates most of them in Python), which made a
+        window's first check against new statistics cost ~10 ms. ``p_value_steps`` computes the likely
+        ones ahead, while the monitor's thread is idle."""
+        scale = math.lcm(n1, n2)
+        ks = np.rint(d * scale).astype(np.int64).tolist()
+        known = self._ks_p.setdefault((n1, n2), {})
+        new = sorted(set(ks).difference(known))
         if new:
-            if len(self._ks_p) + len(new) > KS_P_CACHE:
-                self._ks_p.clear()
-            big, small = max(n1, n2), min(n1, n2)
-            p = np.clip(self._kstwo.sf(np.array(new), np.round(big * small / (big + small))), 0, 1)
-            self._ks_p.update(zip(new, p.tolist()))
-        return np.array([self._ks_p[v] for v in d.tolist()])
+            self._compute_p_values(known, new, n1, n2)
+        return np.array([known[k] for k in ks])
+
+    def _compute_p_values(self, known: dict[int, float], ks: list[int], n1: int, n2: int) -> None:
+        if len(known) + len(ks) > KS_P_CACHE:
+            known.clear()
+        big, small = max(n1, n2), min(n1, n2)
+        d = np.array(ks, dtype=np.float64) / math.lcm(n1, n2)
+        p = np.clip(self._kstwo.sf(d, np.round(big * small / (big + small))), 0, 1)
+        known.update(zip(ks, p.tolist()))
+
+    def p_value_steps(self, window_rows: int, chunk: int = 32):
+        """Compute, ``chunk`` at a time (a generator: one step per ``next``), the KS p-values of the
+        statistics that windows of ``window_rows`` rows are likely to have: every ``k / lcm`` up to where
+        the p-value falls below 1e-12 (about ``sqrt(14 / n)``, n the effective sample size; ~1,700 values,
+        ~1 s of CPU, for 500 rows against 10,000). Larger statistics are computed when they occur."""
+        n1 = self._n_ref
+        if not len(self._numeric) or window_rows < 1:
+            return
+        scale = math.lcm(n1, window_rows)
+        en = n1 * window_rows / (n1 + window_rows)
+        last = min(scale, math.ceil(scale * math.sqrt(math.log(2e12) / (2 * en))))
+        known = self._ks_p.setdefault((n1, window_rows), {})
+        todo = [k for k in range(last + 1) if k not in known]
+        for start in range(0, len(todo), chunk):
+            self._compute_p_values(known, todo[start : start + chunk], n1, window_rows)
+            yield
 
     def save(self, path: str | Path) -> None:
         path = Path(path)

@@ -26,6 +26,18 @@ class WindowedDrift:
         self._buffer = np.empty((window_size, len(self.feature_names)), dtype=np.float32)
         self._filled = 0
         self.windows_checked = 0
+        steps = getattr(detector, "p_value_steps", None)  # the scipy backend's work ahead (``prepare``)
+        self._preparing = steps(window_size) if steps is not None else None
+
+    def prepare(self) -> bool:
+        """One step of the detector's work ahead for windows of this size (the scipy backend computes the
+        p-values of likely statistics); False once there is none left."""
+        if self._preparing is None:
+            return False
+        if next(self._preparing, StopIteration) is StopIteration:
+            self._preparing = None
+            return False
+        return True
 
     @property
     def pending(self) -> int:

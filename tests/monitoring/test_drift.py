@@ -275,3 +275,17 @@ def test_scipy_backend_statistics_are_scipys_own(seed):
         assert data["distance"][j] == pytest.approx(float(np.float32(d)), rel=1e-6, abs=1e-12), feature.name
         assert data["p_val"][j] == pytest.approx(float(np.float32(p)), rel=1e-5, abs=1e-30), feature.name
     assert data["p_val"][3] == 1.0 and data["p_val"][6] == 1.0  # a constant column and a single category
+
+
+def test_p_values_computed_ahead_are_the_ones_a_window_would_compute():
+    warmed, cold = (drift.fit_baseline(SCHEMA, REF, backend="scipy") for _ in range(2))
+    steps = list(warmed.p_value_steps(300))
+    assert len(steps) > 1  # one step per chunk
+    [(sizes, known)] = warmed._ks_p.items()
+    assert sizes == (len(REF), 300) and len(known) > 100
+    for name, window in WINDOWS.items():
+        before = len(known)
+        assert warmed.predict(window)["data"]["p_val"] == cold.predict(window)["data"]["p_val"], name
+        if name not in DRIFTED:
+            assert len(known) == before, name  # a clean window's statistics were all computed ahead
+    assert list(warmed.p_value_steps(300)) == []  # nothing left to compute

@@ -235,3 +235,20 @@ def test_with_the_whole_cpu_every_row_is_checked(fitted, tmp_path):
 def test_cpu_share_must_be_a_fraction_of_a_core(tmp_path, share):
     with pytest.raises(ConfigError, match="cpu_share must be in"):
         DriftMonitor(WindowedDrift(FailingDetector(), 2), Outbox(tmp_path / "o", None), "kfloop/x", cpu_share=share)
+
+
+def test_an_idle_monitor_computes_the_p_values_ahead_within_its_share(tmp_path):
+    reference = churn(2000, seed=0)
+    schema = infer_schema(reference, "churn")
+    ahead, detector = (fit_baseline(schema, schema.encode_frame(reference), backend="scipy") for _ in range(2))
+    for _ in ahead.p_value_steps(WINDOW):  # what the monitor's thread is to compute, here
+        pass
+    [expected] = ahead._ks_p.values()
+    began = time.monotonic()
+    monitor = DriftMonitor(WindowedDrift(detector, WINDOW), Outbox(tmp_path / "o", sink_url=None), "s", cpu_share=0.5)
+    wait_for(lambda: len(next(iter(detector._ks_p.values()), ())) == len(expected), timeout=60)
+    elapsed = time.monotonic() - began
+    assert monitor.stop()
+    assert monitor.windows_checked == 0 and monitor.check_cpu_s > 0
+    assert monitor.check_cpu_s <= 0.5 * (elapsed + 1.0) + 0.1  # the share, plus the burst and one step
+    assert detector._ks_p == ahead._ks_p
