@@ -32,10 +32,10 @@ seconds the checks use at most ``cpu_share * (T + burst_s)`` plus one check. Whi
 than the share, every row is checked. Windows stay whole and contiguous; at high traffic they become a
 sample of it. With ``cpu_share=1`` every row is checked.
 
-While no window is waiting, the thread does the detector's work ahead for its window size
-(``WindowedDrift.prepare``: the scipy backend computes the KS p-values of likely statistics, which
-otherwise made a new window's check cost several times a warm one), from the same budget but only
-while more than half of it is left.
+When no row came for ``settle_s``, the thread does the detector's work ahead for its window size
+until a row comes (``WindowedDrift.prepare``: the scipy backend computes the KS p-values of likely
+statistics, which otherwise made a new window's check cost several times a warm one), from the same
+budget but only while more than half of it is left.
 
 With a ``quality`` window (``kfloop.monitoring.quality_window``: the version's bundle has baseline
 constraints), the same windows are also checked for data quality and prediction drift: ``submit``
@@ -192,12 +192,12 @@ class DriftMonitor:
 
     def _run(self) -> None:
         preparing = True
-        while (taken := self._take(0.0 if preparing else self.settle_s)) is not None:
+        while (taken := self._take()) is not None:
             queued, queued_at = taken
             if self.window_log is not None:  # summaries waiting flush_interval_s are written, traffic or not
                 self.window_log.tick()
             if not queued:
-                if preparing:  # idle: the detector's work ahead (``WindowedDrift.prepare``), within the budget
+                if preparing:  # no row for settle_s: the detector's work ahead (``WindowedDrift.prepare``)
                     preparing = self._prepare()
                 continue
             X = queued[0] if len(queued) == 1 else np.concatenate(queued)
@@ -236,24 +236,24 @@ class DriftMonitor:
                 self._needed = self.windowed.window_size - self.windowed.pending
 
     def _prepare(self) -> bool:
-        """One step of the detector's work ahead, paid from the checks' budget (and counted in
-        ``check_cpu_s``) while more than half the budget is left, so windows still find the rest;
-        whether there is more to do. Below half it waits for the budget to refill (``settle_s`` at a
-        time, or until a window fills)."""
-        if self.cpu_share < 1 and self._spend(0.0) <= self._budget_max / 2:
-            with self._cond:
-                self._cond.wait_for(lambda: self._stopping or self._pending_rows >= self._needed, self.settle_s)
-            return True
-        began = time.thread_time()
-        try:
-            more = self.windowed.prepare()
-        except Exception as e:  # noqa: BLE001 - the checks compute what they need themselves
-            self._note_error("preparing the drift checks", e)
-            more = False
-        used = time.thread_time() - began
-        self.check_cpu_s += used
-        self._spend(used)
-        return more
+        """The detector's work ahead, a step at a time while no row is queued and more than half the
+        checks' budget is left (so windows still find the rest); its CPU is paid from the budget and
+        counted in ``check_cpu_s``. Whether there is more to do."""
+        while not self._stopping and self._pending_rows == 0:
+            if self.cpu_share < 1 and self._spend(0.0) <= self._budget_max / 2:
+                return True  # (the next idle settle_s goes on)
+            began = time.thread_time()
+            try:
+                more = self.windowed.prepare()
+            except Exception as e:  # noqa: BLE001 - the checks compute what they need themselves
+                self._note_error("preparing the drift checks", e)
+                more = False
+            used = time.thread_time() - began
+            self.check_cpu_s += used
+            self._spend(used)
+            if not more:
+                return False
+        return True
 
     def _spend(self, used: float) -> float:
         """Earn the budget since it was last brought up to date, spend ``used``; the budget left."""
@@ -262,11 +262,11 @@ class DriftMonitor:
         self._budget, self._budget_at = min(self._budget_max, self._budget + earned) - used, now
         return self._budget
 
-    def _take(self, wait_s: float) -> tuple[list[np.ndarray], list[float]] | None:
-        """Everything queued, once it completes the current window, at stop, or after ``wait_s``
+    def _take(self) -> tuple[list[np.ndarray], list[float]] | None:
+        """Everything queued, once it completes the current window, at stop, or after ``settle_s``
         (possibly nothing); None once stopping with nothing left."""
         with self._cond:
-            self._cond.wait_for(lambda: self._stopping or self._pending_rows >= self._needed, wait_s)
+            self._cond.wait_for(lambda: self._stopping or self._pending_rows >= self._needed, self.settle_s)
             if self._stopping and not self._queue:
                 return None
             queued, queued_at, self._pending_rows = list(self._queue), list(self._queued_at), 0
