@@ -50,17 +50,24 @@ class DemoRun:
 
 
 def watch_descendants(pid: int, seen: dict, stop: threading.Event) -> None:
-    """Record every descendant of ``pid`` until ``stop`` is set."""
-    while not stop.is_set():
+    """Record every descendant of ``pid`` until ``stop`` is set or ``pid`` is gone. A failed read of the tree
+    (a descendant exiting meanwhile) is that read's, not the watch's: the watch used to end there and miss
+    every process started later (a full-suite run once recorded no trigger; this is the likeliest cause)."""
+    try:
+        parent = psutil.Process(pid)
+    except psutil.Error:
+        return
+    while not stop.is_set() and parent.is_running():
         try:
-            for child in psutil.Process(pid).children(recursive=True):
-                try:
-                    # the latest command line: one read between fork and exec is the parent's
-                    seen[child.pid] = (child.create_time(), " ".join(child.cmdline()))
-                except psutil.Error:
-                    pass
+            children = parent.children(recursive=True)
         except psutil.Error:
-            return
+            children = []
+        for child in children:
+            try:
+                # the latest command line: one read between fork and exec is the parent's
+                seen[child.pid] = (child.create_time(), " ".join(child.cmdline()))
+            except psutil.Error:
+                pass
         stop.wait(0.2)
 
 
