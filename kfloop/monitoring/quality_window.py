@@ -9,8 +9,8 @@ hold the same rows. When a window fills it runs ``check_data_quality`` and
 ``check_prediction_drift`` (``kfloop.monitoring.data_quality``, ``prediction_drift``) and returns
 their ``SignalResult``s. Per-row unseen categories go to the window of their row; counts per feature
 (a version decoded with another schema) to the window that holds the request's first row; the
-requests the transformer rejected (``rejected()``, a running total) are counted in the window that
-ends after them. A window some of whose rows came without predictions gets no prediction-drift
+requests the transformer rejected (``rejected()``, a running total, read at each ``offer``) are
+counted in the window that holds the first accepted request after them. A window some of whose rows came without predictions gets no prediction-drift
 result (absent, not zero). Not thread-safe but for ``offer`` (a deque append, from the request path).
 """
 
@@ -44,8 +44,9 @@ class WindowedQuality:
         self.baseline, self.window_size = baseline, window_size
         self._rejected = rejected or (lambda: 0)
         self._rejected_seen = self._rejected()
-        self._offered: collections.deque[tuple[int, Any, Any]] = collections.deque()
-        self._head: tuple[int, Any, Any] | None = None
+        self._offered: collections.deque[tuple[int, Any, Any, int]] = collections.deque()
+        self._head: tuple[int, Any, Any, int] | None = None
+        self._rejected_at: int | None = None  # the running total when this window's last request came
         self._head_used = 0  # rows of the head request already in a window
         self._rows: list[np.ndarray] = []
         self._predictions: list | None = []
@@ -61,7 +62,7 @@ class WindowedQuality:
     def offer(self, n_rows: int, predictions: Any, unseen: Mapping[str, int] | Sequence[Mapping] | None = None) -> None:
         """The predictions (one per row, or None) and unseen categories (per row, or counts per
         feature) of the next ``n_rows`` queued rows."""
-        self._offered.append((n_rows, predictions, unseen))
+        self._offered.append((n_rows, predictions, unseen, self._rejected()))
 
     def add(self, X: np.ndarray) -> list[SignalResult]:
         """The next rows (as offered, in order); the results of the window they complete, if any."""
@@ -83,10 +84,10 @@ class WindowedQuality:
                     self._predictions = None
                     return
                 self._head, self._head_used = self._offered.popleft(), 0
-                n, _, unseen = self._head
+                n, _, unseen, self._rejected_at = self._head
                 if isinstance(unseen, Mapping):
                     self._unseen.update({k: int(v) for k, v in unseen.items()})
-            n, predictions, unseen = self._head
+            n, predictions, unseen, _ = self._head
             take = min(rows, n - self._head_used)
             if unseen and not isinstance(unseen, Mapping):
                 for row in unseen[self._head_used : self._head_used + take]:
@@ -103,8 +104,9 @@ class WindowedQuality:
     def _check(self) -> list[SignalResult]:
         X = self._rows[0] if len(self._rows) == 1 else np.concatenate(self._rows)
         predictions, unseen = self._predictions, dict(self._unseen)
-        total = self._rejected()
-        rejected, self._rejected_seen = max(0, total - self._rejected_seen), total
+        total = self._rejected() if self._rejected_at is None else self._rejected_at
+        rejected, self._rejected_seen = max(0, total - self._rejected_seen), max(total, self._rejected_seen)
+        self._rejected_at = None if self._head is None else self._head[3]
         self._rows, self._predictions, self._unseen, self._filled = [], [], collections.Counter(), 0
         self.windows_checked += 1
         results = [check_data_quality(self.baseline, X, unseen, rejected)]

@@ -98,6 +98,24 @@ def test_rejected_requests_count_in_the_window_that_ends_after_them():
     assert dq.evidence["rejected_requests"] == 0 and dq.status == "ok"
 
 
+def test_rejects_after_a_window_s_last_request_go_to_the_next_window_however_late_it_is_checked():
+    model = churn_model()
+    decoded, predictions = model.window(WINDOW, seed=34)
+    rejected = [0]
+    windowed = WindowedQuality(model.baseline, WINDOW, lambda: rejected[0])
+    windowed.offer(60, predictions[:60].tolist(), {})
+    rejected[0] = 2  # between the window's two requests: this window
+    windowed.offer(40, predictions[60:].tolist(), {})
+    rejected[0] = 5  # after its last request, before the monitor's thread checks it: the next window
+    windowed.offer(30, predictions[:30].tolist(), {})
+    windowed.offer(70, predictions[30:].tolist(), {})
+    [dq, _] = windowed.add(decoded.X)
+    assert dq.evidence["rejected_requests"] == 2
+    rejected[0] = 9  # after the next window's last request: not in it
+    [dq, _] = windowed.add(decoded.X)
+    assert dq.evidence["rejected_requests"] == 3
+
+
 def test_the_monitor_reports_alerting_signals_as_events(tmp_path):
     model = churn_model()
     detector = fit_baseline(model.schema, model.schema.encode_frame(training_frame()), backend="scipy")
