@@ -509,6 +509,9 @@ def _close_soon(client: PredictorClient) -> None:
 # -- entry point -----------------------------------------------------------------------------------
 
 
+DEFAULTS = TransformerOptions()  # the flags' defaults: written once, in TransformerOptions
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(parents=[kserve.model_server.parser], description=__doc__.split("\n")[0])
     add = parser.add_argument
@@ -525,8 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Version captured and reported (default: the registered version of a registry reference)",
     )
-    add("--revision", default="stable", help="Which deployment this is (stable, canary), recorded in captures")
-    add("--drift_window", type=int, default=500, help="Rows per drift check")
+    add("--revision", default=DEFAULTS.revision, help="Which deployment this is (stable, canary), recorded in captures")
+    add("--drift_window", type=int, default=DEFAULTS.drift_window, help="Rows per drift check")
     add(
         "--drift_backend",
         choices=BACKENDS,
@@ -536,20 +539,20 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--drift_queue_rows",
         type=int,
-        default=DEFAULT_MAX_PENDING_ROWS,
+        default=DEFAULTS.drift_queue_rows,
         help="Rows waiting for the drift thread before new rows are dropped (counted)",
     )
     add(
         "--drift_cpu_share",
         type=float,
-        default=DEFAULT_CPU_SHARE,
+        default=DEFAULTS.drift_cpu_share,
         help="Most of a core drift checks take: after a check, rows are not checked for (1/share - 1) times "
         "its duration (counted as skipped); 1 checks every row",
     )
     add(
         "--drift_versions",
         type=int,
-        default=DEFAULT_MAX_VERSIONS,
+        default=DEFAULTS.drift_versions,
         help="Answering model versions drift-checked at once, each against its own schema and drift reference "
         "(loaded from the registry when a version first answers; the least recently served is retired)",
     )
@@ -567,12 +570,12 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--capture_format",
         choices=sorted(FORMATS),
-        default="parquet",
+        default=DEFAULTS.capture_format,
         help="Capture object format: parquet (typed columns, ~5x less of the writer's CPU per row than JSON "
         "Lines at 100-row requests of 30 features) or jsonl (one record a line)",
     )
-    add("--capture_batch_size", type=int, default=5000, help="Capture records per stored object (at most)")
-    add("--capture_flush_seconds", type=float, default=5.0, help="Longest time a capture record waits in memory")
+    add("--capture_batch_size", type=int, default=DEFAULTS.capture_batch_size, help="Capture records per stored object (at most)")
+    add("--capture_flush_seconds", type=float, default=DEFAULTS.capture_flush_seconds, help="Longest time a capture record waits in memory")
     add(
         "--capture_journal",
         default=None,
@@ -582,16 +585,16 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--capture_max_buffer",
         type=int,
-        default=50_000,
+        default=DEFAULTS.capture_max_buffer,
         help="Capture records buffered in memory before new ones are dropped (counted)",
     )
-    add("--max_batch_size", type=int, default=DEFAULT_MAX_BATCH, help="Most rows accepted in one request (400 above)")
-    add("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="Largest request body (413 above)")
+    add("--max_batch_size", type=int, default=DEFAULTS.max_batch_size, help="Most rows accepted in one request (400 above)")
+    add("--max_body_bytes", type=int, default=DEFAULTS.max_body_bytes, help="Largest request body (413 above)")
     add("--predictor_max_connections", type=int, default=100, help="Pooled connections to the predictor")
     add(
         "--predictor_coalesce_calls",
         type=int,
-        default=DEFAULT_MAX_IN_FLIGHT,
+        default=DEFAULTS.coalesce_calls,
         help="Predictor calls in flight before concurrent V1 requests (untraced, same authorization) wait and go "
         "to the predictor together, in one call (forward_batching.py); 0: every request forwarded on its own",
     )
@@ -607,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--shutdown_seconds",
         type=float,
-        default=10.0,
+        default=DEFAULTS.shutdown_seconds,
         help="Longest wait at shutdown for queued drift rows and buffered captures",
     )
     add(
