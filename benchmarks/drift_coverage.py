@@ -2,11 +2,12 @@
 
     python benchmarks/drift_coverage.py                    # 10k, 25k, 50k, 100k rows/s, 10 s each
     python benchmarks/drift_coverage.py --rates 50000 --seconds 20
+    python benchmarks/drift_coverage.py --rates 5000 --request-rows 1   # one-row requests
 
 One transformer process serves at most ~20,000 rows/s on a loaded 2-core machine, so the serving
 benchmark cannot reach issue 13's 50,000 rows/s; this one feeds a ``DriftMonitor`` set up as the
 transformer sets it up (windows of 500 rows, the default ``cpu_share`` 0.25, data-quality and
-prediction-drift checks from the bundle's baseline, a window log and an outbox) with 100-row requests
+prediction-drift checks from the bundle's baseline, a window log and an outbox) with 100-row requests (``--request-rows``)
 and their predictions at a fixed rate from another thread, and prints per rate: coverage (rows checked /
 rows offered), the rows skipped while the monitor rested and dropped from a full queue, the checks'
 CPU per window (``time.thread_time``, what the cap measures) and the share of a core they used. Models:
@@ -38,14 +39,14 @@ REQUEST_ROWS = 100
 WINDOW = 500
 
 
-def feed(monitor: DriftMonitor, X: np.ndarray, predictions: list, rate: float, seconds: float) -> float:
-    """Submit 100-row slices of ``X`` (and their predictions) at ``rate`` rows/s for ``seconds``; the
+def feed(monitor: DriftMonitor, X: np.ndarray, predictions: list, rate: float, seconds: float, rows: int) -> float:
+    """Submit ``rows``-row slices of ``X`` (and their predictions) at ``rate`` rows/s for ``seconds``; the
     elapsed seconds."""
-    interval, began = REQUEST_ROWS / rate, time.monotonic()
+    interval, began = rows / rate, time.monotonic()
     i = 0
     while (now := time.monotonic()) - began < seconds:
-        at = (i * REQUEST_ROWS) % (len(X) - REQUEST_ROWS)
-        monitor.submit(X[at : at + REQUEST_ROWS], predictions[at : at + REQUEST_ROWS], {})
+        at = (i * rows) % (len(X) - rows)
+        monitor.submit(X[at : at + rows], predictions[at : at + rows], {})
         i += 1
         wait = began + i * interval - now
         if wait > 0:
@@ -53,7 +54,9 @@ def feed(monitor: DriftMonitor, X: np.ndarray, predictions: list, rate: float, s
     return time.monotonic() - began
 
 
-def run(name: str, bundle: Path, X: np.ndarray, predictions: list, rate: float, seconds: float, work: Path) -> dict:
+def run(
+    name: str, bundle: Path, X: np.ndarray, predictions: list, rate: float, seconds: float, rows: int, work: Path
+) -> dict:
     ref = load_reference(bundle, "1")
     folder = Path(tempfile.mkdtemp(dir=work))
     monitor = DriftMonitor(
@@ -65,7 +68,7 @@ def run(name: str, bundle: Path, X: np.ndarray, predictions: list, rate: float, 
         window_log=WindowLog(LocalStore(folder / "store")),
         quality=None if ref.baseline is None else WindowedQuality(ref.baseline, WINDOW, lambda: 0),
     )
-    feeder = threading.Thread(target=lambda: out.update(elapsed=feed(monitor, X, predictions, rate, seconds)))
+    feeder = threading.Thread(target=lambda: out.update(elapsed=feed(monitor, X, predictions, rate, seconds, rows)))
     out: dict = {}
     feeder.start()
     feeder.join()
@@ -88,6 +91,9 @@ def main() -> None:
     parser.add_argument("--rates", default="10000,25000,50000,100000", help="rows/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per rate (default 10)")
     parser.add_argument("--rows", type=int, default=10_000, help="training rows per model (default 10000)")
+    parser.add_argument(
+        "--request-rows", type=int, default=REQUEST_ROWS, help=f"rows per request (default {REQUEST_ROWS})"
+    )
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     with tempfile.TemporaryDirectory(prefix="kfloop-drift-coverage-") as tmp:
@@ -106,7 +112,7 @@ def main() -> None:
         for name, bundle, X, booster in cases:
             predictions = booster.inplace_predict(X).tolist()
             for rate in rates:
-                r = run(name, bundle, X, predictions, rate, args.seconds, work)
+                r = run(name, bundle, X, predictions, rate, args.seconds, args.request_rows, work)
                 print(
                     f"{name:<10} {r['rate']:>8.0f} {r['coverage']:>9.1%} {r['checked_during']:>20.1%} "
                     f"{r['skipped']:>8.1%} {r['dropped']:>8.1%} {r['ms_per_window']:>14.2f} {r['share']:>11.2f}",

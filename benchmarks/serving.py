@@ -63,7 +63,9 @@ NUMERIC_FEATURES = 30
 PEER = Path(__file__).resolve().parents[2] / "shared" / "peers" / "kserve-xgbserver-v0.20.0"  # ../shared/peers
 PASSTHROUGH = Path(__file__).resolve().parent / "passthrough_transformer.py"
 SHAPES = ((1, 1), (1, 16), (100, 8))  # (rows per request, concurrency)
-DISTINCT_BODIES = {1: 200, 100: 10}  # bodies per request size, sent in turn (different test rows)
+# bodies per request size, sent in turn (different test rows): a drift window (500 rows) of one-row
+# requests holds 500 different rows (of 200 rows repeated, every window drifted and wrote an event)
+DISTINCT_BODIES = {1: 1000, 100: 10}
 MLSERVER_PACKAGES = ("mlserver==1.7.1", "mlserver-xgboost==1.7.1", "uvloop<0.22")
 DEFAULT_VENV = Path(__file__).resolve().parent / ".venv-mlserver"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
