@@ -7,11 +7,11 @@
 One transformer process serves at most ~20,000 rows/s on a loaded 2-core machine, so the serving
 benchmark cannot reach issue 13's 50,000 rows/s; this one feeds a ``DriftMonitor`` set up as the
 transformer sets it up (windows of 500 rows, the default ``cpu_share`` 0.25, data-quality and
-prediction-drift checks from the bundle's baseline, a window log and an outbox) with 100-row requests (``--request-rows``)
-and their predictions at a fixed rate from another thread, and prints per rate: coverage (rows checked /
-rows offered), the rows skipped while the monitor rested and dropped from a full queue, the checks'
-CPU per window (``time.thread_time``, what the cap measures) and the share of a core they used. Models:
-numeric30 (30 numeric features, trained as ``benchmarks/serving.py`` trains it) and churn.
+prediction-drift checks from the bundle's baseline, a window log and an outbox) with 100-row requests
+(``--request-rows``) and their predictions at a fixed rate from another thread, and prints per rate:
+coverage (rows checked / rows offered), the rows skipped while the monitor rested and dropped from a
+full queue, the checks' CPU per window (``time.thread_time``, what the cap measures) and the share of
+a core they used. Models: numeric30 (30 numeric features, trained as ``benchmarks/serving.py`` trains it) and churn.
 """
 
 from __future__ import annotations

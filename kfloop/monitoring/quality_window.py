@@ -10,8 +10,9 @@ hold the same rows. When a window fills it runs ``check_data_quality`` and
 their ``SignalResult``s. Per-row unseen categories go to the window of their row; counts per feature
 (a version decoded with another schema) to the window that holds the request's first row; the
 requests the transformer rejected (``rejected()``, a running total, read at each ``offer``) are
-counted in the window that holds the first accepted request after them. A window some of whose rows came without predictions gets no prediction-drift
-result (absent, not zero). Not thread-safe but for ``offer`` (a deque append, from the request path).
+counted in the window that holds the first accepted request after them. A window some of whose rows
+came without predictions gets no prediction-drift result (absent, not zero). Not thread-safe but for
+``offer`` (a deque append, from the request path).
 """
 
 from __future__ import annotations

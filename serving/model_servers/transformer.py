@@ -574,8 +574,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="Capture object format: parquet (typed columns, ~5x less of the writer's CPU per row than JSON "
         "Lines at 100-row requests of 30 features) or jsonl (one record a line)",
     )
-    add("--capture_batch_size", type=int, default=DEFAULTS.capture_batch_size, help="Capture records per stored object (at most)")
-    add("--capture_flush_seconds", type=float, default=DEFAULTS.capture_flush_seconds, help="Longest time a capture record waits in memory")
+    add(
+        "--capture_batch_size",
+        type=int,
+        default=DEFAULTS.capture_batch_size,
+        help="Capture records per stored object (at most)",
+    )
+    add(
+        "--capture_flush_seconds",
+        type=float,
+        default=DEFAULTS.capture_flush_seconds,
+        help="Longest time a capture record waits in memory",
+    )
     add(
         "--capture_journal",
         default=None,
@@ -588,7 +598,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.capture_max_buffer,
         help="Capture records buffered in memory before new ones are dropped (counted)",
     )
-    add("--max_batch_size", type=int, default=DEFAULTS.max_batch_size, help="Most rows accepted in one request (400 above)")
+    add(
+        "--max_batch_size",
+        type=int,
+        default=DEFAULTS.max_batch_size,
+        help="Most rows accepted in one request (400 above)",
+    )
     add("--max_body_bytes", type=int, default=DEFAULTS.max_body_bytes, help="Largest request body (413 above)")
     add("--predictor_max_connections", type=int, default=100, help="Pooled connections to the predictor")
     add(
