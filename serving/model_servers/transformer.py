@@ -383,7 +383,11 @@ class DriftTransformer(kserve.Model):
         if protocol != self.client.protocol:
             answer_id = _v2_id(body) or request_id  # the client's V2 id, whatever x-request-id says
             answer = answer_in(protocol, answer, self.name, predictor.version or self.version, answer_id)
-        self._observe(body, tensors, decoded, answer, request_id, predictor.version, self._gateway_revision(headers))
+        observed = (body, tensors, decoded, answer, request_id, predictor.version, self._gateway_revision(headers))
+        if self.capture.journal is None:  # once the answer is written (it is, before the loop's next callback)
+            asyncio.get_running_loop().call_soon(self._observe, *observed)
+        else:  # journaled before the answer leaves: a kill after it loses no record
+            self._observe(*observed)
         if self.mirror is not None:  # a share to the shadow candidate, in the background (mirror.py)
             self.mirror.after_answer(
                 forward,
