@@ -17,7 +17,8 @@ For each request (KServe V1 or V2) the transformer:
 3. hands the request's capture records (per row: request id, time, features by name, unseen
    categories, prediction, model version, revision) to a ``CaptureWriter`` as one columnar
    ``CaptureBatch`` (the request's own lists, no work per row; buffered, written in batches from a
-   thread; a full or unreachable store drops and counts records, it never slows the request); when a
+   thread; a full or unreachable store drops and counts records, it never slows the request; without
+   ``--capture_journal`` this and step 4 run once the answer is written, with it before); when a
    rollout set a shadow candidate (the mirror state of ``kfloop.rollout.mirror``), a share of the
    requests goes to it too, in the background, and its answers are recorded (``mirror.py``);
 4. hands the decoded rows to a ``DriftMonitor`` (bounded queue, background thread, windows of
