@@ -15,11 +15,6 @@ reconciles) and, on ``main``, an HTTPRoute without the canary until then.
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
-
 import pytest
 
 from kfloop.errors import ConfigError, RegistryError
@@ -30,6 +25,7 @@ from kfloop.rollout.targets import isvc_template
 from kfloop.rollout.targets.isvc_status import MODE_ANNOTATION, MODEL_VERSION, STABLE_VERSION
 from kfloop.rollout.targets.kubernetes import KubernetesTarget, route_share
 from tests.fakes.kube_api import NS, FakeKubeAPI, use_kubeconfig
+from tests.fakes.prometheus import FakePrometheus, sample
 
 ROUTE_GET = f"/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes/churn-predictor"
 
@@ -304,43 +300,10 @@ def test_kfloop_rollout_deploy_names_the_flag_in_its_refusal(
 # ---------------------------------------------------------------- the analysis' traffic
 
 
-class _Prometheus:
-    """``GET /api/v1/query`` on 127.0.0.1: records each query and answers one sample, ``answer(query)``
-    (default 7; None: an empty vector)."""
-
-    def __init__(self, answer=lambda query: 7):
-        self.queries: list[str] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                query = parse_qs(urlsplit(self.path).query)["query"][0]
-                fake.queries.append(query)
-                value = answer(query)
-                result = [] if value is None else [{"value": [0, str(value)]}]
-                body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_the_analysis_selects_each_sides_pods_by_their_app_label(registry, fake, tmp_path, monkeypatch):
     _serve_v1_in_standard_mode(registry, fake)
     use_kubeconfig(monkeypatch, tmp_path / "config", fake, NS)
-    prometheus = _Prometheus()
+    prometheus = FakePrometheus(lambda query: sample(7))
     try:
         options = RolloutOptions(target="kubernetes", prometheus_url=prometheus.url, prometheus_queries="kfloop")
         target = make_target(options)
@@ -375,7 +338,7 @@ def test_an_analysis_in_standard_mode_steps_the_canary_then_promotes_or_rolls_ba
 
     _serve_v1_in_standard_mode(registry, fake)
     use_kubeconfig(monkeypatch, tmp_path / "config", fake, NS)
-    prometheus = _Prometheus(answer)
+    prometheus = FakePrometheus(lambda query: sample(answer(query)))
     try:
         options = RolloutOptions(target="kubernetes", prometheus_url=prometheus.url, prometheus_queries="kfloop")
         target = _target(fake)

@@ -23,9 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import httpx
@@ -53,6 +51,7 @@ from kfloop.store.registry import Registry
 from kfloop.training.samples import churn
 from tests.conftest import free_port, wait_for
 from tests.fakes.event_sink import EventSink
+from tests.fakes.prometheus import FakePrometheus, vector
 from tests.serving.local.conftest import ServeProcess
 from tests.serving.trigger_process import Trigger
 
@@ -383,45 +382,6 @@ def test_the_trigger_rolls_out_the_version_its_run_registered(served, tmp_path):
 
 
 # -- Prometheus -------------------------------------------------------------------------------------
-
-
-class FakePrometheus:
-    """``GET /api/v1/query`` answering from ``values``: a function of the PromQL text."""
-
-    def __init__(self, answer):
-        self.queries: list[str] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                url = urlsplit(self.path)
-                query = parse_qs(url.query).get("query", [""])[0]
-                fake.queries.append(query)
-                status, doc = answer(query) if url.path == "/api/v1/query" else (404, {"status": "error"})
-                body = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def vector(*values) -> tuple[int, dict]:
-    return 200, {
-        "status": "success",
-        "data": {"resultType": "vector", "result": [{"metric": {}, "value": [time.time(), v]} for v in values]},
-    }
 
 
 def knative(query: str) -> tuple[int, dict]:

@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -40,6 +39,7 @@ from kfloop.store.registry import Registry
 from kfloop.training.samples import churn
 from tests.conftest import free_port, wait_for
 from tests.fakes.kube_api import NS, FakeKubeAPI
+from tests.fakes.prometheus import FakePrometheus, sample
 from tests.serving.conftest import ServerProcess
 
 pytestmark = pytest.mark.processes
@@ -285,38 +285,15 @@ def test_a_dead_or_slow_candidate_never_slows_or_fails_a_client(servers, bundle,
 # -- blue-green on the kubernetes target ---------------------------------------------------------------
 
 
-class Prometheus:
+def stable_traffic(query: str):
     """The stable revision's traffic as Prometheus would answer: 300 requests, no 5xx, p99 20 ms."""
-
-    def __init__(self):
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                query = parse_qs(urlsplit(self.path).query)["query"][0]
-                value = None if "5.." in query else 20 if "histogram_quantile" in query else 300
-                result = [] if value is None else [{"value": [0, str(value)]}]
-                body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    return sample(None if "5.." in query else 20 if "histogram_quantile" in query else 300)
 
 
 @pytest.mark.parametrize("candidate_kind", ["good", "5xx"])
 def test_blue_green_on_kubernetes_bakes_on_mirrored_traffic(servers, bundle, candidate_kind):
     started, store, registry = servers
-    fake, prometheus = FakeKubeAPI(), Prometheus()
+    fake, prometheus = FakeKubeAPI(), FakePrometheus(stable_traffic)
     bad = Candidate(status=500) if candidate_kind == "5xx" else None
     fake.addresses["churn-shadow"] = bad.url if bad else started["candidate"].url
     fake.auto_reconcile = True
