@@ -1,5 +1,6 @@
 """Model bundles for tests: ``make_bundle`` is one as the registry sees it (no real model, any bytes),
-``build_bundle`` trains a small real booster on ``churn_frame`` data and writes a verified bundle."""
+``build_bundle`` trains a small real booster on ``churn_frame`` data and writes a verified bundle,
+``trained_bundle`` is one as the pipeline's train and baseline steps write it."""
 
 from __future__ import annotations
 
@@ -115,5 +116,26 @@ def servable_bundle(root: Path, df: pd.DataFrame, target: str) -> Path:
     out, _, _ = build_bundle(root / "bundle", df, target)
     df.to_parquet(root / "train.parquet")
     fit_drift_baseline(str(out), str(root / "train.parquet"), str(out / "drift"), backend="scipy")
+    write_manifest(out)
+    return out
+
+
+def trained_bundle(
+    root: Path, df: pd.DataFrame, train_rows: int, params: dict, backend: str = "scipy", target: str = "churn"
+) -> Path:
+    """A bundle as the pipeline's steps write it: trained (``kfloop.steps.train``, with ``params``) on the
+    first ``train_rows`` rows of ``df``, validated on the rest, with the drift baseline fitted on the
+    training rows with ``backend``. The splits and the schema stay in ``root``; the bundle is ``root/bundle``."""
+    from kfloop.steps.baseline import fit_drift_baseline
+    from kfloop.steps.train import train_model
+
+    root.mkdir(parents=True, exist_ok=True)
+    train, valid, schema = root / "train.parquet", root / "valid.parquet", root / "schema.json"
+    df.iloc[:train_rows].to_parquet(train)
+    df.iloc[train_rows:].to_parquet(valid)
+    schema.write_text(json.dumps(infer_schema(df, target).to_dict()))
+    out = root / "bundle"
+    train_model(str(train), str(valid), str(schema), params, str(out))
+    fit_drift_baseline(str(out), str(train), str(out / bundle.DRIFT_DIR), backend=backend)
     write_manifest(out)
     return out

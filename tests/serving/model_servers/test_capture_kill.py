@@ -15,12 +15,10 @@ import pytest
 
 from kfloop.monitoring.capture import read_captures
 from kfloop.schema import infer_schema
-from kfloop.steps.baseline import fit_drift_baseline
-from kfloop.steps.train import train_model
-from kfloop.store.bundle import write_manifest
 from kfloop.store.objects import LocalStore
 from kfloop.training.samples import churn
 from tests.conftest import free_port, wait_for
+from tests.fakes.bundles import trained_bundle
 from tests.serving.conftest import PredictorProcess, ServerProcess, start_predictors
 
 pytestmark = pytest.mark.processes
@@ -33,18 +31,9 @@ CLIENTS = 4
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     """A small churn bundle with a drift baseline, and rows to send."""
-    root = tmp_path_factory.mktemp("kill")
     df = churn(600, seed=1)
-    df.iloc[:500].to_parquet(root / "train.parquet")
-    df.iloc[500:].to_parquet(root / "valid.parquet")
-    schema = infer_schema(df, "churn")
-    (root / "schema.json").write_text(json.dumps(schema.to_dict()))
-    out = root / "bundle"
-    params = {"n_estimators": 10, "max_depth": 3, "nthread": 1}
-    train_model(str(root / "train.parquet"), str(root / "valid.parquet"), str(root / "schema.json"), params, str(out))
-    fit_drift_baseline(str(out), str(root / "train.parquet"), str(out / "drift"), backend="scipy")
-    write_manifest(out)
-    rows = json.loads(df[schema.names].iloc[500:550].to_json(orient="records"))
+    out = trained_bundle(tmp_path_factory.mktemp("kill"), df, 500, {"n_estimators": 10, "max_depth": 3, "nthread": 1})
+    rows = json.loads(df[infer_schema(df, "churn").names].iloc[500:550].to_json(orient="records"))
     return out, rows
 
 

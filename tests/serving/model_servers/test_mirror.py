@@ -30,14 +30,11 @@ from kfloop.rollout.controller import run_analysis
 from kfloop.rollout.mirror import MirrorState, ShadowRecords, clear_state, read_state, write_state
 from kfloop.rollout.sources import PrometheusSource
 from kfloop.rollout.targets.kubernetes import KubernetesTarget
-from kfloop.schema import infer_schema
-from kfloop.steps.baseline import fit_drift_baseline
-from kfloop.steps.train import train_model
-from kfloop.store.bundle import write_manifest
 from kfloop.store.objects import open_store
 from kfloop.store.registry import Registry
 from kfloop.training.samples import churn
 from tests.conftest import free_port, wait_for
+from tests.fakes.bundles import trained_bundle
 from tests.fakes.kube_api import NS, FakeKubeAPI
 from tests.fakes.prometheus import FakePrometheus, sample
 from tests.serving.conftest import ServerProcess
@@ -51,21 +48,10 @@ IN_FLIGHT = 4
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mirror")
     df = churn(1500, seed=1)
-    df.iloc[:1200].to_parquet(root / "train.parquet")
-    df.iloc[1200:].to_parquet(root / "valid.parquet")
-    (root / "schema.json").write_text(json.dumps(infer_schema(df, "churn").to_dict()))
-    out = root / "bundle"
-    train_model(
-        str(root / "train.parquet"),
-        str(root / "valid.parquet"),
-        str(root / "schema.json"),
-        {"n_estimators": 20, "max_depth": 3, "nthread": 1},
-        str(out),
+    out = trained_bundle(
+        tmp_path_factory.mktemp("mirror"), df, 1200, {"n_estimators": 20, "max_depth": 3, "nthread": 1}
     )
-    fit_drift_baseline(str(out), str(root / "train.parquet"), str(out / "drift"), backend="scipy")
-    write_manifest(out)
     return out, df.drop(columns=["churn"]).iloc[:200]
 
 

@@ -28,14 +28,11 @@ from kfloop.config import Settings
 from kfloop.events.cloudevents import parse_event
 from kfloop.monitoring.capture import read_captures
 from kfloop.monitoring.window_log import read_windows
-from kfloop.schema import infer_schema
-from kfloop.steps.baseline import fit_drift_baseline
-from kfloop.steps.train import train_model
-from kfloop.store.bundle import write_manifest
 from kfloop.store.objects import LocalStore, open_store
 from kfloop.store.registry import Registry
 from kfloop.training.samples import churn
 from tests.conftest import free_port, wait_for
+from tests.fakes.bundles import trained_bundle
 from tests.serving.conftest import ServerProcess
 
 pytestmark = pytest.mark.processes  # starts servers / CLI processes on 127.0.0.1
@@ -55,22 +52,8 @@ CATEGORICAL = ("contract", "payment_method", "internet_service")
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
     """A churn bundle (3000 rows of ``sample:churn``) with an Alibi drift detector (served as version 3)."""
-    root = tmp_path_factory.mktemp("transformer")
-    df = churn(3000, seed=0)
-    df.iloc[:2400].to_parquet(root / "train.parquet")
-    df.iloc[2400:].to_parquet(root / "valid.parquet")
-    (root / "schema.json").write_text(json.dumps(infer_schema(df, "churn").to_dict()))
-    out = root / "bundle"
-    train_model(
-        str(root / "train.parquet"),
-        str(root / "valid.parquet"),
-        str(root / "schema.json"),
-        {"n_estimators": 40, "max_depth": 4, "nthread": 1},
-        str(out),
-    )
-    fit_drift_baseline(str(out), str(root / "train.parquet"), str(out / "drift"), backend="alibi")
-    write_manifest(out)
-    return out
+    params = {"n_estimators": 40, "max_depth": 4, "nthread": 1}
+    return trained_bundle(tmp_path_factory.mktemp("transformer"), churn(3000, seed=0), 2400, params, "alibi")
 
 
 class Sink:

@@ -15,11 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kfloop.monitoring.constraints import schema_sha256
 from kfloop.schema import infer_schema
-from kfloop.steps.baseline import fit_drift_baseline
-from kfloop.steps.train import train_model
 from kfloop.store.bundle import CONSTRAINTS_FILE, DRIFT_DIR, STATISTICS_FILE, write_manifest
 from kfloop.training.samples import churn
 from tests.conftest import free_port, wait_for
+from tests.fakes.bundles import trained_bundle
 from tests.fakes.event_sink import EventSink
 from tests.serving.conftest import ServerProcess
 
@@ -36,19 +35,7 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
     files (as registered before them); ``foreign``: constraints of another schema."""
     root = tmp_path_factory.mktemp("quality")
     df = churn(3000, seed=0)
-    df.iloc[:2400].to_parquet(root / "train.parquet")
-    df.iloc[2400:].to_parquet(root / "valid.parquet")
-    (root / "schema.json").write_text(json.dumps(infer_schema(df, "churn").to_dict()))
-    new = root / "new"
-    train_model(
-        str(root / "train.parquet"),
-        str(root / "valid.parquet"),
-        str(root / "schema.json"),
-        {"n_estimators": 40, "max_depth": 4, "nthread": 1},
-        str(new),
-    )
-    fit_drift_baseline(str(new), str(root / "train.parquet"), str(new / DRIFT_DIR), backend="scipy")
-    write_manifest(new)
+    new = trained_bundle(root, df, 2400, {"n_estimators": 40, "max_depth": 4, "nthread": 1})
     old, foreign = root / "old", root / "foreign"
     shutil.copytree(new, old)
     for name in (STATISTICS_FILE, CONSTRAINTS_FILE):

@@ -10,7 +10,6 @@ version that answered.
 
 from __future__ import annotations
 
-import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,14 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kfloop.schema import infer_schema
-from kfloop.steps.baseline import fit_drift_baseline
-from kfloop.steps.train import train_model
-from kfloop.store.bundle import write_manifest
 from kfloop.store.objects import LocalStore
 from kfloop.store.registry import Registry
 from kfloop.training.samples import churn
 from tests.conftest import free_port, wait_for
+from tests.fakes.bundles import trained_bundle
 from tests.serving.conftest import ServerProcess
 from tests.serving.model_servers.test_transformer import (
     CHUNK,
@@ -48,17 +44,8 @@ SHIFT = 15.0
 
 def train_bundle(root: Path, age_shift: float, seed: int) -> Path:
     """A churn bundle with an Alibi drift reference fitted on its own training rows."""
-    root.mkdir(parents=True, exist_ok=True)
     df = churn(2000, seed=seed, age_shift=age_shift)
-    df.iloc[:1600].to_parquet(root / "train.parquet")
-    df.iloc[1600:].to_parquet(root / "valid.parquet")
-    (root / "schema.json").write_text(json.dumps(infer_schema(df, "churn").to_dict()))
-    out = root / "bundle"
-    params = {"n_estimators": 20, "max_depth": 3, "nthread": 1}
-    train_model(str(root / "train.parquet"), str(root / "valid.parquet"), str(root / "schema.json"), params, str(out))
-    fit_drift_baseline(str(out), str(root / "train.parquet"), str(out / "drift"), backend="alibi")
-    write_manifest(out)
-    return out
+    return trained_bundle(root, df, 1600, {"n_estimators": 20, "max_depth": 3, "nthread": 1}, "alibi")
 
 
 class Switch:
