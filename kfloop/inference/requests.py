@@ -105,9 +105,13 @@ class RequestDecoder:
         if not self._codes:
             exact = _float_matrix(rows, width)  # float64, then float32: as fast as float32 alone (reading the values)
             if exact is not None and exact.ndim == 2 and exact.shape[1] == width:
-                with np.errstate(over="ignore", invalid="ignore"):
+                magnitude = np.abs(exact)  # (comparisons with NaN do not warn; a cast past float32's range does)
+                if (magnitude > _FLOAT32_MAX).any():
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        X = exact.astype(np.float32)
+                else:
                     X = exact.astype(np.float32)
-                    exact = None if (np.abs(exact) >= _EXACT).any() else exact
+                exact = None if (magnitude >= _EXACT).any() else exact
                 if raw is not None and numbers_only(raw) and not (np.abs(X) >= _LARGE).any():
                     return Decoded(X, {}, exact)  # JSON numbers and nulls only, none large: the value rule holds
                 if _plain_matrix(rows, X):
@@ -383,18 +387,19 @@ def _category_code(name: str, codes: dict[str, float], value: Any, i: int, unsee
 
 def _float_matrix(rows: list, width: int) -> np.ndarray | None:
     """The rows as one float64 matrix as numpy converts them, or None when it cannot. Rows that are all lists
-    of ``width`` values are read as one flat iterator (~25% faster than ``asarray``'s nested discovery)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        if set(map(type, rows)) <= _ROW_TYPES and set(map(len, rows)) == {width}:
-            try:
-                values = itertools.chain.from_iterable(rows)
-                return np.fromiter(values, np.float64, len(rows) * width).reshape(len(rows), width)
-            except (ValueError, TypeError, OverflowError):  # a null (asarray makes it NaN) or a string
-                pass
+    of ``width`` values are read as one flat iterator (~25% faster than ``asarray``'s nested discovery). No
+    floating-point warning can come of it (Python numbers are doubles already; an int past a double's range
+    raises), so no ``np.errstate`` (~2 us a request)."""
+    if set(map(type, rows)) <= _ROW_TYPES and set(map(len, rows)) == {width}:
         try:
-            return np.asarray(rows, dtype=np.float64)
-        except (ValueError, TypeError, OverflowError):
-            return None
+            values = itertools.chain.from_iterable(rows)
+            return np.fromiter(values, np.float64, len(rows) * width).reshape(len(rows), width)
+        except (ValueError, TypeError, OverflowError):  # a null (asarray makes it NaN) or a string
+            pass
+    try:
+        return np.asarray(rows, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 _ROW_TYPES = frozenset({list, tuple})
