@@ -445,7 +445,7 @@ class DriftTransformer(kserve.Model):
                 revision or self.options.revision,
                 request_id,
                 time.time(),  # formatted on the writer's thread
-                self.schema.names,
+                self.decoder.names,  # (the schema's, computed once)
                 decoded,
                 answer,
                 body=body if tensors is None else None,
