@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.fakes.loopback_http import LoopbackServer, QuietHandler, send_json
 
 SUBJECT = "system:serviceaccount:kfloop:kfloop-drift-oidc-eventing.knative.dev-trigger"
 
@@ -46,7 +46,7 @@ class OidcIssuer:
         self.fetches = 0
         issuer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self):
                 if self.path == "/.well-known/openid-configuration":
                     doc = {"issuer": issuer.url, "jwks_uri": issuer.url + "/openid/v1/jwks"}
@@ -57,19 +57,10 @@ class OidcIssuer:
                     self.send_response(404)
                     self.end_headers()
                     return
-                body = json.dumps(doc).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_json(self, 200, doc)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._http = LoopbackServer(Handler, poll_interval=0.05)
+        self.url = self._http.url
 
     def claims(self, audience: str, **overrides) -> dict:
         now = int(time.time())
@@ -86,5 +77,4 @@ class OidcIssuer:
         self.key, self.kid = new_key()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.close()

@@ -4,11 +4,8 @@ option refused with its message, as the CLI, the trigger and the deploy componen
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -22,6 +19,7 @@ from kfloop.rollout.targets.kubernetes import KubernetesTarget
 from kfloop.rollout.targets.local import LocalTarget
 from kfloop.serving.trigger.rollout_flags import add_flags, make_auto_rollout
 from tests.fakes.kube_api import FakeKubeAPI, use_kubeconfig
+from tests.fakes.loopback_http import LoopbackServer, QuietHandler, send_json
 from tests.rollout.conftest import MODEL
 
 CLI = OptionNames(
@@ -37,26 +35,16 @@ def gateway():
     """A gateway admin API on 127.0.0.1 that answers the status of MODEL and records the paths asked for."""
     paths = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self):
             paths.append(self.path)
-            body = json.dumps({"model": MODEL, "target": "local", "windows": {"1": None}, "shadow": None}).encode()
-            self.send_response(200 if self.path == f"/kfloop/v1/models/{MODEL}" else 404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            status = 200 if self.path == f"/kfloop/v1/models/{MODEL}" else 404
+            send_json(self, status, {"model": MODEL, "target": "local", "windows": {"1": None}, "shadow": None})
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.url, server.paths = f"http://127.0.0.1:{server.server_address[1]}", paths
+    server = LoopbackServer(Handler)
+    server.paths = paths
     yield server
-    server.shutdown()
-    server.server_close()
+    server.close()
 
 
 def test_local_target_and_source_speak_to_the_gateway_of_the_options(gateway, registry):

@@ -17,7 +17,6 @@ import math
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -36,6 +35,7 @@ from kfloop.training.samples import churn
 from tests.conftest import free_port, wait_for
 from tests.fakes.bundles import trained_bundle
 from tests.fakes.kube_api import NS, FakeKubeAPI
+from tests.fakes.loopback_http import LoopbackServer, QuietHandler, send_json
 from tests.fakes.prometheus import FakePrometheus, sample
 from tests.serving.conftest import ServerProcess
 
@@ -118,36 +118,21 @@ def servers(bundle, settings):
             server.stop()
 
 
-class Candidate:
+class Candidate(LoopbackServer):
     """A stand-in candidate on 127.0.0.1: answers after ``delay`` seconds with ``status``."""
 
     def __init__(self, status: int = 200, delay: float = 0.0):
         self.status, self.delay, self.received = status, delay, 0
         me = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("content-length") or 0))
                 me.received += 1
                 time.sleep(me.delay)
-                body = json.dumps({"error": "boom"} if me.status >= 400 else {"predictions": [[0.5, 0.5]]}).encode()
-                self.send_response(me.status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_json(self, me.status, {"error": "boom"} if me.status >= 400 else {"predictions": [[0.5, 0.5]]})
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def _instances(rows, n: int, start: int = 0) -> list[dict]:
