@@ -10,6 +10,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fakes.loopback_http import send_json
+
 API = "/apis/v2beta1"
 
 NOW = "2025-01-01T00:00:00Z"
@@ -140,12 +142,7 @@ class FakeKfpApi:
                     except Exception as e:  # noqa: BLE001 - a fake-server bug must fail the test, not hang it
                         api.errors.append(repr(e))
                         status, doc = 500, {"error": repr(e), "code": 13, "message": repr(e)}
-                data = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, doc)
 
             def do_GET(self):
                 self._serve("GET")
