@@ -36,8 +36,7 @@ from kfloop.inference.responses import requested_binary
 from kfloop.inference.tensors import Tensor
 from kfloop.names import REQUEST_ID_HEADER, validate_request_id
 from kfloop.serving.http_protocol import CoalescingHttpToolsProtocol
-from kfloop.store.objects import open_store
-from kfloop.store.registry import ModelRef, Registry
+from kfloop.serving.model_servers.registered import fetch_registered
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +75,6 @@ def resolve_model(arg: str, settings: Settings | None = None) -> tuple[Path, str
             f"or a registry reference NAME:VERSION / NAME@stage"
         )
     return path, None
-
-
-def fetch_registered(ref: str, settings: Settings) -> tuple[Path, str]:
-    """Download a registered version's bundle below ``<home>/serving/bundles/<name>/<version>``."""
-    registry = Registry(open_store(settings))
-    record = registry.resolve(ModelRef.parse(ref))
-    dest = Path(settings.home) / "serving" / "bundles" / record.name / str(record.version)
-    _, path = registry.fetch_bundle(record.ref, dest)
-    logger.info("fetched %s (%s, stage %s) into %s", ref, record.ref, record.stage, path)
-    return path, str(record.version)
 
 
 def configure_logging(args: argparse.Namespace) -> None:

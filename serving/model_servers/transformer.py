@@ -37,6 +37,12 @@ For each request (KServe V1 or V2) the transformer:
    ``io.kfloop.data_quality.violated`` / ``io.kfloop.prediction_drift.detected`` events; a bundle
    without them still serves, without those signals.
 
+Steps 3 and 4 (``observer.py``: the capture writer, the drift monitors, the outbox of their events) run
+in a child process with its own GIL (``monitor_process.py``, ``--monitor_process``, default true): the
+request path only appends the request and answer bytes it already has to a pipe, so neither a drift
+window's checks nor a capture object's conversion nor the garbage they leave pauses a request; with
+``--capture_journal`` (records journaled before the answer leaves) they run in this process.
+
 The request id is the ``x-request-id`` or ``ce-id`` header, else the V2 request id, else a new one;
 it is forwarded to the predictor and returned in the ``x-request-id`` response header, and row ``i``
 is captured as ``<id>:<i>``; a V2 answer's ``id`` is the request's own ``id`` when it has one (behind
@@ -74,7 +80,6 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,34 +94,27 @@ from kserve.utils.utils import strtobool
 
 from kfloop.auth import read_token, signature_matches
 from kfloop.config import Settings
-from kfloop.errors import ConfigError, InvalidRequest, StorageError
+from kfloop.errors import ConfigError, InvalidRequest
 from kfloop.events.outbox import Outbox
 from kfloop.inference.requests import (
-    DEFAULT_MAX_BATCH,
     Decoded,
     RequestDecoder,
     request_in,
     v2_tensors,
 )
-from kfloop.inference.responses import answer_in, answer_predictions, requested_binary
-from kfloop.inference.tensors import Tensor, v2_input_metadata, v2_output_metadata
-from kfloop.monitoring.capture import CaptureWriter
+from kfloop.inference.responses import answer_in, requested_binary
+from kfloop.inference.tensors import Tensor, plain_values, v2_input_metadata, v2_output_metadata
 from kfloop.monitoring.capture_format import FORMATS
-from kfloop.monitoring.capture_rows import request_capture
-from kfloop.monitoring.constraints import load_baseline
-from kfloop.monitoring.drift import BACKENDS, load_detector
-from kfloop.monitoring.drift_monitor import DEFAULT_CPU_SHARE, DEFAULT_MAX_PENDING_ROWS, DriftMonitor
-from kfloop.monitoring.drift_window import WindowedDrift
-from kfloop.monitoring.quality_window import WindowedQuality
-from kfloop.monitoring.versions import DEFAULT_MAX_VERSIONS, VersionedDrift, VersionReference, load_reference
-from kfloop.monitoring.window_log import WindowLog
-from kfloop.names import REQUEST_ID_HEADER, REVISION_HEADER, REVISION_SIGNATURE_HEADER, captures_prefix, key_segment
+from kfloop.monitoring.drift import BACKENDS
+from kfloop.names import REQUEST_ID_HEADER, REVISION_HEADER, REVISION_SIGNATURE_HEADER
 from kfloop.schema import FeatureSchema
 from kfloop.serving.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfloop.serving.model_servers import transformer_metrics as metrics
 from kfloop.serving.model_servers.fast_path import InferenceFastPath, Reply, binary_reply, wrap_application
 from kfloop.serving.model_servers.forward_batching import DEFAULT_MAX_IN_FLIGHT, ForwardCoalescer
 from kfloop.serving.model_servers.mirror import TrafficMirror
+from kfloop.serving.model_servers.monitor_process import MonitorProcess, child_config
+from kfloop.serving.model_servers.observer import MonitorOptions, Observer, open_capture_store, open_outbox
 from kfloop.serving.model_servers.predictor_client import (
     PredictorAnswer,
     PredictorClient,
@@ -125,12 +123,12 @@ from kfloop.serving.model_servers.predictor_client import (
     add_error_handler,
     forwarded_headers,
 )
+from kfloop.serving.model_servers.registered import fetch_registered
 from kfloop.serving.model_servers.startup import (
     VersionedDataPlane,
     add_error_handlers,
     add_listen_flags,
     check_requested_outputs,
-    fetch_registered,
     freeze_heap,
     install_event_loop,
     model_server,
@@ -140,8 +138,8 @@ from kfloop.serving.model_servers.startup import (
     resolve_model,
     run_entry_point,
 )
-from kfloop.store.bundle import DRIFT_DIR, load_schema, verify_bundle
-from kfloop.store.objects import ObjectStore, S3Store, open_store
+from kfloop.store.bundle import load_schema, verify_bundle
+from kfloop.store.objects import ObjectStore
 
 logger = logging.getLogger("kfloop.serving.model_servers.transformer")  # not "__main__" under python -m
 
@@ -149,27 +147,13 @@ DEFAULT_MODEL_DIR = "/mnt/models"
 
 
 @dataclasses.dataclass(frozen=True)
-class TransformerOptions:
-    """What the transformer does besides forwarding (the flags of ``main``)."""
+class TransformerOptions(MonitorOptions):
+    """What the transformer does (the flags of ``main``): forwarding, and monitoring (``MonitorOptions``)."""
 
-    revision: str = "stable"
-    event_source: str | None = None  # default kfloop/<model_name>
-    drift_window: int = 500
-    drift_backend: str | None = None  # None: the backend the detector was saved with
-    drift_queue_rows: int = DEFAULT_MAX_PENDING_ROWS
-    drift_cpu_share: float = DEFAULT_CPU_SHARE
-    drift_versions: int = DEFAULT_MAX_VERSIONS
     encoded_rows: bool = False  # forward rows as encoded lists in schema order (KServe's stock xgbserver)
-    max_batch_size: int = DEFAULT_MAX_BATCH
     coalesce_calls: int = DEFAULT_MAX_IN_FLIGHT  # predictor calls in flight before requests combine; 0: off
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    capture_format: str = "parquet"
-    capture_batch_size: int = 5000
-    capture_flush_seconds: float = 5.0
-    capture_max_buffer: int = 50_000
-    capture_journal: str | None = None  # a local folder: answered requests' records survive a kill
-    shutdown_seconds: float = 10.0
-    ce_extensions: dict = dataclasses.field(default_factory=dict)
+    monitor_process: bool = True  # capture and drift checks in a child process (monitor_process.py)
 
 
 class DriftTransformer(kserve.Model):
@@ -187,6 +171,7 @@ class DriftTransformer(kserve.Model):
         token: str | None = None,
         references: Callable[[str], Path] | None = None,
         mirror: TrafficMirror | None = None,
+        monitor_process: MonitorProcess | None = None,
     ):
         super().__init__(name, return_response_headers=True)
         self.mirror = mirror  # shadow traffic (serving/model_servers/mirror.py), None: off
@@ -199,10 +184,11 @@ class DriftTransformer(kserve.Model):
             else None
         )
         self.references = references  # version -> its bundle folder (the registry's), for versions that answer
+        # capture and drift checks: in a child process (monitor_process.py), else in this one (observer.py)
+        self.monitor_process = monitor_process
+        self.observer: Observer | None = None
         self.schema: FeatureSchema | None = None
         self.decoder: RequestDecoder | None = None
-        self.capture: CaptureWriter | None = None
-        self.monitor: VersionedDrift | None = None
         self.rejected_requests = 0  # requests the decoder refused (400): the data-quality check counts them
 
     def load(self) -> bool:
@@ -210,85 +196,50 @@ class DriftTransformer(kserve.Model):
         self.schema = load_schema(self.model_dir)
         self.version = self.version or "unknown"
         self.decoder = RequestDecoder(self.schema, self.options.max_batch_size)
-        detector = load_detector(self.model_dir / DRIFT_DIR, backend=self.options.drift_backend)
-        baseline = load_baseline(self.model_dir / DRIFT_DIR, self.schema)
         opts = self.options
-        self.capture = CaptureWriter(
-            self.store,
-            key_segment(self.name),
-            opts.capture_batch_size,
-            opts.capture_flush_seconds,
-            opts.capture_max_buffer,
-            opts.capture_format,
-            journal_dir=opts.capture_journal,
-        )
-        self.monitor = VersionedDrift(
-            self.schema,
-            self._load_reference,
-            self._version_monitor,
-            max_versions=opts.drift_versions,
-            max_batch=opts.max_batch_size,
-            stop_timeout_s=opts.shutdown_seconds,
-        )
-        self.monitor.add(VersionReference(self.version, self.schema, detector, baseline))
-        capture_location = _prefix_uri(self.store, captures_prefix(key_segment(self.name), self.version))
-        self.outbox.start()
+        if self.monitor_process is not None:
+            started = self.monitor_process.start()
+            backend, capture_location = started["backend"], started["capture_location"]
+        else:
+            self.observer = Observer(
+                self.name,
+                self.model_dir,
+                self.version,
+                self.store,
+                self.outbox,
+                opts,
+                self.references,
+                self.schema,
+                rejected=lambda: self.rejected_requests,
+            )
+            backend, capture_location = self.observer.backend, self.observer.capture_location
         if self.mirror is not None:
             self.mirror.start()
         self.ready = True
         logger.info(
-            "transformer for %s version %s (%s): %d features, drift window %d rows (%s backend), "
+            "transformer for %s version %s (%s): %d features, drift window %d rows (%s backend%s), "
             "predictor %s, captures to %s",
             self.name,
             self.version,
             opts.revision,
             len(self.schema.features),
             opts.drift_window,
-            detector.backend,
+            backend,
+            ", in a monitor process" if self.monitor_process is not None else "",
             self.client.url,
             capture_location,
         )
         return self.ready
-
-    def _version_monitor(self, reference: VersionReference) -> DriftMonitor:
-        """The drift monitor of one answering version: its own windows, its events naming it."""
-        opts, version = self.options, reference.version
-        context = {
-            "model": self.name,
-            "model_version": version,
-            "revision": opts.revision,
-            "capture_location": _prefix_uri(self.store, captures_prefix(key_segment(self.name), version)),
-        }
-        return DriftMonitor(
-            WindowedDrift(reference.detector, opts.drift_window),
-            self.outbox,
-            opts.event_source or f"kfloop/{self.name}",
-            context,
-            max_pending_rows=opts.drift_queue_rows,
-            extensions=opts.ce_extensions,
-            cpu_share=opts.drift_cpu_share,
-            window_log=WindowLog(self.store),  # every checked window, for the report
-            quality=None
-            if reference.baseline is None
-            else WindowedQuality(reference.baseline, opts.drift_window, lambda: self.rejected_requests),
-        )
-
-    def _load_reference(self, version: str) -> VersionReference:
-        """The schema and drift reference of ``version`` from its registered bundle (on the loader thread)."""
-        if self.references is None:
-            raise ConfigError(f"version {version!r} answered, but this transformer has no registry to load it from")
-        return load_reference(self.references(version), version, self.options.drift_backend)
 
     def stop(self) -> None:
         """Check the queued rows, write the buffered captures, stop the outbox (KServe calls this on unload)."""
         timeout = self.options.shutdown_seconds
         if self.mirror is not None:
             self.mirror.stop(timeout)
-        if self.monitor is not None:
-            self.monitor.stop(timeout)
-        if self.capture is not None and not self.capture.close(timeout):
-            logger.warning("capture records still unwritten at shutdown: %d dropped in all", self.capture.dropped)
-        self.outbox.stop(timeout, drain_s=timeout)  # with S3, what stays undelivered moves to the store
+        if self.monitor_process is not None:
+            self.monitor_process.stop(timeout)
+        if self.observer is not None:
+            self.observer.stop(timeout)
         _close_soon(self.client)
         super().stop()
 
@@ -368,6 +319,7 @@ class DriftTransformer(kserve.Model):
         other one it gets a body rebuilt from the decoded matrix). Returns the answer in the client's
         protocol and the predictor's own answer."""
         decoded = self._decode(body, tensors, forward if isinstance(forward, bytes) else None)
+        received = forward if isinstance(forward, bytes) and json_length is None else None  # the request's JSON
         sent = forwarded_headers(headers, request_id)
         if protocol != self.client.protocol or self.options.encoded_rows:
             forward, json_length = request_in(self.client.protocol, decoded, self.schema, request_id), None
@@ -384,11 +336,26 @@ class DriftTransformer(kserve.Model):
         if protocol != self.client.protocol:
             answer_id = _v2_id(body) or request_id  # the client's V2 id, whatever x-request-id says
             answer = answer_in(protocol, answer, self.name, predictor.version or self.version, answer_id)
-        observed = (body, tensors, decoded, answer, request_id, predictor.version, self._gateway_revision(headers))
-        if self.capture.journal is None:  # once the answer is written (it is, before the loop's next callback)
-            asyncio.get_running_loop().call_soon(self._observe, *observed)
-        else:  # journaled before the answer leaves: a kill after it loses no record
-            self._observe(*observed)
+        revision = self._gateway_revision(headers)
+        if self.monitor_process is not None:  # bytes to the monitor process, written to it within 2 ms
+            self.monitor_process.observe(
+                protocol,
+                received or _request_json(body, tensors),
+                predictor.content
+                if protocol == self.client.protocol and predictor.content is not None
+                else orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY),
+                request_id,
+                predictor.version,
+                revision,
+                self.rejected_requests,
+                decoded.n_rows,
+            )
+        else:
+            observed = (body, tensors, decoded, answer, request_id, predictor.version, revision)
+            if self.observer.capture.journal is None:  # once the answer is written (before the next callback)
+                asyncio.get_running_loop().call_soon(self.observer.observe, *observed)
+            else:  # journaled before the answer leaves: a kill after it loses no record
+                self.observer.observe(*observed)
         if self.mirror is not None:  # a share to the shadow candidate, in the background (mirror.py)
             self.mirror.after_answer(
                 forward,
@@ -423,50 +390,10 @@ class DriftTransformer(kserve.Model):
             self.rejected_requests += 1
             raise InvalidInput(str(e)) from e
 
-    def _observe(
-        self,
-        body: Any,
-        tensors: list[Tensor] | None,
-        decoded: Decoded,
-        answer: dict,
-        request_id: str,
-        served: str | None,
-        revision: str | None,
-    ) -> None:
-        """Capture the rows (as of the version that answered, ``served``, and the gateway's
-        ``revision``; else this transformer's) and queue them for drift detection; never raises
-        into the request."""
-        version = str(served or answer.get("model_version") or self.version)
-        predictions = unseen = None
-        try:  # the request's columns as they are: no work per row here (the writer's thread does it)
-            capture = request_capture(
-                self.name,
-                version,
-                revision or self.options.revision,
-                request_id,
-                time.time(),  # formatted on the writer's thread
-                self.decoder.names,  # (the schema's, computed once)
-                decoded,
-                answer,
-                body=body if tensors is None else None,
-                tensors=tensors,
-            )
-            self.capture.add(capture)
-            unseen = {name: len(rows) for name, rows in capture.unseen.items()}  # for the data-quality window
-            predictions = answer_predictions(answer)  # for the prediction-drift window
-        except Exception:  # capture is best effort: the client already has its answer
-            logger.exception("could not capture request %s", request_id)
-        self.monitor.submit(
-            version,
-            decoded,
-            lambda decoder: decoder.decode_v2_inputs(tensors) if tensors is not None else decoder.decode_v1(body),
-            predictions,
-            unseen,
-        )
-
     def parts(self) -> tuple:
         """The drift monitor, capture writer, outbox and forwarding coalescer (for the metrics collector)."""
-        return self.monitor, self.capture, self.outbox, self.coalescer
+        source = self.monitor_process if self.monitor_process is not None else self.observer
+        return (*source.parts(), self.coalescer)
 
 
 def _request_id(headers: dict[str, str], v2_id: str | None) -> str:
@@ -498,9 +425,15 @@ def _checked(check, body: Any):
         raise InvalidInput(str(e)) from e
 
 
-def _prefix_uri(store: ObjectStore, prefix: str) -> str:
-    """The URI of a key prefix, ending in "/" for every store (LocalStore's file URIs drop it)."""
-    return store.uri(prefix.rstrip("/")) + "/"
+def _request_json(body: Any, tensors: list[Tensor] | None) -> bytes:
+    """A request that did not come as plain JSON (KServe's path: a parsed V1 body, or V2 tensors, binary
+    ones too) as JSON, for the monitor process."""
+    if tensors is None:
+        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    inputs = [
+        {"name": t.name, "shape": list(t.shape), "datatype": t.datatype, "data": plain_values(t.data)} for t in tensors
+    ]
+    return orjson.dumps({"inputs": inputs})
 
 
 def _close_soon(client: PredictorClient) -> None:
@@ -609,6 +542,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.max_batch_size,
         help="Most rows accepted in one request (400 above)",
     )
+    add(
+        "--monitor_process",
+        type=strtobool,
+        default=DEFAULTS.monitor_process,
+        help="Capture and check for drift in a child process with its own GIL (monitor_process.py), so that "
+        "neither pauses the requests; false: in this process. With --capture_journal always in this process",
+    )
     add("--max_body_bytes", type=int, default=DEFAULTS.max_body_bytes, help="Largest request body (413 above)")
     add("--predictor_max_connections", type=int, default=100, help="Pooled connections to the predictor")
     add(
@@ -658,17 +598,6 @@ def ce_extensions(settings: Settings) -> dict:
         raise ConfigError(f'K_CE_OVERRIDES={raw!r} is not JSON of the form {{"extensions": {{...}}}}') from e
 
 
-def open_capture_store(settings: Settings) -> ObjectStore:
-    """The object store for captures; an unreachable S3 at startup is not fatal (writes are retried)."""
-    try:
-        return open_store(settings)
-    except StorageError as e:
-        if not settings.uses_s3:
-            raise
-        logger.warning("capture store not reachable at startup (%s); capture writes will be retried", e)
-        return S3Store.from_settings(settings, create_bucket=False)
-
-
 def _check_args(args: argparse.Namespace) -> None:
     if not args.predictor_host:
         raise ConfigError("--predictor_host is required: the host[:port] of the predictor to forward to")
@@ -713,6 +642,7 @@ def options_from(args: argparse.Namespace, settings: Settings) -> TransformerOpt
         capture_flush_seconds=args.capture_flush_seconds,
         capture_max_buffer=args.capture_max_buffer,
         capture_journal=args.capture_journal,
+        monitor_process=args.monitor_process,
         shutdown_seconds=args.shutdown_seconds,
         ce_extensions=ce_extensions(settings),
     )
@@ -749,21 +679,23 @@ def serve(args: argparse.Namespace) -> None:
         args.predictor_max_connections,
     )
     store = open_capture_store(settings)
-    outbox = Outbox.for_settings(
-        settings,
-        f"drift-{key_segment(args.model_name)}-{key_segment(args.revision)}",
-        resolve_sink(args, settings),
-        backoff_max=args.outbox_backoff_max,
-        spill=store if settings.uses_s3 else None,  # on a cluster KFLOOP_HOME is an emptyDir
-    )
+    options, version = options_from(args, settings), args.model_version or registered_version
+    sink = resolve_sink(args, settings)
+    monitor = outbox = None
+    if options.monitor_process and options.capture_journal is None:  # (a journal is written before the answer)
+        monitor = MonitorProcess(
+            child_config(args.model_name, model_dir, version or "unknown", options, sink, args.outbox_backoff_max)
+        )
+    else:
+        outbox = open_outbox(settings, args.model_name, args.revision, sink, args.outbox_backoff_max, store)
     model = DriftTransformer(
         args.model_name,
         model_dir,
         store,
         outbox,
         client,
-        options_from(args, settings),
-        args.model_version or registered_version,
+        options,
+        version,
         token=read_token(settings.control_token_path),
         references=lambda version: fetch_registered(f"{args.model_name}:{version}", settings)[0],
         mirror=None
@@ -777,6 +709,7 @@ def serve(args: argparse.Namespace) -> None:
             max_in_flight=args.mirror_in_flight,
             timeout=args.mirror_timeout,
         ),
+        monitor_process=monitor,
     )
     model.load()
     metrics.register_collector(metrics.TransformerCollector(model.name, model.parts))

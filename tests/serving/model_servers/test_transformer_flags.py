@@ -34,6 +34,7 @@ def test_every_option_but_the_platform_s_has_a_flag_that_sets_it():
         "capture_flush_seconds": ("--capture_flush_seconds", "0.5", 0.5),
         "capture_max_buffer": ("--capture_max_buffer", "99", 99),
         "capture_journal": ("--capture_journal", "/tmp/journal", "/tmp/journal"),
+        "monitor_process": ("--monitor_process", "false", False),
         "shutdown_seconds": ("--shutdown_seconds", "3", 3.0),
     }
     platform = {"ce_extensions"}  # from K_CE_OVERRIDES
