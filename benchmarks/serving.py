@@ -15,7 +15,8 @@ and 16, 100-row requests at concurrency 8. Servers:
   numeric, sent the encoded FP32 ``[n, 8]`` tensor (the like-for-like line with MLServer; the real
   bundle refuses a single tensor since it has categorical features); on numeric30, V1 lists;
 - the kfloop drift transformer in front of the predictor (validation, capture to a temp KFLOOP_HOME,
-  drift detection on; V1 forwarded to the predictor on V1, V2 on V2);
+  drift detection on, in its monitor process; V1 forwarded to the predictor on V1, V2 on V2); on numeric30
+  also with ``--monitor_process false`` (``tr-n30-ip``: capture and drift checks in the transformer's process);
 - KServe's stock xgbserver v0.20.0 (``../shared/peers``, with kserve-storage==0.20.0; skipped with the
   reason where absent) with its default flags, bare and behind a pass-through KServe transformer
   (``passthrough_transformer.py``), sent V1 lists: numeric30's rows, churn's encoded rows (the booster
@@ -451,6 +452,7 @@ TARGETS = (
     Target("pt-churn", "kserve transformer", "->xgbserver", "V1 lists", "enc", V1_PATH),
     Target("pred-n30", "kfloop predictor", "direct", "V1 lists", "n30", N30_PATH, NUMERIC_MODEL),
     Target("tr-n30", "kfloop transformer", "->predictor", "V1 lists", "n30", N30_PATH, NUMERIC_MODEL),
+    Target("tr-n30-ip", "kfloop transformer, in-process", "->predictor", "V1 lists", "n30", N30_PATH, NUMERIC_MODEL),
     Target("xgb-n30", "kserve xgbserver", "direct", "V1 lists", "n30", N30_PATH, NUMERIC_MODEL),
     Target("pt-n30", "kserve transformer", "->xgbserver", "V1 lists", "n30", N30_PATH, NUMERIC_MODEL),
 )
@@ -519,28 +521,32 @@ def start_servers(
             kfloop_server("predictor-numeric", "predictor", logs, "--model_dir", str(models.numeric_bundle)),
             "pred-fp32",
         )
-    if keys & {"pred-n30", "tr-n30"}:
+    if keys & {"pred-n30", "tr-n30", "tr-n30-ip"}:
         predictor = started(
             kfloop_server("predictor-n30", "predictor", logs, "--model_dir", str(numeric.bundle), model=NUMERIC_MODEL),
             "pred-n30",
         )
-        if "tr-n30" in keys:
-            started(
-                kfloop_server(
-                    "transformer-n30",
-                    "transformer",
-                    logs,
-                    "--model_dir",
-                    str(numeric.bundle),
-                    "--predictor_host",
-                    f"127.0.0.1:{predictor.port}",
-                    "--predictor_protocol",
-                    "v1",
-                    env={"KFLOOP_HOME": str(work / "kfloop-home-n30")},
-                    model=NUMERIC_MODEL,
-                ),
-                "tr-n30",
-            )
+        # the transformer as deployed (monitoring in its monitor process), and with it in-process
+        for key, monitor_process in (("tr-n30", "true"), ("tr-n30-ip", "false")):
+            if key in keys:
+                started(
+                    kfloop_server(
+                        key.replace("tr-", "transformer-"),
+                        "transformer",
+                        logs,
+                        "--model_dir",
+                        str(numeric.bundle),
+                        "--predictor_host",
+                        f"127.0.0.1:{predictor.port}",
+                        "--predictor_protocol",
+                        "v1",
+                        "--monitor_process",
+                        monitor_process,
+                        env={"KFLOOP_HOME": str(work / f"kfloop-home-{key}")},
+                        model=NUMERIC_MODEL,
+                    ),
+                    key,
+                )
     for suffix, model, folder in (("churn", MODEL, models.booster_dir), ("n30", NUMERIC_MODEL, numeric.booster_dir)):
         if keys & {f"xgb-{suffix}", f"pt-{suffix}"}:
             peer = started(xgbserver(f"xgbserver-{suffix}", model, folder, logs), f"xgb-{suffix}")
