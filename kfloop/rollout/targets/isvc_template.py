@@ -264,12 +264,13 @@ spec:
         ports:
           - containerPort: 8080
             protocol: TCP
+        # two processes: the transformer and its monitor process (capture and drift checks, with their own GIL)
         resources:
           requests:
             cpu: 500m
             memory: 1Gi
           limits:
-            cpu: "1"
+            cpu: "2"
             memory: 2Gi
         securityContext:
           runAsNonRoot: true
