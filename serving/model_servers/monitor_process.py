@@ -17,14 +17,15 @@ as JSON) or ``["s", sequence]`` asking for the counters. The child answers on it
 object a line: ``{"ready": ...}`` once loaded (or ``{"error": ...}`` and exit 1), and ``{"stats":
 ..., "sequence": n}`` per request for them; its logs go to stderr, with the transformer's.
 
-The transformer never waits for the child on the request path: frames wait in a buffer (flushed every
-``FLUSH_SECONDS``, so one write carries many requests) of at most ``max_buffer_bytes``; a request that
-does not fit, or comes while the child is down, is dropped and counted (``kfloop_drift_rows_dropped``
+The transformer never waits for the child on the request path: a request's frame goes into the pipe
+(1 MiB) when it is answered, before the answer leaves; when the pipe is full, frames wait in a buffer
+of at most ``max_buffer_bytes``, tried again every ``FLUSH_SECONDS``; a request that does not fit, or
+comes while the child is down, is dropped and counted (``kfloop_drift_rows_dropped``
 and ``kfloop_capture_records_dropped``). A child that exits is started again after a second. At
 shutdown the transformer closes the pipe: the child checks what is queued, writes the captures,
 delivers or keeps the events (``Observer.stop``) and exits. The child ignores SIGTERM and SIGINT (a
 process group's signal reaches it too): it ends when its stdin does, so a killed transformer still has
-its last requests captured.
+its last requests captured (all but those whose frames were still in the buffer).
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ For each request (KServe V1 or V2) the transformer:
 3. hands the request's capture records (per row: request id, time, features by name, unseen
    categories, prediction, model version, revision) to a ``CaptureWriter`` as one columnar
    ``CaptureBatch`` (the request's own lists, no work per row; buffered, written in batches from a
-   thread; a full or unreachable store drops and counts records, it never slows the request; without
-   ``--capture_journal`` this and step 4 run once the answer is written, with it before); when a
-   rollout set a shadow candidate (the mirror state of ``kfloop.rollout.mirror``), a share of the
+   thread; a full or unreachable store drops and counts records, it never slows the request; in this
+   process, without ``--capture_journal`` this and step 4 run once the answer is written, with it
+   before); when a rollout set a shadow candidate (the mirror state of ``kfloop.rollout.mirror``), a share of the
    requests goes to it too, in the background, and its answers are recorded (``mirror.py``);
 4. hands the decoded rows to a ``DriftMonitor`` (bounded queue, background thread, windows of
    ``--drift_window`` rows, at most ``--drift_cpu_share`` of a core: at high row rates the checked
@@ -337,7 +337,7 @@ class DriftTransformer(kserve.Model):
             answer_id = _v2_id(body) or request_id  # the client's V2 id, whatever x-request-id says
             answer = answer_in(protocol, answer, self.name, predictor.version or self.version, answer_id)
         revision = self._gateway_revision(headers)
-        if self.monitor_process is not None:  # bytes to the monitor process, written to it within 2 ms
+        if self.monitor_process is not None:  # bytes to the monitor process, in its pipe before the answer leaves
             self.monitor_process.observe(
                 protocol,
                 received or _request_json(body, tensors),
