@@ -118,7 +118,9 @@ class MonitorProcess:
         self.config, self.max_buffer_bytes, self.python = config, max_buffer_bytes, python
         self._lock = threading.Lock()  # the buffer and the pipe: the event loop and the metrics' thread
         self._buffer = bytearray()
-        self._frames: collections.deque[tuple[int, int]] = collections.deque()  # (end in _buffer, rows)
+        # the frames not yet wholly written, as (where each ends, its rows), counting every byte ever buffered
+        self._frames: collections.deque[tuple[int, int]] = collections.deque()
+        self._buffered_bytes = self._written_bytes = 0
         self._flush_scheduled = False
         self._stats_cond = threading.Condition()
         self._stats: dict | None = None
@@ -128,7 +130,6 @@ class MonitorProcess:
         self._stopping = False
         self.rows_lost = 0  # rows dropped here: buffer full, or the child down
         self.restarts = 0
-        self.ready_info: dict = {}
 
     def start(self, timeout: float = 120.0) -> dict:
         """Start the child and wait until it has loaded; what it said when ready. ``ConfigError`` with the
@@ -139,7 +140,6 @@ class MonitorProcess:
         if "ready" not in info:
             self._process.kill()
             raise _startup_error(info["type"], info["error"])
-        self.ready_info = info
         threading.Thread(target=self._read_child, name="monitor-process", daemon=True).start()
         return info
 
@@ -160,8 +160,7 @@ class MonitorProcess:
             if self._process is None or len(self._buffer) + len(data) > self.max_buffer_bytes:
                 self.rows_lost += rows
                 return
-            self._buffer += data
-            self._frames.append((len(self._buffer), rows))
+            self._append(data, rows)
             if self._flush_scheduled:
                 return
             if self._write(blocking_until=None):  # in the pipe before the answer leaves (a kill loses none)
@@ -193,13 +192,19 @@ class MonitorProcess:
                 self._drop_buffer()
                 return False
             del self._buffer[:n]
-            while self._frames and self._frames[0][0] <= n:
+            self._written_bytes += n
+            while self._frames and self._frames[0][0] <= self._written_bytes:
                 self._frames.popleft()
-            self._frames = collections.deque((end - n, rows) for end, rows in self._frames)
         return True
+
+    def _append(self, data: bytes, rows: int) -> None:
+        self._buffer += data
+        self._buffered_bytes += len(data)
+        self._frames.append((self._buffered_bytes, rows))
 
     def _drop_buffer(self) -> None:
         self.rows_lost += sum(rows for _, rows in self._frames)
+        self._written_bytes = self._buffered_bytes  # (what is dropped counts as gone)
         self._buffer.clear()
         self._frames.clear()
 
@@ -211,8 +216,7 @@ class MonitorProcess:
                 return self._stats
             self._sequence += 1
             sequence = self._sequence
-            self._buffer += frame(["s", sequence])
-            self._frames.append((len(self._buffer), 0))
+            self._append(frame(["s", sequence]), 0)
             self._write(blocking_until=time.monotonic() + timeout)
         with self._stats_cond:
             self._stats_cond.wait_for(lambda: self._stats_seen >= sequence, timeout)
